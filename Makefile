@@ -1,0 +1,36 @@
+# One-command setup: every target that runs code depends on `setup`, which is idempotent.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.megamerge-installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test bench clean lint
+
+setup: $(STAMP)
+
+# Re-install only when the dependency declaration changes; a second `make setup` is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# The local CPU build; any other torch spec would download CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	# DeepSpeed's setup.py imports torch, so it must see the one just installed.
+	$(BIN)/pip install -q --no-build-isolation deepspeed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python tools/demo.py --out $(DEMO_DIR)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python tools/bench_model.py
+
+lint: setup
+	$(BIN)/ruff check megamerge tools data_prep tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

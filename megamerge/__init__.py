@@ -1,0 +1,3 @@
+"""megamerge: cluster-scale pre-training of DNA foundation models."""
+
+__version__ = "0.1.0"
