@@ -1,0 +1,4 @@
+from .config import PRESETS, MergeDNAConfig
+from .mergedna import MergeDNA
+
+__all__ = ["MergeDNA", "MergeDNAConfig", "PRESETS"]

@@ -1,0 +1,51 @@
+"""Multi-head (optionally grouped-query) attention with RoPE, local-window or full.
+
+Head counts are read off the projection shapes at run time, so tensor parallelism can swap the
+projections for column/row-parallel ones holding a slice of the heads without touching this code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .local_attention import full_attention, local_attention
+from .rope import apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        window: tuple[int, int] | None = None,
+        causal: bool = False,
+    ):
+        super().__init__()
+        n_kv_heads = n_kv_heads or n_heads
+        self.head_dim = dim // n_heads
+        self.window = window  # (left, right) or None for full attention
+        self.causal = causal
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, L, D]
+        rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin: [B, L, 1, hd/2]
+        valid: torch.Tensor,  # [B, L] bool, valid tokens form a prefix of each row
+    ) -> torch.Tensor:  # [B, L, D]
+        B, L, _ = x.shape
+        q = self.wq(x).view(B, L, -1, self.head_dim)
+        k = self.wk(x).view(B, L, -1, self.head_dim)
+        v = self.wv(x).view(B, L, -1, self.head_dim)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, L, hd]
+        if self.window is None:
+            out = full_attention(q, k, v, valid, causal=self.causal)
+        else:
+            out = local_attention(q, k, v, valid, *self.window)
+        return self.wo(out.transpose(1, 2).reshape(B, L, -1))

@@ -1,0 +1,129 @@
+"""MergeDNA configuration: one dataclass, named presets, and validation with actionable errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass
+class MergeDNAConfig:
+    dim: int = 1024
+    n_heads: int = 16
+    ffn_dim: int = 2816  # SwiGLU hidden width: 8/3 * dim rounded up to a multiple of 256 (LLaMA)
+    local_encoder_layers: int = 4
+    latent_encoder_layers: int = 20
+    latent_decoder_layers: int = 4
+    local_decoder_layers: int = 2
+    window: int = 16  # local attention sees |i - j| <= window; merges stay inside windows this wide
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    init_std: float = 0.02
+
+    # Tokenizer (Local Encoder) merging
+    grouping_dim: int = 64  # width of the separate grouping embedding that scores merges
+    merge_temperature: float = 0.1  # slope of the straight-through gate around the selection threshold
+    compression_range: tuple[float, float] = (0.4, 0.6)  # L/N clip range in training
+    compression_mean: float = 0.5  # training: L/N ~ N(mean, std) clipped to the range
+    compression_std: float = 0.05
+    eval_compression: float = 0.5  # fixed L/N in eval mode
+
+    # Latent MTR and AMTM
+    latent_compression: float = 0.5  # K = ceil(this * L) latent tokens after global merging
+    latent_merge_layer: int | None = None  # merge after this many latent-encoder blocks (None: half)
+    amtm_mask_ratio: float = 0.5  # fraction of the L local tokens masked by AMTM (K/L in the paper)
+    latent_mtr_weight: float = 0.25  # lambda
+    tm_weight: float = 0.0  # optional transition-matrix loss on the reconstruction outputs
+
+    def __post_init__(self):
+        self.compression_range = tuple(self.compression_range)
+        if self.latent_merge_layer is None:
+            self.latent_merge_layer = self.latent_encoder_layers // 2
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def validate(self) -> None:
+        def bad(msg: str):
+            raise ValueError(f"invalid MergeDNAConfig: {msg}")
+
+        if self.dim <= 0 or self.n_heads <= 0 or self.dim % self.n_heads:
+            bad(f"n_heads={self.n_heads} must divide dim={self.dim}")
+        if self.head_dim % 2:
+            bad(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.window < 2:
+            bad(f"window={self.window} must be at least 2 (adjacent tokens must be able to merge)")
+        if self.window % 2:
+            bad(f"window={self.window} must be even so that merge pairs never straddle a window edge")
+        lo, hi = self.compression_range
+        if not (0 < lo <= hi <= 1):
+            bad(f"compression_range={self.compression_range} must satisfy 0 < low <= high <= 1")
+        floor = 0.5**self.local_encoder_layers
+        if lo < floor:
+            bad(
+                f"compression_range low={lo} is below {floor:.3g}: each of the "
+                f"{self.local_encoder_layers} local layers can at most halve the tokens"
+            )
+        for name in ("compression_mean", "eval_compression"):
+            value = getattr(self, name)
+            if not (0 < value <= 1):
+                bad(f"{name}={value} must lie in (0, 1]")
+        for name in ("latent_compression", "amtm_mask_ratio"):
+            value = getattr(self, name)
+            if not (0 < value <= 1):
+                bad(f"{name}={value} must lie in (0, 1]")
+        if self.compression_std < 0:
+            bad(f"compression_std={self.compression_std} must be >= 0")
+        for name in ("local_encoder_layers", "latent_encoder_layers", "latent_decoder_layers",
+                     "local_decoder_layers"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be >= 1")
+        if not (0 <= self.latent_merge_layer <= self.latent_encoder_layers):
+            bad(f"latent_merge_layer={self.latent_merge_layer} must lie in [0, latent_encoder_layers]")
+        if self.latent_mtr_weight < 0 or self.tm_weight < 0:
+            bad("loss weights must be >= 0")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MergeDNAConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown MergeDNA preset {name!r}; choose one of {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["compression_range"] = list(self.compression_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MergeDNAConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown MergeDNAConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def swiglu_width(dim: int, multiple_of: int = 256) -> int:
+    return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)
+
+
+# Layer counts keep the paper's 4 / N / 4 / 2 shape; larger models widen and deepen the latent part,
+# where tensor and pipeline parallelism apply. Recommended layouts are in megamerge/parallel/README.
+PRESETS: dict[str, MergeDNAConfig] = {
+    # ~2M parameters: CPU tests and the demo.
+    "tiny": MergeDNAConfig(
+        dim=128, n_heads=4, ffn_dim=352, local_encoder_layers=2, latent_encoder_layers=4,
+        latent_decoder_layers=2, local_decoder_layers=2, grouping_dim=32,
+    ),
+    # The paper's Table A1: D = 1024, 4 / 20 / 4 / 2 blocks, 51M / 253M / 51M / 25M.
+    "380m": MergeDNAConfig(),
+    # ~1.0B: D = 1536, 24 latent-encoder blocks.
+    "1b": MergeDNAConfig(dim=1536, n_heads=16, ffn_dim=4096, latent_encoder_layers=24),
+    # ~3.2B: D = 2560, 30 latent-encoder blocks, 128-wide heads.
+    "3b": MergeDNAConfig(dim=2560, n_heads=20, ffn_dim=6912, latent_encoder_layers=30),
+    # ~6.9B: LLaMA-7B widths (D = 4096, FFN 11008), 24 latent-encoder blocks.
+    "7b": MergeDNAConfig(dim=4096, n_heads=32, ffn_dim=11008, latent_encoder_layers=24),
+}
+

@@ -1,0 +1,42 @@
+"""Latent Encoder: full-attention blocks over the merged tokens. For latent MTR it can also merge
+globally (ToMe, no window) down to K tokens after `latent_merge_layer` blocks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from .block import TransformerBlock
+from .config import MergeDNAConfig
+from .norm import RMSNorm
+from .rope import rope_angles
+from .token_merging import TokenState, global_merge_to
+
+
+class LatentEncoder(nn.Module):
+    def __init__(self, cfg: MergeDNAConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg.dim, cfg.n_heads, cfg.ffn_dim, cfg.norm_eps)
+            for _ in range(cfg.latent_encoder_layers)
+        )
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(
+        self, state: TokenState, merge_to: torch.Tensor | None = None
+    ) -> tuple[TokenState, torch.Tensor | None]:
+        """Returns the encoded state and, when merge_to [B] is given, the map [B, L] from the
+        incoming tokens to the K latent groups (None otherwise)."""
+        latent_map = None
+        rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
+        for i, block in enumerate(self.blocks):
+            if merge_to is not None and i == self.cfg.latent_merge_layer:
+                state, latent_map = global_merge_to(state, merge_to)
+                rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
+            state = replace(state, x=block(state.x, rope, state.valid))
+        if merge_to is not None and latent_map is None:  # merge after the last block
+            state, latent_map = global_merge_to(state, merge_to)
+        return replace(state, x=self.norm(state.x)), latent_map

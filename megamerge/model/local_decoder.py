@@ -1,0 +1,42 @@
+"""Local Decoder: unmerge tokens to bases with a gather (z_N = S^T z_L), local-window attention,
+then a head over the four bases."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..tokenizer import NUM_BASE_CLASSES
+from .block import TransformerBlock
+from .config import MergeDNAConfig
+from .norm import RMSNorm
+from .rope import rope_angles
+
+
+def unmerge(z: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """z [B, L, D], assign [B, N] -> [B, N, D]: each base takes its token's vector."""
+    return z.gather(1, assign[..., None].expand(-1, -1, z.shape[-1]))
+
+
+class LocalDecoder(nn.Module):
+    def __init__(self, cfg: MergeDNAConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = (cfg.window, cfg.window)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg.dim, cfg.n_heads, cfg.ffn_dim, cfg.norm_eps, window=w)
+            for _ in range(cfg.local_decoder_layers)
+        )
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, NUM_BASE_CLASSES, bias=False)
+
+    def forward(
+        self, z: torch.Tensor, assign: torch.Tensor, base_valid: torch.Tensor
+    ) -> torch.Tensor:  # logits [B, N, 4]
+        B, N = assign.shape
+        x = unmerge(z, assign)  # [B, N, D]
+        pos = torch.arange(N, device=z.device, dtype=torch.float32).expand(B, N)
+        rope = rope_angles(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        for block in self.blocks:
+            x = block(x, rope, base_valid)
+        return self.head(self.norm(x))

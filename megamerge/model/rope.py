@@ -1,0 +1,23 @@
+"""Rotary position embeddings at arbitrary (float) positions.
+
+Merged tokens keep a position: the size-weighted mean of the base positions they cover. RoPE is
+evaluated at those float positions, so attention after merging still sees true genomic distance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rope_angles(pos: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """pos [B, L] (float) -> (cos, sin), each [B, L, 1, head_dim // 2], broadcast over heads."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    angles = pos.float()[..., None] * inv_freq  # [B, L, hd/2]
+    return angles.cos()[:, :, None, :], angles.sin()[:, :, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, L, H, hd]; rotate the two halves of each head (the LLaMA / GPT-NeoX convention)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.to(x.dtype)

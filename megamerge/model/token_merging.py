@@ -1,0 +1,196 @@
+"""Token merging with integer assignment maps (no dense L x N source matrices).
+
+State is carried in a `TokenState`: token vectors, their size in bases (0 = padding), their
+position (size-weighted mean base position), a validity mask whose True entries form a prefix of
+each row, and `assign[b, n]`, the token that base n belongs to. A merge step decides, per token,
+whether it merges away into a `partner`; the new index of every token is a cumsum over the kept
+ones, so token order always follows base order. Maps compose with a gather; unmerging is a
+gather whose backward is the scatter-add S^T.
+
+Two merge rules:
+* `local_window_merge`: only adjacent tokens inside the same window of `window` token slots may
+  merge (the Local Encoder). Even slots propose to their better odd neighbour, so a token grows by
+  at most its two neighbours per step and never more than half the tokens leave in one step.
+  Scores come from a separate grouping embedding; since ranking has no gradient, the hard merge is
+  given a straight-through gate (forward exactly 0/1, backward through a sigmoid of the score
+  relative to the per-sample selection threshold), DTEM-style.
+* `global_merge_to`: ToMe's bipartite matching without a window, repeated until K tokens remain
+  (latent MTR). Tokens stay in base order; groups need not be contiguous.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+_SCORE_FLOOR = -3.0  # below any cosine similarity; stands in for "cannot merge" without inf arithmetic
+
+
+@dataclass
+class TokenState:
+    x: torch.Tensor  # [B, L, D]
+    pos: torch.Tensor  # [B, L] float, size-weighted mean base position
+    sizes: torch.Tensor  # [B, L] float, bases covered (0 for padding)
+    valid: torch.Tensor  # [B, L] bool, a prefix of each row
+    assign: torch.Tensor  # [B, N] long, base -> token index
+
+    @property
+    def lengths(self) -> torch.Tensor:  # [B]
+        return self.valid.sum(1)
+
+    def detach(self) -> "TokenState":
+        return replace(self, x=self.x.detach())
+
+    @classmethod
+    def from_bases(cls, x: torch.Tensor, base_valid: torch.Tensor) -> "TokenState":
+        B, N = base_valid.shape
+        idx = torch.arange(N, device=x.device)
+        return cls(
+            x=x,
+            pos=idx.float().expand(B, N),
+            sizes=base_valid.float(),
+            valid=base_valid,
+            assign=idx.expand(B, N),
+        )
+
+
+def _rank_desc(score: torch.Tensor) -> torch.Tensor:
+    """rank[b, j] = position of score[b, j] in its row sorted descending (0 = best)."""
+    order = score.argsort(dim=1, descending=True, stable=True)
+    ranks = torch.arange(score.shape[1], device=score.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, ranks)
+
+
+def merge_step(
+    state: TokenState,
+    partner: torch.Tensor,  # [B, L] long: where token j goes if it merges (j itself if it cannot)
+    removed: torch.Tensor,  # [B, L] bool: the hard decision
+    gate: torch.Tensor,  # [B, L] float, == removed in value, may carry a straight-through gradient
+) -> tuple[TokenState, torch.Tensor]:
+    """Apply one merge step; returns the new state and token_map [B, L] (old token -> new)."""
+    B, L, D = state.x.shape
+    keep = ~removed
+    new_lengths = state.lengths - removed.sum(1)
+    width = max(int(new_lengths.max()), 1)
+    # Padding tokens (size 0) are clamped onto the last slot; they add nothing to any sum.
+    new_index = (keep.long().cumsum(1) - 1).clamp(0, width - 1)
+    partner_new = new_index.gather(1, partner)
+    token_map = torch.where(removed, partner_new, new_index)
+
+    x = state.x.float()
+    sizes = state.sizes.float()
+    gate = gate.float()
+    w_self = torch.where(removed, torch.zeros_like(gate), 1.0 - gate) * sizes  # [B, L]
+    w_partner = gate * sizes  # [B, L]
+    num = x.new_zeros(B, width, D)
+    num = num.scatter_add(1, new_index[..., None].expand(-1, -1, D), x * w_self[..., None])
+    num = num.scatter_add(1, partner_new[..., None].expand(-1, -1, D), x * w_partner[..., None])
+    den = x.new_zeros(B, width).scatter_add(1, new_index, w_self).scatter_add(1, partner_new, w_partner)
+    x_new = num / den.clamp_min(1e-6)[..., None]  # size-weighted average; padding slots -> 0
+
+    sizes_new = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes)
+    pos_sum = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes * state.pos)
+    new_state = TokenState(
+        x=x_new.to(state.x.dtype),
+        pos=pos_sum / sizes_new.clamp_min(1.0),
+        sizes=sizes_new,
+        valid=torch.arange(width, device=x.device) < new_lengths[:, None],
+        assign=token_map.gather(1, state.assign),
+    )
+    return new_state, token_map
+
+
+def local_window_merge(
+    state: TokenState,
+    grouping: torch.Tensor,  # [B, L, G] grouping embedding of each token
+    r: torch.Tensor,  # [B] long, merges wanted per sample
+    window: int,
+    temperature: float,
+) -> tuple[TokenState, torch.Tensor]:
+    B, L = state.valid.shape
+    dev = grouping.device
+    g = F.normalize(grouping.float(), dim=-1)
+    idx = torch.arange(L, device=dev)
+    same_window = (idx[:-1] // window) == (idx[1:] // window)
+    pair_ok = state.valid[:, :-1] & state.valid[:, 1:] & same_window  # pair (j, j+1)
+    pair_score = (g[:, :-1] * g[:, 1:]).sum(-1).masked_fill(~pair_ok, _SCORE_FLOOR)  # [B, L-1]
+    pair_score = F.pad(pair_score, (1, 1), value=_SCORE_FLOOR)  # [B, L+1]; entry j: pair (j-1, j)
+
+    evens = idx[0::2]  # [E]
+    left, right = pair_score[:, evens], pair_score[:, evens + 1]  # [B, E]
+    score = torch.maximum(left, right)
+    can_merge = score > _SCORE_FLOOR
+    partner_even = torch.where(right >= left, evens + 1, evens - 1)
+    partner_even = torch.where(can_merge, partner_even, evens)
+
+    r = torch.minimum(r, can_merge.sum(1))
+    rank = _rank_desc(score)
+    chosen = rank < r[:, None]  # [B, E]; implies can_merge because r <= capacity
+
+    # Straight-through gate: the threshold sits between the last chosen and first unchosen score.
+    E = score.shape[1]
+    sorted_scores = score.sort(dim=1, descending=True).values
+    last_in = sorted_scores.gather(1, (r - 1).clamp(min=0)[:, None]).squeeze(1)
+    first_out = sorted_scores.gather(1, r.clamp(max=E - 1)[:, None]).squeeze(1)
+    last_in = torch.where(r > 0, last_in, torch.full_like(last_in, 1.0 + temperature))
+    first_out = torch.where(r < E, first_out, torch.full_like(first_out, _SCORE_FLOOR))
+    threshold = (0.5 * (last_in + first_out)).detach()
+    soft = torch.sigmoid((score - threshold[:, None]) / temperature)
+    gate_even = chosen.float() + soft - soft.detach()
+    gate_even = torch.where(can_merge, gate_even, torch.zeros_like(gate_even))
+
+    removed = torch.zeros(B, L, dtype=torch.bool, device=dev)
+    removed[:, evens] = chosen
+    partner = idx.expand(B, L).clone()
+    partner[:, evens] = partner_even
+    gate = gate_even.new_zeros(B, L).index_copy(1, evens, gate_even)
+    return merge_step(state, partner, removed, gate)
+
+
+def global_bipartite_merge(state: TokenState, r: torch.Tensor) -> tuple[TokenState, torch.Tensor]:
+    """One ToMe step without a window: even slots merge into their most similar odd slot."""
+    B, L = state.valid.shape
+    dev = state.x.device
+    if L < 2:
+        return state, torch.zeros(B, L, dtype=torch.long, device=dev)
+    idx = torch.arange(L, device=dev)
+    a_idx, b_idx = idx[0::2], idx[1::2]
+    x = F.normalize(state.x.detach().float(), dim=-1)
+    sim = x[:, a_idx] @ x[:, b_idx].transpose(1, 2)  # [B, E, O]
+    ok = state.valid[:, a_idx, None] & state.valid[:, None, b_idx]
+    score, best = sim.masked_fill(~ok, _SCORE_FLOOR).max(-1)  # [B, E]
+    can_merge = score > _SCORE_FLOOR
+    r = torch.minimum(r, can_merge.sum(1))
+    chosen = _rank_desc(score) < r[:, None]
+
+    removed = torch.zeros(B, L, dtype=torch.bool, device=dev)
+    removed[:, a_idx] = chosen
+    partner = idx.expand(B, L).clone()
+    partner[:, a_idx] = torch.where(can_merge, b_idx[best], a_idx)
+    return merge_step(state, partner, removed, removed.float())
+
+
+def global_merge_to(state: TokenState, target: torch.Tensor) -> tuple[TokenState, torch.Tensor]:
+    """Repeat bipartite steps until each sample has at most target[b] tokens (about
+    log2(L / K) steps). Returns the merged state and the composed map [B, L] -> [0, K)."""
+    B, L = state.valid.shape
+    token_map = torch.arange(L, device=state.x.device).expand(B, L)
+    for _ in range(max(1, math.ceil(math.log2(max(L, 2)))) + 1):
+        excess = (state.lengths - target).clamp(min=0)
+        if not bool(excess.any()):
+            break
+        before = state.lengths
+        state, step_map = global_bipartite_merge(state, excess)
+        token_map = step_map.gather(1, token_map)
+        if torch.equal(before, state.lengths):
+            break  # nothing left that can merge (single-token rows)
+    return state, token_map
+
+
+def group_sizes(token_map: torch.Tensor, valid: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """How many valid tokens fall into each group: a bincount of token_map. [B, L] -> [B, K]."""
+    out = torch.zeros(token_map.shape[0], n_groups, device=token_map.device)
+    return out.scatter_add(1, token_map, valid.float())
