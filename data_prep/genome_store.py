@@ -1,0 +1,164 @@
+"""The zarr v3 genome store: the durable, random-access copy of a corpus that shards are cut from.
+
+Layout of `genomes.zarr`:
+    /                     attrs: format, megamerge_version, on_invalid, files (one summary per input)
+    /<file>/              one group per input file ("000000", "000001", ... in input order),
+                          attrs: species, source_file, file_name, sha256, records, counts
+    /<file>/<record>      one compressed uint8 array per record ("000000", ... in file order) holding
+                          the tokenizer codes (A=0 C=1 G=2 T=3 N=4); attrs: species, source_file,
+                          sha256, record_id, description, length, n_count, iupac_count,
+                          lower_count, invalid_count
+
+Case and the identity of ambiguity codes are gone from the arrays (they are N); their counts stay
+in the attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+import megamerge
+from data_prep.fasta import read_fasta, sha256_of
+from data_prep.normalize import BaseCounts
+
+STORE_FORMAT = "megamerge-genome-store"
+STORE_FORMAT_VERSION = 1
+ARRAY_CHUNK = 1 << 20  # bases per zarr chunk: the random-access granularity
+# Bit-shuffled LZ4: codes use 3 of 8 bits, so this packs to ~2 bits/base (3.9x; zstd gets 4.0x
+# but compresses 1.5x slower), and it decompresses at ~1 GB/s, far faster than FASTA.gz parses.
+COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)
+
+
+@dataclass
+class StoredRecord:
+    group: str
+    name: str
+    species: str
+    record_id: str
+    source_file: str
+    attrs: dict
+    codes: np.ndarray  # uint8 [L]
+
+    @property
+    def array_path(self) -> str:
+        return f"{self.group}/{self.name}"
+
+
+def create_store(path: Path) -> None:
+    zarr.open_group(store=str(path), mode="w", zarr_format=3)
+
+
+def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_invalid: str) -> dict:
+    """Parse one FASTA file into group `group` of the store; return its summary.
+
+    Runs in worker processes, so it takes and returns plain picklable values only.
+    """
+    path = Path(fasta_path)
+    file_sha = sha256_of(path)
+    node = zarr.open_group(store=store_path, path=group, mode="w", zarr_format=3)
+    totals = BaseCounts()
+    record_ids: list[str] = []
+    empty_records = 0
+    for record in read_fasta(path, on_invalid):
+        counts = record.counts
+        attrs = {
+            "species": species,
+            "source_file": str(path),
+            "sha256": file_sha,
+            "record_id": record.record_id,
+            "description": record.description,
+            "length": counts.length,
+            "n_count": counts.n,
+            "iupac_count": counts.iupac,
+            "lower_count": counts.lower,
+            "invalid_count": counts.invalid,
+        }
+        array = node.create_array(
+            name=f"{record.index:06d}",
+            shape=(counts.length,),
+            dtype="uint8",
+            chunks=(max(1, min(ARRAY_CHUNK, counts.length)),),
+            compressors=COMPRESSOR,
+            attributes=attrs,
+        )
+        if counts.length:
+            array[:] = record.codes
+        else:
+            empty_records += 1
+        totals.add(counts)
+        record_ids.append(record.record_id)
+    summary = {
+        "group": group,
+        "species": species,
+        "source_file": str(path),
+        "file_name": path.name,
+        "sha256": file_sha,
+        "bytes": path.stat().st_size,
+        "records": len(record_ids),
+        "empty_records": empty_records,
+        "counts": totals.as_dict(),
+    }
+    node.attrs.update(summary)
+    return dict(summary, record_ids=record_ids)
+
+
+def finalize_store(path: Path, files: list[dict], on_invalid: str) -> None:
+    root = zarr.open_group(store=str(path), mode="r+", zarr_format=3)
+    root.attrs.update(
+        {
+            "format": STORE_FORMAT,
+            "format_version": STORE_FORMAT_VERSION,
+            "megamerge_version": megamerge.__version__,
+            "on_invalid": on_invalid,
+            "files": [{k: v for k, v in f.items() if k != "record_ids"} for f in files],
+        }
+    )
+
+
+class GenomeStore:
+    """Read side: file summaries from the root attributes, records streamed in corpus order."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            raise FileNotFoundError(f"{self.path}: not a zarr genome store (no zarr.json)")
+        self.root = zarr.open_group(store=str(self.path), mode="r", zarr_format=3)
+        attrs = self.root.attrs.asdict()
+        if attrs.get("format") != STORE_FORMAT:
+            raise ValueError(f"{self.path}: not a megamerge genome store (unfinished or foreign)")
+        if attrs.get("format_version") != STORE_FORMAT_VERSION:
+            raise ValueError(f"{self.path}: store format {attrs.get('format_version')} is not supported")
+        self.attrs = attrs
+        self.files: list[dict] = attrs["files"]
+
+    def records(self, group: str) -> Iterator[tuple[str, dict]]:
+        node = self.root[group]
+        for name in sorted(node.array_keys()):
+            yield name, node[name].attrs.asdict()
+
+    def iter_records(self) -> Iterator[StoredRecord]:
+        for summary in self.files:
+            node = self.root[summary["group"]]
+            for name in sorted(node.array_keys()):
+                array = node[name]
+                attrs = array.attrs.asdict()
+                codes = array[:] if attrs["length"] else np.zeros(0, np.uint8)
+                yield StoredRecord(
+                    summary["group"],
+                    name,
+                    attrs["species"],
+                    attrs["record_id"],
+                    attrs["source_file"],
+                    attrs,
+                    codes,
+                )
+
+    def read(self, array_path: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Random access to a slice of one record."""
+        return self.root[array_path][start:stop]

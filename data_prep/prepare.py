@@ -1,0 +1,366 @@
+#!/usr/bin/env python
+"""FASTA -> zarr genome store -> WebDataset shards + manifest.
+
+    python data_prep/prepare.py --input genomes/ extra.fa.gz --out data/corpus --seq-len 4096
+    python data_prep/prepare.py --from-store --out data/corpus --seq-len 1024     # re-cut in place
+    python data_prep/prepare.py --from-store data/corpus/genomes.zarr --out data/c1k --seq-len 1024
+
+Output (see data_prep/README.md): DIR/genomes.zarr, DIR/{train,valid}/shard-NNNNNN.tar and
+DIR/manifest.json. Everything is built in a temporary directory next to DIR and moved into place
+only when complete, so a failed run leaves nothing partial behind. Bad input stops the run with a
+one-line error naming the file (and record and offset) and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `data_prep` and `megamerge` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm
+
+import megamerge
+from data_prep.accounting import SpeciesStats, totals_of
+from data_prep.chunking import DROP_REASONS, ChunkSpec, cut_record
+from data_prep.fasta import InputError, find_fasta_files, load_species_map, species_for
+from data_prep.genome_store import GenomeStore, create_store, finalize_store, ingest_file
+from data_prep.normalize import ALPHABET
+from data_prep.shard_writer import SplitShardWriter
+from data_prep.split import SplitSpec
+
+MANIFEST_FORMAT = "megamerge-shards"
+MANIFEST_FORMAT_VERSION = 1
+STORE_NAME = "genomes.zarr"
+SPLITS = ("train", "valid")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Turn FASTA/FASTA.gz files into a zarr genome store and WebDataset shards.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="PATH", help="FASTA(.gz) files or directories of them")
+    source.add_argument(
+        "--from-store",
+        nargs="?",
+        const="",
+        metavar="STORE",
+        help="re-cut shards from an existing genome store instead of parsing FASTA "
+        "(no value: OUT/genomes.zarr, re-cut in place)",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--seq-len", type=int, default=4096, help="chunk length in bases")
+    parser.add_argument("--overlap", type=int, default=0, help="bases shared by consecutive chunks")
+    parser.add_argument(
+        "--min-len", type=int, default=None, help="drop a record tail shorter than this (default: seq-len // 4)"
+    )
+    parser.add_argument("--max-n-frac", type=float, default=0.1, help="drop chunks with a larger N fraction")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--valid-species", nargs="+", default=[], metavar="SPECIES", help="held-out species")
+    split.add_argument(
+        "--valid-frac", type=float, default=0.0, help="fraction of records (by hash of record id) held out"
+    )
+    parser.add_argument("--species-map", type=Path, help="TSV 'file<TAB>species' overriding the file-name label")
+    parser.add_argument(
+        "--on-invalid",
+        choices=("error", "n"),
+        default="error",
+        help="non-IUPAC characters: stop with an error, or write them as N and count them",
+    )
+    parser.add_argument("--samples-per-shard", type=int, default=2048, help="samples per tar shard")
+    parser.add_argument(
+        "--mix-shards", type=int, default=16, help="shards filled at once, so each mixes species and records"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample-to-shard assignment")
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="processes parsing files in parallel"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.min_len is None:
+        args.min_len = args.seq_len // 4
+    return args
+
+
+# --------------------------------------------------------------------------------------------- ingest
+
+
+def ingest(files: list[Path], species: list[str], store_path: Path, args: argparse.Namespace) -> list[dict]:
+    """Parse every file into its own group of a new store; groups are numbered in input order."""
+    create_store(store_path)
+    jobs = [(str(store_path), f"{i:06d}", str(path), sp, args.on_invalid) for i, (path, sp) in
+            enumerate(zip(files, species))]
+    total_bytes = sum(path.stat().st_size for path in files)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=args.no_progress or None)
+    summaries = []
+    workers = max(1, min(args.workers, len(jobs)))
+    if workers == 1:
+        for job in jobs:
+            summaries.append(ingest_file(*job))
+            bar.update(summaries[-1]["bytes"])
+    else:
+        # spawn, not fork: zarr runs an asyncio loop thread that must not be inherited mid-flight.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(ingest_file, *job) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    summaries.append(future.result())
+                    bar.update(summaries[-1]["bytes"])
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    bar.close()
+    summaries.sort(key=lambda s: s["group"])
+    finalize_store(store_path, summaries, args.on_invalid)
+    return summaries
+
+
+# ------------------------------------------------------------------------------------------------ cut
+
+
+def cut(store: GenomeStore, out_dir: Path, args: argparse.Namespace) -> tuple[dict, list, dict]:
+    """Chunk every stored record into the split's shards; return per-species stats and shard list."""
+    chunk_spec = ChunkSpec(args.seq_len, args.overlap, args.min_len, args.max_n_frac)
+    split_spec = SplitSpec(frozenset(args.valid_species), args.valid_frac)
+    known_species = {f["species"] for f in store.files}
+    unknown = set(args.valid_species) - known_species
+    if unknown:
+        raise InputError(f"--valid-species not in the corpus: {', '.join(sorted(unknown))}")
+    writers = {
+        split: SplitShardWriter(out_dir, split, args.samples_per_shard, args.mix_shards, args.seed)
+        for split in SPLITS
+    }
+    per_species: dict[str, SpeciesStats] = {}
+    seen_ids: set[str] = set()
+    notes = {"empty_records": [], "duplicate_ids": []}
+    total_bases = sum(f["counts"]["length"] for f in store.files)
+    bar = tqdm(total=total_bases, unit="bp", unit_scale=True, desc="cut", disable=args.no_progress or None)
+    for record in store.iter_records():
+        attrs = record.attrs
+        stats = per_species.setdefault(record.species, SpeciesStats())
+        stats.records += 1
+        stats.input_bases += attrs["length"]
+        stats.n_bases += attrs["n_count"]
+        stats.iupac_bases += attrs["iupac_count"]
+        stats.lower_bases += attrs["lower_count"]
+        stats.invalid_bases += attrs["invalid_count"]
+        where = f"{Path(record.source_file).name}: record {record.record_id!r} ({record.array_path})"
+        if attrs["length"] == 0:
+            stats.empty_records += 1
+            notes["empty_records"].append(where)
+        if record.record_id in seen_ids:
+            stats.duplicate_ids += 1
+            notes["duplicate_ids"].append(where)
+        seen_ids.add(record.record_id)
+
+        result = cut_record(record.codes, chunk_spec)
+        stats.kept_bases += result.kept_bases
+        for reason, count in result.dropped_bases.items():
+            stats.dropped_bases[reason] += count
+        split = split_spec.split_of(record.species, record.record_id)
+        meta = {
+            "species": record.species,
+            "record": record.record_id,
+            "record_index": int(record.name),
+            "source": Path(record.source_file).name,
+            "array": record.array_path,
+        }
+        writer = writers[split]
+        for start, length in zip(result.starts.tolist(), result.lengths.tolist()):
+            writer.write(record.codes[start : start + length].tobytes(), dict(meta, start=start))
+        stats.samples[split] += len(result.starts)
+        bar.update(attrs["length"])
+    bar.close()
+    shards = [shard for split in SPLITS for shard in writers[split].close()]
+    return per_species, shards, notes
+
+
+# ------------------------------------------------------------------------------------------- manifest
+
+
+def build_manifest(args, store_ref: str, store: GenomeStore, per_species, shards, notes, timing) -> dict:
+    totals = totals_of(per_species)
+    for name, stats in [*per_species.items(), ("totals", totals)]:
+        if not stats.balanced():  # a bug, never bad input: refuse to publish wrong accounting
+            raise AssertionError(f"base accounting does not balance for {name}: {stats.as_dict()}")
+    parameters = {
+        key: (str(value) if isinstance(value, Path) else value)
+        for key, value in vars(args).items()
+        if key not in ("no_progress", "overwrite", "workers")
+    }
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "megamerge_version": megamerge.__version__,
+        "created_unix": int(time.time()),
+        "parameters": parameters,
+        "sequence_encoding": {
+            "member": "seq",
+            "dtype": "uint8",
+            "codes": {chr(base): i for i, base in enumerate(ALPHABET)},
+            "note": "one byte per base; IUPAC ambiguity codes (and, with --on-invalid n, invalid "
+            "characters) are N; case is dropped. Tails shorter than seq_len are stored unpadded.",
+        },
+        "metadata_member": "json: species, record, record_index, source, array, start, length, crc32",
+        "store": store_ref,
+        "drop_reasons": list(DROP_REASONS),
+        "species": {name: stats.as_dict() for name, stats in sorted(per_species.items())},
+        "totals": totals.as_dict(),
+        "files": store.files,
+        "splits": {
+            split: {
+                "samples": sum(s.samples for s in shards if s.split == split),
+                "shards": sum(1 for s in shards if s.split == split),
+            }
+            for split in SPLITS
+        },
+        "shards": [vars(shard) for shard in shards],
+        "empty_records": notes["empty_records"],
+        "duplicate_ids": notes["duplicate_ids"],
+        "timing_seconds": timing,
+    }
+
+
+# -------------------------------------------------------------------------------------------- publish
+
+
+def _fresh_work_dir(out: Path, overwrite: bool) -> Path:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out}: output directory exists and is not empty (use --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
+def _publish_dir(work: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish_in_place(work: Path, out: Path) -> None:
+    """Swap the new shards and manifest in next to the store they were cut from."""
+    retired = work / "retired"
+    retired.mkdir()
+    for name in (*SPLITS, "manifest.json"):
+        if (out / name).exists():
+            (out / name).rename(retired / name)
+        (work / name).rename(out / name)
+    shutil.rmtree(work)
+
+
+def resolve_store(args: argparse.Namespace) -> Path:
+    store = Path(args.from_store) if args.from_store else args.out / STORE_NAME
+    if store.is_dir() and not (store / "zarr.json").exists() and (store / STORE_NAME).exists():
+        store = store / STORE_NAME
+    if not store.is_dir():
+        raise InputError(f"{store}: genome store not found")
+    return store
+
+
+def run(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    out: Path = args.out
+    timing: dict[str, float] = {}
+    if args.from_store is not None:
+        store_path = resolve_store(args)
+        in_place = store_path.resolve().parent == out.resolve()
+        if in_place:
+            work = out / f".recut-partial-{os.getpid()}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            store_ref = STORE_NAME
+        else:
+            work = _fresh_work_dir(out, args.overwrite)
+            store_ref = str(store_path.resolve())
+    else:
+        in_place = False
+        files = find_fasta_files(args.input)
+        mapping = load_species_map(args.species_map) if args.species_map else {}
+        work = _fresh_work_dir(out, args.overwrite)
+        store_path = work / STORE_NAME
+        store_ref = STORE_NAME
+    published = False
+    try:
+        if args.from_store is None:
+            ingest(files, [species_for(path, mapping) for path in files], store_path, args)
+            timing["ingest"] = round(time.perf_counter() - started, 3)
+        try:
+            store = GenomeStore(store_path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise InputError(str(exc)) from None
+        cut_started = time.perf_counter()
+        per_species, shards, notes = cut(store, work, args)
+        timing["cut"] = round(time.perf_counter() - cut_started, 3)
+        timing["total"] = round(time.perf_counter() - started, 3)
+        manifest = build_manifest(args, store_ref, store, per_species, shards, notes, timing)
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if in_place:
+            _publish_in_place(work, out)
+        else:
+            _publish_dir(work, out)
+        published = True
+    finally:
+        if not published:
+            shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def print_summary(manifest: dict, out: Path) -> None:
+    totals = manifest["totals"]
+    seconds = manifest["timing_seconds"]["total"]
+    rate = totals["input_bases"] / max(seconds, 1e-9) / 1e6
+    print(
+        f"{len(manifest['files'])} files, {len(manifest['species'])} species, {totals['records']} records "
+        f"({totals['empty_records']} empty, {totals['duplicate_ids']} duplicate ids) "
+        f"in {seconds:.1f} s ({rate:.1f} MB of sequence/s)"
+    )
+    dropped = ", ".join(f"{reason} {count:,}" for reason, count in totals["dropped_bases"].items())
+    print(f"bases: input {totals['input_bases']:,}  kept {totals['kept_bases']:,}  dropped: {dropped}")
+    print(
+        f"input: N {totals['n_bases']:,}  IUPAC->N {totals['iupac_bases']:,}  "
+        f"soft-masked {totals['lower_bases']:,}  invalid->N {totals['invalid_bases']:,}"
+    )
+    for kind in ("empty_records", "duplicate_ids"):
+        if manifest[kind]:
+            shown = "; ".join(manifest[kind][:5]) + (" ..." if len(manifest[kind]) > 5 else "")
+            print(f"{kind.replace('_', ' ')}: {shown}")
+    splits = ", ".join(f"{split} {v['samples']} samples in {v['shards']} shards" for split, v in
+                       manifest["splits"].items())
+    print(f"{splits} -> {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        ChunkSpec(args.seq_len, args.overlap, args.min_len, args.max_n_frac)
+        SplitSpec(frozenset(args.valid_species), args.valid_frac)
+        manifest = run(args)
+    except (InputError, ValueError) as exc:
+        print(f"prepare.py: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("prepare.py: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print_summary(manifest, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
