@@ -112,7 +112,7 @@ def _check_file(path: Path) -> None:
             with gzip.open(path, "rb") as handle:
                 head = handle.read(1 << 16)
         except (OSError, EOFError) as exc:
-            raise InputError(f"{path}: corrupt gzip data ({exc})") from None
+            raise InputError(f"{path}: truncated or corrupt gzip data ({exc})") from None
         if not head:
             raise InputError(f"{path}: empty file (gzip stream holds no data)")
     if b"\x00" in head:

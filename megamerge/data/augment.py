@@ -1,0 +1,45 @@
+"""Per-sample augmentation: crop to the model length (random or leading window) and reverse
+complement with probability 1/2.
+
+The random choices come from a hash of (seed, epoch, sample key) rather than from a generator
+that advances with the stream: a resumed loader therefore reproduces them without replaying
+anything, and they do not depend on which worker or rank sees the sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from megamerge.tokenizer import A, C, G, N, T
+
+COMPLEMENT = np.array([T, G, C, A, N], dtype=np.uint8)  # indexed by code: A<->T, C<->G, N->N
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    seq_len: int
+    random_crop: bool = False
+    reverse_complement: bool = False
+    seed: int = 0
+
+
+def sample_hash(seed: int, epoch: int, key: str) -> int:
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def augment(codes: np.ndarray, key: str, epoch: int, spec: AugmentSpec) -> tuple[np.ndarray, int, bool]:
+    """uint8 codes [L] -> (codes [min(L, seq_len)], crop offset, reverse-complemented?)."""
+    draw = sample_hash(spec.seed, epoch, key)
+    offset = 0
+    if codes.size > spec.seq_len:
+        if spec.random_crop:
+            offset = (draw >> 1) % (codes.size - spec.seq_len + 1)
+        codes = codes[offset : offset + spec.seq_len]
+    flip = spec.reverse_complement and bool(draw & 1)
+    if flip:
+        codes = COMPLEMENT[codes[::-1]]
+    return codes, offset, flip

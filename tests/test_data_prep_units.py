@@ -1,0 +1,127 @@
+"""Unit tests of the data_prep building blocks: normalisation, chunk accounting, split, tar headers."""
+
+from __future__ import annotations
+
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import REPO  # noqa: F401  (puts the repo on sys.path)
+
+from data_prep.chunking import ChunkSpec, chunk_bounds, cut_record, n_counts, union_length
+from data_prep.normalize import ALPHABET, CODES, INVALID, InvalidBaseError, N, normalize
+from data_prep.shard_writer import ustar_header
+from data_prep.split import SplitSpec, record_id_fraction
+from megamerge import tokenizer
+from megamerge.data.augment import COMPLEMENT, AugmentSpec, augment
+from megamerge.data.collate import collate_codes
+
+
+def test_codes_agree_with_tokenizer():
+    assert ALPHABET.decode() == tokenizer.ALPHABET and tokenizer.N == N
+    for char in "ACGTNacgtn":
+        assert CODES[ord(char)] == tokenizer._ENCODE[ord(char)]
+    for char in "RYSWKMBDHVrysw":
+        assert CODES[ord(char)] == tokenizer.N
+    for char in "UuXx*-. \t0>":
+        assert CODES[ord(char)] == INVALID
+
+
+def test_normalize_counts_and_codes():
+    codes, counts = normalize(b"ACGTacgtNnRYkmBDHVww")
+    assert codes.tolist() == [0, 1, 2, 3, 0, 1, 2, 3] + [4] * 12
+    assert (counts.length, counts.n, counts.iupac, counts.lower, counts.invalid) == (20, 2, 10, 9, 0)
+
+
+def test_normalize_invalid_reports_first_offset():
+    with pytest.raises(InvalidBaseError) as caught:
+        normalize(b"ACGTNNXAC-")
+    assert caught.value.offset == 6 and caught.value.char == "X" and caught.value.more == 1
+    codes, counts = normalize(b"ACGTNNXAC-", on_invalid="n")
+    assert codes.tolist() == [0, 1, 2, 3, 4, 4, 4, 0, 1, 4] and counts.invalid == 2
+
+
+def _brute_force_accounting(codes, spec):
+    starts, ends = chunk_bounds(codes.size, spec)
+    label = np.zeros(codes.size, int)  # 0 short_tail, 1 kept, 2 n_fraction
+    n_frac = np.array([(codes[s:e] == N).mean() if e > s else 0 for s, e in zip(starts, ends)])
+    short = (ends - starts) < spec.min_len
+    many_n = ~short & (n_frac > spec.max_n_frac)
+    for s, e, drop in zip(starts, ends, many_n):
+        if drop:
+            label[s:e] = 2
+    for s, e, keep in zip(starts, ends, ~short & ~many_n):
+        if keep:
+            label[s:e] = 1
+    return (label == 1).sum(), (label == 2).sum(), (label == 0).sum()
+
+
+def test_cut_record_matches_brute_force_accounting():
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        length = int(rng.integers(0, 400))
+        codes = np.where(rng.random(length) < rng.random(), N, rng.integers(0, 4, length)).astype(np.uint8)
+        seq_len = int(rng.integers(1, 60))
+        spec = ChunkSpec(seq_len, int(rng.integers(0, seq_len)), int(rng.integers(0, seq_len + 1)), rng.random())
+        starts, ends = chunk_bounds(length, spec)
+        if length:  # chunks tile the record: start at 0, end at the record end, no gaps
+            assert starts[0] == 0 and ends[-1] == length and (starts[1:] <= ends[:-1]).all()
+        expected = np.array([(codes[s:e] == N).sum() for s, e in zip(starts, ends)], dtype=np.int64)
+        assert n_counts(codes, starts, ends).tolist() == expected.tolist()
+        cut = cut_record(codes, spec)
+        kept, n_fraction, short_tail = _brute_force_accounting(codes, spec)
+        assert (cut.kept_bases, cut.dropped_bases["n_fraction"], cut.dropped_bases["short_tail"]) == (
+            kept, n_fraction, short_tail)  # fmt: skip
+        assert cut.kept_bases + sum(cut.dropped_bases.values()) == length
+
+
+def test_overlap_counts_kept_bases_once():
+    codes = np.zeros(1000, np.uint8)
+    cut = cut_record(codes, ChunkSpec(seq_len=100, overlap=50, min_len=10))
+    assert len(cut.starts) == 19 and cut.kept_bases == 1000
+    assert union_length(cut.starts, cut.starts + cut.lengths) == 1000
+
+
+def test_split_is_deterministic_and_close_to_fraction():
+    spec = SplitSpec(valid_frac=0.2)
+    ids = [f"contig_{i}" for i in range(5000)]
+    first = [spec.split_of("x", i) for i in ids]
+    assert first == [spec.split_of("y", i) for i in ids]  # depends on the record id only
+    assert 0.17 < first.count("valid") / len(ids) < 0.23
+    assert 0 <= record_id_fraction("chr1") < 1
+    held_out = SplitSpec(valid_species=frozenset({"b"}))
+    assert held_out.split_of("b", "r") == "valid" and held_out.split_of("a", "r") == "train"
+    with pytest.raises(ValueError):
+        SplitSpec(valid_species=frozenset({"b"}), valid_frac=0.1)
+
+
+def test_fast_tar_header_equals_tarfile():
+    for name, size in [("0000000001.seq", 4096), ("0000000001.json", 123), ("x", 0), ("k.seq", 8**11 - 1)]:
+        info = tarfile.TarInfo(name)
+        info.mode, info.mtime, info.size = 0o444, 0, size
+        assert ustar_header(name.encode(), size) == info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def test_augment_reverse_complement_matches_tokenizer_and_is_deterministic():
+    codes = np.random.default_rng(1).integers(0, 5, 300).astype(np.uint8)
+    spec = AugmentSpec(seq_len=100, random_crop=True, reverse_complement=True, seed=3)
+    outcomes = {augment(codes, f"{k:010d}", 0, spec)[1:] for k in range(200)}
+    assert {flip for _, flip in outcomes} == {True, False}  # both branches are taken
+    assert len({offset for offset, _ in outcomes}) > 50  # offsets spread over [0, 200]
+    for key in ("0000000007", "0000000008", "0000000009"):
+        out, offset, flip = augment(codes, key, 2, spec)
+        again = augment(codes, key, 2, spec)
+        assert np.array_equal(out, again[0]) and (offset, flip) == again[1:]
+        window = torch.from_numpy(codes[offset : offset + 100].astype(np.int64))
+        expected = tokenizer.reverse_complement(window) if flip else window
+        assert out.tolist() == expected.tolist()
+    assert COMPLEMENT.tolist() == tokenizer._COMPLEMENT[:5].tolist()
+
+
+def test_collate_pads_to_fixed_length():
+    batch = collate_codes([np.array([0, 1, 2], np.uint8), np.array([3] * 5, np.uint8)], seq_len=6)
+    assert batch.dtype == torch.long and batch.shape == (2, 6)
+    assert batch.tolist() == [[0, 1, 2, 5, 5, 5], [3, 3, 3, 3, 3, 5]]
+    with pytest.raises(ValueError):
+        collate_codes([np.zeros(7, np.uint8)], seq_len=6)

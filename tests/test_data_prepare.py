@@ -1,0 +1,189 @@
+"""End to end on synthetic genomes: FASTA -> store -> shards -> manifest, re-cuts from the store."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+pytest.register_assert_rewrite("data_fixtures")  # it is imported here before pytest loads it as a plugin
+from data_fixtures import REPO, read_shards, reference_fasta_counts, run_prepare
+
+from data_prep.chunking import DROP_REASONS
+from data_prep.normalize import CODES
+from data_prep.synthetic import REGION_TYPES
+
+pytest_plugins = ["data_fixtures"]  # the synthetic_genomes / synthetic_corpus fixtures
+
+
+def _assert_balanced(stats: dict) -> None:
+    assert set(stats["dropped_bases"]) == set(DROP_REASONS)
+    assert stats["input_bases"] == stats["kept_bases"] + sum(stats["dropped_bases"].values())
+
+
+def _covered(intervals: list[tuple[int, int]]) -> int:
+    covered, reach = 0, 0
+    for start, end in sorted(intervals):
+        covered += max(0, end - max(start, reach))
+        reach = max(reach, end)
+    return covered
+
+
+def test_synthetic_generator_writes_annotated_genomes(synthetic_genomes):
+    truth = json.loads((synthetic_genomes / "synthetic.json").read_text())
+    assert len(truth["species"]) == 3
+    gcs = [info["gc"] for info in truth["species"].values()]
+    assert len(set(gcs)) == 3  # species differ in their statistics
+    for name, info in truth["species"].items():
+        fasta = reference_fasta_counts(synthetic_genomes / f"{name}.fa.gz")
+        assert fasta["bp"] == 60_000 and fasta["records"] == 3
+        assert set(info["bases_by_type"]) == set(REGION_TYPES) and all(info["bases_by_type"].values())
+        rows = [line.split("\t") for line in (synthetic_genomes / f"{name}.bed").read_text().splitlines()[1:]]
+        seqs = dict(zip(fasta["ids"], fasta["seqs"]))
+        ends: dict[str, int] = {}
+        for record, start, end, kind, detail in rows:
+            start, end = int(start), int(end)
+            assert ends.get(record, 0) == start  # regions tile each record without gaps
+            ends[record] = end
+            piece = seqs[record][start:end]
+            if kind == "gap":
+                assert set(piece) == {ord("N")}
+            elif kind in ("tandem_repeat", "low_complexity"):
+                assert piece.islower()  # soft-masked like RepeatMasker output
+                if kind == "low_complexity":
+                    assert set(piece.upper()) <= set(detail.split("=")[1].encode())
+            else:
+                assert piece.isupper()
+        assert ends == {rid: len(seq) for rid, seq in seqs.items()}
+        assert sum(info["bases_by_type"].values()) == 60_000
+    again = synthetic_genomes.parent / "again"
+    from data_prep.synthetic import generate
+
+    generate(again, species=3, length=60_000, records=3, seed=1, compress=True, progress=False)
+    for path in synthetic_genomes.glob("*.fa.gz"):  # same seed, same genomes
+        assert gzip.decompress(path.read_bytes()) == gzip.decompress((again / path.name).read_bytes())
+
+
+def test_manifest_accounting_and_shards_match_the_input(synthetic_genomes, synthetic_corpus):
+    manifest = json.loads((synthetic_corpus / "manifest.json").read_text())
+    assert manifest["megamerge_version"] and manifest["parameters"]["seq_len"] == 512
+    for stats in [*manifest["species"].values(), manifest["totals"]]:
+        _assert_balanced(stats)
+    assert manifest["totals"]["dropped_bases"]["n_fraction"] > 0  # the synthetic gaps exercise it
+
+    samples = read_shards(synthetic_corpus)
+    by_species: dict[str, list] = {}
+    for meta, seq in samples:
+        by_species.setdefault(meta["species"], []).append((meta, seq))
+    for species, stats in manifest["species"].items():
+        fasta = reference_fasta_counts(synthetic_genomes / f"{species}.fa.gz")
+        assert stats["input_bases"] == fasta["bp"] and stats["lower_bases"] == fasta["lower"]
+        assert stats["n_bases"] == fasta["N"] and stats["records"] == fasta["records"]
+        record_seqs = dict(zip(fasta["ids"], fasta["seqs"]))
+        intervals: dict[str, list] = {}
+        for meta, seq in by_species[species]:
+            original = record_seqs[meta["record"]][meta["start"] : meta["start"] + meta["length"]]
+            assert seq == CODES[np.frombuffer(original, np.uint8)].tobytes()  # upper-cased codes
+            codes = np.frombuffer(seq, np.uint8)
+            assert (codes == 4).mean() <= 0.5 and len(seq) >= 64
+            intervals.setdefault(meta["record"], []).append((meta["start"], meta["start"] + len(seq)))
+        # kept_bases, recomputed from what the shards actually hold
+        assert stats["kept_bases"] == sum(_covered(v) for v in intervals.values())
+        assert stats["samples"]["train"] == len(by_species[species])
+
+    listed = {s["path"]: s for s in manifest["shards"]}
+    assert sum(s["samples"] for s in listed.values()) == len(samples)
+    for path, shard in listed.items():
+        assert hashlib.sha256((synthetic_corpus / path).read_bytes()).hexdigest() == shard["sha256"]
+        assert Path(path).parent.name == shard["split"] and Path(path).name.startswith("shard-")
+    # shards mix species and records rather than holding one genome each
+    species_per_shard: dict[str, set] = {}
+    for meta, _ in samples:
+        species_per_shard.setdefault(meta["shard"], set()).add(meta["species"])
+    assert len(species_per_shard) == len(listed) > 4
+    assert sum(len(v) > 1 for v in species_per_shard.values()) >= 4  # a 4 x 16-sample mixing window
+
+
+def test_genome_store_holds_records_and_attributes(synthetic_genomes, synthetic_corpus):
+    root = zarr.open_group(str(synthetic_corpus / "genomes.zarr"), mode="r")
+    files = root.attrs["files"]
+    assert len(files) == 3
+    for summary in files:
+        fasta = reference_fasta_counts(Path(summary["source_file"]))
+        sha = hashlib.sha256(Path(summary["source_file"]).read_bytes()).hexdigest()
+        group = root[summary["group"]]
+        names = sorted(group.array_keys())
+        assert len(names) == fasta["records"]
+        for name, record_id, seq in zip(names, fasta["ids"], fasta["seqs"]):
+            array = group[name]
+            attrs = array.attrs.asdict()
+            assert array.dtype == np.uint8 and array.compressors  # compressed
+            assert attrs["record_id"] == record_id and attrs["sha256"] == sha
+            assert attrs["species"] == summary["species"] and attrs["source_file"] == summary["source_file"]
+            assert attrs["length"] == len(seq) and attrs["lower_count"] == sum(c >= 97 for c in seq)
+            assert attrs["n_count"] == seq.upper().count(b"N") and attrs["iupac_count"] == 0
+            assert np.array_equal(array[:], CODES[np.frombuffer(seq, np.uint8)])
+
+
+def test_recut_from_store_equals_fresh_prepare(synthetic_genomes, synthetic_corpus, tmp_path):
+    common = ["--seq-len", "300", "--overlap", "50", "--min-len", "100", "--samples-per-shard", "40"]
+    recut = run_prepare("--from-store", synthetic_corpus / "genomes.zarr", "--out", tmp_path / "recut", *common)
+    fresh = run_prepare("--input", synthetic_genomes, "--out", tmp_path / "fresh", *common)
+    assert [s["sha256"] for s in recut["shards"]] == [s["sha256"] for s in fresh["shards"]]
+    assert recut["species"] == fresh["species"] and recut["totals"]["input_bases"] == 180_000
+    assert not (tmp_path / "recut" / "genomes.zarr").exists()  # refers to the store, no copy
+    assert Path(recut["store"]) == (synthetic_corpus / "genomes.zarr").resolve()
+    for stats in [*recut["species"].values(), recut["totals"]]:
+        _assert_balanced(stats)
+    starts = {}
+    for meta, seq in read_shards(tmp_path / "recut"):
+        starts.setdefault(meta["array"], []).append(meta["start"])
+        assert len(seq) <= 300
+    assert all(sorted(v)[:3] == [0, 250, 500] for v in starts.values())  # stride = seq_len - overlap
+
+
+def test_recut_in_place_and_validation_splits(synthetic_genomes, tmp_path):
+    out = tmp_path / "corpus"
+    run_prepare("--input", synthetic_genomes, "--out", out, "--seq-len", "1000", "--valid-species", "synth_sp01")
+    store_listing = sorted(p.name for p in (out / "genomes.zarr").iterdir())
+    manifest = run_prepare("--from-store", "--out", out, "--seq-len", "2000", "--valid-frac", "0.34")
+    assert manifest["parameters"]["seq_len"] == 2000 and manifest["store"] == "genomes.zarr"
+    assert sorted(p.name for p in (out / "genomes.zarr").iterdir()) == store_listing
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    samples = read_shards(out)
+    assert max(len(seq) for _, seq in samples) == 2000
+    split_of_record = {}
+    for meta, _ in samples:
+        split_of_record.setdefault(meta["record"], set()).add(meta["split"])
+    assert all(len(v) == 1 for v in split_of_record.values())  # a record never straddles the split
+    assert {next(iter(v)) for v in split_of_record.values()} == {"train", "valid"}
+
+    held_out = run_prepare("--from-store", "--out", out, "--seq-len", "1000", "--valid-species", "synth_sp01")
+    assert held_out["splits"]["valid"]["samples"] == held_out["species"]["synth_sp01"]["samples"]["valid"] > 0
+    assert all(meta["species"] == "synth_sp01" for meta, _ in read_shards(out, "valid"))
+    assert all(meta["species"] != "synth_sp01" for meta, _ in read_shards(out, "train"))
+
+
+def test_species_map_and_cli(synthetic_genomes, tmp_path):
+    mapping = tmp_path / "species.tsv"
+    mapping.write_text("# file\tspecies\nsynth_sp00.fa.gz\tAlpha\nsynth_sp01\tAlpha\n")
+    manifest = run_prepare("--input", synthetic_genomes, "--out", tmp_path / "m", "--species-map", mapping,
+                           "--seq-len", "4096")  # fmt: skip
+    assert sorted(manifest["species"]) == ["Alpha", "synth_sp02"]
+    assert manifest["species"]["Alpha"]["input_bases"] == 120_000
+
+    for script in ("prepare.py", "synthetic.py"):
+        help_text = subprocess.run([sys.executable, REPO / "data_prep" / script, "--help"], capture_output=True,
+                                   text=True, check=True).stdout  # fmt: skip
+        assert "--out" in help_text
+    # an existing output is never clobbered silently
+    done = subprocess.run([sys.executable, REPO / "data_prep" / "prepare.py", "--input", synthetic_genomes,
+                           "--out", tmp_path / "m", "--no-progress"], capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 1 and "exists" in done.stderr and "Traceback" not in done.stderr
