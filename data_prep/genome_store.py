@@ -54,58 +54,74 @@ def create_store(path: Path) -> None:
     zarr.open_group(store=str(path), mode="w", zarr_format=3)
 
 
-def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_invalid: str) -> dict:
-    """Parse one FASTA file into group `group` of the store; return its summary.
+class FileIngest:
+    """Parse one FASTA file into group `group` of the store. Iterating writes the records one by
+    one and yields each as a `StoredRecord`, so shards can be cut while the file is ingested
+    without reading the arrays back; `summary` is complete once iteration ends."""
 
-    Runs in worker processes, so it takes and returns plain picklable values only.
-    """
-    path = Path(fasta_path)
-    file_sha = sha256_of(path)
-    node = zarr.open_group(store=store_path, path=group, mode="w", zarr_format=3)
-    totals = BaseCounts()
-    record_ids: list[str] = []
-    empty_records = 0
-    for record in read_fasta(path, on_invalid):
-        counts = record.counts
-        attrs = {
-            "species": species,
+    def __init__(self, store_path: str, group: str, fasta_path: str, species: str, on_invalid: str):
+        self.store_path, self.group, self.species, self.on_invalid = store_path, group, species, on_invalid
+        self.path = Path(fasta_path)
+        self.summary: dict | None = None
+
+    def __iter__(self) -> Iterator[StoredRecord]:
+        path = self.path
+        file_sha = sha256_of(path)
+        node = zarr.open_group(store=self.store_path, path=self.group, mode="w", zarr_format=3)
+        totals = BaseCounts()
+        record_ids: list[str] = []
+        empty_records = 0
+        for record in read_fasta(path, self.on_invalid):
+            counts = record.counts
+            attrs = {
+                "species": self.species,
+                "source_file": str(path),
+                "sha256": file_sha,
+                "record_id": record.record_id,
+                "description": record.description,
+                "length": counts.length,
+                "n_count": counts.n,
+                "iupac_count": counts.iupac,
+                "lower_count": counts.lower,
+                "invalid_count": counts.invalid,
+            }
+            name = f"{record.index:06d}"
+            array = node.create_array(
+                name=name,
+                shape=(counts.length,),
+                dtype="uint8",
+                chunks=(max(1, min(ARRAY_CHUNK, counts.length)),),
+                compressors=COMPRESSOR,
+                attributes=attrs,
+            )
+            if counts.length:
+                array[:] = record.codes
+            else:
+                empty_records += 1
+            totals.add(counts)
+            record_ids.append(record.record_id)
+            yield StoredRecord(self.group, name, self.species, record.record_id, str(path), attrs, record.codes)
+        summary = {
+            "group": self.group,
+            "species": self.species,
             "source_file": str(path),
+            "file_name": path.name,
             "sha256": file_sha,
-            "record_id": record.record_id,
-            "description": record.description,
-            "length": counts.length,
-            "n_count": counts.n,
-            "iupac_count": counts.iupac,
-            "lower_count": counts.lower,
-            "invalid_count": counts.invalid,
+            "bytes": path.stat().st_size,
+            "records": len(record_ids),
+            "empty_records": empty_records,
+            "counts": totals.as_dict(),
         }
-        array = node.create_array(
-            name=f"{record.index:06d}",
-            shape=(counts.length,),
-            dtype="uint8",
-            chunks=(max(1, min(ARRAY_CHUNK, counts.length)),),
-            compressors=COMPRESSOR,
-            attributes=attrs,
-        )
-        if counts.length:
-            array[:] = record.codes
-        else:
-            empty_records += 1
-        totals.add(counts)
-        record_ids.append(record.record_id)
-    summary = {
-        "group": group,
-        "species": species,
-        "source_file": str(path),
-        "file_name": path.name,
-        "sha256": file_sha,
-        "bytes": path.stat().st_size,
-        "records": len(record_ids),
-        "empty_records": empty_records,
-        "counts": totals.as_dict(),
-    }
-    node.attrs.update(summary)
-    return dict(summary, record_ids=record_ids)
+        node.attrs.update(summary)
+        self.summary = summary
+
+
+def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_invalid: str) -> dict:
+    """Ingest without cutting (worker processes: plain picklable arguments and result)."""
+    job = FileIngest(store_path, group, fasta_path, species, on_invalid)
+    for _ in job:
+        pass
+    return job.summary
 
 
 def finalize_store(path: Path, files: list[dict], on_invalid: str) -> None:
@@ -116,7 +132,7 @@ def finalize_store(path: Path, files: list[dict], on_invalid: str) -> None:
             "format_version": STORE_FORMAT_VERSION,
             "megamerge_version": megamerge.__version__,
             "on_invalid": on_invalid,
-            "files": [{k: v for k, v in f.items() if k != "record_ids"} for f in files],
+            "files": files,
         }
     )
 

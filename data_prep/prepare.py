@@ -32,7 +32,7 @@ import megamerge
 from data_prep.accounting import SpeciesStats, totals_of
 from data_prep.chunking import DROP_REASONS, ChunkSpec, cut_record
 from data_prep.fasta import InputError, find_fasta_files, load_species_map, species_for
-from data_prep.genome_store import GenomeStore, create_store, finalize_store, ingest_file
+from data_prep.genome_store import FileIngest, GenomeStore, create_store, finalize_store, ingest_file
 from data_prep.normalize import ALPHABET
 from data_prep.shard_writer import SplitShardWriter
 from data_prep.split import SplitSpec
@@ -96,46 +96,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------- ingest
 
 
-def ingest(files: list[Path], species: list[str], store_path: Path, args: argparse.Namespace) -> list[dict]:
-    """Parse every file into its own group of a new store; groups are numbered in input order."""
-    create_store(store_path)
-    jobs = [(str(store_path), f"{i:06d}", str(path), sp, args.on_invalid) for i, (path, sp) in
-            enumerate(zip(files, species))]
-    total_bytes = sum(path.stat().st_size for path in files)
+def ingest_jobs(files: list[Path], species: list[str], store_path: Path, args) -> list[tuple]:
+    return [(str(store_path), f"{i:06d}", str(path), sp, args.on_invalid) for i, (path, sp) in
+            enumerate(zip(files, species))]  # fmt: skip
+
+
+def ingest_parallel(jobs: list[tuple], args: argparse.Namespace) -> list[dict]:
+    """Parse files in worker processes; each writes its own group of the store."""
+    total_bytes = sum(Path(job[2]).stat().st_size for job in jobs)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=args.no_progress or None)
     summaries = []
-    workers = max(1, min(args.workers, len(jobs)))
-    if workers == 1:
-        for job in jobs:
-            summaries.append(ingest_file(*job))
-            bar.update(summaries[-1]["bytes"])
-    else:
-        # spawn, not fork: zarr runs an asyncio loop thread that must not be inherited mid-flight.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(ingest_file, *job) for job in jobs]
-            try:
-                for future in as_completed(futures):
-                    summaries.append(future.result())
-                    bar.update(summaries[-1]["bytes"])
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    # spawn, not fork: zarr runs an asyncio loop thread that must not be inherited mid-flight.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(args.workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(ingest_file, *job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                summaries.append(future.result())
+                bar.update(summaries[-1]["bytes"])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     bar.close()
-    summaries.sort(key=lambda s: s["group"])
-    finalize_store(store_path, summaries, args.on_invalid)
-    return summaries
+    return sorted(summaries, key=lambda s: s["group"])
+
+
+def ingest_streaming(jobs: list[tuple], summaries: list[dict]):
+    """Single process: ingest file after file and hand each record on as soon as it is stored."""
+    for job in jobs:
+        ingest = FileIngest(*job)
+        yield from ingest
+        summaries.append(ingest.summary)
 
 
 # ------------------------------------------------------------------------------------------------ cut
 
 
-def cut(store: GenomeStore, out_dir: Path, args: argparse.Namespace) -> tuple[dict, list, dict]:
-    """Chunk every stored record into the split's shards; return per-species stats and shard list."""
+def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args) -> tuple[dict, list, dict]:
+    """Chunk records (in corpus order) into the split's shards; return per-species stats and shards."""
     chunk_spec = ChunkSpec(args.seq_len, args.overlap, args.min_len, args.max_n_frac)
     split_spec = SplitSpec(frozenset(args.valid_species), args.valid_frac)
-    known_species = {f["species"] for f in store.files}
-    unknown = set(args.valid_species) - known_species
+    unknown = set(args.valid_species) - species
     if unknown:
         raise InputError(f"--valid-species not in the corpus: {', '.join(sorted(unknown))}")
     writers = {
@@ -145,9 +146,8 @@ def cut(store: GenomeStore, out_dir: Path, args: argparse.Namespace) -> tuple[di
     per_species: dict[str, SpeciesStats] = {}
     seen_ids: set[str] = set()
     notes = {"empty_records": [], "duplicate_ids": []}
-    total_bases = sum(f["counts"]["length"] for f in store.files)
     bar = tqdm(total=total_bases, unit="bp", unit_scale=True, desc="cut", disable=args.no_progress or None)
-    for record in store.iter_records():
+    for record in records:
         attrs = record.attrs
         stats = per_species.setdefault(record.species, SpeciesStats())
         stats.records += 1
@@ -299,15 +299,32 @@ def run(args: argparse.Namespace) -> dict:
     published = False
     try:
         if args.from_store is None:
-            ingest(files, [species_for(path, mapping) for path in files], store_path, args)
-            timing["ingest"] = round(time.perf_counter() - started, 3)
-        try:
-            store = GenomeStore(store_path)
-        except (FileNotFoundError, ValueError) as exc:
-            raise InputError(str(exc)) from None
-        cut_started = time.perf_counter()
-        per_species, shards, notes = cut(store, work, args)
-        timing["cut"] = round(time.perf_counter() - cut_started, 3)
+            species = [species_for(path, mapping) for path in files]
+            create_store(store_path)
+            jobs = ingest_jobs(files, species, store_path, args)
+            summaries: list[dict] = []
+            if min(args.workers, len(jobs)) > 1:
+                summaries = ingest_parallel(jobs, args)
+                finalize_store(store_path, summaries, args.on_invalid)
+                timing["ingest"] = round(time.perf_counter() - started, 3)
+                records = GenomeStore(store_path).iter_records()
+                total = sum(s["counts"]["length"] for s in summaries)
+            else:  # cut while ingesting: records are never read back from the store
+                records, total = ingest_streaming(jobs, summaries), None
+            phase_started = time.perf_counter()
+            per_species, shards, notes = cut(records, set(species), total, work, args)
+            finalize_store(store_path, summaries, args.on_invalid)
+            timing["cut" if "ingest" in timing else "ingest_and_cut"] = round(time.perf_counter() - phase_started, 3)
+        else:
+            try:
+                store = GenomeStore(store_path)
+            except (FileNotFoundError, ValueError) as exc:
+                raise InputError(str(exc)) from None
+            total = sum(f["counts"]["length"] for f in store.files)
+            species = {f["species"] for f in store.files}
+            per_species, shards, notes = cut(store.iter_records(), set(species), total, work, args)
+            timing["cut"] = round(time.perf_counter() - started, 3)
+        store = GenomeStore(store_path)
         timing["total"] = round(time.perf_counter() - started, 3)
         manifest = build_manifest(args, store_ref, store, per_species, shards, notes, timing)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

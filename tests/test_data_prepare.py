@@ -187,3 +187,17 @@ def test_species_map_and_cli(synthetic_genomes, tmp_path):
     done = subprocess.run([sys.executable, REPO / "data_prep" / "prepare.py", "--input", synthetic_genomes,
                            "--out", tmp_path / "m", "--no-progress"], capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 1 and "exists" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_parallel_ingest_gives_identical_output(synthetic_genomes, synthetic_corpus, tmp_path):
+    from data_prep import prepare
+
+    out = tmp_path / "parallel"
+    argv = ["--input", str(synthetic_genomes), "--out", str(out), "--seq-len", "512", "--min-len", "64",
+            "--samples-per-shard", "16", "--mix-shards", "4", "--max-n-frac", "0.5", "--no-progress"]  # fmt: skip
+    assert prepare.main([*argv, "--workers", "2"]) == 0
+    parallel = json.loads((out / "manifest.json").read_text())
+    serial = json.loads((synthetic_corpus / "manifest.json").read_text())
+    assert "ingest" in parallel["timing_seconds"] and "ingest_and_cut" in serial["timing_seconds"]
+    assert parallel["shards"] == serial["shards"] and parallel["species"] == serial["species"]
+    assert parallel["files"] == serial["files"]
