@@ -23,6 +23,7 @@ class MergeDNAConfig:
     # Tokenizer (Local Encoder) merging
     grouping_dim: int = 64  # width of the separate grouping embedding that scores merges
     merge_temperature: float = 0.1  # slope of the straight-through gate around the selection threshold
+    rotary_merge: bool = True  # average constituents in the merged token's RoPE frame (token_merging.py)
     compression_range: tuple[float, float] = (0.4, 0.6)  # L/N clip range in training
     compression_mean: float = 0.5  # training: L/N ~ N(mean, std) clipped to the range
     compression_std: float = 0.05
@@ -44,6 +45,11 @@ class MergeDNAConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
+
+    @property
+    def merge_theta(self) -> float | None:
+        """RoPE base of the rotary merge, or None for the plain size-weighted average."""
+        return self.rope_theta if self.rotary_merge else None
 
     def validate(self) -> None:
         def bad(msg: str):

@@ -34,9 +34,9 @@ class LatentEncoder(nn.Module):
         rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
         for i, block in enumerate(self.blocks):
             if merge_to is not None and i == self.cfg.latent_merge_layer:
-                state, latent_map = global_merge_to(state, merge_to)
+                state, latent_map = global_merge_to(state, merge_to, self.cfg.merge_theta)
                 rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
             state = replace(state, x=block(state.x, rope, state.valid))
         if merge_to is not None and latent_map is None:  # merge after the last block
-            state, latent_map = global_merge_to(state, merge_to)
+            state, latent_map = global_merge_to(state, merge_to, self.cfg.merge_theta)
         return replace(state, x=self.norm(state.x)), latent_map

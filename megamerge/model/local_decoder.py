@@ -11,11 +11,7 @@ from .block import TransformerBlock
 from .config import MergeDNAConfig
 from .norm import RMSNorm
 from .rope import rope_angles
-
-
-def unmerge(z: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
-    """z [B, L, D], assign [B, N] -> [B, N, D]: each base takes its token's vector."""
-    return z.gather(1, assign[..., None].expand(-1, -1, z.shape[-1]))
+from .token_merging import unmerge
 
 
 class LocalDecoder(nn.Module):
@@ -31,11 +27,15 @@ class LocalDecoder(nn.Module):
         self.head = nn.Linear(cfg.dim, NUM_BASE_CLASSES, bias=False)
 
     def forward(
-        self, z: torch.Tensor, assign: torch.Tensor, base_valid: torch.Tensor
+        self,
+        z: torch.Tensor,  # [B, L, D] token states
+        token_pos: torch.Tensor,  # [B, L] token positions
+        assign: torch.Tensor,  # [B, N] base -> token
+        base_valid: torch.Tensor,  # [B, N]
     ) -> torch.Tensor:  # logits [B, N, 4]
         B, N = assign.shape
-        x = unmerge(z, assign)  # [B, N, D]
         pos = torch.arange(N, device=z.device, dtype=torch.float32).expand(B, N)
+        x = unmerge(z, assign, pos, token_pos, self.cfg.merge_theta)  # [B, N, D]
         rope = rope_angles(pos, self.cfg.head_dim, self.cfg.rope_theta)
         for block in self.blocks:
             x = block(x, rope, base_valid)

@@ -17,10 +17,12 @@ def amtm_token_mask(
     valid: torch.Tensor,  # [B, L] bool
     n_mask: torch.Tensor,  # [B] long: tokens to mask per sample
     generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,  # [B, L] in (0, 1): supplied noise instead of the generator
 ) -> torch.Tensor:  # [B, L] bool
     g = group_sizes.gather(1, group_of_token).clamp_min(1.0)
     log_p = (-2.0 * g.log()).masked_fill(~valid, float("-inf"))
-    u = torch.rand(log_p.shape, generator=generator, device=log_p.device).clamp(1e-20, 1.0 - 1e-7)
+    u = uniforms if uniforms is not None else torch.rand(log_p.shape, generator=generator, device=log_p.device)
+    u = u.clamp(1e-20, 1.0 - 1e-7)
     keys = log_p - torch.log(-torch.log(u))
     order = keys.argsort(dim=1, descending=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)

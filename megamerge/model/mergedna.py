@@ -21,11 +21,12 @@ from ..tokenizer import MASK, PAD, base_targets
 from .config import MergeDNAConfig
 from .latent_decoder import LatentDecoder
 from .latent_encoder import LatentEncoder
-from .local_decoder import LocalDecoder, unmerge
+from .local_decoder import LocalDecoder
 from .local_encoder import LocalEncoder
 from .losses import base_cross_entropy
 from .masking import amtm_token_mask
-from .token_merging import TokenState, group_sizes
+from .sample_noise import STREAM_AMTM, STREAM_COMPRESSION, normal, uniform
+from .token_merging import TokenState, group_sizes, unmerge
 
 
 def check_input_ids(input_ids: torch.Tensor) -> torch.Tensor:
@@ -70,13 +71,15 @@ class MergeDNA(nn.Module):
         return counts
 
     # ------------------------------------------------------------------------------ pieces
-    def token_targets(self, base_lengths: torch.Tensor) -> torch.Tensor:
+    def token_targets(self, base_lengths: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
         """How many tokens L_b each sample is merged to: sampled per sample in training
-        (Gaussian around compression_mean, clipped to compression_range), fixed in eval."""
+        (Gaussian around compression_mean, clipped to compression_range), fixed in eval.
+        With per-sample `seeds` [B] the draw depends only on the sample (see sample_noise)."""
         n = base_lengths.float()
         lo, hi = self.cfg.compression_range
         if self.training:
-            ratio = torch.randn_like(n) * self.cfg.compression_std + self.cfg.compression_mean
+            noise = torch.randn_like(n) if seeds is None else normal(seeds, STREAM_COMPRESSION).to(n.device)
+            ratio = noise * self.cfg.compression_std + self.cfg.compression_mean
             ratio = ratio.clamp(lo, hi)
             target = (ratio * n).round()
             target = torch.maximum(target, (lo * n).ceil())
@@ -88,7 +91,7 @@ class MergeDNA(nn.Module):
     def decode(self, tokens: TokenState, base_valid: torch.Tensor) -> torch.Tensor:
         """Latent Decoder + Local Decoder: token states at L -> base logits [B, N, 4]."""
         decoded = self.latent_decoder(tokens)
-        return self.local_decoder(decoded.x, tokens.assign, base_valid)
+        return self.local_decoder(decoded.x, tokens.pos, tokens.assign, base_valid)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The MTR pass: reconstruct logits [B, N, 4] for every base."""
@@ -106,12 +109,14 @@ class MergeDNA(nn.Module):
         return latent.x, latent.assign, latent.valid
 
     # ------------------------------------------------------------------------------ losses
-    def compute_losses(self, input_ids: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+    def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None) -> dict:
+        """The three passes on input_ids [B, N]. `seeds` [B] (from sample_noise.sample_seeds)
+        makes every random draw a function of the sample alone; without it the global RNG is used."""
         cfg = self.cfg
         base_valid = check_input_ids(input_ids)
         n_bases = base_valid.sum(1)
         targets = base_targets(input_ids)
-        token_targets = self.token_targets(n_bases)
+        token_targets = self.token_targets(n_bases, seeds)
 
         # Pass 1 - MTR.
         tokens = self.local_encoder(input_ids, token_targets)
@@ -124,7 +129,8 @@ class MergeDNA(nn.Module):
         n_latent = (cfg.latent_compression * frozen.lengths.float()).ceil().clamp(min=1).long()
         merged, latent_map = self.latent_encoder(frozen, merge_to=n_latent)
         back = TokenState(
-            x=unmerge(merged.x, latent_map), pos=frozen.pos, sizes=frozen.sizes,
+            x=unmerge(merged.x, latent_map, frozen.pos, merged.pos, cfg.merge_theta),
+            pos=frozen.pos, sizes=frozen.sizes,
             valid=frozen.valid, assign=frozen.assign,
         )
         latent_logits = self.decode(back, base_valid)
@@ -134,7 +140,8 @@ class MergeDNA(nn.Module):
         with torch.no_grad():
             g = group_sizes(latent_map, frozen.valid, merged.x.shape[1])
             n_mask = (cfg.amtm_mask_ratio * frozen.lengths.float()).round().clamp(min=1).long()
-            token_mask = amtm_token_mask(latent_map, g, frozen.valid, n_mask, generator)
+            u = None if seeds is None else uniform(seeds, STREAM_AMTM, latent_map.shape[1]).to(g.device)
+            token_mask = amtm_token_mask(latent_map, g, frozen.valid, n_mask, uniforms=u)
             base_mask = token_mask.gather(1, frozen.assign) & base_valid  # M_N = U(M_L, S)
         masked_ids = torch.where(base_mask, torch.full_like(input_ids, MASK), input_ids)
         masked_tokens = self.local_encoder(masked_ids, token_targets)

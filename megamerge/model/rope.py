@@ -21,3 +21,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x1, x2 = x.float().chunk(2, dim=-1)
     out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     return out.to(x.dtype)
+
+
+def rotate_hidden(x: torch.Tensor, offset: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotate whole hidden vectors x [B, T, D] by RoPE angles of `offset` [B, T] (over all D dims).
+
+    Used by the rotary merge: a token's constituents are averaged in the merged token's
+    positional frame, and unmerging rotates back, so each base reads its own contribution
+    unrotated while its token-mates' arrive rotated by their (known) offsets.
+    """
+    cos, sin = rope_angles(offset, x.shape[-1], theta)  # [B, T, 1, D/2]
+    return apply_rope(x[:, :, None, :], cos, sin)[:, :, 0, :]

@@ -14,6 +14,15 @@ Two merge rules:
   Scores come from a separate grouping embedding; since ranking has no gradient, the hard merge is
   given a straight-through gate (forward exactly 0/1, backward through a sigmoid of the score
   relative to the per-sample selection threshold), DTEM-style.
+
+Rotary merge (`rotary_theta` set, the default). A plain average of a token's constituents is a bag:
+the residual stream carries no absolute position (RoPE only touches attention scores), so the
+decoder cannot tell which base sat where. Each constituent is therefore rotated by its offset
+from the merged token's position (RoPE angles over the whole hidden vector) before the
+size-weighted average, and `unmerge` rotates back by each base's own offset. The merge is
+still a size-weighted average and unmerging still a gather. On the overfitting check (tiny model,
+4 x 512 random bases) MTR reaches 0.01 nats/base where the plain average stalls near 0.3; see
+BENCHMARKS.md. `rotary_merge=False` in the config gives the plain average.
 * `global_merge_to`: ToMe's bipartite matching without a window, repeated until K tokens remain
   (latent MTR). Tokens stay in base order; groups need not be contiguous.
 """
@@ -25,6 +34,8 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+
+from .rope import rotate_hidden
 
 _SCORE_FLOOR = -3.0  # below any cosine similarity; stands in for "cannot merge" without inf arithmetic
 
@@ -69,6 +80,7 @@ def merge_step(
     partner: torch.Tensor,  # [B, L] long: where token j goes if it merges (j itself if it cannot)
     removed: torch.Tensor,  # [B, L] bool: the hard decision
     gate: torch.Tensor,  # [B, L] float, == removed in value, may carry a straight-through gradient
+    rotary_theta: float | None = None,
 ) -> tuple[TokenState, torch.Tensor]:
     """Apply one merge step; returns the new state and token_map [B, L] (old token -> new)."""
     B, L, D = state.x.shape
@@ -80,8 +92,12 @@ def merge_step(
     partner_new = new_index.gather(1, partner)
     token_map = torch.where(removed, partner_new, new_index)
 
-    x = state.x.float()
     sizes = state.sizes.float()
+    sizes_new = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes)
+    pos_new = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes * state.pos) / sizes_new.clamp_min(1.0)
+    x = state.x.float()
+    if rotary_theta is not None:  # express every constituent in its merged token's frame
+        x = rotate_hidden(x, state.pos - pos_new.gather(1, token_map), rotary_theta)
     gate = gate.float()
     w_self = torch.where(removed, torch.zeros_like(gate), 1.0 - gate) * sizes  # [B, L]
     w_partner = gate * sizes  # [B, L]
@@ -91,11 +107,9 @@ def merge_step(
     den = x.new_zeros(B, width).scatter_add(1, new_index, w_self).scatter_add(1, partner_new, w_partner)
     x_new = num / den.clamp_min(1e-6)[..., None]  # size-weighted average; padding slots -> 0
 
-    sizes_new = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes)
-    pos_sum = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes * state.pos)
     new_state = TokenState(
         x=x_new.to(state.x.dtype),
-        pos=pos_sum / sizes_new.clamp_min(1.0),
+        pos=pos_new,
         sizes=sizes_new,
         valid=torch.arange(width, device=x.device) < new_lengths[:, None],
         assign=token_map.gather(1, state.assign),
@@ -109,6 +123,7 @@ def local_window_merge(
     r: torch.Tensor,  # [B] long, merges wanted per sample
     window: int,
     temperature: float,
+    rotary_theta: float | None = None,
 ) -> tuple[TokenState, torch.Tensor]:
     B, L = state.valid.shape
     dev = grouping.device
@@ -147,10 +162,12 @@ def local_window_merge(
     partner = idx.expand(B, L).clone()
     partner[:, evens] = partner_even
     gate = gate_even.new_zeros(B, L).index_copy(1, evens, gate_even)
-    return merge_step(state, partner, removed, gate)
+    return merge_step(state, partner, removed, gate, rotary_theta)
 
 
-def global_bipartite_merge(state: TokenState, r: torch.Tensor) -> tuple[TokenState, torch.Tensor]:
+def global_bipartite_merge(
+    state: TokenState, r: torch.Tensor, rotary_theta: float | None = None
+) -> tuple[TokenState, torch.Tensor]:
     """One ToMe step without a window: even slots merge into their most similar odd slot."""
     B, L = state.valid.shape
     dev = state.x.device
@@ -170,10 +187,12 @@ def global_bipartite_merge(state: TokenState, r: torch.Tensor) -> tuple[TokenSta
     removed[:, a_idx] = chosen
     partner = idx.expand(B, L).clone()
     partner[:, a_idx] = torch.where(can_merge, b_idx[best], a_idx)
-    return merge_step(state, partner, removed, removed.float())
+    return merge_step(state, partner, removed, removed.float(), rotary_theta)
 
 
-def global_merge_to(state: TokenState, target: torch.Tensor) -> tuple[TokenState, torch.Tensor]:
+def global_merge_to(
+    state: TokenState, target: torch.Tensor, rotary_theta: float | None = None
+) -> tuple[TokenState, torch.Tensor]:
     """Repeat bipartite steps until each sample has at most target[b] tokens (about
     log2(L / K) steps). Returns the merged state and the composed map [B, L] -> [0, K)."""
     B, L = state.valid.shape
@@ -183,7 +202,7 @@ def global_merge_to(state: TokenState, target: torch.Tensor) -> tuple[TokenState
         if not bool(excess.any()):
             break
         before = state.lengths
-        state, step_map = global_bipartite_merge(state, excess)
+        state, step_map = global_bipartite_merge(state, excess, rotary_theta)
         token_map = step_map.gather(1, token_map)
         if torch.equal(before, state.lengths):
             break  # nothing left that can merge (single-token rows)
@@ -194,3 +213,19 @@ def group_sizes(token_map: torch.Tensor, valid: torch.Tensor, n_groups: int) -> 
     """How many valid tokens fall into each group: a bincount of token_map. [B, L] -> [B, K]."""
     out = torch.zeros(token_map.shape[0], n_groups, device=token_map.device)
     return out.scatter_add(1, token_map, valid.float())
+
+
+def unmerge(
+    z: torch.Tensor,  # [B, T, D] merged states
+    assign: torch.Tensor,  # [B, S] long: which merged state each finer unit belongs to
+    fine_pos: torch.Tensor | None = None,  # [B, S] positions of the finer units (rotary merge)
+    merged_pos: torch.Tensor | None = None,  # [B, T] positions of the merged states (rotary merge)
+    rotary_theta: float | None = None,
+) -> torch.Tensor:  # [B, S, D]
+    """z_S = S^T z_T as a gather (its backward is the scatter-add). With the rotary merge, each
+    finer unit then rotates back by its own offset from its merged state's position."""
+    out = z.gather(1, assign[..., None].expand(-1, -1, z.shape[-1]))
+    if rotary_theta is None:
+        return out
+    offset = fine_pos - merged_pos.gather(1, assign)
+    return rotate_hidden(out, -offset, rotary_theta)
