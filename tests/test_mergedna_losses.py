@@ -138,3 +138,24 @@ def test_380m_preset_matches_table_a1():
     for module, expected in paper.items():
         assert abs(counts[module] - expected) / expected <= 0.10, (module, counts[module])
     assert abs(counts["total"] - 380e6) / 380e6 <= 0.05, counts["total"]
+
+
+def test_seeded_draws_depend_only_on_the_sample(tiny):
+    """Splitting a batch across ranks must not change any sample's randomness."""
+    from megamerge.model.sample_noise import sample_seeds, uniform
+
+    ids = _ids(4, 200, seed=5)
+    seeds = sample_seeds(1234, torch.arange(100, 104))
+    whole = tiny.token_targets(torch.full((4,), 200), seeds)
+    halves = torch.cat([tiny.token_targets(torch.full((2,), 200), seeds[:2]),
+                        tiny.token_targets(torch.full((2,), 200), seeds[2:])])
+    assert torch.equal(whole, halves)
+    assert len(set(whole.tolist())) > 1
+    torch.manual_seed(0)
+    a = tiny.compute_losses(ids, seeds)
+    torch.manual_seed(99)  # the global RNG must play no part
+    b = tiny.compute_losses(ids, seeds)
+    for k in LOSS_KEYS:
+        assert torch.equal(a[k], b[k])
+    u = uniform(seeds, 1, 10000)
+    assert 0 < u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01
