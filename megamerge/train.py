@@ -1,0 +1,299 @@
+"""Pre-train MergeDNA with DeepSpeed.
+
+    deepspeed megamerge/train.py --ds_config ds_configs/zero2.json --model 380m --data DIR --save CKPT
+    torchrun --nproc-per-node 8 megamerge/train.py ...        srun megamerge/train.py ...  (rank from env)
+
+Each iteration runs `accumulation` micro-steps of the three-pass MergeDNA objective, then one
+optimizer step (DeepSpeed ZeRO). The learning rate is a pure function of the iteration; every
+random draw of the model is keyed by the global sample index; the data loader's position is
+checkpointed. Together these make `--load` resume bit-for-bit. SIGTERM / SIGUSR1 save a
+checkpoint and exit 0 (SLURM requeue builds on this).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: `deepspeed megamerge/train.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import torch.distributed as dist
+
+from megamerge import __version__
+from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.model.sample_noise import sample_seeds
+from megamerge.training import checkpointing
+from megamerge.training.activation_checkpointing import apply_activation_checkpointing
+from megamerge.training.arguments import MODEL_DIM_FLAGS, parse_args
+from megamerge.training.batches import TrainBatches, ValidBatches
+from megamerge.training.distributed import init_distributed
+from megamerge.training.ds_config import ConfigError, resolve_ds_config
+from megamerge.training.flops import mergedna_step_flops, peak_flops_per_device
+from megamerge.training.lr_schedule import learning_rate
+from megamerge.training.metrics import MetricsLogger, Progress
+from megamerge.training.objective import PretrainingObjective
+from megamerge.training.signals import StopRequest
+
+log = logging.getLogger("megamerge.train")
+LOSS_KEYS = ("loss", "mtr", "latent_mtr", "amtm")
+
+
+class TrainingStopped(RuntimeError):
+    pass
+
+
+def model_config(args) -> MergeDNAConfig:
+    overrides = {field: getattr(args, flag) for flag, field in MODEL_DIM_FLAGS.items()
+                 if getattr(args, flag) is not None}
+    return MergeDNAConfig.from_preset(
+        args.model, latent_mtr_weight=args.latent_mtr_weight,
+        compression_range=tuple(args.compression_range), **overrides,
+    )
+
+
+def check_parallel_layout(args, world_size: int) -> None:
+    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    if tp > 1 or pp > 1:
+        raise ConfigError(f"tensor/pipeline parallelism (TP={tp}, PP={pp}) is validated but not yet available in "
+                          "this version; run with --tensor-model-parallel-size 1 --pipeline-model-parallel-size 1")
+    del world_size
+
+
+def all_reduce_mean(values: list[float], device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+def all_reduce_sum(values: list[float], device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def evaluate(engine, valid: ValidBatches, args, device) -> dict | None:
+    if not valid.available:
+        return None
+    engine.eval()
+    sums = defaultdict(float)
+    for ids, index in valid:
+        out = engine(ids.to(device), sample_seeds(args.seed, index).to(device))
+        n = float(ids.shape[0])
+        for key in LOSS_KEYS:
+            sums[key] += float(out[key]) * n
+        sums["samples"] += n
+        sums["correct"] += float(out["masked_correct"])
+        sums["masked"] += float(out["masked_count"])
+        sums["amtm_nats"] += float(out["amtm"]) * float(out["masked_count"])
+    engine.train()
+    keys = [*LOSS_KEYS, "samples", "correct", "masked", "amtm_nats"]
+    totals = dict(zip(keys, all_reduce_sum([sums[k] for k in keys], device)))
+    if totals["samples"] == 0:
+        return None
+    result = {key: totals[key] / totals["samples"] for key in LOSS_KEYS}
+    result["masked_base_accuracy"] = totals["correct"] / max(totals["masked"], 1.0)
+    # Perplexity per masked base: exp of the AMTM cross-entropy averaged over masked bases.
+    result["perplexity"] = math.exp(totals["amtm_nats"] / max(totals["masked"], 1.0))
+    return result
+
+
+def train(args) -> int:
+    world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    has_cuda = torch.cuda.is_available()
+    ds_config = resolve_ds_config(args.ds_config, args, world_size, has_cuda)  # fail before any process group
+    check_parallel_layout(args, world_size)
+    cfg = model_config(args)
+
+    env = init_distributed(args.local_rank)
+    rank0 = env.rank == 0
+    if not has_cuda and "OMP_NUM_THREADS" not in os.environ:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1")))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+    logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING,
+                        format="%(asctime)s megamerge %(levelname)s %(message)s")
+
+    torch.manual_seed(args.seed)  # identical initial weights on every rank
+    model = MergeDNA(cfg)
+    if args.checkpoint_activations:
+        apply_activation_checkpointing(model)
+    import deepspeed
+
+    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model).to(env.device),
+                                           model_parameters=model.parameters(), config=ds_config)
+    micro = ds_config["train_micro_batch_size_per_gpu"]
+    accumulation = ds_config["gradient_accumulation_steps"]
+    global_batch = ds_config["train_batch_size"]
+    dp = env.world_size  # TP = PP = 1 here; the parallel issue generalises this
+    dp_rank = env.rank
+
+    train_batches = TrainBatches(args, micro, accumulation, dp, dp_rank)
+    valid_batches = ValidBatches(args, micro, dp, dp_rank)
+    iteration, consumed, skipped_total = 0, 0, 0
+
+    if args.load:
+        loaded = checkpointing.load(engine, args.load, finetune=args.finetune)
+        if loaded is None:
+            log.info("no checkpoint in %s yet: starting from scratch", args.load)
+        else:
+            tag, state = loaded
+            saved_cfg = state.get("model_config")
+            if saved_cfg and MergeDNAConfig.from_dict(saved_cfg) != cfg:
+                raise ConfigError(f"checkpoint {args.load}/{tag} was trained with a different model config; "
+                                  f"saved {saved_cfg}")
+            if not args.finetune:
+                iteration = int(state["iteration"])
+                consumed = int(state["consumed_samples"])
+                skipped_total = int(state.get("skipped_iters", 0))
+                rank_states = state["rank_states"]
+                if len(rank_states) != env.world_size:
+                    raise ConfigError(f"checkpoint {tag} was written by {len(rank_states)} ranks, this run has "
+                                      f"{env.world_size}: exact resume of the data stream needs the same layout "
+                                      "(use --finetune to load weights only)")
+                train_batches.load_state_dict(rank_states[env.rank]["data"])
+                checkpointing.set_rng_state(rank_states[env.rank]["rng"])
+            log.info("resumed from %s/%s at iteration %d (%d samples consumed)", args.load, tag, iteration, consumed)
+
+    def save(reason: str) -> None:
+        if not args.save:
+            return
+        client_state = {
+            "iteration": iteration, "consumed_samples": consumed, "skipped_iters": skipped_total,
+            "model_config": cfg.to_dict(), "args": {k: v for k, v in vars(args).items() if k != "local_rank"},
+            "megamerge_version": __version__,
+            "layout": {"tp": args.tensor_model_parallel_size, "pp": args.pipeline_model_parallel_size, "dp": dp},
+        }
+        rank_state = {"data": train_batches.state_dict(), "rng": checkpointing.rng_state()}
+        tag = checkpointing.save(engine, args.save, iteration, client_state, rank_state)
+        log.info("saved checkpoint %s/%s (%s)", args.save, tag, reason)
+
+    logger = MetricsLogger(args.save, args.tensorboard_dir, enabled=rank0)
+    if rank0:
+        log.info("model %s: %s parameters; global batch %d = micro %d x accumulation %d x dp %d; %s",
+                 args.model, f"{model.parameter_counts()['total']:,}", global_batch, micro, accumulation, dp,
+                 "CPU (gloo)" if not has_cuda else "CUDA (nccl)")
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            (Path(args.save) / "run_config.json").write_text(json.dumps(
+                {"args": {k: v for k, v in vars(args).items() if k != "local_rank"}, "model_config": cfg.to_dict(),
+                 "ds_config": ds_config, "megamerge_version": __version__}, indent=2, default=str))
+    stop = StopRequest()
+    progress = Progress(args.train_iters, iteration, enabled=rank0)
+    peak = peak_flops_per_device(args.peak_tflops, torch.cuda.get_device_name() if has_cuda else None)
+    inject_nan = set(args.inject_nan_at or [])
+
+    interval = defaultdict(float)
+    interval_iters, interval_start = 0, time.time()
+    consecutive_skips = 0
+    exit_reason = "finished"
+    while iteration < args.train_iters:
+        lr = learning_rate(iteration, args.lr, args.min_lr, args.lr_warmup_iters, args.lr_decay_iters,
+                           args.lr_decay_style)
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+        step = defaultdict(float)
+        token_lengths = None
+        for m in range(accumulation):
+            ids, index = train_batches.next(iteration, m)
+            out = engine(ids.to(env.device), sample_seeds(args.seed, index).to(env.device))
+            loss = out["loss"]
+            if iteration in inject_nan:  # fault injection for the NaN-guard test
+                loss = loss * float("nan")
+            engine.backward(loss)
+            engine.step()
+            for key in LOSS_KEYS:
+                step[key] += float(out[key].detach()) / accumulation
+            step["bases_per_token"] += out["bases_per_token"] / accumulation
+            step["latent_bases_per_token"] += out["latent_bases_per_token"] / accumulation
+            token_lengths = out["token_lengths"]
+        applied = engine.was_step_applied()
+        grad_norm = engine.get_global_grad_norm() if applied else None
+        iteration += 1
+        consumed += global_batch
+        if applied:
+            consecutive_skips = 0
+        else:
+            skipped_total += 1
+            consecutive_skips += 1
+            log.warning("iteration %d skipped: non-finite loss or gradient (%d in a row)", iteration,
+                        consecutive_skips)
+            if consecutive_skips >= args.max_skipped_iters:
+                raise TrainingStopped(f"{consecutive_skips} consecutive iterations had a non-finite loss or gradient "
+                                      f"(--max-skipped-iters {args.max_skipped_iters}); stopping at iteration "
+                                      f"{iteration}. Lower --lr or check the data.")
+
+        reduced = all_reduce_mean([step[k] for k in (*LOSS_KEYS, "bases_per_token", "latent_bases_per_token")],
+                                  env.device)
+        for key, value in zip((*LOSS_KEYS, "bases_per_token", "latent_bases_per_token"), reduced):
+            interval[key] += value
+        interval_iters += 1
+
+        if iteration % args.log_interval == 0 or iteration == args.train_iters:
+            elapsed = max(time.time() - interval_start, 1e-9)
+            samples_per_second = interval_iters * global_batch / elapsed
+            means = {k: interval[k] / interval_iters for k in interval}
+            n = args.seq_length
+            l_tokens = n / means["bases_per_token"]
+            k_tokens = n / means["latent_bases_per_token"]
+            mfu = None
+            if peak:
+                mfu = mergedna_step_flops(cfg, n, l_tokens, k_tokens) * samples_per_second / (peak * env.world_size)
+            record = {
+                "iteration": iteration, "consumed_samples": consumed,
+                **{k: means[k] for k in LOSS_KEYS}, "lr": lr,
+                "grad_norm": None if grad_norm is None else float(grad_norm),
+                "bases_per_token": means["bases_per_token"],
+                "latent_bases_per_token": means["latent_bases_per_token"],
+                "bases_per_second": samples_per_second * n, "samples_per_second": samples_per_second,
+                "mfu": mfu, "skipped_iters": skipped_total, "corrupt_shards": train_batches.corrupt_shards,
+            }
+            logger.log(record, token_lengths)
+            progress.line(iteration, means["loss"], samples_per_second * n,
+                          f"mtr {means['mtr']:.3f} amtm {means['amtm']:.3f} | {means['bases_per_token']:.2f} b/tok")
+            interval.clear()
+            interval_iters, interval_start = 0, time.time()
+
+        if iteration % args.eval_interval == 0 or iteration == args.train_iters:
+            result = evaluate(engine, valid_batches, args, env.device)
+            if result is not None:
+                logger.log({"iteration": iteration, "split": "valid", "consumed_samples": consumed, **result})
+                if rank0:
+                    log.info("valid @ %d: loss %.4f | masked-base accuracy %.4f | perplexity %.3f", iteration,
+                             result["loss"], result["masked_base_accuracy"], result["perplexity"])
+
+        if args.exit_interval and iteration >= args.exit_interval:
+            exit_reason = f"--exit-interval {args.exit_interval}"
+            break
+        if stop.agreed(env.device):
+            exit_reason = f"signal {stop.received or 'on another rank'}"
+            break
+        if iteration % args.save_interval == 0 and iteration < args.train_iters:
+            save(f"--save-interval {args.save_interval}")
+
+    save(exit_reason)
+    logger.close()
+    if rank0:
+        log.info("stopped at iteration %d: %s", iteration, exit_reason)
+    dist.barrier()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except (ConfigError, TrainingStopped) as e:
+        print(f"megamerge/train.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pre-training machinery around DeepSpeed: flags, config validation, schedule, checkpoints, logs."""

@@ -1,0 +1,115 @@
+"""Megatron-style command-line flags for `megamerge/train.py`.
+
+Defaults reproduce the paper's recipe (Table A1): AdamW (0.9, 0.95), weight decay 1e-8, lr 1e-4,
+10k warm-up iterations then cosine decay over 100k, gradient clipping 1.0, sequences of 4096.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from megamerge.model.config import PRESETS
+
+MODEL_DIM_FLAGS = {  # flag -> MergeDNAConfig field, for explicit dimensions on top of a preset
+    "hidden_size": "dim",
+    "num_attention_heads": "n_heads",
+    "ffn_hidden_size": "ffn_dim",
+    "local_encoder_layers": "local_encoder_layers",
+    "latent_encoder_layers": "latent_encoder_layers",
+    "latent_decoder_layers": "latent_decoder_layers",
+    "local_decoder_layers": "local_decoder_layers",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="megamerge/train.py",
+        description="Pre-train MergeDNA with DeepSpeed. Launch with `deepspeed megamerge/train.py "
+        "--ds_config ds_configs/zero2.json ...`, torchrun or srun (rank taken from the environment).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset")
+    for flag in MODEL_DIM_FLAGS:
+        g.add_argument("--" + flag.replace("_", "-"), type=int, default=None, help="override the preset")
+    g.add_argument("--latent-mtr-weight", type=float, default=0.25, help="lambda of the latent MTR loss")
+    g.add_argument("--compression-range", type=float, nargs=2, default=(0.4, 0.6), metavar=("LOW", "HIGH"),
+                   help="clip range of the sampled L/N in training")
+    g.add_argument("--checkpoint-activations", action="store_true",
+                   help="recompute each Transformer block in the backward pass")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, help="prepared corpus directory (data_prep/prepare.py --out)")
+    g.add_argument("--mock-data", action="store_true",
+                   help="generate Markov sequences on the fly, keyed by global sample index (smoke tests)")
+    g.add_argument("--seq-length", type=int, default=4096, help="bases per sequence")
+    g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
+    g.add_argument("--strict-data", action="store_true", help="stop on a corrupt shard instead of skipping it")
+
+    g = p.add_argument_group("batch")
+    g.add_argument("--micro-batch-size", type=int, default=None,
+                   help="sequences per rank per micro-step (default: the DeepSpeed config's value)")
+    g.add_argument("--global-batch-size", type=int, default=None,
+                   help="sequences per optimizer step (default: the DeepSpeed config's train_batch_size, else 256)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--train-iters", type=int, default=100_000)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--min-lr", type=float, default=0.0)
+    g.add_argument("--lr-warmup-iters", type=int, default=10_000)
+    g.add_argument("--lr-decay-iters", type=int, default=None, help="default: --train-iters")
+    g.add_argument("--lr-decay-style", default="cosine", choices=["cosine", "linear", "constant"])
+    g.add_argument("--weight-decay", type=float, default=1e-8)
+    g.add_argument("--adam-beta1", type=float, default=0.9)
+    g.add_argument("--adam-beta2", type=float, default=0.95)
+    g.add_argument("--adam-eps", type=float, default=1e-8)
+    g.add_argument("--clip-grad", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--max-skipped-iters", type=int, default=10,
+                   help="stop after this many consecutive iterations skipped for NaN/Inf")
+    # Fault injection for the NaN-guard test: make the loss NaN at these iterations.
+    g.add_argument("--inject-nan-at", type=int, nargs="*", default=None, help=argparse.SUPPRESS)
+
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--save", default=None, help="checkpoint directory (also receives metrics.jsonl)")
+    g.add_argument("--load", default=None, help="resume from this checkpoint directory's `latest`")
+    g.add_argument("--finetune", action="store_true", help="with --load: weights only, fresh optimizer/data")
+    g.add_argument("--save-interval", type=int, default=1000)
+    g.add_argument("--exit-interval", type=int, default=None,
+                   help="save a checkpoint and exit cleanly once this iteration is reached")
+
+    g = p.add_argument_group("evaluation and logging")
+    g.add_argument("--eval-interval", type=int, default=1000)
+    g.add_argument("--eval-iters", type=int, default=10)
+    g.add_argument("--log-interval", type=int, default=10)
+    g.add_argument("--tensorboard-dir", default=None)
+    g.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak dense TFLOP/s per device for MFU (default: A100 312, H100 989 by device name)")
+
+    g = p.add_argument_group("parallelism")
+    g.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    g.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    g.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", default="ds_configs/cpu.json",
+                   help="DeepSpeed JSON config; 'auto' values are filled from these flags")
+    g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+                   help="set by the deepspeed launcher; otherwise LOCAL_RANK / SLURM_LOCALID is used")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data is None and not args.mock_data:
+        parser.error("give --data DIR (a prepared corpus) or --mock-data")
+    if args.data is not None and args.mock_data:
+        parser.error("--data and --mock-data are mutually exclusive")
+    if args.lr_decay_iters is None:
+        args.lr_decay_iters = args.train_iters
+    if args.min_lr > args.lr:
+        parser.error(f"--min-lr {args.min_lr} is above --lr {args.lr}")
+    for flag in ("train_iters", "seq_length", "log_interval", "save_interval", "eval_interval"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.finetune and not args.load:
+        parser.error("--finetune needs --load")
+    return args

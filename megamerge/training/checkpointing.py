@@ -1,0 +1,98 @@
+"""DeepSpeed checkpoints that are atomic and carry everything exact resume needs.
+
+* `save_checkpoint` is called on every rank (calling it on rank 0 alone hangs in DeepSpeed's
+  collectives).
+* DeepSpeed's own `latest` is written by rank 0 before the other ranks finish writing, so a crash
+  there could point `latest` at a torn checkpoint. megamerge saves with `save_latest=False`,
+  waits for every rank, and only then publishes the tag: first a `complete` marker inside the
+  tag, then `latest` via write-to-temp + fsync + rename. A crash at any point leaves the previous
+  `latest` loadable.
+* Per-rank state (data-loader position, RNG states) is gathered to every rank and stored in
+  `client_state["rank_states"]`, indexed by global rank, because DeepSpeed writes `client_state`
+  from one rank only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+COMPLETE_MARKER = "megamerge_complete"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save(engine, save_dir: str | Path, iteration: int, client_state: dict, rank_state: dict) -> str:
+    """Write `save_dir/global_step{iteration}` on all ranks and publish it as `latest`."""
+    save_dir = Path(save_dir)
+    tag = f"global_step{iteration}"
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, rank_state)
+    state = dict(client_state, rank_states=gathered)
+    engine.save_checkpoint(str(save_dir), tag=tag, client_state=state, save_latest=False)
+    dist.barrier()  # every rank's files are on disk before the tag is published
+    if dist.get_rank() == 0:
+        _atomic_write(save_dir / tag / COMPLETE_MARKER, f"{iteration}\n")
+        _atomic_write(save_dir / "latest", tag)
+    dist.barrier()
+    return tag
+
+
+def latest_tag(load_dir: str | Path) -> str | None:
+    """The published tag, or None when the directory has no checkpoint yet."""
+    latest = Path(load_dir) / "latest"
+    if not latest.is_file():
+        return None
+    tag = latest.read_text().strip()
+    if not (Path(load_dir) / tag / COMPLETE_MARKER).is_file():
+        raise RuntimeError(f"{latest} names {tag!r}, which has no {COMPLETE_MARKER} marker: the checkpoint is "
+                           "incomplete (was it written by another tool?)")
+    return tag
+
+
+def load(engine, load_dir: str | Path, finetune: bool) -> tuple[str, dict] | None:
+    """Load `latest` on every rank; returns (tag, client_state) or None if there is nothing to load."""
+    tag = latest_tag(load_dir)
+    if tag is None:
+        return None
+    path, client_state = engine.load_checkpoint(
+        str(load_dir), tag=tag,
+        load_module_only=finetune,
+        load_optimizer_states=not finetune,
+        load_lr_scheduler_states=False,
+    )
+    if path is None:
+        raise RuntimeError(f"DeepSpeed could not load checkpoint {tag!r} from {load_dir}")
+    return tag, client_state or {}

@@ -1,0 +1,52 @@
+"""Process-group start-up that works under the deepspeed launcher, torchrun and srun.
+
+deepspeed and torchrun export RANK / LOCAL_RANK / WORLD_SIZE; srun exports SLURM_PROCID /
+SLURM_LOCALID / SLURM_NTASKS, which are mapped onto them here (MASTER_ADDR and MASTER_PORT come
+from the sbatch template). The backend is NCCL on GPUs and gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+
+def export_slurm_rank_env() -> None:
+    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    os.environ["WORLD_SIZE"] = os.environ.get("SLURM_NTASKS", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+
+
+def init_distributed(local_rank_flag: int | None = None) -> DistEnv:
+    import deepspeed
+
+    export_slurm_rank_env()
+    if local_rank_flag is not None and "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(local_rank_flag)
+    for key, default in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                         ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):
+        os.environ.setdefault(key, default)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    return DistEnv(torch.distributed.get_rank(), local_rank, torch.distributed.get_world_size(), device)

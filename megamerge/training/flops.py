@@ -1,0 +1,55 @@
+"""Model FLOPs of one MergeDNA training step, for MFU (design notes, section 5).
+
+Each module is counted at its own length: local modules at N bases, latent modules at L tokens
+(and K in the global-merge pass). 2 FLOPs per multiply-add; forward + backward = 3x forward;
+pass 2 reuses pass 1's (detached) tokenizer output, so the Local Encoder counts only in
+passes 1 and 3.
+"""
+
+from __future__ import annotations
+
+from megamerge.model.config import MergeDNAConfig
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "A100": 312.0}
+
+
+def block_forward_flops(cfg: MergeDNAConfig, length: float, attended: float) -> float:
+    """One Transformer block over `length` tokens, each attending to `attended` keys."""
+    matmul = 2 * length * (4 * cfg.dim * cfg.dim + 3 * cfg.dim * cfg.ffn_dim)
+    attention = 2 * 2 * length * attended * cfg.dim  # scores and the weighted sum
+    return matmul + attention
+
+
+def mergedna_step_flops(cfg: MergeDNAConfig, n: float, l: float, k: float) -> float:
+    """Training FLOPs per sequence of n bases merged to l tokens (k latent tokens in pass 2)."""
+    span = 2 * cfg.window + 1
+
+    def local_encoder(length_in: float) -> float:
+        n_layers = cfg.local_encoder_layers
+        total = 0.0
+        for i in range(n_layers):  # the merge schedule shrinks tokens evenly from n to l
+            t = length_in - i * (length_in - l) / n_layers
+            total += block_forward_flops(cfg, t, min(span, t))
+        return total
+
+    def latent(length: float, blocks: int) -> float:
+        return blocks * block_forward_flops(cfg, length, length)
+
+    local_decoder = cfg.local_decoder_layers * block_forward_flops(cfg, n, min(span, n)) + 2 * n * cfg.dim * 4
+    full_pass = (local_encoder(n) + latent(l, cfg.latent_encoder_layers)
+                 + latent(l, cfg.latent_decoder_layers) + local_decoder)
+    m = cfg.latent_merge_layer
+    merge_pass = (latent(l, m) + latent(k, cfg.latent_encoder_layers - m)
+                  + latent(l, cfg.latent_decoder_layers) + local_decoder)
+    return 3 * (2 * full_pass + merge_pass)
+
+
+def peak_flops_per_device(override_tflops: float | None, device_name: str | None) -> float | None:
+    """Peak dense FLOP/s: --peak-tflops if given, else by GPU name; None (MFU null) on CPU."""
+    if override_tflops is not None:
+        return override_tflops * 1e12
+    if device_name:
+        for key, tflops in PEAK_BF16_TFLOPS.items():
+            if key in device_name:
+                return tflops * 1e12
+    return None

@@ -1,0 +1,16 @@
+"""The module handed to `deepspeed.initialize`: forward(ids, seeds) -> the loss dict, so the
+engine's forward/backward wrap the paper's three passes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PretrainingObjective(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> dict:
+        return self.model.compute_losses(input_ids, seeds)
