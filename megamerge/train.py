@@ -282,6 +282,12 @@ def train(args) -> int:
     logger.close()
     if rank0:
         log.info("stopped at iteration %d: %s", iteration, exit_reason)
+        if args.save:
+            # Both a finished run and a signalled one exit 0; launchers (slurm/) read this to decide
+            # whether to requeue.
+            status = {"iteration": iteration, "train_iters": args.train_iters, "reason": exit_reason,
+                      "finished": iteration >= args.train_iters, "consumed_samples": consumed}
+            checkpointing.atomic_write(Path(args.save) / "exit_status.json", json.dumps(status) + "\n")
     dist.barrier()
     return 0
 

@@ -25,7 +25,7 @@ import torch.distributed as dist
 COMPLETE_MARKER = "megamerge_complete"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
         f.write(text)
@@ -64,8 +64,8 @@ def save(engine, save_dir: str | Path, iteration: int, client_state: dict, rank_
     engine.save_checkpoint(str(save_dir), tag=tag, client_state=state, save_latest=False)
     dist.barrier()  # every rank's files are on disk before the tag is published
     if dist.get_rank() == 0:
-        _atomic_write(save_dir / tag / COMPLETE_MARKER, f"{iteration}\n")
-        _atomic_write(save_dir / "latest", tag)
+        atomic_write(save_dir / tag / COMPLETE_MARKER, f"{iteration}\n")
+        atomic_write(save_dir / "latest", tag)
     dist.barrier()
     return tag
 
