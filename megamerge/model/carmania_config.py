@@ -1,0 +1,68 @@
+"""CARMANIA configuration (arXiv 2507.09378): one dataclass, named presets, actionable validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass
+class CarmaniaConfig:
+    dim: int = 1024
+    n_layers: int = 5
+    n_heads: int = 16  # query heads
+    n_kv_heads: int = 4  # grouped-query attention: each K/V head serves n_heads / n_kv_heads queries
+    ffn_dim: int = 4608  # SwiGLU hidden width
+    window: int = 128  # causal sliding window: a base attends to itself and the window - 1 before it
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    init_std: float = 0.02
+    tm_weight: float = 1.0  # beta in L = L_NT + beta * L_TM (the paper: 1; 5 hurts)
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def validate(self) -> None:
+        def bad(msg: str):
+            raise ValueError(f"invalid CarmaniaConfig: {msg}")
+
+        if self.dim <= 0 or self.n_heads <= 0 or self.dim % self.n_heads:
+            bad(f"n_heads={self.n_heads} must divide dim={self.dim}")
+        if self.head_dim % 2:
+            bad(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
+            bad(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        if self.n_layers < 1 or self.ffn_dim < 1:
+            bad("n_layers and ffn_dim must be >= 1")
+        if self.window < 2:
+            bad(f"window={self.window} must be >= 2 (a base must see at least its predecessor)")
+        if self.tm_weight < 0:
+            bad(f"tm_weight={self.tm_weight} must be >= 0")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> CarmaniaConfig:
+        if name not in CARMANIA_PRESETS:
+            raise ValueError(f"unknown CARMANIA preset {name!r}; choose one of {sorted(CARMANIA_PRESETS)}")
+        return replace(CARMANIA_PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CarmaniaConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown CarmaniaConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+CARMANIA_PRESETS: dict[str, CarmaniaConfig] = {
+    # ~0.4M parameters: CPU tests, the demo, and the generation round trip.
+    "carmania-tiny": CarmaniaConfig(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=352, window=32),
+    # The paper's model: 5 blocks, d = 1024, MLP 4608, 16 / 4 heads, window 128, ~83M parameters.
+    "carmania-83m": CarmaniaConfig(),
+}
