@@ -37,13 +37,6 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
     where = f"--ds_config {path}"
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
 
-    if tp < 1 or pp < 1:
-        raise ConfigError("--tensor-model-parallel-size and --pipeline-model-parallel-size must be >= 1")
-    if world_size % (tp * pp):
-        raise ConfigError(f"world size {world_size} is not divisible by TP x PP = {tp} x {pp}; "
-                          f"launch a multiple of {tp * pp} processes or change the parallel sizes")
-    dp = world_size // (tp * pp)
-
     zero = cfg.get("zero_optimization", {}).get("stage", 0)
     if pp > 1 and zero >= 2:
         raise ConfigError(f"{where} uses ZeRO stage {zero}, but DeepSpeed's pipeline engine only supports "
@@ -55,6 +48,13 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
     if zero > 2:
         raise ConfigError(f"{where}: ZeRO-3 is not supported (tensor-parallel layers assume whole "
                           "parameters); use stage 1 or 2")
+    if tp < 1 or pp < 1:
+        raise ConfigError("--tensor-model-parallel-size and --pipeline-model-parallel-size must be >= 1")
+    if world_size % (tp * pp):
+        raise ConfigError(f"world size {world_size} is not divisible by TP x PP = {tp} x {pp}; "
+                          f"launch a multiple of {tp * pp} processes or change the parallel sizes")
+    dp = world_size // (tp * pp)
+
     if "scheduler" in cfg:
         raise ConfigError(f"{where} has a 'scheduler' section; megamerge sets the learning rate itself from "
                           "--lr, --min-lr, --lr-warmup-iters and --lr-decay-style. Remove the section.")
