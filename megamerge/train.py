@@ -41,6 +41,11 @@ from megamerge.training.lr_schedule import learning_rate
 from megamerge.training.metrics import MetricsLogger, Progress
 from megamerge.training.objective import PretrainingObjective
 from megamerge.training.signals import StopRequest
+from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, check_tensor_parallel_sizes
+from megamerge.parallel import initialize_model_parallel
+from megamerge.parallel.pipeline import OUTPUT_KEYS as PIPELINE_OUTPUT_KEYS
+from megamerge.parallel.pipeline import MergeDNAPipeline, check_pipeline_layout
+from megamerge.parallel.process_groups import check_layout
 
 log = logging.getLogger("megamerge.train")
 LOSS_KEYS = ("loss", "mtr", "latent_mtr", "amtm")
@@ -59,12 +64,16 @@ def model_config(args) -> MergeDNAConfig:
     )
 
 
-def check_parallel_layout(args, world_size: int) -> None:
+def check_parallel_layout(args, cfg: MergeDNAConfig, world_size: int) -> None:
+    """Everything that would otherwise hang or assert inside a process group, checked first."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
-    if tp > 1 or pp > 1:
-        raise ConfigError(f"tensor/pipeline parallelism (TP={tp}, PP={pp}) is validated but not yet available in "
-                          "this version; run with --tensor-model-parallel-size 1 --pipeline-model-parallel-size 1")
-    del world_size
+    try:
+        check_layout(world_size, tp, pp)
+        check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp)
+        if pp > 1:
+            check_pipeline_layout(cfg, pp)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def all_reduce_mean(values: list[float], device) -> list[float]:
@@ -80,13 +89,17 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(engine, valid: ValidBatches, args, device) -> dict | None:
+def evaluate(engine, valid: ValidBatches, args, device, pipeline=None) -> dict | None:
     if not valid.available:
         return None
     engine.eval()
     sums = defaultdict(float)
     for ids, index in valid:
-        out = engine(ids.to(device), sample_seeds(args.seed, index).to(device))
+        if pipeline is not None:
+            out = dict(zip(PIPELINE_OUTPUT_KEYS, pipeline.eval_step(engine, ids.to(device),
+                                                                    sample_seeds(args.seed, index).to(device))))
+        else:
+            out = engine(ids.to(device), sample_seeds(args.seed, index).to(device))
         n = float(ids.shape[0])
         for key in LOSS_KEYS:
             sums[key] += float(out[key]) * n
@@ -110,8 +123,8 @@ def train(args) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
     has_cuda = torch.cuda.is_available()
     ds_config = resolve_ds_config(args.ds_config, args, world_size, has_cuda)  # fail before any process group
-    check_parallel_layout(args, world_size)
     cfg = model_config(args)
+    check_parallel_layout(args, cfg, world_size)
 
     env = init_distributed(args.local_rank)
     rank0 = env.rank == 0
@@ -121,19 +134,29 @@ def train(args) -> int:
     logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING,
                         format="%(asctime)s megamerge %(levelname)s %(message)s")
 
-    torch.manual_seed(args.seed)  # identical initial weights on every rank
+    parallel = initialize_model_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size)
+    torch.manual_seed(args.seed)  # identical full master weights on every rank, then split
     model = MergeDNA(cfg)
+    apply_tensor_parallel(model, parallel.tp_group)
     if args.checkpoint_activations:
         apply_activation_checkpointing(model)
     import deepspeed
 
-    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model).to(env.device),
-                                           model_parameters=model.parameters(), config=ds_config)
+    pipeline = None
+    if parallel.pp > 1:
+        # TP shards travel whole between stages (no pipe/grad partitioning over the TP group).
+        ds_config.setdefault("pipeline", {}).update(pipe_partitioned=False, grad_partitioned=False)
+        pipeline = MergeDNAPipeline(model.to(env.device), parallel)
+        engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
+                                               model_parameters=[p for p in pipeline.module.parameters()])
+    else:
+        engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model).to(env.device),
+                                               model_parameters=model.parameters(), config=ds_config,
+                                               mpu=ModelParallelUnit(parallel))
     micro = ds_config["train_micro_batch_size_per_gpu"]
     accumulation = ds_config["gradient_accumulation_steps"]
     global_batch = ds_config["train_batch_size"]
-    dp = env.world_size  # TP = PP = 1 here; the parallel issue generalises this
-    dp_rank = env.rank
+    dp, dp_rank = parallel.dp, parallel.dp_rank  # every TP/PP rank of one replica reads the same samples
 
     train_batches = TrainBatches(args, micro, accumulation, dp, dp_rank)
     valid_batches = ValidBatches(args, micro, dp, dp_rank)
@@ -201,7 +224,13 @@ def train(args) -> int:
             group["lr"] = lr
         step = defaultdict(float)
         token_lengths = None
-        for m in range(accumulation):
+        if pipeline is not None:
+            batches = [train_batches.next(iteration, m) for m in range(accumulation)]
+            out = pipeline.train_step(engine, [(ids.to(env.device), sample_seeds(args.seed, index).to(env.device))
+                                               for ids, index in batches])
+            for key in (*LOSS_KEYS, "bases_per_token", "latent_bases_per_token"):
+                step[key] = out[key]
+        for m in range(accumulation if pipeline is None else 0):
             ids, index = train_batches.next(iteration, m)
             out = engine(ids.to(env.device), sample_seeds(args.seed, index).to(env.device))
             loss = out["loss"]
@@ -262,7 +291,7 @@ def train(args) -> int:
             interval_iters, interval_start = 0, time.time()
 
         if iteration % args.eval_interval == 0 or iteration == args.train_iters:
-            result = evaluate(engine, valid_batches, args, env.device)
+            result = evaluate(engine, valid_batches, args, env.device, pipeline)
             if result is not None:
                 logger.log({"iteration": iteration, "split": "valid", "consumed_samples": consumed, **result})
                 if rank0:

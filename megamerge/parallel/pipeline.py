@@ -1,0 +1,414 @@
+"""MergeDNA as a DeepSpeed `PipelineModule`: the three-pass objective in one pipeline micro-batch.
+
+Layers, in order (DeepSpeed balances them over the stages by parameter count):
+
+    LocalEncoderPipe | LatentEncoderBlockPipe x n_enc | LatentEncoderNormPipe |
+    LatentDecoderBlockPipe x n_dec | LocalDecoderPipe (local decoder, head and the three losses)
+
+One micro-batch carries all three passes side by side, as a tuple of tensors (the `Carry`):
+stream 1 (MTR), stream 2 (latent MTR: starts at the first latent block from stream 1's
+detached input, is merged globally at `latent_merge_layer`, unmerged after the latent norm) and
+stream 3 (AMTM on the masked input). Every floating-point tensor in the carry has a gradient;
+float metadata that has none (positions, sizes) travels bit-cast to int32, masks as uint8, so the
+engine neither waits for gradients that never come nor needs its bool-tensor flag.
+
+The AMTM mask is the catch: it is drawn from pass 2's latent merge map S', which is computed on
+the stage holding `latent_merge_layer`, but it is applied to the input on stage 0. Before each
+`train_batch`, `amtm_masks` runs a no-grad preview of pass 2 for the step's micro-batches: stage
+0 encodes the input, the stages up to the merge point run the latent blocks below it on stream 2
+only (point-to-point sends), the merge stage broadcasts S' over the pipeline group, and stage 0
+draws the mask exactly as `MergeDNA.compute_losses` does. The preview runs with the weights the
+step will use and every op is deterministic, so the map equals the one the training forward
+computes and PP > 1 gives the losses of PP = 1. Its price is one extra no-grad forward of the
+Local Encoder and of the latent blocks below the merge point (about 1/6 of a step's FLOPs for
+the paper's layout); it holds no activations.
+
+Weights: the layers wrap the submodules of a full MergeDNA built with the run's seed (and split
+by tensor parallelism first, if any), so any PP degree starts from PP = 1's weights. Building the
+full model on every rank costs host memory once at start-up; at 7B use per-stage construction
+from a converted checkpoint instead (README.md).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from megamerge.model.config import MergeDNAConfig
+from megamerge.model.losses import base_cross_entropy
+from megamerge.model.masking import amtm_token_mask
+from megamerge.model.mergedna import MergeDNA, check_input_ids
+from megamerge.model.rope import rope_angles
+from megamerge.model.sample_noise import STREAM_AMTM, uniform
+from megamerge.model.token_merging import TokenState, global_merge_to, group_sizes, unmerge
+from megamerge.tokenizer import MASK, base_targets
+
+# Phases of stream 2 (latent MTR) in the carry.
+NOT_STARTED, PRE_MERGE, MERGED, UNMERGED = 0, 1, 2, 3
+OUTPUT_KEYS = ("loss", "mtr", "latent_mtr", "amtm", "masked_correct", "masked_count", "bases_per_token",
+               "latent_bases_per_token")
+
+
+def pipeline_layer_count(cfg: MergeDNAConfig) -> int:
+    return cfg.latent_encoder_layers + cfg.latent_decoder_layers + 3
+
+
+def check_pipeline_layout(cfg: MergeDNAConfig, pp: int) -> None:
+    n = pipeline_layer_count(cfg)
+    if pp > n:
+        raise ValueError(f"--pipeline-model-parallel-size {pp} exceeds the {n} pipeline layers of this model "
+                         f"(local encoder, {cfg.latent_encoder_layers} latent-encoder blocks, the latent norm, "
+                         f"{cfg.latent_decoder_layers} latent-decoder blocks, local decoder)")
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:  # float32 metadata -> int32 view, no gradient expected
+    return t.float().contiguous().view(torch.int32)
+
+
+def _unbits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.float32)
+
+
+@dataclass
+class Carry:
+    """What travels between stages. Stream 2 reuses stream 1's metadata except while merged."""
+
+    input_ids: torch.Tensor  # [B, N] long
+    base_mask: torch.Tensor  # [B, N] bool, AMTM's masked bases
+    s1: TokenState  # pass 1 (MTR)
+    s3: TokenState  # pass 3 (AMTM)
+    phase: int = NOT_STARTED
+    x2: torch.Tensor | None = None  # [B, L or K, D]
+    pos2: torch.Tensor | None = None  # [B, K] merged positions (MERGED)
+    valid2: torch.Tensor | None = None  # [B, K] (MERGED)
+    latent_map: torch.Tensor | None = None  # [B, L] -> [0, K) (MERGED)
+    latent_lengths: torch.Tensor | None = None  # [B] K_b (MERGED, UNMERGED)
+
+    @staticmethod
+    def _state_tensors(s: TokenState) -> list[torch.Tensor]:
+        return [s.x, _bits(s.pos), _bits(s.sizes), s.valid.to(torch.uint8), s.assign]
+
+    @staticmethod
+    def _state(t: tuple) -> TokenState:
+        x, pos, sizes, valid, assign = t
+        return TokenState(x=x, pos=_unbits(pos), sizes=_unbits(sizes), valid=valid.bool(), assign=assign)
+
+    def to_tuple(self) -> tuple:
+        out = [torch.tensor([self.phase]), self.input_ids, self.base_mask.to(torch.uint8),
+               *self._state_tensors(self.s1), *self._state_tensors(self.s3)]
+        if self.phase == PRE_MERGE:
+            out += [self.x2]
+        elif self.phase == MERGED:
+            out += [self.x2, _bits(self.pos2), self.valid2.to(torch.uint8), self.latent_map, self.latent_lengths]
+        elif self.phase == UNMERGED:
+            out += [self.x2, self.latent_lengths]
+        return tuple(out)
+
+    @classmethod
+    def from_tuple(cls, t: tuple) -> "Carry":
+        phase = int(t[0][0])
+        c = cls(input_ids=t[1], base_mask=t[2].bool(), s1=cls._state(t[3:8]), s3=cls._state(t[8:13]), phase=phase)
+        rest = t[13:]
+        if phase == PRE_MERGE:
+            (c.x2,) = rest
+        elif phase == MERGED:
+            c.x2, pos2, valid2, c.latent_map, c.latent_lengths = rest
+            c.pos2, c.valid2 = _unbits(pos2), valid2.bool()
+        elif phase == UNMERGED:
+            c.x2, c.latent_lengths = rest
+        return c
+
+
+def _n_latent(cfg: MergeDNAConfig, s: TokenState) -> torch.Tensor:
+    return (cfg.latent_compression * s.lengths.float()).ceil().clamp(min=1).long()
+
+
+def _merge_stream2(cfg: MergeDNAConfig, c: Carry) -> None:
+    frozen = replace(c.s1, x=c.x2)
+    merged, c.latent_map = global_merge_to(frozen, _n_latent(cfg, c.s1), cfg.merge_theta)
+    c.x2, c.pos2, c.valid2, c.latent_lengths = merged.x, merged.pos, merged.valid, merged.lengths
+    c.phase = MERGED
+
+
+def _stream2_rope_valid(cfg: MergeDNAConfig, c: Carry):
+    if c.phase == MERGED:
+        return rope_angles(c.pos2, cfg.head_dim, cfg.rope_theta), c.valid2
+    return rope_angles(c.s1.pos, cfg.head_dim, cfg.rope_theta), c.s1.valid
+
+
+class LocalEncoderPipe(nn.Module):
+    """Stage 0's layer: the tokenizer on the input (pass 1) and on the AMTM-masked input (pass 3)."""
+
+    def __init__(self, model: MergeDNA):
+        super().__init__()
+        self.cfg = model.cfg
+        self.local_encoder = model.local_encoder
+
+    token_targets = MergeDNA.token_targets  # the same per-sample draw as the unsplit model
+
+    def forward(self, inputs: tuple) -> tuple:
+        input_ids, seeds, base_mask = inputs
+        base_valid = check_input_ids(input_ids)
+        targets = self.token_targets(base_valid.sum(1), seeds)
+        base_mask = base_mask.bool()
+        masked_ids = torch.where(base_mask, torch.full_like(input_ids, MASK), input_ids)
+        c = Carry(input_ids=input_ids, base_mask=base_mask, s1=self.local_encoder(input_ids, targets),
+                  s3=self.local_encoder(masked_ids, targets))
+        return c.to_tuple()
+
+    @torch.no_grad()
+    def preview(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> TokenState:
+        base_valid = check_input_ids(input_ids)
+        return self.local_encoder(input_ids, self.token_targets(base_valid.sum(1), seeds))
+
+
+class LatentEncoderBlockPipe(nn.Module):
+    def __init__(self, model: MergeDNA, index: int):
+        super().__init__()
+        self.cfg, self.index = model.cfg, index
+        self.block = model.latent_encoder.blocks[index]
+
+    def forward(self, carry: tuple) -> tuple:
+        cfg, c = self.cfg, Carry.from_tuple(carry)
+        if c.phase == NOT_STARTED:  # pass 2 runs on the frozen tokenizer output
+            c.x2, c.phase = c.s1.x.detach(), PRE_MERGE
+        if self.index == cfg.latent_merge_layer:
+            _merge_stream2(cfg, c)
+        rope1 = rope_angles(c.s1.pos, cfg.head_dim, cfg.rope_theta)
+        rope3 = rope_angles(c.s3.pos, cfg.head_dim, cfg.rope_theta)
+        c.s1 = replace(c.s1, x=self.block(c.s1.x, rope1, c.s1.valid))
+        c.s3 = replace(c.s3, x=self.block(c.s3.x, rope3, c.s3.valid))
+        c.x2 = self.block(c.x2, *_stream2_rope_valid(cfg, c))
+        return c.to_tuple()
+
+    @torch.no_grad()
+    def preview(self, state: TokenState) -> tuple[TokenState, torch.Tensor | None]:
+        """Stream 2 below the merge point; returns the latent map once this layer merges."""
+        if self.index == self.cfg.latent_merge_layer:
+            return state, global_merge_to(state, _n_latent(self.cfg, state), self.cfg.merge_theta)[1]
+        rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
+        return replace(state, x=self.block(state.x, rope, state.valid)), None
+
+
+class LatentEncoderNormPipe(nn.Module):
+    """The latent encoder's final norm; then pass 2 is unmerged back to the L local tokens."""
+
+    def __init__(self, model: MergeDNA):
+        super().__init__()
+        self.cfg = model.cfg
+        self.norm = model.latent_encoder.norm
+
+    def forward(self, carry: tuple) -> tuple:
+        cfg, c = self.cfg, Carry.from_tuple(carry)
+        if c.phase != MERGED:  # latent_merge_layer == latent_encoder_layers: merge after the last block
+            _merge_stream2(cfg, c)
+        c.s1 = replace(c.s1, x=self.norm(c.s1.x))
+        c.s3 = replace(c.s3, x=self.norm(c.s3.x))
+        c.x2 = unmerge(self.norm(c.x2), c.latent_map, c.s1.pos, c.pos2, cfg.merge_theta)
+        c.phase, c.pos2, c.valid2, c.latent_map = UNMERGED, None, None, None
+        return c.to_tuple()
+
+    @torch.no_grad()
+    def preview(self, state: TokenState) -> tuple[TokenState, torch.Tensor]:
+        return state, global_merge_to(state, _n_latent(self.cfg, state), self.cfg.merge_theta)[1]
+
+
+class LatentDecoderBlockPipe(nn.Module):
+    def __init__(self, model: MergeDNA, index: int):
+        super().__init__()
+        self.cfg = model.cfg
+        self.block = model.latent_decoder.blocks[index]
+
+    def forward(self, carry: tuple) -> tuple:
+        cfg, c = self.cfg, Carry.from_tuple(carry)
+        rope1 = rope_angles(c.s1.pos, cfg.head_dim, cfg.rope_theta)
+        rope3 = rope_angles(c.s3.pos, cfg.head_dim, cfg.rope_theta)
+        c.s1 = replace(c.s1, x=self.block(c.s1.x, rope1, c.s1.valid))
+        c.x2 = self.block(c.x2, rope1, c.s1.valid)  # pass 2 decodes on the frozen tokens' frame
+        c.s3 = replace(c.s3, x=self.block(c.s3.x, rope3, c.s3.valid))
+        return c.to_tuple()
+
+
+class LocalDecoderPipe(nn.Module):
+    """Local decoder and head for the three streams, and the losses: a vector laid out as
+    OUTPUT_KEYS whose entry 0 (the total loss) carries the gradient."""
+
+    def __init__(self, model: MergeDNA):
+        super().__init__()
+        self.cfg = model.cfg
+        self.local_decoder = model.local_decoder
+
+    def forward(self, carry: tuple) -> torch.Tensor:
+        cfg, c = self.cfg, Carry.from_tuple(carry)
+        ids = c.input_ids
+        base_valid = check_input_ids(ids)
+        targets = base_targets(ids)
+        decode = self.local_decoder
+        logits = decode(c.s1.x, c.s1.pos, c.s1.assign, base_valid)
+        mtr, _, _ = base_cross_entropy(logits, targets)
+        latent_logits = decode(c.x2, c.s1.pos, c.s1.assign, base_valid)
+        latent_mtr, _, _ = base_cross_entropy(latent_logits, targets)
+        masked_logits = decode(c.s3.x, c.s3.pos, c.s3.assign, base_valid)
+        amtm, correct, scored = base_cross_entropy(masked_logits, targets, select=c.base_mask)
+        loss = mtr + cfg.latent_mtr_weight * latent_mtr + amtm
+        if cfg.tm_weight > 0:
+            from megamerge.model.transition_loss import transition_matrix_loss
+
+            loss = loss + cfg.tm_weight * transition_matrix_loss(logits, ids)
+        n_bases = base_valid.sum(1).float()
+        stats = torch.stack([mtr, latent_mtr, amtm, correct.float(), scored.float(),
+                             (n_bases / c.s1.lengths).mean(), (n_bases / c.latent_lengths).mean()]).detach()
+        return torch.cat([loss.reshape(1), stats.float()])
+
+
+class MergeDNAPipeline:
+    """Builds the PipelineModule and drives what the engine cannot: the AMTM preview."""
+
+    def __init__(self, model: MergeDNA, parallel, activation_checkpoint_interval: int = 0):
+        from deepspeed.pipe import LayerSpec, PipelineModule
+        from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
+
+        cfg = model.cfg
+        self.cfg, self.parallel = cfg, parallel
+        specs = [LayerSpec(LocalEncoderPipe, model)]
+        specs += [LayerSpec(LatentEncoderBlockPipe, model, i) for i in range(cfg.latent_encoder_layers)]
+        specs += [LayerSpec(LatentEncoderNormPipe, model)]
+        specs += [LayerSpec(LatentDecoderBlockPipe, model, j) for j in range(cfg.latent_decoder_layers)]
+        specs += [LayerSpec(LocalDecoderPipe, model)]
+        topology = PipeModelDataParallelTopology(num_pp=parallel.pp, num_mp=parallel.tp, num_dp=parallel.dp)
+        self.module = _pipeline_module_class()(
+            layers=specs, topology=topology, loss_fn=self._loss, partition_method="parameters",
+            activation_checkpoint_interval=activation_checkpoint_interval, dynamic_shape=True,
+        )
+        grid = self.module._grid
+        if grid.get_stage_id() != parallel.pp_rank or grid.pp_group != parallel.pp_ranks:
+            raise RuntimeError("DeepSpeed's pipeline grid disagrees with megamerge's process groups "
+                               f"(stage {grid.get_stage_id()} vs {parallel.pp_rank})")
+        # The merge happens in layer 1 + latent_merge_layer (the norm layer when it equals n_enc).
+        merge_layer = 1 + cfg.latent_merge_layer
+        parts = self.module.parts
+        self.merge_stage = next(s for s in range(parallel.pp) if parts[s] <= merge_layer < parts[s + 1])
+        self.stage = parallel.pp_rank
+        self.local_layers = list(self.module.forward_funcs)
+
+    @property
+    def is_last_stage(self) -> bool:
+        return self.stage == self.parallel.pp - 1
+
+    def _loss(self, outputs: torch.Tensor, labels) -> torch.Tensor:
+        del labels  # everything the losses need travels in the carry
+        self.module.last_outputs = outputs.detach()  # the components, read by get_additional_losses / eval
+        return outputs[0]
+
+    # ----------------------------------------------------------------------- the AMTM preview
+    def _send_state(self, s: TokenState, dst: int) -> None:
+        header = torch.tensor([*s.x.shape, s.assign.shape[1]], dtype=torch.long, device=s.x.device)
+        dist.send(header, dst)
+        for t in (s.x.float().contiguous(), s.pos.float().contiguous(), s.sizes.float().contiguous(),
+                  s.valid.to(torch.uint8), s.assign.contiguous()):
+            dist.send(t, dst)
+
+    def _recv_state(self, src: int, dtype, device) -> TokenState:
+        header = torch.empty(4, dtype=torch.long, device=device)
+        dist.recv(header, src)
+        B, L, D, N = header.tolist()
+        x, pos, sizes = (torch.empty(*shape, device=device) for shape in ((B, L, D), (B, L), (B, L)))
+        valid = torch.empty(B, L, dtype=torch.uint8, device=device)
+        assign = torch.empty(B, N, dtype=torch.long, device=device)
+        for t in (x, pos, sizes, valid, assign):
+            dist.recv(t, src)
+        return TokenState(x=x.to(dtype), pos=pos, sizes=sizes, valid=valid.bool(), assign=assign)
+
+    @torch.no_grad()
+    def amtm_masks(self, batches: list[tuple[torch.Tensor, torch.Tensor]], training: bool) -> list[torch.Tensor]:
+        """The AMTM base masks [B, N] for these (input_ids, seeds) micro-batches, on stage 0 (an
+        empty list elsewhere). Collective over the pipeline group."""
+        ranks = self.parallel.pp_ranks
+        modules = self.local_layers
+        for m in modules:
+            m.train(training)
+        param = next(self.module.parameters())
+        dtype, device = param.dtype, param.device
+        masks = []
+        for input_ids, seeds in batches:
+            input_ids, seeds = input_ids.to(device), seeds.to(device)
+            frozen, latent_map = None, None
+            if self.stage == 0:
+                frozen = modules[0].preview(input_ids, seeds)
+                state, rest = frozen, modules[1:]
+            elif self.stage <= self.merge_stage:
+                state, rest = self._recv_state(ranks[self.stage - 1], dtype, device), modules
+            if self.stage <= self.merge_stage:
+                for m in rest:
+                    state, latent_map = m.preview(state)
+                    if latent_map is not None:
+                        break
+                if self.stage < self.merge_stage:
+                    self._send_state(state, ranks[self.stage + 1])
+            # S' goes back from the merge stage to everyone in the pipeline group (stage 0 uses it).
+            shape = torch.tensor(latent_map.shape if latent_map is not None else (0, 0), dtype=torch.long,
+                                 device=device)
+            dist.broadcast(shape, ranks[self.merge_stage], group=self.parallel.pp_group)
+            if latent_map is None:
+                latent_map = torch.empty(*shape.tolist(), dtype=torch.long, device=device)
+            dist.broadcast(latent_map, ranks[self.merge_stage], group=self.parallel.pp_group)
+            if self.stage == 0:
+                masks.append(self._draw_mask(input_ids, seeds, frozen, latent_map))
+        return masks
+
+    def _draw_mask(self, input_ids, seeds, frozen: TokenState, latent_map: torch.Tensor) -> torch.Tensor:
+        """As in MergeDNA.compute_losses, pass 3's mask from pass 2's groups."""
+        cfg = self.cfg
+        base_valid = check_input_ids(input_ids)
+        n_groups = int(latent_map.max()) + 1
+        g = group_sizes(latent_map, frozen.valid, n_groups)
+        n_mask = (cfg.amtm_mask_ratio * frozen.lengths.float()).round().clamp(min=1).long()
+        u = uniform(seeds, STREAM_AMTM, latent_map.shape[1]).to(g.device)
+        token_mask = amtm_token_mask(latent_map, g, frozen.valid, n_mask, uniforms=u)
+        return token_mask.gather(1, frozen.assign) & base_valid
+
+    # ----------------------------------------------------------------------- steps
+    def _iterator(self, batches, masks):
+        for m, (ids, seeds) in enumerate(batches):
+            mask = masks[m] if masks else torch.zeros_like(ids, dtype=torch.uint8)
+            yield (ids, seeds, mask.to(torch.uint8)), torch.zeros(1)
+
+    def train_step(self, engine, batches) -> dict[str, float]:
+        """One optimizer step over `batches` (one per gradient-accumulation micro-step). Returns
+        the micro-batch-averaged, data-parallel-averaged losses on every rank."""
+        masks = self.amtm_masks(batches, training=True)
+        engine.train_batch(data_iter=self._iterator(batches, masks))
+        values = engine.agg_additional_losses
+        return {k: float(v) for k, v in values.items()}
+
+    def eval_step(self, engine, ids, seeds) -> torch.Tensor:
+        """OUTPUT_KEYS for one micro-batch, on every rank of the pipeline group."""
+        masks = self.amtm_masks([(ids, seeds)], training=False)
+        engine.eval_batch(self._iterator([(ids, seeds)], masks), num_micro_batches=1, compute_loss=True,
+                          bcast_loss=False, reduce_output=None)
+        device = next(self.module.parameters()).device
+        out = self.module.last_outputs.clone() if self.is_last_stage else torch.zeros(len(OUTPUT_KEYS), device=device)
+        dist.broadcast(out, self.parallel.pp_ranks[-1], group=self.parallel.pp_group)
+        return out
+
+
+def _pipeline_module_class():
+    from deepspeed.pipe import PipelineModule  # imported late: config checks must not pay for deepspeed
+
+    class MergeDNAPipelineModule(PipelineModule):
+        """Reports the loss components as DeepSpeed "additional losses": train_batch averages them
+        over micro-batches and data-parallel ranks and broadcasts them to every stage."""
+
+        last_outputs: torch.Tensor | None = None
+
+        def get_additional_losses(self):
+            keys = [k for k in OUTPUT_KEYS if k not in ("masked_correct", "masked_count")]
+            if self.last_outputs is None:  # not the last stage: only the count matters
+                return OrderedDict((k, torch.zeros(())) for k in keys)
+            return OrderedDict((k, self.last_outputs[OUTPUT_KEYS.index(k)].clone()) for k in keys)
+
+    return MergeDNAPipelineModule
