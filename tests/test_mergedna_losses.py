@@ -159,3 +159,23 @@ def test_seeded_draws_depend_only_on_the_sample(tiny):
         assert torch.equal(a[k], b[k])
     u = uniform(seeds, 1, 10000)
     assert 0 < u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01
+
+
+def test_activation_checkpointing_changes_nothing_but_memory():
+    from megamerge.training.activation_checkpointing import apply_activation_checkpointing
+    from megamerge.model.sample_noise import sample_seeds
+
+    ids = _ids(2, 200, seed=3)
+    seeds = sample_seeds(0, torch.arange(2))
+    grads = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = MergeDNA(MergeDNAConfig.from_preset("tiny")).train()
+        if checkpointed:
+            assert apply_activation_checkpointing(model) == 10  # every Transformer block
+        out = model.compute_losses(ids, seeds)
+        out["loss"].backward()
+        grads.append((out["loss"].detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -186,3 +186,15 @@ def test_sigusr1_on_one_rank_saves_and_exits_cleanly(tmp_path):
     assert status["finished"] is False and "signal" in status["reason"]
     assert (tmp_path / "ck" / "latest").read_text() == f"global_step{status['iteration']}"
     assert status["iteration"] < 1000
+
+
+def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):
+    import train_helpers
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(train_helpers.free_port()), str(train_helpers.TRAIN), *TINY_ARGS, "--micro-batch-size", "2",
+           "--global-batch-size", "4", "--train-iters", "2", "--eval-interval", "100", "--save", "ck"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=train_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    assert "dp 2" in proc.stderr  # two data-parallel ranks
+    assert sorted(read_metrics(tmp_path / "ck")) == [1, 2]
