@@ -26,8 +26,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q tests
 
+# The 20-minute real-genome run is separate: $(BIN)/python tools/pretrain_real_genomes.py
 bench: setup
 	$(BIN)/python tools/bench_model.py
+	$(BIN)/python tools/bench_data.py
 
 lint: setup
 	$(BIN)/ruff check megamerge tools data_prep tests
