@@ -1,0 +1,127 @@
+"""Pipeline parallelism (2 stages) against the unsplit model, in a real 2-process gloo run.
+
+Run by pytest, this file launches itself under torchrun. Each rank builds the full model; a copy
+is cut into a 2-stage DeepSpeed pipeline (ZeRO-1). The optimizer is plain SGD so that one step's
+weight change is exactly -lr x gradient: that is how the pipeline's gradients, which the engine
+consumes inside train_batch, are compared with the unsplit model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_parallel_tp import REPO, run_worker  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+from megamerge.model import MergeDNA, MergeDNAConfig  # noqa: E402
+from megamerge.model.sample_noise import sample_seeds  # noqa: E402
+from megamerge.training.mock_data import MockGenome  # noqa: E402
+
+SEQ, MICRO, ACCUM, ITERS = 128, 2, 2, 1
+# Large enough that (w_before - w_after) / lr resolves the gradient to ~1e-6. Training over several
+# iterations (AdamW, through train.py) is compared in test_parallel_train.py.
+LRS = (0.02,)
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    return run_worker(tmp_path_factory.mktemp("pp") / "pp.json", script=__file__)
+
+
+def test_pp2_forward_losses_match_pp1(measured):
+    for key, (ref, got) in measured["forward"].items():
+        assert abs(ref - got) <= 1e-5, (key, ref, got)
+
+
+def test_pp2_gradients_match_pp1(measured):
+    assert measured["n_compared"] == measured["n_params"]  # every parameter lives on exactly one stage
+    assert measured["max_grad_diff"] <= 1e-5, measured["worst_grad"]
+    assert measured["max_grad"] > 1e-3
+
+
+def test_both_stages_hold_layers_and_the_merge_is_not_on_stage_0(measured):
+    # The tiny model merges after 2 of 4 latent blocks; stage 0 holds the local encoder and
+    # some latent blocks, so the map really has to come back across the pipeline.
+    assert measured["stage_params"][0] > 0 and measured["stage_params"][1] > 0
+
+
+def _batches(it: int):
+    out = []
+    for m in range(ACCUM):
+        index = torch.arange(MICRO) + (it * ACCUM + m) * MICRO
+        out.append((MockGenome(SEQ, seed=5).batch(index), sample_seeds(5, index)))
+    return out
+
+
+def worker(out_path: Path) -> None:
+    import deepspeed
+    import torch.distributed as dist
+
+    from megamerge.parallel import initialize_model_parallel
+    from megamerge.parallel.pipeline import MergeDNAPipeline
+
+    deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+    torch.set_num_threads(1)
+    parallel = initialize_model_parallel(tp=1, pp=2)
+    cfg = MergeDNAConfig.from_preset("tiny")
+    torch.manual_seed(0)
+    model = MergeDNA(cfg)
+    ref = copy.deepcopy(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    pipe = MergeDNAPipeline(model, parallel)
+    params = list(pipe.module.parameters())
+    config = {"train_micro_batch_size_per_gpu": MICRO, "gradient_accumulation_steps": ACCUM,
+              "train_batch_size": MICRO * ACCUM, "gradient_clipping": 0.0, "zero_optimization": {"stage": 1},
+              "zero_allow_untested_optimizer": True, "steps_per_print": 10**9,
+              "pipeline": {"pipe_partitioned": False, "grad_partitioned": False}}
+    engine, _, _, _ = deepspeed.initialize(model=pipe.module, model_parameters=params, config=config,
+                                           optimizer=torch.optim.SGD(params, lr=LRS[0]))
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=LRS[0])
+    ref_params = dict(ref.named_parameters())
+
+    forward, grad_report = None, None
+    for it in range(ITERS):
+        batches = _batches(it)
+        for group in (*engine.optimizer.param_groups, *ref_opt.param_groups):
+            group["lr"] = LRS[it]
+        before = {names[id(p)]: p.detach().clone() for p in pipe.module.parameters()}
+        got = pipe.train_step(engine, batches)
+        ref_opt.zero_grad(set_to_none=True)
+        sums = {k: 0.0 for k in ("loss", "mtr", "latent_mtr", "amtm")}
+        for ids, seeds in batches:
+            o = ref.compute_losses(ids, seeds)
+            (o["loss"] / ACCUM).backward()
+            for k in sums:
+                sums[k] += float(o[k]) / ACCUM
+        if it == 0:
+            forward = {k: (sums[k], got[k]) for k in sums}
+            diffs = {}
+            for p in pipe.module.parameters():
+                name = names[id(p)]
+                grad = (before[name] - p.detach()) / LRS[0]
+                diffs[name] = (float((grad - ref_params[name].grad).abs().max()),
+                               float(ref_params[name].grad.abs().max()))
+            grad_report = [None] * dist.get_world_size()
+            dist.all_gather_object(grad_report, diffs)
+
+    if dist.get_rank() == 0:
+        merged = {k: v for d in grad_report for k, v in d.items()}
+        worst = max(merged, key=lambda k: merged[k][0])
+        out_path.write_text(json.dumps({
+            "forward": forward,
+            "max_grad_diff": merged[worst][0], "worst_grad": worst, "max_grad": max(v[1] for v in merged.values()),
+            "n_compared": sum(len(d) for d in grad_report), "n_params": len(ref_params),
+            "stage_params": [len(d) for d in grad_report],
+        }))
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]))
