@@ -54,7 +54,7 @@ mm_status_field() {
 
 megamerge_env() {
     [[ -n ${SLURM_JOB_ID:-} ]] || mm_die "not inside a SLURM job: submit with sbatch (or run inside salloc)"
-    cd "$MEGAMERGE_HOME"
+    cd "$MEGAMERGE_HOME" || mm_die "cannot cd to MEGAMERGE_HOME=$MEGAMERGE_HOME"
 
     # Site hook first, so that `module load` / container set-up can provide PYTHON and NCCL_*.
     local site=${SITE_ENV:-$MEGAMERGE_HOME/slurm/site.sh}
@@ -114,7 +114,9 @@ _mm_forward() {
     local sig=$1
     [[ $sig == TERM ]] && MM_GOT_TERM=1
     mm_log "batch script received SIG$sig: forwarding it to the training tasks"
-    [[ -n ${MM_SRUN_PID:-} ]] && kill -s "$sig" "$MM_SRUN_PID" 2>/dev/null || true
+    if [[ -n ${MM_SRUN_PID:-} ]]; then
+        kill -s "$sig" "$MM_SRUN_PID" 2>/dev/null || true
+    fi
 }
 
 megamerge_pretrain() {

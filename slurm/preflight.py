@@ -9,8 +9,8 @@ nodes x ranks, TP / PP / DP, and global batch = micro x accumulation x DP. A mis
 once, instead of in every rank after the job has waited for its nodes.
 
 Scaling: gradient accumulation is derived from the data-parallel size (the ds configs say "auto"),
-so the global batch stays the same on any node count. When no micro-batch is given and the config's
-micro-batch x DP would exceed the global batch (e.g. 8 x 64 > 256 on 8 nodes), the micro-batch is
+so the global batch stays the same on any node count. When the micro-batch (--micro-batch-size, else
+the config's) x DP would exceed the global batch (e.g. 8 x 64 > 256 on 8 nodes), the micro-batch is
 lowered to global / DP; the flag to add is printed on stdout (empty when nothing changes).
 """
 
@@ -66,17 +66,18 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     extra: list[str] = []
     try:
-        if world_size % (tp * pp) == 0 and args.micro_batch_size is None:
+        if world_size % (tp * pp) == 0:
             raw = json.loads(Path(args.ds_config).read_text())
-            config_micro = raw.get("train_micro_batch_size_per_gpu")
+            requested = args.micro_batch_size or raw.get("train_micro_batch_size_per_gpu")
             global_batch = args.global_batch_size or raw.get("train_batch_size", AUTO)
             if global_batch == AUTO:
                 global_batch = DEFAULT_GLOBAL_BATCH
-            if isinstance(config_micro, int) and isinstance(global_batch, int):
-                micro = plan_micro_batch(config_micro, global_batch, world_size // (tp * pp))
-                if micro != config_micro:
-                    print(f"preflight: micro-batch {config_micro} x DP {world_size // (tp * pp)} exceeds the global "
-                          f"batch {global_batch}: using --micro-batch-size {micro}", file=sys.stderr)
+            if isinstance(requested, int) and isinstance(global_batch, int):
+                dp = world_size // (tp * pp)
+                micro = plan_micro_batch(requested, global_batch, dp)
+                if micro != requested:
+                    print(f"preflight: micro-batch {requested} x DP {dp} exceeds the global batch {global_batch}: "
+                          f"using --micro-batch-size {micro}", file=sys.stderr)
                     args.micro_batch_size = micro
                     extra = ["--micro-batch-size", str(micro)]
         ds = resolve_ds_config(args.ds_config, args, world_size, has_cuda)
@@ -107,9 +108,9 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
     return 0
 
 
-def table(model: str, ds_config: str, gpus_per_node: int, tp: int, pp: int, seq_length: int, global_batch: int,
-          iters: int) -> None:
-    config_micro = json.loads(Path(ds_config).read_text())["train_micro_batch_size_per_gpu"]
+def table(model: str, ds_config: str, micro: int | None, gpus_per_node: int, tp: int, pp: int, seq_length: int,
+          global_batch: int, iters: int) -> None:
+    config_micro = micro or json.loads(Path(ds_config).read_text())["train_micro_batch_size_per_gpu"]
     print(f"| nodes | GPUs | TP x PP x DP | micro | accumulation | global batch | est. time ({iters // 1000}k iters) |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     for nodes in (1, 2, 4, 8, 16, 32):
@@ -133,6 +134,7 @@ def main() -> int:
     p.add_argument("--table", action="store_true", help="print the README's scaling table")
     p.add_argument("--model", default="380m")
     p.add_argument("--ds-config", default="ds_configs/zero2.json")
+    p.add_argument("--micro-batch", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
@@ -142,7 +144,7 @@ def main() -> int:
     p.add_argument("train_argv", nargs=argparse.REMAINDER)
     a = p.parse_args()
     if a.table:
-        table(a.model, a.ds_config, a.gpus_per_node, a.tp, a.pp, a.seq_length, a.global_batch, a.train_iters)
+        table(a.model, a.ds_config, a.micro_batch, a.gpus_per_node, a.tp, a.pp, a.seq_length, a.global_batch, a.train_iters)
         return 0
     if a.world_size is None or not a.train_argv or a.train_argv[0] != "--":
         p.error("give --world-size N -- <train.py flags>, or --table")
