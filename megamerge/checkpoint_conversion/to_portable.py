@@ -1,0 +1,104 @@
+"""DeepSpeed checkpoint (any ZeRO stage <= 2, any TP, PP and DP) -> portable safetensors directory.
+
+Per model-parallel rank m = pp_rank * tp + tp_rank: the fp32 master weights are rebuilt from the
+DP ranks' ZeRO partitions (zero_master.py) and renamed to MergeDNA names (parameter_names.py);
+the pipeline stages of one TP rank then hold disjoint parameters and are united; the TP ranks
+are joined (tensor_parallel_join.py). The result must match a MergeDNA of the checkpoint's
+model_config name for name and shape.
+
+Memory: the full fp32 model plus one model-parallel rank's partitions are held at once (a 7B
+model needs ~60 GB of host RAM); the files are memory-mapped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from megamerge.model import MergeDNAConfig
+from megamerge.portable import write_portable_state
+
+from .discovery import WEIGHTS_ONLY_MARKER, CheckpointFiles, find_checkpoint
+from .errors import ConversionError
+from .parameter_names import meta_model, to_model_names
+from .safe_load import load_deepspeed_file
+from .staging import check_output_free, staging_dir
+from .tensor_parallel_join import join_tensor_parallel
+from .zero_master import merge_master_weights
+
+
+def model_config_of(files: CheckpointFiles) -> MergeDNAConfig:
+    try:
+        return MergeDNAConfig.from_dict(files.client_state["model_config"])
+    except (TypeError, ValueError) as e:
+        raise ConversionError(f"{files.directory}: the stored model_config is invalid ({e})") from None
+
+
+def master_weights(files: CheckpointFiles, cfg: MergeDNAConfig, progress: bool = True
+                   ) -> tuple[dict[str, torch.Tensor], dict]:
+    """{MergeDNA name: full fp32 tensor} and facts about the source optimizer."""
+    full_shapes = {name: tuple(p.shape) for name, p in meta_model(cfg).named_parameters()}
+    per_tp: list[dict[str, torch.Tensor]] = [{} for _ in range(files.tp)]
+    facts: dict = {}
+    ranks = [(pp_rank, tp_rank) for pp_rank in range(files.pp) for tp_rank in range(files.tp)]
+    for pp_rank, tp_rank in tqdm(ranks, desc="model-parallel ranks", disable=not progress):
+        m = CheckpointFiles.mp_rank(pp_rank, tp_rank, files.tp)
+        where = f"{files.directory.name} (TP rank {tp_rank}, PP stage {pp_rank})"
+        model_states = load_deepspeed_file(files.model_states[m])
+        param_shapes = model_states.get("param_shapes")
+        if not param_shapes:
+            raise ConversionError(f"{files.model_states[m]}: no param_shapes; not a ZeRO checkpoint")
+        weights, facts = merge_master_weights(param_shapes, [files.optim_states[(m, d)] for d in range(files.dp)],
+                                              where)
+        weights = to_model_names(weights, cfg, pipeline=files.pp > 1, where=where)
+        clash = set(weights) & set(per_tp[tp_rank])
+        if clash:
+            raise ConversionError(f"{where}: {sorted(clash)[:4]} also appear on another pipeline stage")
+        per_tp[tp_rank].update(weights)
+    full, split_dims = join_tensor_parallel(per_tp, full_shapes, files.directory.name)
+    missing = sorted(set(full_shapes) - set(full))
+    if missing:
+        raise ConversionError(f"{files.directory}: no weights for {missing[:4]}{' ...' if len(missing) > 4 else ''} "
+                              "of the checkpoint's model_config: the config does not match the tensors")
+    wrong = [n for n in full if tuple(full[n].shape) != full_shapes[n]]
+    if wrong:
+        n = wrong[0]
+        raise ConversionError(f"{files.directory}: {n} has shape {list(full[n].shape)} but the model_config gives "
+                              f"{list(full_shapes[n])}: the config does not match the tensors")
+    facts["tensor_parallel_split_dims"] = len(split_dims)
+    return full, facts
+
+
+def convert_to_portable(load_dir: str | Path, out_dir: str | Path, tag: str | None = None,
+                        dtype: torch.dtype = torch.float32, encoder_only: bool = False,
+                        progress: bool = True) -> Path:
+    check_output_free(Path(out_dir))
+    files = find_checkpoint(load_dir, tag)
+    cfg = model_config_of(files)
+    weights, facts = master_weights(files, cfg, progress)
+    state = files.client_state
+    ds_config = state.get("ds_config") or {}
+    source = {
+        "checkpoint": str(Path(load_dir).resolve()),
+        "tag": files.tag,
+        "layout": {"tp": files.tp, "pp": files.pp, "dp": files.dp},
+        "zero_stage": facts.get("zero_stage"),
+        "optimizer": facts.get("optimizer"),
+        "training_dtype": "bf16" if (ds_config.get("bf16") or {}).get("enabled") else "fp32",
+        "deepspeed_version": state.get("ds_version"),
+        "megamerge_version": state.get("megamerge_version"),
+        "weights_only": bool(state.get("weights_only")) or (files.directory / WEIGHTS_ONLY_MARKER).is_file(),
+    }
+    extra = {
+        "iteration": int(state.get("iteration", 0)),
+        "consumed_samples": int(state.get("consumed_samples", 0)),
+        "weights_from": "fp32 master weights (ZeRO optimizer partitions), TP shards and pipeline stages joined",
+        "source": source,
+        "training_args": state.get("args"),
+    }
+    with staging_dir(out_dir) as tmp:
+        write_portable_state(weights, "mergedna", cfg.to_dict(), tmp, extra=extra, dtype=dtype,
+                             encoder_only=encoder_only)
+    return Path(out_dir)
