@@ -1,0 +1,156 @@
+"""Portable directory -> a weights-only DeepSpeed checkpoint at a chosen TP x PP layout.
+
+The checkpoint is written by the real engine, exactly as train.py builds it: one process per
+model-parallel rank (TP x PP, data parallel 1) is spawned on the CPU (gloo); each builds the full
+MergeDNA, loads the portable weights into it, lets `apply_tensor_parallel` cut its shards from
+them and, for PP > 1, wraps it in `MergeDNAPipeline`; then `checkpointing.save` writes the files
+with the engine's own `save_checkpoint`. The file names, parameter names and shard shapes are
+therefore whatever DeepSpeed and megamerge.parallel produce at that layout, not a re-implementation.
+
+The optimizer is fresh (Adam moments zero, fp32 master = the weights). client_state says
+`"weights_only": true` and the tag directory holds a `megamerge_weights_only` marker: the
+checkpoint must be loaded with `train.py --load DIR --finetune` (weights only, fresh optimizer
+and data stream), which works at any data-parallel size.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from megamerge import __version__
+from megamerge.model import MergeDNAConfig
+from megamerge.parallel.pipeline import check_pipeline_layout
+from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
+from megamerge.portable import read_portable_config, read_portable_weights
+
+from .discovery import WEIGHTS_ONLY_MARKER
+from .errors import ConversionError
+from .parameter_names import meta_model
+from .staging import check_output_free, staging_dir
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_checked_portable(portable_dir: Path) -> tuple[dict, MergeDNAConfig, dict[str, torch.Tensor]]:
+    """The portable config, model config and weights, checked against each other."""
+    try:
+        config = read_portable_config(portable_dir)
+        state = read_portable_weights(portable_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConversionError(str(e)) from None
+    if config["family"] != "mergedna":
+        raise ConversionError(f"{portable_dir}: a {config['family']} model; DeepSpeed checkpoints are written for "
+                              "MergeDNA pre-training only")
+    if config.get("encoder_only"):
+        raise ConversionError(f"{portable_dir} was converted with --encoder-only: it has no decoders to train; "
+                              "convert the original checkpoint without --encoder-only")
+    try:
+        cfg = MergeDNAConfig.from_dict(config["model_config"])
+    except (TypeError, ValueError) as e:
+        raise ConversionError(f"{portable_dir}/config.json: invalid model_config ({e})") from None
+    shapes = {name: tuple(p.shape) for name, p in meta_model(cfg).named_parameters()}
+    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
+    wrong = [n for n in shapes if n in state and tuple(state[n].shape) != shapes[n]]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else
+                  f"{wrong[0]} is {list(state[wrong[0]].shape)}, the config gives {list(shapes[wrong[0]])}")
+        raise ConversionError(f"{portable_dir}: config.json does not match model.safetensors ({detail})")
+    return config, cfg, state
+
+
+def _engine_config(pp: int, zero_stage: int) -> dict:
+    # Only the layout matters: the optimizer state written here is fresh and --finetune ignores it.
+    return {
+        "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
+        "optimizer": {"type": "AdamW", "params": {"lr": 0.0, "torch_adam": True}},
+        "zero_optimization": {"stage": zero_stage},
+        "steps_per_print": 10**9,
+        **({"pipeline": {"pipe_partitioned": False, "grad_partitioned": False}} if pp > 1 else {}),
+    }
+
+
+def _write_rank(rank: int, world: int, port: int, tp: int, pp: int, zero_stage: int, portable_dir: str,
+                out_dir: str, client_state: dict) -> None:
+    """One model-parallel rank (spawned). Mirrors train.py's model and engine construction."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    import deepspeed
+    import torch.distributed as dist
+
+    from megamerge.model import MergeDNA
+    from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, initialize_model_parallel
+    from megamerge.parallel.pipeline import MergeDNAPipeline
+    from megamerge.training import checkpointing
+    from megamerge.training.distributed import init_distributed
+    from megamerge.training.objective import PretrainingObjective
+
+    env = init_distributed()
+    parallel = initialize_model_parallel(tp, pp)
+    cfg = MergeDNAConfig.from_dict(client_state["model_config"])
+    with torch.device("meta"):  # no random init: every weight comes from the portable file
+        model = MergeDNA(cfg)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(read_portable_weights(portable_dir), strict=True)
+    apply_tensor_parallel(model, parallel.tp_group)
+    ds_config = _engine_config(pp, zero_stage)
+    if pp > 1:
+        pipeline = MergeDNAPipeline(model.to(env.device), parallel)
+        engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
+                                               model_parameters=list(pipeline.module.parameters()))
+    else:
+        engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), config=ds_config,
+                                               model_parameters=model.parameters(), mpu=ModelParallelUnit(parallel))
+    rank_state = {"data": None, "rng": checkpointing.rng_state()}
+    tag = checkpointing.save(engine, out_dir, client_state["iteration"], client_state, rank_state)
+    if dist.get_rank() == 0:
+        (Path(out_dir) / tag / WEIGHTS_ONLY_MARKER).write_text(
+            "weights only (from a portable model): load with train.py --load DIR --finetune\n")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def convert_from_portable(portable_dir: str | Path, out_dir: str | Path, tp: int = 1, pp: int = 1,
+                          zero_stage: int | None = None) -> Path:
+    portable_dir, out_dir = Path(portable_dir), Path(out_dir)
+    check_output_free(out_dir)
+    if tp < 1 or pp < 1:
+        raise ConversionError(f"--tp {tp} and --pp {pp} must be >= 1")
+    config, cfg, _ = read_checked_portable(portable_dir)
+    try:
+        check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp)
+        check_pipeline_layout(cfg, pp)
+    except (TensorParallelSizeError, ValueError) as e:
+        raise ConversionError(str(e)) from None
+    if zero_stage is None:
+        zero_stage = 1 if pp > 1 else 2  # DeepSpeed's pipeline engine refuses ZeRO-2
+    if zero_stage not in (1, 2) or (pp > 1 and zero_stage != 1):
+        raise ConversionError(f"--zero-stage {zero_stage}: use 1 or 2 (1 with --pp > 1)")
+    iteration = int(config.get("iteration", 0))
+    client_state = {
+        "iteration": iteration, "consumed_samples": int(config.get("consumed_samples", 0)), "skipped_iters": 0,
+        "model_config": cfg.to_dict(), "args": config.get("training_args") or {},
+        "megamerge_version": __version__, "layout": {"tp": tp, "pp": pp, "dp": 1},
+        "weights_only": True, "source_portable": str(portable_dir.resolve()),
+    }
+    import torch.multiprocessing as mp
+
+    world = tp * pp
+    with staging_dir(out_dir) as tmp:
+        try:
+            mp.spawn(_write_rank, args=(world, _free_port(), tp, pp, zero_stage, str(portable_dir), str(tmp),
+                                        client_state), nprocs=world, join=True)
+        except mp.ProcessRaisedException as e:
+            last = [line for line in str(e).strip().splitlines() if line.strip()][-1]
+            raise ConversionError(f"writing the TP={tp} PP={pp} checkpoint failed: {last}") from None
+        except mp.ProcessExitedException as e:
+            raise ConversionError(f"writing the TP={tp} PP={pp} checkpoint failed: {e}") from None
+    return out_dir
