@@ -94,6 +94,9 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
           f"TP {tp} x PP {pp} x DP {dp}; ZeRO-{zero}, {precision}", file=sys.stderr)
     print(f"preflight: global batch {global_batch} = micro {micro} x accumulation {accumulation} x DP {dp} "
           f"sequences of {args.seq_length} bases", file=sys.stderr)
+    if pp > 1 and accumulation < 2 * pp:
+        print(f"preflight: note: {accumulation} micro-batches per step through {pp} pipeline stages leaves a large "
+              f"1F1B bubble; a smaller MICRO_BATCH raises the count", file=sys.stderr)
     if has_cuda:
         name = torch.cuda.get_device_name()
         from megamerge.training.flops import peak_flops_per_device

@@ -4,11 +4,13 @@
 #   TP=4  tensor parallel inside a node (NVLink): the latent blocks' attention and FFN split 4 ways;
 #   PP=2  two pipeline stages (the two halves of a node); DeepSpeed's pipeline engine needs ZeRO-1,
 #         hence ds_configs/zero1_pp.json;
-#   DP = world / 8 replicas; micro-batch 2 with activation checkpointing (--checkpoint-activations).
+#   DP = world / 8 replicas; micro-batch 4 with activation checkpointing: ~18 GB per A100-80G
+#   (tools/estimate_memory.py). The 1F1B bubble wants >= 8 micro-batches per step: beyond 8 nodes
+#   (accumulation < 8) lower MICRO_BATCH to 2, then 1.
 # Keep TP * PP = 8 = GPUS_PER_NODE so tensor-parallel groups never cross the inter-node fabric.
 #
-#   sbatch --nodes=8 slurm/pretrain_7b.sh               # 64 GPUs: DP 8, accumulation 16
-#   sbatch --nodes=32 slurm/pretrain_7b.sh              # 256 GPUs: DP 32, accumulation 4
+#   sbatch --nodes=8 slurm/pretrain_7b.sh               # 64 GPUs: DP 8, accumulation 8
+#   sbatch --nodes=32 --export=ALL,MICRO_BATCH=1 slurm/pretrain_7b.sh   # 256 GPUs: DP 32, accumulation 8
 #
 # Submit from the checkout (or set MEGAMERGE_HOME); the per-job log goes to slurm/logs/<name>-<jobid>.out.
 # Resubmitting with the same RUN_NAME continues the run from SAVE/latest (with the same node count:
@@ -23,7 +25,7 @@
 #   DS_CONFIG=ds_configs/zero1_pp.json
 #   TRAIN_ITERS=100000
 #   GLOBAL_BATCH=256               sequences per optimizer step, on any node count
-#   MICRO_BATCH=2                  per pipeline (empty: DS_CONFIG's, lowered when micro x DP > GLOBAL_BATCH)
+#   MICRO_BATCH=4                  per pipeline (empty: DS_CONFIG's, lowered when micro x DP > GLOBAL_BATCH)
 #   SEQ_LENGTH=4096
 #   GPUS_PER_NODE=8                ranks per node, one per GPU (CPU nodes: processes per node)
 #   TP=4  PP=2                     tensor / pipeline parallel sizes (TP x PP must divide the world size)
@@ -57,7 +59,7 @@ set -euo pipefail
 : "${DS_CONFIG:=ds_configs/zero1_pp.json}"
 : "${TRAIN_ITERS:=100000}"
 : "${GLOBAL_BATCH:=256}"
-: "${MICRO_BATCH=2}"  # `=` not `:=`: MICRO_BATCH= (empty) means the config's
+: "${MICRO_BATCH=4}"  # `=` not `:=`: MICRO_BATCH= (empty) means the config's
 : "${SEQ_LENGTH:=4096}"
 : "${GPUS_PER_NODE:=8}"
 : "${TP:=4}" "${PP:=2}"
