@@ -54,7 +54,7 @@ def ensure_installed(timeout: float = 900) -> None:
                 ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120",
                  *APT_PACKAGES]):
         try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+            proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
                                   timeout=max(10.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             raise ClusterError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f}s") from None
@@ -158,10 +158,9 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        out = open(self.root / "log" / f"{name}.stdout", "w")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
-        out.close()
+        with open(self.root / "log" / f"{name}.stdout", "w") as out:
+            self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                                start_new_session=True)
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -206,7 +205,8 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
     # -- client side ----------------------------------------------------------------------------
 
     def run(self, cmd: list[str], check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-        proc = subprocess.run(cmd, env=kw.pop("env", self.env), capture_output=True, text=True, timeout=timeout, **kw)
+        proc = subprocess.run(cmd, check=False, env=kw.pop("env", self.env), capture_output=True, text=True,
+                              timeout=timeout, **kw)
         if check and proc.returncode:
             raise ClusterError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stdout}{proc.stderr}")
         return proc
