@@ -43,7 +43,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def ensure_installed(timeout: float = 900) -> None:
+def ensure_installed(timeout: float = 600) -> None:
     """apt-get install slurm-wlm munge unless every binary is already there. Raises on failure:
     on a root machine with apt (CI) a failed install is an error, not a reason to skip."""
     if all(shutil.which(b) for b in BINARIES):
@@ -51,7 +51,7 @@ def ensure_installed(timeout: float = 900) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     deadline = time.monotonic() + timeout
     for cmd in (["apt-get", "update", "-q"],
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120",
+                ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=120",
                  *APT_PACKAGES]):
         try:
             proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,

@@ -29,7 +29,7 @@ import slurm_cluster
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "slurm" / "pretrain_380m.sh"
 GLOBAL_BATCH = 8
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # includes a first-time apt install
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def cluster():
     reason = slurm_cluster.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    slurm_cluster.ensure_installed(timeout=900)
+    slurm_cluster.ensure_installed(timeout=600)
     root = Path(tempfile.mkdtemp(prefix="mm-slurm-"))  # short path: munge's socket name has a length limit
     c = slurm_cluster.SlurmCluster(root)
     try:
