@@ -1,0 +1,427 @@
+"""tools/convert_checkpoint.py against real DeepSpeed checkpoints (CPU, gloo).
+
+* A tiny model is trained at TP=2 by megamerge/train.py and converted to portable;
+  `from_pretrained` must give the eval losses of the same checkpoint loaded at TP=2 by a real
+  engine (this file relaunched under torchrun, `worker_eval_tp2`).
+* Portable -> TP=1 and PP=2 DeepSpeed checkpoints -> portable must be bit-identical, and
+  train.py must accept the written checkpoint with --finetune.
+* A bf16 ZeRO-2 DP=2 engine (`worker_bf16`) saves a checkpoint and its master weights as the
+  optimizer holds them (`safe_get_full_fp32_param`); the conversion must equal them exactly.
+* Each error case exits 2 with one line and leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from megamerge.model.sample_noise import sample_seeds  # noqa: E402
+from megamerge.training.mock_data import MockGenome  # noqa: E402
+
+CONVERT = REPO / "tools" / "convert_checkpoint.py"
+SEQ, EVAL_BATCH, EVAL_SEED = 128, 4, 11
+TRAIN_ITERS = 3
+
+
+def eval_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.arange(EVAL_BATCH) + 1000  # samples training never saw
+    return MockGenome(SEQ, seed=5).batch(index), sample_seeds(EVAL_SEED, index)
+
+
+@torch.no_grad()
+def eval_losses(model) -> dict[str, float]:
+    model.eval()
+    ids, seeds = eval_batch()
+    out = model.compute_losses(ids, seeds)
+    return {k: float(out[k]) for k in ("loss", "mtr", "latent_mtr", "amtm")}
+
+
+# --------------------------------------------------------------------------- torchrun workers
+def _init_worker():
+    from megamerge.training.distributed import init_distributed
+
+    torch.set_num_threads(1)
+    return init_distributed()
+
+
+def worker_eval_tp2(ckpt: Path, out: Path) -> None:
+    """Load `ckpt` at TP=2 as train.py builds the engine and report eval losses."""
+    import deepspeed
+    import torch.distributed as dist
+
+    from megamerge.model import MergeDNA, MergeDNAConfig
+    from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, initialize_model_parallel
+    from megamerge.training import checkpointing
+    from megamerge.training.objective import PretrainingObjective
+
+    _init_worker()
+    parallel = initialize_model_parallel(2, 1)
+    state = json.loads((ckpt / "run_config.json").read_text())
+    torch.manual_seed(0)  # a different init than training: only the loaded weights can match
+    model = MergeDNA(MergeDNAConfig.from_dict(state["model_config"]))
+    apply_tensor_parallel(model, parallel.tp_group)
+    config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+              "zero_optimization": {"stage": 2}}
+    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), model_parameters=model.parameters(),
+                                           config=config, mpu=ModelParallelUnit(parallel))
+    checkpointing.load(engine, ckpt, finetune=True)
+    losses = eval_losses(model)
+    if dist.get_rank() == 0:
+        out.write_text(json.dumps(losses))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def worker_bf16(save: Path, out: Path) -> None:
+    """Train 2 steps with bf16 + ZeRO-2 over DP=2, save, and dump the optimizer's master weights."""
+    import deepspeed
+    import torch.distributed as dist
+    from deepspeed.utils import safe_get_full_fp32_param
+    from safetensors.torch import save_file
+
+    from megamerge import __version__
+    from megamerge.model import MergeDNA, MergeDNAConfig
+    from megamerge.training import checkpointing
+    from megamerge.training.objective import PretrainingObjective
+
+    _init_worker()
+    torch.manual_seed(1234)
+    cfg = MergeDNAConfig.from_preset("tiny")
+    model = MergeDNA(cfg)
+    config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "train_batch_size": 4,
+              "bf16": {"enabled": True},
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+              "zero_optimization": {"stage": 2, "overlap_comm": False, "contiguous_gradients": True}}
+    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), model_parameters=model.parameters(),
+                                           config=config)
+    rank = dist.get_rank()
+    for it in range(2):
+        index = torch.arange(2) + 4 * it + 2 * rank
+        loss = engine(MockGenome(SEQ, seed=3).batch(index), sample_seeds(3, index))["loss"]
+        engine.backward(loss)
+        engine.step()
+    client_state = {"iteration": 2, "consumed_samples": 8, "model_config": cfg.to_dict(), "args": {},
+                    "megamerge_version": __version__, "layout": {"tp": 1, "pp": 1, "dp": 2}}
+    checkpointing.save(engine, save, 2, client_state, {"data": None, "rng": checkpointing.rng_state()})
+    master = {name: safe_get_full_fp32_param(p).detach().clone() for name, p in model.named_parameters()}
+    module = {name: p.detach().float().clone() for name, p in model.named_parameters()}
+    if rank == 0:
+        assert next(model.parameters()).dtype == torch.bfloat16
+        save_file(master, str(out / "master.safetensors"))
+        save_file(module, str(out / "bf16_module.safetensors"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+WORKERS = {"eval_tp2": worker_eval_tp2, "bf16": worker_bf16}
+
+
+def run_worker(mode: str, nproc: int, *paths: Path) -> None:
+    from train_helpers import free_port
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([str(torchrun), "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
+                           __file__, mode, *map(str, paths)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+
+
+def convert(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(CONVERT), "--quiet", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+# --------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("convert")
+
+
+@pytest.fixture(scope="module")
+def tp2_checkpoint(work) -> Path:
+    from train_helpers import TINY_ARGS, describe, run_train
+
+    proc = run_train(2, [*TINY_ARGS, "--seq-length", str(SEQ), "--micro-batch-size", "2", "--global-batch-size",
+                         "4", "--train-iters", str(TRAIN_ITERS), "--save-interval", str(TRAIN_ITERS),
+                         "--eval-interval", "100", "--tensor-model-parallel-size", "2", "--save", "tp2"], work)
+    assert proc.returncode == 0, describe(proc)
+    return work / "tp2"
+
+
+@pytest.fixture(scope="module")
+def tp2_portable(work, tp2_checkpoint) -> Path:
+    proc = convert("--load", tp2_checkpoint, "--out", work / "tp2_portable")
+    assert proc.returncode == 0, proc.stderr
+    return work / "tp2_portable"
+
+
+def _tensors(portable: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(portable / "model.safetensors"))
+
+
+def _no_leftovers(parent: Path, name: str) -> bool:
+    return not (parent / name).exists() and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+# ----------------------------------------------------------------------------- 1. TP=2 -> portable
+def test_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work, tp2_checkpoint, tp2_portable):
+    import megamerge
+    from megamerge.model import MergeDNA
+
+    run_worker("eval_tp2", 2, tp2_checkpoint, work / "tp2_eval.json")
+    reference = json.loads((work / "tp2_eval.json").read_text())
+    model = megamerge.from_pretrained(tp2_portable, device="cpu", dtype=torch.float32)
+    assert isinstance(model, MergeDNA) and not model.training
+    got = eval_losses(model)
+    for key in reference:
+        assert abs(got[key] - reference[key]) <= 1e-5, (key, got[key], reference[key])
+    torch.manual_seed(1234)  # train.py's seed: the untrained weights give other losses
+    untrained = eval_losses(MergeDNA(model.cfg))
+    assert abs(untrained["loss"] - reference["loss"]) > 1e-3
+
+
+def test_portable_output_has_no_pickles_and_records_provenance(tp2_portable):
+    assert sorted(p.name for p in tp2_portable.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((tp2_portable / "config.json").read_text())
+    assert config["iteration"] == TRAIN_ITERS and config["consumed_samples"] == 4 * TRAIN_ITERS
+    assert config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1}
+    assert config["source"]["tag"] == f"global_step{TRAIN_ITERS}" and config["megamerge_version"]
+    tensors = _tensors(tp2_portable)
+    assert tensors["latent_encoder.blocks.0.attention.wq.weight"].shape == (128, 128)  # joined on dim 0
+    assert tensors["latent_encoder.blocks.0.feed_forward.w2.weight"].shape == (128, 352)  # joined on dim 1
+
+
+def test_tp2_shards_are_joined_column_on_dim0_row_on_dim1(tp2_checkpoint, tp2_portable):
+    from megamerge.checkpoint_conversion.safe_load import load_deepspeed_file
+
+    step = tp2_checkpoint / f"global_step{TRAIN_ITERS}"
+    shards = [load_deepspeed_file(step / f"mp_rank_{r:02d}_model_states.pt")["module"] for r in (0, 1)]
+    full = _tensors(tp2_portable)
+    for name, dim in (("latent_decoder.blocks.1.attention.wk.weight", 0), ("latent_encoder.blocks.3.attention.wo.weight", 1),
+                      ("latent_encoder.blocks.2.feed_forward.w3.weight", 0)):
+        assert torch.equal(full[name], torch.cat([s["model." + name] for s in shards], dim)), name
+    name = "local_encoder.embed.weight"  # replicated
+    assert torch.equal(full[name], shards[0]["model." + name])
+
+
+def test_encoder_only_bf16_output(work, tp2_checkpoint, tp2_portable):
+    import megamerge
+
+    out = work / "encoder_only"
+    proc = convert("--load", tp2_checkpoint, "--out", out, "--dtype", "bf16", "--encoder-only")
+    assert proc.returncode == 0, proc.stderr
+    tensors = _tensors(out)
+    assert tensors and all(k.startswith(("local_encoder.", "latent_encoder.")) for k in tensors)
+    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    model = megamerge.from_pretrained(out)
+    full = megamerge.from_pretrained(tp2_portable)
+    ids, _ = eval_batch()
+    with torch.no_grad():
+        got, ref = model.encode(ids)[0], full.encode(ids)[0]
+    assert (got - ref).abs().max() < 0.05  # bf16 storage rounding only
+    with pytest.raises(RuntimeError, match="encoder-only"):
+        model(ids)
+
+
+# ------------------------------------------------------------------ 2. portable -> TP1/PP2 -> portable
+@pytest.mark.parametrize("tp,pp", [(1, 1), (1, 2)])
+def test_portable_to_deepspeed_and_back_is_identical(work, tp2_portable, tp, pp):
+    ckpt, back = work / f"ds_tp{tp}_pp{pp}", work / f"back_tp{tp}_pp{pp}"
+    proc = convert("--from-portable", tp2_portable, "--out", ckpt, "--tp", tp, "--pp", pp)
+    assert proc.returncode == 0, proc.stderr
+    tag = f"global_step{TRAIN_ITERS}"
+    assert (ckpt / "latest").read_text().strip() == tag
+    assert (ckpt / tag / "megamerge_weights_only").is_file()
+    if pp > 1:
+        assert (ckpt / tag / "layer_00-model_00-model_states.pt").is_file()
+    proc = convert("--load", ckpt, "--out", back)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((back / "config.json").read_text())["source"]["layout"] == {"tp": tp, "pp": pp, "dp": 1}
+    a, b = _tensors(tp2_portable), _tensors(back)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_train_py_finetunes_from_a_converted_checkpoint(work, tp2_checkpoint, tp2_portable):
+    """train.py --finetune from the converted TP=1 checkpoint sees exactly the weights of the TP=2
+    original: the first iteration's losses match a --finetune run from the original at TP=2."""
+    from train_helpers import TINY_ARGS, describe, read_metrics, run_train
+
+    ckpt = work / "ds_tp1_pp1"
+    if not ckpt.is_dir():
+        assert convert("--from-portable", tp2_portable, "--out", ckpt).returncode == 0
+    common = [*TINY_ARGS, "--seq-length", str(SEQ), "--micro-batch-size", "2", "--global-batch-size", "4",
+              "--train-iters", "1", "--eval-interval", "100", "--finetune"]
+    runs = {"converted": (1, ["--load", str(ckpt)]),
+            "original": (2, ["--load", str(tp2_checkpoint), "--tensor-model-parallel-size", "2"])}
+    metrics = {}
+    for name, (nproc, extra) in runs.items():
+        proc = run_train(nproc, [*common, *extra, "--save", f"ft_{name}"], work)
+        assert proc.returncode == 0, describe(proc)
+        metrics[name] = read_metrics(work / f"ft_{name}")[1]
+    for key in ("loss", "mtr", "latent_mtr", "amtm"):
+        assert abs(metrics["converted"][key] - metrics["original"][key]) <= 1e-5, key
+
+
+# ------------------------------------------------------------------- 3. bf16 ZeRO-2 DP=2 master weights
+def test_bf16_zero2_dp2_converts_to_the_optimizer_master_weights(work):
+    from safetensors.torch import load_file
+
+    save, dump = work / "bf16", work / "bf16_dump"
+    dump.mkdir()
+    run_worker("bf16", 2, save, dump)
+    assert (save / "global_step2" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").is_file() or \
+        (save / "global_step2" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").is_file()
+    proc = convert("--load", save, "--out", work / "bf16_portable")
+    assert proc.returncode == 0, proc.stderr
+    got = _tensors(work / "bf16_portable")
+    master = load_file(str(dump / "master.safetensors"))
+    bf16 = load_file(str(dump / "bf16_module.safetensors"))
+    assert sorted(got) == sorted(master)
+    for name in master:
+        assert got[name].dtype == torch.float32
+        assert torch.equal(got[name], master[name]), name
+    # The master copy is not the bf16 copy: most trained weights are not representable in bf16.
+    differs = sum(not torch.equal(got[n], bf16[n]) for n in got)
+    assert differs > len(got) // 2
+    config = json.loads((work / "bf16_portable" / "config.json").read_text())
+    assert config["source"]["zero_stage"] == 2 and config["source"]["training_dtype"] == "bf16"
+    assert config["source"]["layout"]["dp"] == 2
+
+
+# --------------------------------------------------------------------------------- 4. errors
+@pytest.fixture()
+def damaged(work, tp2_checkpoint, tmp_path) -> Path:
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tp2_checkpoint, copy)
+    return copy
+
+
+@pytest.fixture()
+def _fails(capsys):
+    """Run the CLI's main() in-process (one DeepSpeed import for all error tests); exit 2, one line."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from convert_checkpoint import main
+
+    def run(*args, expect: str) -> str:
+        capsys.readouterr()
+        assert main(["--quiet", *map(str, args)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("convert_checkpoint.py: error:") and expect in lines[0], lines
+        return lines[0]
+
+    return run
+
+
+def test_error_missing_shard(damaged, tmp_path, _fails):
+    (damaged / f"global_step{TRAIN_ITERS}" / "zero_pp_rank_0_mp_rank_01_optim_states.pt").unlink()
+    err = _fails("--load", damaged, "--out", tmp_path / "out", expect="missing checkpoint shard")
+    assert "zero_pp_rank_0_mp_rank_01_optim_states.pt" in err
+    assert _no_leftovers(tmp_path, "out")
+
+
+def test_error_truncated_file(damaged, tmp_path, _fails):
+    path = damaged / f"global_step{TRAIN_ITERS}" / "zero_pp_rank_0_mp_rank_01_optim_states.pt"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    err = _fails("--load", damaged, "--out", tmp_path / "out", expect="truncated or corrupt")
+    assert path.name in err
+    assert _no_leftovers(tmp_path, "out")
+
+
+def test_error_config_does_not_match_tensors(damaged, tmp_path, _fails):
+    path = damaged / f"global_step{TRAIN_ITERS}" / "mp_rank_00_model_states.pt"
+    state = torch.load(path, weights_only=False)  # our own test file: trusted
+    state["model_config"]["ffn_dim"] = 256
+    torch.save(state, path)
+    _fails("--load", damaged, "--out", tmp_path / "out", expect="does not match the tensors")
+    assert _no_leftovers(tmp_path, "out")
+
+
+def test_error_tag_does_not_exist(tp2_checkpoint, tmp_path, _fails):
+    err = _fails("--load", tp2_checkpoint, "--tag", "global_step999", "--out", tmp_path / "out",
+                 expect="no such checkpoint")
+    assert f"global_step{TRAIN_ITERS}" in err  # lists what is there
+    assert _no_leftovers(tmp_path, "out")
+
+
+def test_error_portable_config_does_not_match_tensors(tp2_portable, tmp_path, _fails):
+    import megamerge
+
+    bad = tmp_path / "bad_portable"
+    shutil.copytree(tp2_portable, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["model_config"]["dim"] = 64
+    (bad / "config.json").write_text(json.dumps(config))
+    _fails("--from-portable", bad, "--out", tmp_path / "out", expect="does not match")
+    assert _no_leftovers(tmp_path, "out")
+    with pytest.raises(ValueError, match="does not match"):
+        megamerge.from_pretrained(bad)
+
+
+def test_error_truncated_portable(tp2_portable, tmp_path, _fails):
+    import megamerge
+
+    bad = tmp_path / "bad_portable"
+    shutil.copytree(tp2_portable, bad)
+    weights = bad / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size - 1000)
+    _fails("--from-portable", bad, "--out", tmp_path / "out", expect="truncated or corrupt")
+    assert _no_leftovers(tmp_path, "out")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        megamerge.from_pretrained(bad)
+
+
+def test_cli_error_is_one_line_without_traceback(tp2_checkpoint, tmp_path):
+    proc = convert("--load", tp2_checkpoint, "--tag", "global_step999", "--out", tmp_path / "out")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("convert_checkpoint.py: error: --tag global_step999") and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused(tp2_checkpoint, tp2_portable, _fails):
+    _fails("--load", tp2_checkpoint, "--out", tp2_portable, expect="already exists")
+    assert sorted(p.name for p in tp2_portable.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_failure_midway_removes_the_staging_directory(tmp_path):
+    from megamerge.checkpoint_conversion.staging import staging_dir
+
+    with pytest.raises(RuntimeError):
+        with staging_dir(tmp_path / "out") as tmp:
+            (tmp / "half_written.bin").write_bytes(b"x" * 100)
+            raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deepspeed_files_are_read_without_unrestricted_unpickling(tp2_checkpoint, tmp_path):
+    """A pickle that needs a class outside the allow-list is refused, not executed."""
+    from megamerge.checkpoint_conversion import ConversionError
+    from megamerge.checkpoint_conversion.safe_load import load_deepspeed_file
+
+    path = tmp_path / "evil.pt"
+    torch.save({"payload": subprocess.CompletedProcess(["true"], 0)}, path)
+    with pytest.raises(ConversionError, match="refusing to unpickle"):
+        load_deepspeed_file(path)
+
+
+if __name__ == "__main__":
+    WORKERS[sys.argv[1]](*map(Path, sys.argv[2:]))
