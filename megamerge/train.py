@@ -1,4 +1,4 @@
-"""Pre-train MergeDNA with DeepSpeed.
+"""Pre-train MergeDNA (or CARMANIA, `--model carmania-*`) with DeepSpeed.
 
     deepspeed megamerge/train.py --ds_config ds_configs/zero2.json --model 380m --data DIR --save CKPT
     torchrun --nproc-per-node 8 megamerge/train.py ...        srun megamerge/train.py ...  (rank from env)
@@ -12,6 +12,7 @@ checkpoint and exit 0 (SLURM requeue builds on this).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,7 +29,8 @@ import torch
 import torch.distributed as dist
 
 from megamerge import __version__
-from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.model import MergeDNAConfig
+from megamerge.model.registry import config_from_preset, family_of_preset
 from megamerge.model.sample_noise import sample_seeds
 from megamerge.training import checkpointing
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
@@ -36,7 +38,8 @@ from megamerge.training.arguments import MODEL_DIM_FLAGS, parse_args
 from megamerge.training.batches import TrainBatches, ValidBatches
 from megamerge.training.distributed import init_distributed
 from megamerge.training.ds_config import ConfigError, resolve_ds_config
-from megamerge.training.flops import mergedna_step_flops, peak_flops_per_device
+from megamerge.training.families import SPECS, TrainingSpec
+from megamerge.training.flops import peak_flops_per_device
 from megamerge.training.lr_schedule import learning_rate
 from megamerge.training.metrics import MetricsLogger, Progress
 from megamerge.training.objective import PretrainingObjective
@@ -48,28 +51,40 @@ from megamerge.parallel.pipeline import MergeDNAPipeline, check_pipeline_layout
 from megamerge.parallel.process_groups import check_layout
 
 log = logging.getLogger("megamerge.train")
-LOSS_KEYS = ("loss", "mtr", "latent_mtr", "amtm")
 
 
 class TrainingStopped(RuntimeError):
     pass
 
 
-def model_config(args) -> MergeDNAConfig:
-    overrides = {field: getattr(args, flag) for flag, field in MODEL_DIM_FLAGS.items()
-                 if getattr(args, flag) is not None}
-    return MergeDNAConfig.from_preset(
-        args.model, latent_mtr_weight=args.latent_mtr_weight,
-        compression_range=tuple(args.compression_range), **overrides,
-    )
+def model_config(args):
+    """The preset's config (either family) with the flags that apply to it."""
+    family = family_of_preset(args.model)
+    fields = {f.name for f in dataclasses.fields(family.config_class)}
+    overrides = {}
+    for flag, field in MODEL_DIM_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if field not in fields:
+            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
+        overrides[field] = value
+    if family.name == "mergedna":
+        overrides.update(latent_mtr_weight=args.latent_mtr_weight, compression_range=tuple(args.compression_range))
+    if args.tm_weight is not None:
+        overrides["tm_weight"] = args.tm_weight
+    return config_from_preset(args.model, **overrides)
 
 
-def check_parallel_layout(args, cfg: MergeDNAConfig, world_size: int) -> None:
+def check_parallel_layout(args, cfg, world_size: int) -> None:
     """Everything that would otherwise hang or assert inside a process group, checked first."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    if pp > 1 and not isinstance(cfg, MergeDNAConfig):
+        raise ConfigError(f"--pipeline-model-parallel-size {pp}: pipeline stages exist for MergeDNA only; "
+                          f"{args.model} trains with data and tensor parallelism")
     try:
         check_layout(world_size, tp, pp)
-        check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp)
+        check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
         if pp > 1:
             check_pipeline_layout(cfg, pp)
     except ValueError as e:
@@ -89,7 +104,7 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(engine, valid: ValidBatches, args, device, pipeline=None) -> dict | None:
+def evaluate(engine, valid: ValidBatches, args, device, spec: TrainingSpec, pipeline=None) -> dict | None:
     if not valid.available:
         return None
     engine.eval()
@@ -101,21 +116,21 @@ def evaluate(engine, valid: ValidBatches, args, device, pipeline=None) -> dict |
         else:
             out = engine(ids.to(device), sample_seeds(args.seed, index).to(device))
         n = float(ids.shape[0])
-        for key in LOSS_KEYS:
+        for key in spec.loss_keys:
             sums[key] += float(out[key]) * n
         sums["samples"] += n
-        sums["correct"] += float(out["masked_correct"])
-        sums["masked"] += float(out["masked_count"])
-        sums["amtm_nats"] += float(out["amtm"]) * float(out["masked_count"])
+        sums["correct"] += float(out[spec.eval_correct])
+        sums["scored"] += float(out[spec.eval_count])
+        sums["nats"] += float(out[spec.eval_loss]) * float(out[spec.eval_count])
     engine.train()
-    keys = [*LOSS_KEYS, "samples", "correct", "masked", "amtm_nats"]
+    keys = [*spec.loss_keys, "samples", "correct", "scored", "nats"]
     totals = dict(zip(keys, all_reduce_sum([sums[k] for k in keys], device)))
     if totals["samples"] == 0:
         return None
-    result = {key: totals[key] / totals["samples"] for key in LOSS_KEYS}
-    result["masked_base_accuracy"] = totals["correct"] / max(totals["masked"], 1.0)
-    # Perplexity per masked base: exp of the AMTM cross-entropy averaged over masked bases.
-    result["perplexity"] = math.exp(totals["amtm_nats"] / max(totals["masked"], 1.0))
+    result = {key: totals[key] / totals["samples"] for key in spec.loss_keys}
+    result[spec.eval_accuracy_name] = totals["correct"] / max(totals["scored"], 1.0)
+    # Perplexity per scored base (MergeDNA: the masked bases; CARMANIA: every next base).
+    result["perplexity"] = math.exp(totals["nats"] / max(totals["scored"], 1.0))
     return result
 
 
@@ -136,7 +151,10 @@ def train(args) -> int:
 
     parallel = initialize_model_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size)
     torch.manual_seed(args.seed)  # identical full master weights on every rank, then split
-    model = MergeDNA(cfg)
+    family = family_of_preset(args.model)
+    spec = SPECS[family.name]
+    model = family.model_class(cfg)
+    total_parameters = model.parameter_counts()["total"]  # before tensor parallelism shards it
     apply_tensor_parallel(model, parallel.tp_group)
     if args.checkpoint_activations:
         apply_activation_checkpointing(model)
@@ -169,7 +187,7 @@ def train(args) -> int:
         else:
             tag, state = loaded
             saved_cfg = state.get("model_config")
-            if saved_cfg and MergeDNAConfig.from_dict(saved_cfg) != cfg:
+            if saved_cfg and type(cfg).from_dict(saved_cfg) != cfg:
                 raise ConfigError(f"checkpoint {args.load}/{tag} was trained with a different model config; "
                                   f"saved {saved_cfg}")
             if not args.finetune:
@@ -201,7 +219,7 @@ def train(args) -> int:
     logger = MetricsLogger(args.save, args.tensorboard_dir, enabled=rank0)
     if rank0:
         log.info("model %s: %s parameters; global batch %d = micro %d x accumulation %d x dp %d; %s",
-                 args.model, f"{model.parameter_counts()['total']:,}", global_batch, micro, accumulation, dp,
+                 args.model, f"{total_parameters:,}", global_batch, micro, accumulation, dp,
                  "CPU (gloo)" if not has_cuda else "CUDA (nccl)")
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)
@@ -228,7 +246,7 @@ def train(args) -> int:
             batches = [train_batches.next(iteration, m) for m in range(accumulation)]
             out = pipeline.train_step(engine, [(ids.to(env.device), sample_seeds(args.seed, index).to(env.device))
                                                for ids, index in batches])
-            for key in (*LOSS_KEYS, "bases_per_token", "latent_bases_per_token"):
+            for key in (*spec.loss_keys, *spec.ratio_keys):
                 step[key] = out[key]
         for m in range(accumulation if pipeline is None else 0):
             ids, index = train_batches.next(iteration, m)
@@ -238,11 +256,11 @@ def train(args) -> int:
                 loss = loss * float("nan")
             engine.backward(loss)
             engine.step()
-            for key in LOSS_KEYS:
+            for key in spec.loss_keys:
                 step[key] += float(out[key].detach()) / accumulation
-            step["bases_per_token"] += out["bases_per_token"] / accumulation
-            step["latent_bases_per_token"] += out["latent_bases_per_token"] / accumulation
-            token_lengths = out["token_lengths"]
+            for key in spec.ratio_keys:
+                step[key] += out[key] / accumulation
+            token_lengths = out.get("token_lengths")
         applied = engine.was_step_applied()
         grad_norm = engine.get_global_grad_norm() if applied else None
         iteration += 1
@@ -259,9 +277,9 @@ def train(args) -> int:
                                       f"(--max-skipped-iters {args.max_skipped_iters}); stopping at iteration "
                                       f"{iteration}. Lower --lr or check the data.")
 
-        reduced = all_reduce_mean([step[k] for k in (*LOSS_KEYS, "bases_per_token", "latent_bases_per_token")],
-                                  env.device)
-        for key, value in zip((*LOSS_KEYS, "bases_per_token", "latent_bases_per_token"), reduced):
+        logged = (*spec.loss_keys, *spec.ratio_keys)
+        reduced = all_reduce_mean([step[k] for k in logged], env.device)
+        for key, value in zip(logged, reduced):
             interval[key] += value
         interval_iters += 1
 
@@ -270,33 +288,31 @@ def train(args) -> int:
             samples_per_second = interval_iters * global_batch / elapsed
             means = {k: interval[k] / interval_iters for k in interval}
             n = args.seq_length
-            l_tokens = n / means["bases_per_token"]
-            k_tokens = n / means["latent_bases_per_token"]
             mfu = None
             if peak:
-                mfu = mergedna_step_flops(cfg, n, l_tokens, k_tokens) * samples_per_second / (peak * env.world_size)
+                mfu = spec.flops_per_sequence(cfg, n, means) * samples_per_second / (peak * env.world_size)
             record = {
                 "iteration": iteration, "consumed_samples": consumed,
-                **{k: means[k] for k in LOSS_KEYS}, "lr": lr,
+                **{k: means[k] for k in spec.loss_keys}, "lr": lr,
                 "grad_norm": None if grad_norm is None else float(grad_norm),
-                "bases_per_token": means["bases_per_token"],
-                "latent_bases_per_token": means["latent_bases_per_token"],
+                **{k: means[k] for k in spec.ratio_keys},
                 "bases_per_second": samples_per_second * n, "samples_per_second": samples_per_second,
                 "mfu": mfu, "skipped_iters": skipped_total, "corrupt_shards": train_batches.corrupt_shards,
             }
             logger.log(record, token_lengths)
             progress.line(iteration, means["loss"], samples_per_second * n,
-                          f"mtr {means['mtr']:.3f} amtm {means['amtm']:.3f} | {means['bases_per_token']:.2f} b/tok")
+                          " ".join(f"{k} {means[k]:.3f}" for k in spec.loss_keys[1:])
+                          + "".join(f" | {means[k]:.2f} b/tok" for k in spec.ratio_keys[:1]))
             interval.clear()
             interval_iters, interval_start = 0, time.time()
 
         if iteration % args.eval_interval == 0 or iteration == args.train_iters:
-            result = evaluate(engine, valid_batches, args, env.device, pipeline)
+            result = evaluate(engine, valid_batches, args, env.device, spec, pipeline)
             if result is not None:
                 logger.log({"iteration": iteration, "split": "valid", "consumed_samples": consumed, **result})
                 if rank0:
-                    log.info("valid @ %d: loss %.4f | masked-base accuracy %.4f | perplexity %.3f", iteration,
-                             result["loss"], result["masked_base_accuracy"], result["perplexity"])
+                    log.info("valid @ %d: loss %.4f | %s %.4f | perplexity %.3f", iteration, result["loss"],
+                             spec.eval_accuracy_name, result[spec.eval_accuracy_name], result["perplexity"])
 
         if args.exit_interval and iteration >= args.exit_interval:
             exit_reason = f"--exit-interval {args.exit_interval}"

@@ -198,3 +198,21 @@ def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):
     assert proc.returncode == 0, describe(proc)
     assert "dp 2" in proc.stderr  # two data-parallel ranks
     assert sorted(read_metrics(tmp_path / "ck")) == [1, 2]
+
+
+def test_carmania_trains_through_the_same_entry_point_with_tensor_parallelism(tmp_path):
+    args = [*TINY_ARGS, "--model", "carmania-tiny", "--micro-batch-size", "2", "--global-batch-size", "4",
+            "--train-iters", "8", "--lr", "2e-3", "--eval-interval", "8", "--eval-iters", "2",
+            "--tensor-model-parallel-size", "2", "--save", "ck"]
+    proc = run_train(2, args, tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    m = read_metrics(tmp_path / "ck")
+    assert {"nt", "tm", "loss"} <= set(m[8]) and "mtr" not in m[8]
+    # wiring, not convergence (tests/test_carmania.py trains beta=1 against beta=0): nt falls, tm stays sane
+    assert m[8]["nt"] < m[1]["nt"]
+    assert all(0 <= r["tm"] < 10 for r in m.values())
+    valid = read_metrics(tmp_path / "ck", split="valid")[8]
+    assert 0.0 <= valid["next_base_accuracy"] <= 1.0 and valid["perplexity"] > 1.0
+    pp = run_train(2, [*args[:-2], "--tensor-model-parallel-size", "1", "--pipeline-model-parallel-size", "2",
+                       "--ds_config", str(REPO / "ds_configs" / "cpu_pp.json"), "--save", "pp"], tmp_path)
+    assert pp.returncode == 2 and "pipeline stages exist for MergeDNA only" in pp.stderr

@@ -57,12 +57,13 @@ def latent_blocks(model: nn.Module) -> list[TransformerBlock]:
 
 
 def apply_tensor_parallel(model: nn.Module, group) -> int:
-    """Split the latent blocks of a MergeDNA (built identically on every rank) in place across
-    `group`. Returns the number of blocks split."""
+    """Split, in place across `group`, the blocks a model exposes for tensor parallelism (its
+    `tensor_parallel_blocks()`, e.g. CARMANIA's decoder layers) or else MergeDNA's latent blocks.
+    The model is built identically on every rank. Returns the number of blocks split."""
     tp = dist.get_world_size(group)
     cfg = model.cfg
-    check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp)
-    blocks = latent_blocks(model)
+    check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
+    blocks = model.tensor_parallel_blocks() if hasattr(model, "tensor_parallel_blocks") else latent_blocks(model)
     if tp == 1:
         return 0
     for block in blocks:

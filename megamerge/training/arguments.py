@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from megamerge.model.config import PRESETS
+from megamerge.model.registry import ALL_PRESETS
 
-MODEL_DIM_FLAGS = {  # flag -> MergeDNAConfig field, for explicit dimensions on top of a preset
+MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a preset
     "hidden_size": "dim",
     "num_attention_heads": "n_heads",
     "ffn_hidden_size": "ffn_dim",
+    "num_layers": "n_layers",  # CARMANIA
+    "num_query_groups": "n_kv_heads",  # CARMANIA (grouped-query attention)
     "local_encoder_layers": "local_encoder_layers",
     "latent_encoder_layers": "latent_encoder_layers",
     "latent_decoder_layers": "latent_decoder_layers",
@@ -29,10 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset")
+    g.add_argument("--model", default="tiny", choices=sorted(ALL_PRESETS),
+                   help="model preset: MergeDNA (tiny, 380m, 1b, 3b, 7b) or CARMANIA (carmania-*)")
     for flag in MODEL_DIM_FLAGS:
         g.add_argument("--" + flag.replace("_", "-"), type=int, default=None, help="override the preset")
     g.add_argument("--latent-mtr-weight", type=float, default=0.25, help="lambda of the latent MTR loss")
+    g.add_argument("--tm-weight", type=float, default=None,
+                   help="weight of the transition-matrix loss (CARMANIA's beta, default 1; MergeDNA default 0)")
     g.add_argument("--compression-range", type=float, nargs=2, default=(0.4, 0.6), metavar=("LOW", "HIGH"),
                    help="clip range of the sampled L/N in training")
     g.add_argument("--checkpoint-activations", action="store_true",
