@@ -190,7 +190,7 @@ def train(args) -> int:
             if saved_cfg and type(cfg).from_dict(saved_cfg) != cfg:
                 raise ConfigError(f"checkpoint {args.load}/{tag} was trained with a different model config; "
                                   f"saved {saved_cfg}")
-            if not args.finetune:
+            if not state["weights_only"]:
                 iteration = int(state["iteration"])
                 consumed = int(state["consumed_samples"])
                 skipped_total = int(state.get("skipped_iters", 0))

@@ -18,12 +18,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megamerge.training.checkpointing import COMPLETE_MARKER
+from megamerge.training.checkpointing import COMPLETE_MARKER, WEIGHTS_ONLY_MARKER
 
 from .errors import ConversionError
 from .safe_load import load_deepspeed_file
 
-WEIGHTS_ONLY_MARKER = "megamerge_weights_only"
 
 
 @dataclass

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -23,6 +24,8 @@ import torch
 import torch.distributed as dist
 
 COMPLETE_MARKER = "megamerge_complete"
+WEIGHTS_ONLY_MARKER = "megamerge_weights_only"
+log = logging.getLogger("megamerge.train")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -83,10 +86,16 @@ def latest_tag(load_dir: str | Path) -> str | None:
 
 
 def load(engine, load_dir: str | Path, finetune: bool) -> tuple[str, dict] | None:
-    """Load `latest` on every rank; returns (tag, client_state) or None if there is nothing to load."""
+    """Load `latest` on every rank; returns (tag, client_state) or None if there is nothing to load.
+    Weights-only checkpoints come back with client_state["weights_only"] set."""
     tag = latest_tag(load_dir)
     if tag is None:
         return None
+    if not finetune and (Path(load_dir) / tag / WEIGHTS_ONLY_MARKER).is_file():
+        # Written by tools/convert_checkpoint.py --from-portable: weights only, no optimizer or data
+        # state to resume, so it always loads with --finetune semantics.
+        log.info("%s/%s holds weights only (converted from a portable model): loading as --finetune", load_dir, tag)
+        finetune = True
     path, client_state = engine.load_checkpoint(
         str(load_dir), tag=tag,
         load_module_only=finetune,
@@ -95,4 +104,6 @@ def load(engine, load_dir: str | Path, finetune: bool) -> tuple[str, dict] | Non
     )
     if path is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {tag!r} from {load_dir}")
-    return tag, client_state or {}
+    client_state = dict(client_state or {})
+    client_state["weights_only"] = client_state.get("weights_only", False) or finetune
+    return tag, client_state
