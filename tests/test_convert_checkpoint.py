@@ -263,7 +263,7 @@ def test_portable_to_deepspeed_and_back_is_identical(work, tp2_portable, tp, pp)
 
 
 def test_train_py_finetunes_from_a_converted_checkpoint(work, tp2_portable):
-    """train.py --load CONVERTED --finetune starts from exactly the converted weights: its first
+    """train.py --load CONVERTED (weights only, so --finetune semantics) starts from exactly the converted weights: its first
     iteration's losses equal the forward of `from_pretrained` on the same samples (train.py keys
     samples and noise by global index: batches.global_indices, MockGenome, sample_seeds)."""
     import megamerge
@@ -276,8 +276,10 @@ def test_train_py_finetunes_from_a_converted_checkpoint(work, tp2_portable):
     seed, micro, accumulation = 77, 2, 2
     proc = run_train(1, [*TINY_ARGS, "--seq-length", str(SEQ), "--micro-batch-size", str(micro),
                          "--global-batch-size", str(micro * accumulation), "--train-iters", "1", "--seed", str(seed),
-                         "--eval-interval", "100", "--finetune", "--load", str(ckpt), "--save", "ft"], work)
+                         "--eval-interval", "100", "--load", str(ckpt), "--save", "ft"], work)
     assert proc.returncode == 0, describe(proc)
+    # no --finetune needed: the weights-only marker selects those semantics by itself
+    assert "holds weights only" in proc.stderr + proc.stdout
     logged = read_metrics(work / "ft")[1]
     model = megamerge.from_pretrained(tp2_portable).train()
     expected = {k: 0.0 for k in ("loss", "mtr", "latent_mtr", "amtm")}
