@@ -263,7 +263,8 @@ def test_portable_to_deepspeed_and_back_is_identical(work, tp2_portable, tp, pp)
 
 
 def test_train_py_finetunes_from_a_converted_checkpoint(work, tp2_portable):
-    """train.py --load CONVERTED (weights only, so --finetune semantics) starts from exactly the converted weights: its first
+    """train.py --load CONVERTED (weights only: --finetune semantics) starts from exactly the
+    converted weights: its first
     iteration's losses equal the forward of `from_pretrained` on the same samples (train.py keys
     samples and noise by global index: batches.global_indices, MockGenome, sample_seeds)."""
     import megamerge
