@@ -3,7 +3,7 @@ one species held out, then compare it with an order-k Markov baseline fitted on 
 training split (k chosen on validation). Results go to the `Real genomes` section of
 BENCHMARKS.md.
 
-    python tools/pretrain_real_genomes.py [--valid-species Saccharomyces_cerevisiae] [--train-iters 1200]
+    python tools/pretrain_real_genomes.py [--valid-species Saccharomyces_cerevisiae] [--train-iters 800]
 
 Files are labelled Genus_species (so the two yeast files form one held-out species, and the three
 E. coli genomes one training species).
@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "real")
     ap.add_argument("--valid-species", default="Saccharomyces_cerevisiae")
     ap.add_argument("--seq-length", type=int, default=512)
-    ap.add_argument("--train-iters", type=int, default=1200, help="sized to finish within 20 minutes on 2 cores")
+    ap.add_argument("--train-iters", type=int, default=800,
+                    help="900 took 21.7 min on 2 idle cores (BENCHMARKS.md); 800 is sized for the 20-minute budget")
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--max-order", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
