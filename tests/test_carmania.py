@@ -24,14 +24,7 @@ from megamerge.tokenizer import PAD, N, encode
 SMALL = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 160, "window": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: a second OpenMP thread gains little and, on a shared machine, spinning
-    threads slowed the training test 10x. Restored afterwards for the rest of the session."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models; see tests/conftest.py
 
 
 def _model(seed=0, **overrides) -> Carmania:

@@ -20,14 +20,9 @@ from megamerge.model.transition_loss import (
 from megamerge.tokenizer import PAD, N, encode_tensor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second OpenMP thread gains little and thrashes on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _loop_bigrams(seq: str) -> torch.Tensor:
     """Row-normalised first-order transition matrix by counting, skipping pairs touching N / '-'."""

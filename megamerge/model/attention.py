@@ -32,6 +32,17 @@ class Attention(nn.Module):
         self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
 
+    def project(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, D] -> q [B, H, L, hd], k and v [B, Hkv, L, hd], RoPE applied to q and k."""
+        B, L, _ = x.shape
+        q = self.wq(x).view(B, L, -1, self.head_dim)
+        k = self.wk(x).view(B, L, -1, self.head_dim)
+        v = self.wv(x).view(B, L, -1, self.head_dim)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return tuple(t.transpose(1, 2) for t in (q, k, v))
+
     def forward(
         self,
         x: torch.Tensor,  # [B, L, D]
@@ -39,11 +50,7 @@ class Attention(nn.Module):
         valid: torch.Tensor,  # [B, L] bool, valid tokens form a prefix of each row
     ) -> torch.Tensor:  # [B, L, D]
         B, L, _ = x.shape
-        q = self.wq(x).view(B, L, -1, self.head_dim)
-        k = self.wk(x).view(B, L, -1, self.head_dim)
-        v = self.wv(x).view(B, L, -1, self.head_dim)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, L, hd]
+        q, k, v = self.project(x, rope)
         if self.window is None:
             out = full_attention(q, k, v, valid, causal=self.causal)
         else:

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from .attention import Attention
 from .block import TransformerBlock
-from .rope import apply_rope
 
 
 class SlidingWindowKVCache:
@@ -70,11 +69,7 @@ def cached_attention(
     layer: int,
 ) -> torch.Tensor:  # [B, T, D]
     B, T, _ = x.shape
-    q = attn.wq(x).view(B, T, -1, attn.head_dim)
-    k = attn.wk(x).view(B, T, -1, attn.head_dim)
-    v = attn.wv(x).view(B, T, -1, attn.head_dim)
-    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+    q, k, v = attn.project(x, rope)  # [B, H, T, hd]
 
     past_k, past_v, past_pos = cache.past(layer, k)
     keys = torch.cat((past_k, k), 2)  # [B, Hkv, slots + T, hd]
