@@ -67,7 +67,9 @@ def worker(out_path: Path) -> None:
     from megamerge.parallel import initialize_model_parallel
     from megamerge.parallel.pipeline import MergeDNAPipeline
 
-    deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+    from megamerge.training.distributed import init_distributed
+
+    init_distributed()
     torch.set_num_threads(1)
     parallel = initialize_model_parallel(tp=1, pp=2)
     cfg = MergeDNAConfig.from_preset("tiny")

@@ -49,4 +49,25 @@ def init_distributed(local_rank_flag: int | None = None) -> DistEnv:
         device = torch.device("cpu")
         backend = "gloo"
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    _unlink_deepspeed_shm_buffer()
     return DistEnv(torch.distributed.get_rank(), local_rank, torch.distributed.get_world_size(), device)
+
+
+def _unlink_deepspeed_shm_buffer() -> None:
+    """Remove this rank's name for DeepSpeed's CPU shared-memory all-reduce workspace.
+
+    On CPU, DeepSpeed maps a 66 MB /dev/shm segment per rank at start-up and never unlinks it,
+    so every run (and every test) would leave 66 MB per rank of RAM-backed tmpfs behind. Once
+    all ranks have mapped each other's segments (the barrier), the names are no longer needed:
+    the mappings stay valid and the kernel frees the memory when the last process exits, even
+    after SIGKILL.
+    """
+    if torch.cuda.is_available():
+        return
+    torch.distributed.barrier()
+    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], torch.distributed.get_rank())
+    try:
+        os.unlink(os.path.join("/dev/shm", name))
+    except FileNotFoundError:
+        pass  # no shm op built (e.g. a non-Linux host or DeepSpeed without the shm builder)
