@@ -245,7 +245,7 @@ def train(args) -> int:
         if pipeline is not None:
             batches = [train_batches.next(iteration, m) for m in range(accumulation)]
             out = pipeline.train_step(engine, [(ids.to(env.device), sample_seeds(args.seed, index).to(env.device))
-                                               for ids, index in batches])
+                                               for ids, index in batches], poison_loss=iteration in inject_nan)
             for key in (*spec.loss_keys, *spec.ratio_keys):
                 step[key] = out[key]
         for m in range(accumulation if pipeline is None else 0):

@@ -1,9 +1,10 @@
-"""Pipeline parallelism (2 stages) against the unsplit model, in a real 2-process gloo run.
+"""Pipeline parallelism (2 stages, alone and with TP=2) against the unsplit model, in real gloo runs.
 
-Run by pytest, this file launches itself under torchrun. Each rank builds the full model; a copy
-is cut into a 2-stage DeepSpeed pipeline (ZeRO-1). The optimizer is plain SGD so that one step's
-weight change is exactly -lr x gradient: that is how the pipeline's gradients, which the engine
-consumes inside train_batch, are compared with the unsplit model's.
+Run by pytest, this file launches itself under torchrun: 2 ranks for PP=2, 4 ranks for TP=2 x PP=2.
+Each rank builds the full model; a copy is split by tensor parallelism (if any) and cut into a
+2-stage DeepSpeed pipeline (ZeRO-1). The optimizer is plain SGD so that one step's weight change is
+exactly -lr x gradient: that is how the pipeline's gradients, which the engine consumes inside
+train_batch, are gathered over TP ranks and compared with the unsplit model's.
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ SEQ, MICRO, ACCUM, ITERS = 128, 2, 2, 1
 LRS = (0.02,)
 
 
-@pytest.fixture(scope="module")
-def measured(tmp_path_factory):
-    return run_worker(tmp_path_factory.mktemp("pp") / "pp.json", script=__file__)
+LAYOUTS = {"pp2": (1, 2), "tp2pp2": (2, 2)}
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def measured(request, tmp_path_factory):
+    tp, pp = LAYOUTS[request.param]
+    out = tmp_path_factory.mktemp(request.param) / "measured.json"
+    return run_worker(out, nproc=tp * pp, script=__file__, args=(str(tp), str(pp)))
 
 
 def test_pp2_forward_losses_match_pp1(measured):
@@ -60,22 +66,24 @@ def _batches(it: int):
     return out
 
 
-def worker(out_path: Path) -> None:
+def worker(out_path: Path, tp: int, pp: int) -> None:
     import deepspeed
     import torch.distributed as dist
 
-    from megamerge.parallel import initialize_model_parallel
+    from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
     from megamerge.parallel.pipeline import MergeDNAPipeline
-
+    from megamerge.parallel.tensor_parallel import gather_full
     from megamerge.training.distributed import init_distributed
 
     init_distributed()
     torch.set_num_threads(1)
-    parallel = initialize_model_parallel(tp=1, pp=2)
+    parallel = initialize_model_parallel(tp=tp, pp=pp)
     cfg = MergeDNAConfig.from_preset("tiny")
     torch.manual_seed(0)
     model = MergeDNA(cfg)
     ref = copy.deepcopy(model)
+    if tp > 1:
+        apply_tensor_parallel(model, parallel.tp_group)
     names = {id(p): n for n, p in model.named_parameters()}
     pipe = MergeDNAPipeline(model, parallel)
     params = list(pipe.module.parameters())
@@ -105,13 +113,13 @@ def worker(out_path: Path) -> None:
         if it == 0:
             forward = {k: (sums[k], got[k]) for k in sums}
             diffs = {}
-            for p in pipe.module.parameters():
+            for p in pipe.module.parameters():  # the same order on every TP rank of a stage
                 name = names[id(p)]
-                grad = (before[name] - p.detach()) / LRS[0]
+                grad = gather_full((before[name] - p.detach()) / LRS[0], p, parallel.tp_group)
                 diffs[name] = (float((grad - ref_params[name].grad).abs().max()),
                                float(ref_params[name].grad.abs().max()))
             grad_report = [None] * dist.get_world_size()
-            dist.all_gather_object(grad_report, diffs)
+            dist.all_gather_object(grad_report, diffs if parallel.tp_rank == 0 else {})
 
     if dist.get_rank() == 0:
         merged = {k: v for d in grad_report for k, v in d.items()}
@@ -120,10 +128,10 @@ def worker(out_path: Path) -> None:
             "forward": forward,
             "max_grad_diff": merged[worst][0], "worst_grad": worst, "max_grad": max(v[1] for v in merged.values()),
             "n_compared": sum(len(d) for d in grad_report), "n_params": len(ref_params),
-            "stage_params": [len(d) for d in grad_report],
+            "stage_params": [len(d) for d in grad_report if d],
         }))
     dist.barrier()
 
 
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]))
+    worker(Path(sys.argv[1]), tp=int(sys.argv[2]), pp=int(sys.argv[3]))

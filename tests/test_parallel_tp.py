@@ -36,11 +36,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_worker(out: Path, nproc: int = 2, script: str = __file__) -> dict:
+def run_worker(out: Path, nproc: int = 2, script: str = __file__, args: tuple[str, ...] = ()) -> dict:
     torchrun = Path(sys.executable).parent / "torchrun"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run([str(torchrun), "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
-                           str(script), str(out)], env=env, capture_output=True, text=True, timeout=600)
+                           str(script), str(out), *args], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return json.loads(out.read_text())
 

@@ -158,8 +158,11 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
     assert "simulated crash" in proc.stdout
 
 
-def test_nan_steps_are_skipped_and_counted_then_stop_the_run(tmp_path):
+@pytest.mark.parametrize("layout", ["dp2", "pp2"])
+def test_nan_steps_are_skipped_and_counted_then_stop_the_run(tmp_path, layout):
     common = [*TINY_ARGS, "--micro-batch-size", "2", "--global-batch-size", "4", "--eval-interval", "100"]
+    if layout == "pp2":  # the loss is made inside DeepSpeed's pipeline engine, on the last stage only
+        common += ["--ds_config", str(REPO / "ds_configs" / "cpu_pp.json"), "--pipeline-model-parallel-size", "2"]
     ok = run_train(2, [*common, "--train-iters", "4", "--inject-nan-at", "1", "--save", "a"], tmp_path)
     assert ok.returncode == 0, describe(ok)
     m = read_metrics(tmp_path / "a")

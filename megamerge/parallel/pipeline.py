@@ -274,6 +274,7 @@ class MergeDNAPipeline:
 
         cfg = model.cfg
         self.cfg, self.parallel = cfg, parallel
+        self.poison_loss = False
         specs = [LayerSpec(LocalEncoderPipe, model)]
         specs += [LayerSpec(LatentEncoderBlockPipe, model, i) for i in range(cfg.latent_encoder_layers)]
         specs += [LayerSpec(LatentEncoderNormPipe, model)]
@@ -302,7 +303,7 @@ class MergeDNAPipeline:
     def _loss(self, outputs: torch.Tensor, labels) -> torch.Tensor:
         del labels  # everything the losses need travels in the carry
         self.module.last_outputs = outputs.detach()  # the components, read by get_additional_losses / eval
-        return outputs[0]
+        return outputs[0] * float("nan") if self.poison_loss else outputs[0]
 
     # ----------------------------------------------------------------------- the AMTM preview
     def _send_state(self, s: TokenState, dst: int) -> None:
@@ -377,11 +378,17 @@ class MergeDNAPipeline:
             mask = masks[m] if masks else torch.zeros_like(ids, dtype=torch.uint8)
             yield (ids, seeds, mask.to(torch.uint8)), torch.zeros(1)
 
-    def train_step(self, engine, batches) -> dict[str, float]:
+    def train_step(self, engine, batches, poison_loss: bool = False) -> dict[str, float]:
         """One optimizer step over `batches` (one per gradient-accumulation micro-step). Returns
-        the micro-batch-averaged, data-parallel-averaged losses on every rank."""
+        the micro-batch-averaged, data-parallel-averaged losses on every rank. `poison_loss`
+        makes the backward start from NaN (fault injection for the NaN guard's test); the
+        reported losses stay finite, as in the unsplit path."""
         masks = self.amtm_masks(batches, training=True)
-        engine.train_batch(data_iter=self._iterator(batches, masks))
+        self.poison_loss = poison_loss
+        try:
+            engine.train_batch(data_iter=self._iterator(batches, masks))
+        finally:
+            self.poison_loss = False
         values = engine.agg_additional_losses
         return {k: float(v) for k, v in values.items()}
 
