@@ -269,7 +269,7 @@ class MergeDNAPipeline:
     """Builds the PipelineModule and drives what the engine cannot: the AMTM preview."""
 
     def __init__(self, model: MergeDNA, parallel, activation_checkpoint_interval: int = 0):
-        from deepspeed.pipe import LayerSpec, PipelineModule
+        from deepspeed.pipe import LayerSpec
         from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
         cfg = model.cfg
