@@ -29,6 +29,7 @@ import slurm_cluster
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "slurm" / "pretrain_380m.sh"
 GLOBAL_BATCH = 8
+REQUEUE_RELEASE_DELAY_S = 3.0  # > slurmd's 1-second credential-revocation resolution
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # includes a first-time apt install
 
 
@@ -161,12 +162,19 @@ def test_usr1_checkpoints_requeues_and_resumes(cluster, corpus, tmp_path):
     seen_before_signal = max(r["iteration"] for r in train_records(save))
     cluster.run(["scancel", "--signal=USR1", job_id])
 
-    released = []
+    requeued_at, released = [], []
 
     def release_requeue_hold(info: dict) -> None:
         # slurmctld holds a requeued job for a fixed ~2 minutes (EligibleTime = requeue + 121 s);
-        # an operator's `StartTime=now` skips the wait without changing what the job does.
-        if info.get("JobState") == "PENDING" and info.get("Restarts", "0") != "0" and not released:
+        # an operator's `StartTime=now` skips the wait without changing what the job does. Not at
+        # once, though: slurmd revokes the old incarnation's credential with 1-second resolution and
+        # refuses ("Job N already killed, do not launch batch job", then FAILED) a relaunch whose
+        # credential dates from the same second. Slurm's own hold never comes near that.
+        if info.get("JobState") != "PENDING" or info.get("Restarts", "0") == "0" or released:
+            return
+        if not requeued_at:
+            requeued_at.append(time.monotonic())
+        elif time.monotonic() - requeued_at[0] >= REQUEUE_RELEASE_DELAY_S:
             cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
             released.append(time.monotonic())
 
