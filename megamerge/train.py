@@ -32,6 +32,15 @@ from megamerge import __version__
 from megamerge.model import MergeDNAConfig
 from megamerge.model.registry import config_from_preset, family_of_preset
 from megamerge.model.sample_noise import sample_seeds
+from megamerge.parallel import (
+    ModelParallelUnit,
+    apply_tensor_parallel,
+    check_tensor_parallel_sizes,
+    initialize_model_parallel,
+)
+from megamerge.parallel.pipeline import OUTPUT_KEYS as PIPELINE_OUTPUT_KEYS
+from megamerge.parallel.pipeline import MergeDNAPipeline, check_pipeline_layout
+from megamerge.parallel.process_groups import check_layout
 from megamerge.training import checkpointing
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 from megamerge.training.arguments import MODEL_DIM_FLAGS, parse_args
@@ -44,11 +53,6 @@ from megamerge.training.lr_schedule import learning_rate
 from megamerge.training.metrics import MetricsLogger, Progress
 from megamerge.training.objective import PretrainingObjective
 from megamerge.training.signals import StopRequest
-from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, check_tensor_parallel_sizes
-from megamerge.parallel import initialize_model_parallel
-from megamerge.parallel.pipeline import OUTPUT_KEYS as PIPELINE_OUTPUT_KEYS
-from megamerge.parallel.pipeline import MergeDNAPipeline, check_pipeline_layout
-from megamerge.parallel.process_groups import check_layout
 
 log = logging.getLogger("megamerge.train")
 
@@ -135,6 +139,9 @@ def evaluate(engine, valid: ValidBatches, args, device, spec: TrainingSpec, pipe
 
 
 def train(args) -> int:
+    started = time.monotonic()  # --exit-duration-in-mins counts from here, start-up included (as Megatron)
+    if args.exit_duration_in_mins is not None and args.exit_duration_in_mins <= 0:
+        raise ConfigError(f"--exit-duration-in-mins must be positive, got {args.exit_duration_in_mins}")
     world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
     has_cuda = torch.cuda.is_available()
     ds_config = resolve_ds_config(args.ds_config, args, world_size, has_cuda)  # fail before any process group
@@ -186,6 +193,10 @@ def train(args) -> int:
             log.info("no checkpoint in %s yet: starting from scratch", args.load)
         else:
             tag, state = loaded
+            saved_family = checkpointing.checkpoint_family(state)
+            if saved_family != family.name:
+                raise ConfigError(f"checkpoint {args.load}/{tag} holds a {saved_family} model, but --model "
+                                  f"{args.model} is {family.name}")
             saved_cfg = state.get("model_config")
             if saved_cfg and type(cfg).from_dict(saved_cfg) != cfg:
                 raise ConfigError(f"checkpoint {args.load}/{tag} was trained with a different model config; "
@@ -208,8 +219,8 @@ def train(args) -> int:
             return
         client_state = {
             "iteration": iteration, "consumed_samples": consumed, "skipped_iters": skipped_total,
-            "model_config": cfg.to_dict(), "args": {k: v for k, v in vars(args).items() if k != "local_rank"},
-            "megamerge_version": __version__,
+            "family": family.name, "model_config": cfg.to_dict(),
+            "args": {k: v for k, v in vars(args).items() if k != "local_rank"}, "megamerge_version": __version__,
             "layout": {"tp": args.tensor_model_parallel_size, "pp": args.pipeline_model_parallel_size, "dp": dp},
         }
         rank_state = {"data": train_batches.state_dict(), "rng": checkpointing.rng_state()}
@@ -224,9 +235,10 @@ def train(args) -> int:
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)
             (Path(args.save) / "run_config.json").write_text(json.dumps(
-                {"args": {k: v for k, v in vars(args).items() if k != "local_rank"}, "model_config": cfg.to_dict(),
+                {"args": {k: v for k, v in vars(args).items() if k != "local_rank"}, "family": family.name,
+                 "model_config": cfg.to_dict(),
                  "ds_config": ds_config, "megamerge_version": __version__}, indent=2, default=str))
-    stop = StopRequest()
+    stop = StopRequest(budget_minutes=args.exit_duration_in_mins, started=started)
     progress = Progress(args.train_iters, iteration, enabled=rank0)
     peak = peak_flops_per_device(args.peak_tflops, torch.cuda.get_device_name() if has_cuda else None)
     inject_nan = set(args.inject_nan_at or [])
@@ -306,7 +318,9 @@ def train(args) -> int:
             interval.clear()
             interval_iters, interval_start = 0, time.time()
 
-        if iteration % args.eval_interval == 0 or iteration == args.train_iters:
+        stopping = stop.agreed(env.device)
+        if (iteration % args.eval_interval == 0 or iteration == args.train_iters
+                or (stopping and stopping.final_validation)):
             result = evaluate(engine, valid_batches, args, env.device, spec, pipeline)
             if result is not None:
                 logger.log({"iteration": iteration, "split": "valid", "consumed_samples": consumed, **result})
@@ -317,8 +331,8 @@ def train(args) -> int:
         if args.exit_interval and iteration >= args.exit_interval:
             exit_reason = f"--exit-interval {args.exit_interval}"
             break
-        if stop.agreed(env.device):
-            exit_reason = f"signal {stop.received or 'on another rank'}"
+        if stopping:
+            exit_reason = stopping.reason
             break
         if iteration % args.save_interval == 0 and iteration < args.train_iters:
             save(f"--save-interval {args.save_interval}")

@@ -93,6 +93,7 @@ def test_lr_schedule_warms_up_then_decays_to_min():
          "zero1_pp.json"),
         (["--mock-data", "--global-batch-size", "6", "--micro-batch-size", "4"], "not divisible"),
         (["--mock-data", "--ds_config", "missing.json"], "missing.json: no such file"),
+        (["--mock-data", "--exit-duration-in-mins", "0"], "--exit-duration-in-mins must be positive"),
     ],
 )
 def test_cli_reports_config_errors_before_starting(flags, message):

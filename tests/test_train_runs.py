@@ -198,6 +198,21 @@ def test_sigusr1_on_one_rank_saves_and_exits_cleanly(tmp_path):
     assert status["iteration"] < 1000
 
 
+def test_exit_duration_ends_a_time_boxed_run_with_validation_and_a_checkpoint(tmp_path):
+    # 0.05 min = 3 s from start-up: crossed within the first iterations, long before 1000.
+    args = [*TINY_ARGS, "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "1000",
+            "--save-interval", "1000", "--eval-interval", "1000", "--eval-iters", "1",
+            "--exit-duration-in-mins", "0.05", "--save", "ck"]
+    proc = run_train(2, args, tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    status = json.loads((tmp_path / "ck" / "exit_status.json").read_text())
+    assert status["finished"] is False and status["reason"] == "--exit-duration-in-mins 0.05", status
+    stopped = status["iteration"]
+    assert 1 <= stopped < 1000
+    assert (tmp_path / "ck" / "latest").read_text() == f"global_step{stopped}"
+    assert sorted(read_metrics(tmp_path / "ck", split="valid")) == [stopped]  # the final validation
+
+
 def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):
     import train_helpers
 

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-interval", type=int, default=1000)
     g.add_argument("--exit-interval", type=int, default=None,
                    help="save a checkpoint and exit cleanly once this iteration is reached")
+    g.add_argument("--exit-duration-in-mins", type=float, default=None,
+                   help="wall-clock budget from start-up: at the first iteration past it, run the final "
+                        "validation (as at --train-iters), save a checkpoint and exit 0; e.g. a few minutes "
+                        "below a SLURM time limit, or a fixed-time benchmark")
 
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-interval", type=int, default=1000)
