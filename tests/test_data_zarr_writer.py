@@ -1,0 +1,90 @@
+"""data_prep.zarr_writer writes the same store as zarr-python's create_array + setitem, byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from data_fixtures import REPO  # noqa: F401  (puts the repo on sys.path)
+
+from data_prep.genome_store import COMPRESSOR
+from data_prep.zarr_writer import ZarrWriter
+
+CHUNK = 1000
+ATTRIBUTES = {"record_id": "chr1", "description": "chr1 é ünïcode", "length": 0, "n_count": 7}
+
+
+def _cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "several_chunks_short_last": rng.integers(0, 5, 2 * CHUNK + 500, dtype=np.uint8),
+        "exact_chunks": rng.integers(0, 5, 2 * CHUNK, dtype=np.uint8),
+        "shorter_than_chunk": rng.integers(0, 5, 37, dtype=np.uint8),
+        "single_base": np.array([3], np.uint8),
+        "empty": np.zeros(0, np.uint8),
+        # an all-fill-value (all A = 0) chunk is not written by zarr; neither may the writer write it
+        "first_chunk_all_fill": np.concatenate([np.zeros(CHUNK, np.uint8), np.full(10, 2, np.uint8)]),
+        "all_fill_short": np.zeros(5, np.uint8),
+    }
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _write_with_zarr(root: Path, arrays: dict[str, np.ndarray]) -> None:
+    zarr.open_group(store=str(root), mode="w", zarr_format=3)
+    group = zarr.open_group(store=str(root), path="000000", mode="w", zarr_format=3)
+    for name, data in arrays.items():
+        array = group.create_array(
+            name=name,
+            shape=data.shape,
+            dtype="uint8",
+            chunks=(max(1, min(CHUNK, data.size)),),
+            compressors=COMPRESSOR,
+            attributes=dict(ATTRIBUTES, length=int(data.size)),
+        )
+        if data.size:
+            array[:] = data
+    group.attrs.update({"records": len(arrays)})
+
+
+def _write_with_writer(root: Path, arrays: dict[str, np.ndarray]) -> None:
+    writer = ZarrWriter(root)
+    writer.write_group("", {})
+    writer.write_group("000000", {})
+    for name, data in arrays.items():
+        writer.write_uint8_array(
+            f"000000/{name}", data, CHUNK, COMPRESSOR, dict(ATTRIBUTES, length=int(data.size))
+        )
+    writer.write_group("000000", {"records": len(arrays)})
+
+
+def test_writer_output_is_byte_identical_to_zarr(tmp_path):
+    arrays = _cases()
+    _write_with_zarr(tmp_path / "zarr", arrays)
+    _write_with_writer(tmp_path / "writer", arrays)
+    expected, written = _files(tmp_path / "zarr"), _files(tmp_path / "writer")
+    assert sorted(written) == sorted(expected)
+    assert "000000/first_chunk_all_fill/c/0" not in written  # the case above really exercises skipping
+    for name in expected:
+        assert written[name] == expected[name], name
+
+
+def test_zarr_reads_back_what_the_writer_wrote(tmp_path):
+    arrays = _cases()
+    _write_with_writer(tmp_path, arrays)
+    group = zarr.open_group(store=str(tmp_path), path="000000", mode="r", zarr_format=3)
+    assert group.attrs["records"] == len(arrays)
+    for name, data in arrays.items():
+        array = group[name]
+        assert array.dtype == np.uint8 and array.shape == data.shape
+        np.testing.assert_array_equal(array[:], data)
+        assert array.attrs.asdict() == dict(ATTRIBUTES, length=int(data.size))
+
+
+def test_writer_refuses_arrays_that_are_not_1d(tmp_path):
+    with pytest.raises(ValueError, match="1-D"):
+        ZarrWriter(tmp_path).write_uint8_array("x", np.zeros((2, 2), np.uint8), CHUNK, COMPRESSOR, {})
