@@ -1,5 +1,7 @@
 #!/usr/bin/env python
 """Convert megamerge DeepSpeed checkpoints to and from the portable format (safetensors + JSON).
+Both model families convert (MergeDNA, CARMANIA): the family is read from the checkpoint and
+written to config.json, so `megamerge.from_pretrained` rebuilds the right class.
 
 To portable (any ZeRO stage <= 2, any TP, PP and DP; weights from the fp32 master copies):
 
@@ -51,10 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--tag", default=None, help="checkpoint tag, e.g. global_step1000 (default: the 'latest' file)")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="stored weight precision")
     g.add_argument("--encoder-only", action="store_true",
-                   help="keep only the Local and Latent Encoders (embeddings, downstream fine-tuning)")
+                   help="keep only the Local and Latent Encoders (MergeDNA; embeddings, downstream fine-tuning)")
     g = parser.add_argument_group("back to DeepSpeed (--from-portable)")
     g.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the written checkpoint")
-    g.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of the written checkpoint")
+    g.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of the written checkpoint (MergeDNA)")
     g.add_argument("--zero-stage", type=int, default=None, choices=[1, 2],
                    help="ZeRO stage of the engine that writes it (default: 2, or 1 with --pp > 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

@@ -18,11 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megamerge.training.checkpointing import COMPLETE_MARKER, WEIGHTS_ONLY_MARKER
+from megamerge.training.checkpointing import COMPLETE_MARKER
 
 from .errors import ConversionError
 from .safe_load import load_deepspeed_file
-
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 The checkpoint is written by the real engine, exactly as train.py builds it: one process per
 model-parallel rank (TP x PP, data parallel 1) is spawned on the CPU (gloo); each builds the full
-MergeDNA, loads the portable weights into it, lets `apply_tensor_parallel` cut its shards from
-them and, for PP > 1, wraps it in `MergeDNAPipeline`; then `checkpointing.save` writes the files
+model of the portable family (MergeDNA or CARMANIA), loads the portable weights into it, lets
+`apply_tensor_parallel` cut its shards from them (megamerge.parallel's split table) and, for
+PP > 1 (MergeDNA only), wraps it in `MergeDNAPipeline`; then `checkpointing.save` writes the files
 with the engine's own `save_checkpoint`. The file names, parameter names and shard shapes are
 therefore whatever DeepSpeed and megamerge.parallel produce at that layout, not a re-implementation.
 
@@ -22,12 +23,12 @@ from pathlib import Path
 import torch
 
 from megamerge import __version__
-from megamerge.model import MergeDNAConfig
+from megamerge.model.registry import ModelFamily, get_family
 from megamerge.parallel.pipeline import check_pipeline_layout
 from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
 from megamerge.portable import read_portable_config, read_portable_weights
+from megamerge.training.checkpointing import WEIGHTS_ONLY_MARKER
 
-from .discovery import WEIGHTS_ONLY_MARKER
 from .errors import ConversionError
 from .parameter_names import meta_model
 from .staging import check_output_free, staging_dir
@@ -39,31 +40,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def read_checked_portable(portable_dir: Path) -> tuple[dict, MergeDNAConfig, dict[str, torch.Tensor]]:
-    """The portable config, model config and weights, checked against each other."""
+def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelFamily, object, dict[str, torch.Tensor]]:
+    """The portable config, model family, model config and weights, checked against each other."""
     try:
         config = read_portable_config(portable_dir)
         state = read_portable_weights(portable_dir)
+        family = get_family(config["family"])
     except (FileNotFoundError, ValueError) as e:
         raise ConversionError(str(e)) from None
-    if config["family"] != "mergedna":
-        raise ConversionError(f"{portable_dir}: a {config['family']} model; DeepSpeed checkpoints are written for "
-                              "MergeDNA pre-training only")
     if config.get("encoder_only"):
         raise ConversionError(f"{portable_dir} was converted with --encoder-only: it has no decoders to train; "
                               "convert the original checkpoint without --encoder-only")
     try:
-        cfg = MergeDNAConfig.from_dict(config["model_config"])
+        cfg = family.config_class.from_dict(config["model_config"])
     except (TypeError, ValueError) as e:
-        raise ConversionError(f"{portable_dir}/config.json: invalid model_config ({e})") from None
-    shapes = {name: tuple(p.shape) for name, p in meta_model(cfg).named_parameters()}
+        raise ConversionError(f"{portable_dir}/config.json: invalid {family.name} model_config ({e})") from None
+    shapes = {name: tuple(p.shape) for name, p in meta_model(family, cfg).named_parameters()}
     missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
     wrong = [n for n in shapes if n in state and tuple(state[n].shape) != shapes[n]]
     if missing or unexpected or wrong:
         detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else
                   f"{wrong[0]} is {list(state[wrong[0]].shape)}, the config gives {list(shapes[wrong[0]])}")
         raise ConversionError(f"{portable_dir}: config.json does not match model.safetensors ({detail})")
-    return config, cfg, state
+    return config, family, cfg, state
 
 
 def _engine_config(pp: int, zero_stage: int) -> dict:
@@ -86,7 +85,6 @@ def _write_rank(rank: int, world: int, port: int, tp: int, pp: int, zero_stage: 
     import deepspeed
     import torch.distributed as dist
 
-    from megamerge.model import MergeDNA
     from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, initialize_model_parallel
     from megamerge.parallel.pipeline import MergeDNAPipeline
     from megamerge.training import checkpointing
@@ -95,10 +93,10 @@ def _write_rank(rank: int, world: int, port: int, tp: int, pp: int, zero_stage: 
 
     env = init_distributed()
     parallel = initialize_model_parallel(tp, pp)
-    cfg = MergeDNAConfig.from_dict(client_state["model_config"])
-    with torch.device("meta"):  # no random init: every weight comes from the portable file
-        model = MergeDNA(cfg)
-    model = model.to_empty(device="cpu")
+    family = get_family(client_state["family"])
+    cfg = family.config_class.from_dict(client_state["model_config"])
+    # Built on meta (no random init): every weight comes from the portable file.
+    model = meta_model(family, cfg).to_empty(device="cpu")
     model.load_state_dict(read_portable_weights(portable_dir), strict=True)
     apply_tensor_parallel(model, parallel.tp_group)
     ds_config = _engine_config(pp, zero_stage)
@@ -124,10 +122,14 @@ def convert_from_portable(portable_dir: str | Path, out_dir: str | Path, tp: int
     check_output_free(out_dir)
     if tp < 1 or pp < 1:
         raise ConversionError(f"--tp {tp} and --pp {pp} must be >= 1")
-    config, cfg, _ = read_checked_portable(portable_dir)
+    config, family, cfg, _ = read_checked_portable(portable_dir)
+    if pp > 1 and family.name != "mergedna":
+        raise ConversionError(f"--pp {pp}: pipeline stages exist for MergeDNA only; {portable_dir} holds a "
+                              f"{family.name} model (use --pp 1)")
     try:
-        check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp)
-        check_pipeline_layout(cfg, pp)
+        check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
+        if pp > 1:
+            check_pipeline_layout(cfg, pp)
     except (TensorParallelSizeError, ValueError) as e:
         raise ConversionError(str(e)) from None
     if zero_stage is None:
@@ -137,7 +139,7 @@ def convert_from_portable(portable_dir: str | Path, out_dir: str | Path, tp: int
     iteration = int(config.get("iteration", 0))
     client_state = {
         "iteration": iteration, "consumed_samples": int(config.get("consumed_samples", 0)), "skipped_iters": 0,
-        "model_config": cfg.to_dict(), "args": config.get("training_args") or {},
+        "family": family.name, "model_config": cfg.to_dict(), "args": config.get("training_args") or {},
         "megamerge_version": __version__, "layout": {"tp": tp, "pp": pp, "dp": 1},
         "weights_only": True, "source_portable": str(portable_dir.resolve()),
     }

@@ -1,8 +1,9 @@
-"""Map DeepSpeed's parameter names back to the bare `MergeDNA.state_dict()` names.
+"""Map DeepSpeed's parameter names back to the bare model's `state_dict()` names (MergeDNA or
+CARMANIA).
 
 * Without pipeline parallelism the engine wraps `PretrainingObjective(model)`: names carry a
   `model.` prefix.
-* With it, the engine's module is a `PipelineModule` whose layers are registered as "0", "1", ...
+* With it (MergeDNA only), the engine's module is a `PipelineModule` whose layers are registered as "0", "1", ...
   and wrap submodules of one full MergeDNA (megamerge/parallel/pipeline.py). The map is derived by
   building those layer modules around a MergeDNA on the meta device (no memory) and matching
   parameters by identity, so it follows whatever the layer classes wrap.
@@ -13,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.model import MergeDNA
+from megamerge.model.registry import ModelFamily
 from megamerge.parallel.pipeline import (
     LatentDecoderBlockPipe,
     LatentEncoderBlockPipe,
@@ -28,10 +30,10 @@ from .errors import ConversionError
 OBJECTIVE_PREFIX = "model."  # PretrainingObjective.model
 
 
-def meta_model(cfg: MergeDNAConfig) -> MergeDNA:
-    """The full model's structure and shapes without allocating its weights."""
+def meta_model(family: ModelFamily, cfg) -> nn.Module:
+    """The full (unsplit) model's structure and shapes without allocating its weights."""
     with torch.device("meta"):
-        return MergeDNA(cfg)
+        return family.model_class(cfg)
 
 
 def pipeline_layers(model: MergeDNA) -> list[nn.Module]:
@@ -47,9 +49,8 @@ def pipeline_layers(model: MergeDNA) -> list[nn.Module]:
     return layers
 
 
-def pipeline_name_map(cfg: MergeDNAConfig) -> dict[str, str]:
-    """{"<layer>.<name inside the layer>": MergeDNA parameter name}."""
-    model = meta_model(cfg)
+def pipeline_name_map(model: MergeDNA) -> dict[str, str]:
+    """{"<layer>.<name inside the layer>": MergeDNA parameter name} (`model` may be on meta)."""
     by_identity = {id(p): name for name, p in model.named_parameters()}
     out = {}
     for index, layer in enumerate(pipeline_layers(model)):
@@ -60,10 +61,11 @@ def pipeline_name_map(cfg: MergeDNAConfig) -> dict[str, str]:
     return out
 
 
-def to_model_names(weights: dict[str, torch.Tensor], cfg: MergeDNAConfig, pipeline: bool, where: str
+def to_model_names(weights: dict[str, torch.Tensor], model: nn.Module, pipeline: bool, where: str
                    ) -> dict[str, torch.Tensor]:
+    """Rename one model-parallel rank's weights; `model` is the full model (meta) of the checkpoint."""
     if pipeline:
-        names = pipeline_name_map(cfg)
+        names = pipeline_name_map(model)
         unknown = sorted(set(weights) - set(names))
         if unknown:
             raise ConversionError(f"{where}: pipeline parameters {unknown[:4]} do not exist in a MergeDNA of the "
@@ -72,5 +74,5 @@ def to_model_names(weights: dict[str, torch.Tensor], cfg: MergeDNAConfig, pipeli
     unknown = sorted(k for k in weights if not k.startswith(OBJECTIVE_PREFIX))
     if unknown:
         raise ConversionError(f"{where}: parameters {unknown[:4]} are not under the training objective's "
-                              f"{OBJECTIVE_PREFIX!r} module: not a megamerge MergeDNA checkpoint")
+                              f"{OBJECTIVE_PREFIX!r} module: not a megamerge checkpoint")
     return {k[len(OBJECTIVE_PREFIX):]: v for k, v in weights.items()}

@@ -1,56 +1,53 @@
 """Join tensor-parallel shards into full tensors.
 
-Which dimension a parameter is split along is read off the shapes: a replicated parameter has its
-full shape on every TP rank; a sharded one is smaller in exactly one dimension, by the TP degree
-(ColumnParallelLinear: dim 0, the output features; RowParallelLinear: dim 1, the input
-features). Rank order along that dimension is TP rank order, as in `layers._shard`. Deriving it
-from shapes keeps the converter correct if more layers are split later; the checks below refuse
-anything that is not a clean split.
+Which parameters are split, and along which dimension, comes from megamerge.parallel's table
+(`tensor_parallel_plan.split_parameter_dims`), the same one `apply_tensor_parallel` cut them by:
+column-parallel weights are concatenated along dim 0, row-parallel ones along dim 1, in TP-rank
+order; replicated weights are taken once, from TP rank 0. Every shard must have exactly the shape
+that table and the checkpoint's model_config give, so a checkpoint from another split (or a
+config that does not match its tensors) is refused instead of being joined into wrong weights.
 """
 
 from __future__ import annotations
 
 import torch
 
-from megamerge.parallel.tensor_parallel import TENSOR_PARALLEL_PARTS
-
 from .errors import ConversionError
 
 
-def split_dim(name: str, shard_shape: tuple, full_shape: tuple, tp: int) -> int | None:
-    """None for a replicated parameter, else the dimension it is split along."""
-    if shard_shape == full_shape:
-        return None
-    differing = [d for d, (s, f) in enumerate(zip(shard_shape, full_shape)) if s != f]
-    if len(shard_shape) != len(full_shape) or len(differing) != 1 or shard_shape[differing[0]] * tp != full_shape[differing[0]]:
-        raise ConversionError(f"{name}: shard shape {list(shard_shape)} is not a 1/{tp} split of the config's shape "
-                              f"{list(full_shape)}: the config does not match the tensors")
-    return differing[0]
+def expected_shard_shape(full_shape: tuple, dim: int | None, tp: int) -> tuple:
+    if dim is None:
+        return full_shape
+    return tuple(size // tp if d == dim else size for d, size in enumerate(full_shape))
 
 
-def join_tensor_parallel(shards: list[dict[str, torch.Tensor]], full_shapes: dict[str, tuple], where: str
-                         ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Full tensors from the TP ranks' dicts (rank order) and {name: split dim} of the sharded ones."""
+def join_tensor_parallel(shards: list[dict[str, torch.Tensor]], full_shapes: dict[str, tuple],
+                         split_dims: dict[str, int], where: str) -> dict[str, torch.Tensor]:
+    """Full tensors from the TP ranks' dicts (rank order). `full_shapes`: {name: shape} of the
+    unsplit model; `split_dims`: {name: dim} of its split parameters (the rest are replicated)."""
     tp = len(shards)
     names = set(shards[0])
     for rank, shard in enumerate(shards[1:], 1):
         if set(shard) != names:
             raise ConversionError(f"{where}: TP rank {rank} holds different parameters than TP rank 0")
-    full, dims = {}, {}
+    full = {}
     for name in sorted(names):
         if name not in full_shapes:
-            raise ConversionError(f"{where}: {name!r} is not a parameter of a MergeDNA with the checkpoint's "
+            raise ConversionError(f"{where}: {name!r} is not a parameter of a model with the checkpoint's "
                                   "model_config: the config does not match the tensors")
-        parts = [shard[name] for shard in shards]
-        if any(p.shape != parts[0].shape for p in parts):
-            raise ConversionError(f"{where}: {name!r} has different shapes on different TP ranks")
-        dim = split_dim(name, tuple(parts[0].shape), tuple(full_shapes[name]), tp)
+        dim = split_dims.get(name) if tp > 1 else None
+        if dim is not None and full_shapes[name][dim] % tp:
+            raise ConversionError(f"{where}: {name!r} of shape {list(full_shapes[name])} cannot be split {tp} ways "
+                                  f"along dim {dim}: the config does not match the tensors")
+        expected = expected_shard_shape(tuple(full_shapes[name]), dim, tp)
+        for rank, shard in enumerate(shards):
+            if tuple(shard[name].shape) != expected:
+                kind = "replicated" if dim is None else f"split along dim {dim} over TP={tp}"
+                raise ConversionError(f"{where}: {name!r} on TP rank {rank} has shape {list(shard[name].shape)}, but "
+                                      f"it is {kind}, so the checkpoint's model_config gives {list(expected)}: the "
+                                      "config does not match the tensors")
         if dim is None:
-            full[name] = parts[0]  # replicated: taken once, from TP rank 0
-            continue
-        if not name.startswith(tuple(p + "." for p in TENSOR_PARALLEL_PARTS)):
-            raise ConversionError(f"{where}: {name!r} is split across TP ranks, but megamerge only splits the "
-                                  f"{' and '.join(TENSOR_PARALLEL_PARTS)} blocks")
-        full[name] = torch.cat(parts, dim=dim)
-        dims[name] = dim
-    return full, dims
+            full[name] = shards[0][name]
+        else:
+            full[name] = torch.cat([shard[name] for shard in shards], dim=dim)
+    return full

@@ -1,9 +1,11 @@
 """DeepSpeed checkpoint (any ZeRO stage <= 2, any TP, PP and DP) -> portable safetensors directory.
 
+The model family (MergeDNA or CARMANIA) and its config come from the checkpoint's client state.
 Per model-parallel rank m = pp_rank * tp + tp_rank: the fp32 master weights are rebuilt from the
-DP ranks' ZeRO partitions (zero_master.py) and renamed to MergeDNA names (parameter_names.py);
-the pipeline stages of one TP rank then hold disjoint parameters and are united; the TP ranks
-are joined (tensor_parallel_join.py). The result must match a MergeDNA of the checkpoint's
+DP ranks' ZeRO partitions (zero_master.py) and renamed to the bare model's names
+(parameter_names.py); the pipeline stages of one TP rank then hold disjoint parameters and are
+united; the TP ranks are joined along the dimensions megamerge.parallel's split table gives
+(tensor_parallel_join.py). The result must match a model of the checkpoint's family and
 model_config name for name and shape.
 
 Memory: the full fp32 model plus one model-parallel rank's partitions are held at once (a 7B
@@ -17,10 +19,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from megamerge.model import MergeDNAConfig
+from megamerge.model.registry import ModelFamily, get_family
+from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 from megamerge.portable import write_portable_state
+from megamerge.training.checkpointing import WEIGHTS_ONLY_MARKER, checkpoint_family
 
-from .discovery import WEIGHTS_ONLY_MARKER, CheckpointFiles, find_checkpoint
+from .discovery import CheckpointFiles, find_checkpoint
 from .errors import ConversionError
 from .parameter_names import meta_model, to_model_names
 from .safe_load import load_deepspeed_file
@@ -29,17 +33,26 @@ from .tensor_parallel_join import join_tensor_parallel
 from .zero_master import merge_master_weights
 
 
-def model_config_of(files: CheckpointFiles) -> MergeDNAConfig:
+def model_of(files: CheckpointFiles) -> tuple[ModelFamily, object]:
+    """The family and config (MergeDNAConfig or CarmaniaConfig) the checkpoint was trained with."""
     try:
-        return MergeDNAConfig.from_dict(files.client_state["model_config"])
+        family = get_family(checkpoint_family(files.client_state))
+    except ValueError as e:
+        raise ConversionError(f"{files.directory}: {e}") from None
+    try:
+        return family, family.config_class.from_dict(files.client_state["model_config"])
     except (TypeError, ValueError) as e:
-        raise ConversionError(f"{files.directory}: the stored model_config is invalid ({e})") from None
+        raise ConversionError(f"{files.directory}: the stored {family.name} model_config is invalid ({e})") from None
 
 
-def master_weights(files: CheckpointFiles, cfg: MergeDNAConfig, progress: bool = True
+def master_weights(files: CheckpointFiles, family: ModelFamily, cfg, progress: bool = True
                    ) -> tuple[dict[str, torch.Tensor], dict]:
-    """{MergeDNA name: full fp32 tensor} and facts about the source optimizer."""
-    full_shapes = {name: tuple(p.shape) for name, p in meta_model(cfg).named_parameters()}
+    """{bare model name: full fp32 tensor} and facts about the source optimizer."""
+    model = meta_model(family, cfg)
+    full_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    if files.pp > 1 and family.name != "mergedna":
+        raise ConversionError(f"{files.directory}: a {family.name} checkpoint with PP={files.pp}, but pipeline "
+                              "stages exist for MergeDNA only")
     per_tp: list[dict[str, torch.Tensor]] = [{} for _ in range(files.tp)]
     facts: dict = {}
     ranks = [(pp_rank, tp_rank) for pp_rank in range(files.pp) for tp_rank in range(files.tp)]
@@ -52,12 +65,12 @@ def master_weights(files: CheckpointFiles, cfg: MergeDNAConfig, progress: bool =
             raise ConversionError(f"{files.model_states[m]}: no param_shapes; not a ZeRO checkpoint")
         weights, facts = merge_master_weights(param_shapes, [files.optim_states[(m, d)] for d in range(files.dp)],
                                               where)
-        weights = to_model_names(weights, cfg, pipeline=files.pp > 1, where=where)
+        weights = to_model_names(weights, model, pipeline=files.pp > 1, where=where)
         clash = set(weights) & set(per_tp[tp_rank])
         if clash:
             raise ConversionError(f"{where}: {sorted(clash)[:4]} also appear on another pipeline stage")
         per_tp[tp_rank].update(weights)
-    full, split_dims = join_tensor_parallel(per_tp, full_shapes, files.directory.name)
+    full = join_tensor_parallel(per_tp, full_shapes, split_parameter_dims(model), files.directory.name)
     missing = sorted(set(full_shapes) - set(full))
     if missing:
         raise ConversionError(f"{files.directory}: no weights for {missing[:4]}{' ...' if len(missing) > 4 else ''} "
@@ -67,7 +80,6 @@ def master_weights(files: CheckpointFiles, cfg: MergeDNAConfig, progress: bool =
         n = wrong[0]
         raise ConversionError(f"{files.directory}: {n} has shape {list(full[n].shape)} but the model_config gives "
                               f"{list(full_shapes[n])}: the config does not match the tensors")
-    facts["tensor_parallel_split_dims"] = len(split_dims)
     return full, facts
 
 
@@ -76,8 +88,11 @@ def convert_to_portable(load_dir: str | Path, out_dir: str | Path, tag: str | No
                         progress: bool = True) -> Path:
     check_output_free(Path(out_dir))
     files = find_checkpoint(load_dir, tag)
-    cfg = model_config_of(files)
-    weights, facts = master_weights(files, cfg, progress)
+    family, cfg = model_of(files)
+    if encoder_only and family.name != "mergedna":
+        raise ConversionError(f"--encoder-only keeps MergeDNA's encoders; {files.directory} holds a {family.name} "
+                              "model")
+    weights, facts = master_weights(files, family, cfg, progress)
     state = files.client_state
     ds_config = state.get("ds_config") or {}
     source = {
@@ -99,6 +114,6 @@ def convert_to_portable(load_dir: str | Path, out_dir: str | Path, tag: str | No
         "training_args": state.get("args"),
     }
     with staging_dir(out_dir) as tmp:
-        write_portable_state(weights, "mergedna", cfg.to_dict(), tmp, extra=extra, dtype=dtype,
+        write_portable_state(weights, family.name, cfg.to_dict(), tmp, extra=extra, dtype=dtype,
                              encoder_only=encoder_only)
     return Path(out_dir)

@@ -1,11 +1,11 @@
-"""Apply tensor parallelism to MergeDNA from outside the model (torchtitan style).
+"""Apply tensor parallelism to MergeDNA and CARMANIA from outside the model (torchtitan style).
 
-Only the latent Transformer is split: in every block of the Latent Encoder and Latent Decoder,
-wq / wk / wv become column-parallel (each rank keeps n_heads / tp whole heads; `Attention` reads
-the head count off the projection shape), wo row-parallel, and the SwiGLU gate w1 and up w3
-column-parallel with w2 row-parallel. The Local Encoder and Local Decoder, the norms, the merge
-scorers and the head stay whole and replicated, and carry no model-parallel flag, so ZeRO
-counts their gradient norm once.
+What is split, and along which dimension, is the table in `tensor_parallel_plan.py` (shared with
+the checkpoint converter): in MergeDNA's latent blocks and every CARMANIA layer, wq / wk / wv and
+the SwiGLU gate w1 and up w3 become column-parallel (each rank keeps n_heads / tp whole heads;
+`Attention` reads the head count off the projection shape), wo and w2 row-parallel. Everything
+else stays whole and replicated and carries no model-parallel flag, so ZeRO counts its gradient
+norm once.
 
 Every sharded weight is cut from the full master weight the unsplit model was initialised
 with, so TP=2 starts from exactly the weights of TP=1.
@@ -19,9 +19,7 @@ from torch import nn
 
 from megamerge.model.block import TransformerBlock
 
-from .layers import ColumnParallelLinear, RowParallelLinear
-
-TENSOR_PARALLEL_PARTS = ("latent_encoder", "latent_decoder")
+from .tensor_parallel_plan import BLOCK_LINEAR_SPLITS, split_blocks
 
 
 class TensorParallelSizeError(ValueError):
@@ -43,27 +41,21 @@ def check_tensor_parallel_sizes(n_heads: int, ffn_dim: int, tp: int, n_kv_heads:
 
 
 def parallelize_block(block: TransformerBlock, group) -> None:
-    attn, mlp = block.attention, block.feed_forward
-    for name in ("wq", "wk", "wv"):
-        setattr(attn, name, ColumnParallelLinear.from_full(getattr(attn, name), group))
-    attn.wo = RowParallelLinear.from_full(attn.wo, group)
-    mlp.w1 = ColumnParallelLinear.from_full(mlp.w1, group)
-    mlp.w3 = ColumnParallelLinear.from_full(mlp.w3, group)
-    mlp.w2 = RowParallelLinear.from_full(mlp.w2, group)
-
-
-def latent_blocks(model: nn.Module) -> list[TransformerBlock]:
-    return [block for part in TENSOR_PARALLEL_PARTS for block in getattr(model, part).blocks]
+    """Replace the block's linear layers by their parallel versions, as BLOCK_LINEAR_SPLITS says."""
+    for path, parallel_class in BLOCK_LINEAR_SPLITS.items():
+        parent_name, attribute = path.split(".")
+        parent = getattr(block, parent_name)
+        setattr(parent, attribute, parallel_class.from_full(getattr(parent, attribute), group))
 
 
 def apply_tensor_parallel(model: nn.Module, group) -> int:
-    """Split, in place across `group`, the blocks a model exposes for tensor parallelism (its
-    `tensor_parallel_blocks()`, e.g. CARMANIA's decoder layers) or else MergeDNA's latent blocks.
-    The model is built identically on every rank. Returns the number of blocks split."""
+    """Split, in place across `group`, the blocks `split_blocks` names (MergeDNA's latent blocks,
+    CARMANIA's layers). The model is built identically on every rank. Returns the number of blocks
+    split."""
     tp = dist.get_world_size(group)
     cfg = model.cfg
     check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
-    blocks = model.tensor_parallel_blocks() if hasattr(model, "tensor_parallel_blocks") else latent_blocks(model)
+    blocks = split_blocks(model)
     if tp == 1:
         return 0
     for block in blocks:

@@ -10,6 +10,9 @@
 * Per-rank state (data-loader position, RNG states) is gathered to every rank and stored in
   `client_state["rank_states"]`, indexed by global rank, because DeepSpeed writes `client_state`
   from one rank only.
+* `client_state["family"]` names the model family ("mergedna", "carmania") and
+  `client_state["model_config"]` its config, so tools can rebuild the model from the checkpoint
+  alone (`checkpoint_family`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from megamerge.model.registry import family_of_preset, get_family
 
 COMPLETE_MARKER = "megamerge_complete"
 WEIGHTS_ONLY_MARKER = "megamerge_weights_only"
@@ -55,6 +60,20 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def checkpoint_family(client_state: dict) -> str:
+    """The model family a checkpoint holds. Checkpoints written before the family was stored name
+    it through their --model preset (train.py keeps its arguments in client_state["args"]).
+    Raises ValueError when neither is there or the name is unknown."""
+    family = client_state.get("family")
+    if family is None:
+        preset = (client_state.get("args") or {}).get("model")
+        if preset is None:
+            raise ValueError("the checkpoint names no model family (no 'family' and no --model argument in its "
+                             "client state)")
+        return family_of_preset(preset).name
+    return get_family(family).name
 
 
 def save(engine, save_dir: str | Path, iteration: int, client_state: dict, rank_state: dict) -> str:

@@ -1,0 +1,60 @@
+"""Which parameters tensor parallelism splits, and along which dimension.
+
+This is the one table read both by `apply_tensor_parallel` (cutting each rank's shard from the
+full weight) and by the checkpoint converter (joining the shards back, or refusing a checkpoint
+whose shards do not follow it), so the two cannot disagree.
+
+Split blocks: every block of MergeDNA's Latent Encoder and Latent Decoder; every CARMANIA layer
+(a model names its own with `tensor_parallel_blocks()`). Inside each of them:
+
+    column-parallel, split along dim 0 (output features; whole heads per rank):
+        attention.wq, attention.wk, attention.wv, feed_forward.w1 (gate), feed_forward.w3 (up)
+    row-parallel, split along dim 1 (input features; partial sums all-reduced):
+        attention.wo, feed_forward.w2 (down)
+
+Every other parameter (embeddings, norms, merge scorers, the local encoder and decoder, heads)
+is replicated: the full tensor on every TP rank. Shard r is slice r of TP equal slices along the
+split dimension, in TP-rank order (`layers._shard`).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from megamerge.model.block import TransformerBlock
+
+from .layers import ColumnParallelLinear, RowParallelLinear
+
+# Linear layer inside a TransformerBlock -> the parallel layer that replaces it. The split
+# dimension is the class's `partition_dim` (column 0, row 1).
+BLOCK_LINEAR_SPLITS: dict[str, type[ColumnParallelLinear | RowParallelLinear]] = {
+    "attention.wq": ColumnParallelLinear,
+    "attention.wk": ColumnParallelLinear,
+    "attention.wv": ColumnParallelLinear,
+    "attention.wo": RowParallelLinear,
+    "feed_forward.w1": ColumnParallelLinear,
+    "feed_forward.w3": ColumnParallelLinear,
+    "feed_forward.w2": RowParallelLinear,
+}
+
+# MergeDNA's split parts (it has no tensor_parallel_blocks(): its model code knows nothing of TP).
+MERGEDNA_SPLIT_PARTS = ("latent_encoder", "latent_decoder")
+
+
+def split_blocks(model: nn.Module) -> list[TransformerBlock]:
+    """The blocks of `model` (MergeDNA or CARMANIA, unwrapped) that tensor parallelism splits."""
+    if hasattr(model, "tensor_parallel_blocks"):
+        return list(model.tensor_parallel_blocks())
+    return [block for part in MERGEDNA_SPLIT_PARTS for block in getattr(model, part).blocks]
+
+
+def split_parameter_dims(model: nn.Module) -> dict[str, int]:
+    """{name in model.state_dict(): split dimension} of every TP-split parameter of the full
+    (unsplit) `model`, which may live on the meta device; every name not listed is replicated."""
+    block_names = {id(module): name for name, module in model.named_modules()}
+    dims = {}
+    for block in split_blocks(model):
+        prefix = block_names[id(block)]
+        for linear, parallel_class in BLOCK_LINEAR_SPLITS.items():
+            dims[f"{prefix}.{linear}.weight"] = parallel_class.partition_dim
+    return dims
