@@ -201,3 +201,11 @@ def test_parallel_ingest_gives_identical_output(synthetic_genomes, synthetic_cor
     assert "ingest" in parallel["timing_seconds"] and "ingest_and_cut" in serial["timing_seconds"]
     assert parallel["shards"] == serial["shards"] and parallel["species"] == serial["species"]
     assert parallel["files"] == serial["files"]
+
+
+def test_prepare_does_not_import_torch():
+    """torch costs ~2 s of CPU to import, which at 20+ MB/s is the time to prepare 40 Mbp; the data
+    tools need only megamerge.__version__, so they must not pay for it."""
+    code = "import sys, data_prep.prepare; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
