@@ -177,9 +177,7 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
             "source": Path(record.source_file).name,
             "array": record.array_path,
         }
-        writer = writers[split]
-        for start, length in zip(result.starts.tolist(), result.lengths.tolist()):
-            writer.write(record.codes[start : start + length].tobytes(), dict(meta, start=start))
+        writers[split].write_chunks(record.codes, result.starts.tolist(), result.lengths.tolist(), meta)
         stats.samples[split] += len(result.starts)
         bar.update(attrs["length"])
     bar.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from data_fixtures import REPO  # noqa: F401  (puts the repo on sys.path)
 
 from data_prep.chunking import ChunkSpec, chunk_bounds, cut_record, n_counts, union_length
 from data_prep.normalize import ALPHABET, CODES, INVALID, InvalidBaseError, N, normalize
-from data_prep.shard_writer import ustar_header
+from data_prep.shard_writer import SplitShardWriter, ustar_header
 from data_prep.split import SplitSpec, record_id_fraction
 from megamerge import tokenizer
 from megamerge.data.augment import COMPLEMENT, AugmentSpec, augment
@@ -102,6 +105,31 @@ def test_fast_tar_header_equals_tarfile():
         info.mode, info.mtime, info.size = 0o444, 0, size
         assert ustar_header(name.encode(), size) == info.tobuf(format=tarfile.USTAR_FORMAT)
 
+
+
+def test_shard_writer_batch_path_equals_per_sample_path_and_reports_true_hashes(tmp_path):
+    codes = np.random.default_rng(0).integers(0, 5, 10_000, dtype=np.uint8)
+    records = [({"species": "A", "record": "r1 é", "record_index": 0}, [0, 4096, 8192], [4096, 4096, 1808]),
+               ({"species": "B", "record": "r2", "record_index": 1}, [100], [7])]  # fmt: skip
+    per_sample = SplitShardWriter(tmp_path / "one", "train", samples_per_shard=3, mix=2, seed=1)
+    batched = SplitShardWriter(tmp_path / "batch", "train", samples_per_shard=3, mix=2, seed=1)
+    for meta, starts, lengths in records:
+        for start, length in zip(starts, lengths):
+            per_sample.write(codes[start : start + length].tobytes(), dict(meta, start=start))
+        batched.write_chunks(codes, starts, lengths, meta)
+    shards_one, shards_batch = per_sample.close(), batched.close()
+    assert [vars(s) for s in shards_one] == [vars(s) for s in shards_batch] and len(shards_batch) >= 2
+    for shard in shards_batch:  # sha256 and size are computed while writing; they must match the file
+        data = (tmp_path / "batch" / shard.path).read_bytes()
+        assert data == (tmp_path / "one" / shard.path).read_bytes()
+        assert shard.bytes == len(data) and shard.sha256 == hashlib.sha256(data).hexdigest()
+        with tarfile.open(tmp_path / "batch" / shard.path) as tar:
+            names = tar.getnames()
+            assert len(names) == 2 * shard.samples and names[0].endswith(".seq") and names[1].endswith(".json")
+            meta = json.loads(tar.extractfile(names[1]).read())
+            seq = tar.extractfile(names[0]).read()
+            assert seq == codes[meta["start"] : meta["start"] + meta["length"]].tobytes()
+            assert list(meta)[-3:] == ["start", "length", "crc32"] and meta["crc32"] == zlib.crc32(seq)
 
 def test_augment_reverse_complement_matches_tokenizer_and_is_deterministic():
     codes = np.random.default_rng(1).integers(0, 5, 300).astype(np.uint8)
