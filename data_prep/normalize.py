@@ -1,7 +1,10 @@
 """Byte-level normalisation of FASTA sequence text into the tokenizer's uint8 codes.
 
-One 256-entry table does the mapping and one byte histogram gives every count, so a record is
-normalised in two vectorised passes with no Python loop per base:
+256-entry tables do all the work through `bytes.translate` and `bytes.count`, C loops over bytes
+with no Python loop per base: one translation to codes (whose count of N and of invalid codes give
+those counts), one to lower-case flags, and two counts of 'N'/'n' only in records that hold N or
+IUPAC codes. A numpy LUT plus byte histogram (np.bincount widens every base to int64 first) was
+1.8x slower on the real genomes (BENCHMARKS.md). Rules:
 
 * A/C/G/T in either case -> 0..3 (the ids of `megamerge.tokenizer`), N/n -> 4;
 * IUPAC ambiguity codes R Y S W K M B D H V in either case -> N (4), counted as `iupac`;
@@ -28,15 +31,13 @@ for _code, _ch in enumerate(ALPHABET):
 for _ch in IUPAC_AMBIGUITY + IUPAC_AMBIGUITY.lower():
     CODES[_ch] = N
 
-# Per-byte class masks, dotted with the byte histogram to get the counts.
-_IS_LOWER = np.zeros(256, dtype=np.int64)
+# The same mappings as translate() tables, and the flag table of soft-masked (lower-case) bases.
+_CODE_TABLE = CODES.tobytes()
+_CODE_TABLE_INVALID_AS_N = np.where(CODES == INVALID, N, CODES).astype(np.uint8).tobytes()
+_IS_LOWER = np.zeros(256, dtype=np.uint8)
 _IS_LOWER[ord("a") : ord("z") + 1] = 1
-_IS_LOWER &= (CODES != INVALID).astype(np.int64)  # an invalid lower-case byte is only "invalid"
-_IS_N = np.zeros(256, dtype=np.int64)
-_IS_N[[ord("N"), ord("n")]] = 1
-_IS_IUPAC = np.zeros(256, dtype=np.int64)
-_IS_IUPAC[list(IUPAC_AMBIGUITY + IUPAC_AMBIGUITY.lower())] = 1
-_IS_INVALID = (CODES == INVALID).astype(np.int64)
+_IS_LOWER &= (CODES != INVALID).astype(np.uint8)  # an invalid lower-case byte is only "invalid"
+_LOWER_TABLE = _IS_LOWER.tobytes()
 
 
 @dataclass
@@ -67,22 +68,24 @@ class InvalidBaseError(ValueError):
 
 
 def normalize(raw: bytes | np.ndarray, on_invalid: str = "error") -> tuple[np.ndarray, BaseCounts]:
-    """Raw sequence bytes (line breaks already removed) -> (uint8 codes [L], counts)."""
+    """Raw sequence bytes (line breaks already removed) -> (uint8 codes [L], writable; counts)."""
     if on_invalid not in ("error", "n"):
         raise ValueError(f"on_invalid must be 'error' or 'n', got {on_invalid!r}")
-    raw = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
-    histogram = np.bincount(raw, minlength=256)
+    raw = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
+    codes = bytearray(raw).translate(_CODE_TABLE)  # bytearray: the codes come out writable
+    invalid = codes.count(INVALID)
+    n_or_iupac = codes.count(N)
+    n = raw.count(b"N") + raw.count(b"n") if n_or_iupac else 0
     counts = BaseCounts(
-        length=int(raw.size),
-        n=int(histogram @ _IS_N),
-        iupac=int(histogram @ _IS_IUPAC),
-        lower=int(histogram @ _IS_LOWER),
-        invalid=int(histogram @ _IS_INVALID),
+        length=len(raw),
+        n=n,
+        iupac=n_or_iupac - n,
+        lower=raw.translate(_LOWER_TABLE).count(1),
+        invalid=invalid,
     )
-    codes = CODES[raw]
-    if counts.invalid:
+    if invalid:
         if on_invalid == "error":
-            first = int(np.flatnonzero(codes == INVALID)[0])
-            raise InvalidBaseError(chr(raw[first]), first, counts.invalid - 1)
-        codes[codes == INVALID] = N
-    return codes, counts
+            first = codes.index(INVALID)
+            raise InvalidBaseError(chr(raw[first]), first, invalid - 1)
+        codes = bytearray(raw).translate(_CODE_TABLE_INVALID_AS_N)
+    return np.frombuffer(codes, dtype=np.uint8), counts

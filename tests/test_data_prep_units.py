@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import REPO  # noqa: F401  (puts the repo on sys.path)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_prep.chunking import ChunkSpec, chunk_bounds, cut_record, n_counts, union_length
 from data_prep.normalize import ALPHABET, CODES, INVALID, InvalidBaseError, N, normalize
@@ -44,6 +46,32 @@ def test_normalize_invalid_reports_first_offset():
     codes, counts = normalize(b"ACGTNNXAC-", on_invalid="n")
     assert codes.tolist() == [0, 1, 2, 3, 4, 4, 4, 0, 1, 4] and counts.invalid == 2
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(alphabet="ACGTNacgtnRYSWKMBDHVrysbdhvXU-*", max_size=200).map(str.encode))
+def test_normalize_matches_its_per_character_definition(raw):
+    expected_codes, n, iupac, lower, invalid = [], 0, 0, 0, 0
+    for char in raw.decode("latin-1"):
+        if char.upper() in "ACGTN":
+            expected_codes.append("ACGTN".index(char.upper()))
+            n += char in "Nn"
+        elif char.upper() in "RYSWKMBDHV":
+            expected_codes.append(N)
+            iupac += 1
+        else:
+            expected_codes.append(N)
+            invalid += 1
+            continue
+        lower += char.islower()
+    codes, counts = normalize(raw, on_invalid="n")
+    assert codes.tolist() == expected_codes and codes.flags.writeable
+    assert counts.as_dict() == {"length": len(raw), "n": n, "iupac": iupac, "lower": lower, "invalid": invalid}
+    if invalid:
+        with pytest.raises(InvalidBaseError) as caught:
+            normalize(raw)
+        first = next(i for i, c in enumerate(raw) if CODES[c] == INVALID)
+        assert caught.value.offset == first and caught.value.more == invalid - 1
 
 def _brute_force_accounting(codes, spec):
     starts, ends = chunk_bounds(codes.size, spec)
