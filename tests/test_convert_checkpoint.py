@@ -163,6 +163,36 @@ def convert(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+def train_at_tp2(work: Path, save: str, iterations: int, *args: str) -> Path:
+    """train.py on 2 ranks at TP=2 (tiny, mock data; `args` add to or override TINY_ARGS) -> the
+    checkpoint directory work/save, saved at `iterations`."""
+    from train_helpers import TINY_ARGS, describe, run_train
+
+    proc = run_train(2, [*TINY_ARGS, "--seq-length", str(SEQ), "--micro-batch-size", "2", "--train-iters",
+                         str(iterations), "--save-interval", str(iterations), "--eval-interval", "100",
+                         "--tensor-model-parallel-size", "2", *args, "--save", save], work)
+    assert proc.returncode == 0, describe(proc)
+    return work / save
+
+
+def assert_round_trip(portable: Path, ckpt: Path, back: Path, tp: int, pp: int) -> dict:
+    """portable -> convert_checkpoint.py --from-portable at TP x PP -> portable again must give
+    identical tensors; returns the second portable's config.json."""
+    proc = convert("--from-portable", portable, "--out", ckpt, "--tp", tp, "--pp", pp)
+    assert proc.returncode == 0, proc.stderr
+    tag = (ckpt / "latest").read_text().strip()
+    assert tag == f"global_step{json.loads((portable / 'config.json').read_text())['iteration']}"
+    assert (ckpt / tag / "megamerge_weights_only").is_file()
+    to_portable(ckpt, back)
+    config = json.loads((back / "config.json").read_text())
+    assert config["source"]["layout"] == {"tp": tp, "pp": pp, "dp": 1}
+    a, b = _tensors(portable), _tensors(back)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    return config
+
+
 # --------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
@@ -171,13 +201,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tp2_checkpoint(work) -> Path:
-    from train_helpers import TINY_ARGS, describe, run_train
-
-    proc = run_train(2, [*TINY_ARGS, "--seq-length", str(SEQ), "--micro-batch-size", "2", "--global-batch-size",
-                         "4", "--train-iters", str(TRAIN_ITERS), "--save-interval", str(TRAIN_ITERS),
-                         "--eval-interval", "100", "--tensor-model-parallel-size", "2", "--save", "tp2"], work)
-    assert proc.returncode == 0, describe(proc)
-    return work / "tp2"
+    return train_at_tp2(work, "tp2", TRAIN_ITERS, "--global-batch-size", "4")
 
 
 @pytest.fixture(scope="module")
@@ -283,20 +307,10 @@ def test_encoder_only_bf16_output(work, tp2_checkpoint, tp2_portable):
 # ------------------------------------------------------------------ 2. portable -> TP1/PP2 -> portable
 @pytest.mark.parametrize("tp,pp", [(1, 1), (1, 2), (2, 2)])
 def test_portable_to_deepspeed_and_back_is_identical(work, tp2_portable, tp, pp):
-    ckpt, back = work / f"ds_tp{tp}_pp{pp}", work / f"back_tp{tp}_pp{pp}"
-    proc = convert("--from-portable", tp2_portable, "--out", ckpt, "--tp", tp, "--pp", pp)
-    assert proc.returncode == 0, proc.stderr
-    tag = f"global_step{TRAIN_ITERS}"
-    assert (ckpt / "latest").read_text().strip() == tag
-    assert (ckpt / tag / "megamerge_weights_only").is_file()
-    if pp > 1:
-        assert (ckpt / tag / "layer_00-model_00-model_states.pt").is_file()
-    to_portable(ckpt, back)
-    assert json.loads((back / "config.json").read_text())["source"]["layout"] == {"tp": tp, "pp": pp, "dp": 1}
-    a, b = _tensors(tp2_portable), _tensors(back)
-    assert sorted(a) == sorted(b)
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    ckpt = work / f"ds_tp{tp}_pp{pp}"
+    assert_round_trip(tp2_portable, ckpt, work / f"back_tp{tp}_pp{pp}", tp, pp)
+    assert (ckpt / f"global_step{TRAIN_ITERS}" / f"mp_rank_{tp * pp - 1:02d}_model_states.pt").is_file()
+    assert (ckpt / f"global_step{TRAIN_ITERS}" / "layer_00-model_00-model_states.pt").is_file() == (pp > 1)
 
 
 def test_train_py_finetunes_from_a_converted_checkpoint(work, tp2_portable):
@@ -414,13 +428,8 @@ CARMANIA_ITERS = 2
 
 @pytest.fixture(scope="module")
 def carmania_tp2_checkpoint(work) -> Path:
-    from train_helpers import TINY_ARGS, describe, run_train
-
-    proc = run_train(2, [*TINY_ARGS, "--model", "carmania-tiny", "--seq-length", str(SEQ), "--micro-batch-size", "2",
-                         "--global-batch-size", "2", "--train-iters", str(CARMANIA_ITERS), "--eval-interval", "100",
-                         "--eval-iters", "1", "--tensor-model-parallel-size", "2", "--save", "carmania_tp2"], work)
-    assert proc.returncode == 0, describe(proc)
-    return work / "carmania_tp2"
+    return train_at_tp2(work, "carmania_tp2", CARMANIA_ITERS, "--model", "carmania-tiny", "--global-batch-size", "2",
+                        "--eval-iters", "1")
 
 
 @pytest.fixture(scope="module")
@@ -462,16 +471,8 @@ def test_carmania_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work,
 
 
 def test_carmania_portable_to_tp1_and_back_is_identical(work, carmania_portable):
-    ckpt, back = work / "carmania_ds_tp1", work / "carmania_back_tp1"
-    proc = convert("--from-portable", carmania_portable, "--out", ckpt, "--tp", 1)
-    assert proc.returncode == 0, proc.stderr
-    to_portable(ckpt, back)
-    config = json.loads((back / "config.json").read_text())
-    assert config["family"] == "carmania" and config["source"]["layout"] == {"tp": 1, "pp": 1, "dp": 1}
-    a, b = _tensors(carmania_portable), _tensors(back)
-    assert sorted(a) == sorted(b)
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    config = assert_round_trip(carmania_portable, work / "carmania_ds_tp1", work / "carmania_back_tp1", 1, 1)
+    assert config["family"] == "carmania"
 
 
 def test_checkpoints_without_a_stored_family_name_it_by_their_preset(carmania_tp2_checkpoint, tmp_path):
