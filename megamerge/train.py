@@ -193,10 +193,6 @@ def train(args) -> int:
             log.info("no checkpoint in %s yet: starting from scratch", args.load)
         else:
             tag, state = loaded
-            saved_family = checkpointing.checkpoint_family(state)
-            if saved_family != family.name:
-                raise ConfigError(f"checkpoint {args.load}/{tag} holds a {saved_family} model, but --model "
-                                  f"{args.model} is {family.name}")
             saved_cfg = state.get("model_config")
             if saved_cfg and type(cfg).from_dict(saved_cfg) != cfg:
                 raise ConfigError(f"checkpoint {args.load}/{tag} was trained with a different model config; "
