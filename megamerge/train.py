@@ -187,16 +187,25 @@ def train(args) -> int:
     valid_batches = ValidBatches(args, micro, dp, dp_rank)
     iteration, consumed, skipped_total = 0, 0, 0
 
+    def check_holds_this_model(tag: str, saved: dict) -> None:
+        saved_family, saved_cfg = saved.get("family"), saved.get("model_config")
+        if saved_family and saved_family != family.name:
+            raise ConfigError(f"checkpoint {args.load}/{tag} holds a {saved_family} model, but --model {args.model} "
+                              f"is {family.name}")
+        if saved_cfg and type(cfg).from_dict(saved_cfg) != cfg:
+            raise ConfigError(f"checkpoint {args.load}/{tag} was trained with a different model config; "
+                              f"saved {saved_cfg}")
+
     if args.load:
+        tag = checkpointing.latest_tag(args.load)
+        if tag is not None:  # before DeepSpeed's strict load, whose shape errors name no flag
+            check_holds_this_model(tag, checkpointing.summary(args.load, tag) or {})
         loaded = checkpointing.load(engine, args.load, finetune=args.finetune)
         if loaded is None:
             log.info("no checkpoint in %s yet: starting from scratch", args.load)
         else:
             tag, state = loaded
-            saved_cfg = state.get("model_config")
-            if saved_cfg and type(cfg).from_dict(saved_cfg) != cfg:
-                raise ConfigError(f"checkpoint {args.load}/{tag} was trained with a different model config; "
-                                  f"saved {saved_cfg}")
+            check_holds_this_model(tag, state)
             if not state["weights_only"]:
                 iteration = int(state["iteration"])
                 consumed = int(state["consumed_samples"])

@@ -213,6 +213,18 @@ def test_exit_duration_ends_a_time_boxed_run_with_validation_and_a_checkpoint(tm
     assert sorted(read_metrics(tmp_path / "ck", split="valid")) == [stopped]  # the final validation
 
 
+def test_resuming_another_model_is_refused_before_deepspeed_loads_it(tmp_path):
+    first = run_train(1, [*TINY_ARGS, "--train-iters", "1", "--global-batch-size", "2", "--micro-batch-size", "2", "--save", "ck"], tmp_path)
+    assert first.returncode == 0, describe(first)
+    for flags, message in ((["--model", "carmania-tiny"], "holds a mergedna model, but --model carmania-tiny"),
+                           (["--ffn-hidden-size", "256"], "was trained with a different model config")):
+        proc = run_train(1, [*TINY_ARGS, "--train-iters", "2", "--global-batch-size", "2", "--micro-batch-size", "2", "--load", "ck",
+                             *flags], tmp_path)
+        assert proc.returncode == 2, describe(proc)
+        assert f"checkpoint ck/global_step1 {message}" in proc.stderr, describe(proc)
+        assert "Traceback" not in proc.stderr, describe(proc)
+
+
 def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):
     import train_helpers
 

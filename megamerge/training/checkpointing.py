@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -86,7 +87,10 @@ def save(engine, save_dir: str | Path, iteration: int, client_state: dict, rank_
     engine.save_checkpoint(str(save_dir), tag=tag, client_state=state, save_latest=False)
     dist.barrier()  # every rank's files are on disk before the tag is published
     if dist.get_rank() == 0:
-        atomic_write(save_dir / tag / COMPLETE_MARKER, f"{iteration}\n")
+        # The marker also says what the checkpoint holds, so a resume can refuse the wrong model
+        # with a clear message before DeepSpeed's strict load fails on the first mismatched tensor.
+        summary = {"iteration": iteration, **{k: client_state.get(k) for k in ("family", "model_config", "layout")}}
+        atomic_write(save_dir / tag / COMPLETE_MARKER, json.dumps(summary) + "\n")
         atomic_write(save_dir / "latest", tag)
     dist.barrier()
     return tag
@@ -102,6 +106,16 @@ def latest_tag(load_dir: str | Path) -> str | None:
         raise RuntimeError(f"{latest} names {tag!r}, which has no {COMPLETE_MARKER} marker: the checkpoint is "
                            "incomplete (was it written by another tool?)")
     return tag
+
+
+def summary(load_dir: str | Path, tag: str) -> dict | None:
+    """What `save` recorded in the completion marker (iteration, family, model_config, layout);
+    None for markers written before it recorded anything."""
+    try:
+        recorded = json.loads((Path(load_dir) / tag / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def load(engine, load_dir: str | Path, finetune: bool) -> tuple[str, dict] | None:
