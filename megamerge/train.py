@@ -171,7 +171,7 @@ def train(args) -> int:
     if parallel.pp > 1:
         # TP shards travel whole between stages (no pipe/grad partitioning over the TP group).
         ds_config.setdefault("pipeline", {}).update(pipe_partitioned=False, grad_partitioned=False)
-        pipeline = MergeDNAPipeline(model.to(env.device), parallel)
+        pipeline = MergeDNAPipeline(model, parallel)  # the engine moves only this stage's layers to the device
         engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
                                                model_parameters=[p for p in pipeline.module.parameters()])
     else:

@@ -101,7 +101,7 @@ def _write_rank(rank: int, world: int, port: int, tp: int, pp: int, zero_stage: 
     apply_tensor_parallel(model, parallel.tp_group)
     ds_config = _engine_config(pp, zero_stage)
     if pp > 1:
-        pipeline = MergeDNAPipeline(model.to(env.device), parallel)
+        pipeline = MergeDNAPipeline(model, parallel)  # the engine moves only this stage's layers to the device
         engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
                                                model_parameters=list(pipeline.module.parameters()))
     else:
