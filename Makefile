@@ -30,6 +30,7 @@ test: setup
 bench: setup
 	$(BIN)/python tools/bench_model.py
 	$(BIN)/python tools/bench_data.py
+	$(BIN)/python tools/bench_memory.py
 
 lint: setup
 	$(BIN)/ruff check megamerge tools data_prep tests
