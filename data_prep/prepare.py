@@ -83,11 +83,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample-to-shard assignment")
     parser.add_argument(
-        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="processes parsing files in parallel"
-    )
+        "--workers", type=int, default=1,
+        help="processes parsing files in parallel; with more than one, shards are cut afterwards from the "
+             "store instead of while parsing, and each process pays ~0.5 s of start-up: on 2 cores, 2 workers "
+             "were slower than 1 up to 100 Mbp (BENCHMARKS.md), so raise it for multi-GB corpora of many "
+             "large files on many cores",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.min_len is None:
         args.min_len = args.seq_len // 4
     return args

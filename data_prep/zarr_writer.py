@@ -14,7 +14,7 @@ compares it with zarr's own output), from zarr's own pieces, all on the calling 
     zarr pads the last one; a chunk that is all fill value is not written, as zarr does by default
     (`array.write_empty_chunks = False`);
   * files: `LocalStore.set_sync` (atomic write-and-rename, as zarr's async `set`).
-Reading is left to zarr-python.
+Whole records are read back by `zarr_reader.py`, the mirror of this file; slices by zarr-python.
 """
 
 from __future__ import annotations

@@ -187,6 +187,10 @@ def test_species_map_and_cli(synthetic_genomes, tmp_path):
     done = subprocess.run([sys.executable, REPO / "data_prep" / "prepare.py", "--input", synthetic_genomes,
                            "--out", tmp_path / "m", "--no-progress"], capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 1 and "exists" in done.stderr and "Traceback" not in done.stderr
+    refused = subprocess.run([sys.executable, REPO / "data_prep" / "prepare.py", "--input", synthetic_genomes,
+                              "--out", tmp_path / "w", "--workers", "0"], capture_output=True, text=True, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "--workers must be at least 1, got 0" in refused.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_parallel_ingest_gives_identical_output(synthetic_genomes, synthetic_corpus, tmp_path):

@@ -1,4 +1,5 @@
-"""data_prep.zarr_writer writes the same store as zarr-python's create_array + setitem, byte for byte."""
+"""data_prep.zarr_writer writes the same store as zarr-python's create_array + setitem, byte for byte,
+and data_prep.zarr_reader reads back what zarr-python reads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import zarr
 from data_fixtures import REPO  # noqa: F401  (puts the repo on sys.path)
 
 from data_prep.genome_store import COMPRESSOR
+from data_prep.zarr_reader import ZarrReader, ZarrReadError
 from data_prep.zarr_writer import ZarrWriter
 
 CHUNK = 1000
@@ -88,3 +90,32 @@ def test_zarr_reads_back_what_the_writer_wrote(tmp_path):
 def test_writer_refuses_arrays_that_are_not_1d(tmp_path):
     with pytest.raises(ValueError, match="1-D"):
         ZarrWriter(tmp_path).write_uint8_array("x", np.zeros((2, 2), np.uint8), CHUNK, COMPRESSOR, {})
+
+
+def test_reader_reads_what_zarr_reads_from_zarrs_own_store(tmp_path):
+    arrays = _cases()
+    _write_with_zarr(tmp_path, arrays)
+    reader = ZarrReader(tmp_path)
+    assert reader.child_arrays("000000") == sorted(arrays)
+    assert reader.attributes("000000") == {"records": len(arrays)}
+    group = zarr.open_group(store=str(tmp_path), path="000000", mode="r", zarr_format=3)
+    for name, data in arrays.items():
+        values, attributes = reader.read_uint8_array(f"000000/{name}")
+        assert values.dtype == np.uint8
+        np.testing.assert_array_equal(values, group[name][:])
+        np.testing.assert_array_equal(values, data)
+        assert attributes == group[name].attrs.asdict()
+
+
+def test_reader_names_the_file_of_a_corrupt_chunk_or_document(tmp_path):
+    _write_with_writer(tmp_path, _cases())
+    reader = ZarrReader(tmp_path)
+    chunk = tmp_path / "000000" / "exact_chunks" / "c" / "1"
+    chunk.write_bytes(chunk.read_bytes()[:20])  # truncated
+    with pytest.raises(ZarrReadError, match=r"exact_chunks/c/1: corrupt chunk"):
+        reader.read_uint8_array("000000/exact_chunks")
+    (tmp_path / "000000" / "single_base" / "zarr.json").write_text("{not json")
+    with pytest.raises(ZarrReadError, match=r"single_base/zarr.json: not JSON"):
+        reader.read_uint8_array("000000/single_base")
+    with pytest.raises(ZarrReadError, match=r"no zarr node at '000000/absent'"):
+        reader.read_uint8_array("000000/absent")
