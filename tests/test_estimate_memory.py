@@ -40,14 +40,14 @@ def test_estimate_within_25_percent_of_measured_peak_rss():
     assert 0.75 <= estimated(run)["total"] / measured <= 1.25
 
 
-def test_cpu_local_attention_keeps_its_probabilities_gpu_does_not():
+def test_local_attention_keeps_no_window_sized_state_on_either_device():
+    """flash-attn and the blocked CPU kernel (which recomputes each chunk in backward) both keep
+    O(tokens) state, so a wider window costs no saved activations; full attention never does."""
     narrow, wide = (MergeDNAConfig.from_preset("tiny", window=w) for w in (8, 64))
-    for device, grows in (("cpu", True), ("gpu", False)):
+    for device in ("cpu", "gpu"):
         k = Kernels(device, 4)
-        growth = block_bytes(wide, 4096, 1, True, k) - block_bytes(narrow, 4096, 1, True, k)
-        assert (growth > 0) == grows, device
-        # Full attention never depends on the window.
-        assert block_bytes(wide, 4096, 1, False, k) == block_bytes(narrow, 4096, 1, False, k)
+        for local in (True, False):
+            assert block_bytes(wide, 4096, 1, local, k) == block_bytes(narrow, 4096, 1, local, k), (device, local)
 
 
 def test_cli_prints_every_term(capsys):

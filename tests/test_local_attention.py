@@ -22,12 +22,13 @@ def _qkv(B, H, L, hd, seed=0, dtype=torch.float32):
     [(300, 16, 16, None), (300, 16, 16, 16), (77, 16, 16, 64), (10, 16, 16, None),  # shorter than a window
      (257, 127, 0, None), (64, 3, 0, 8)],  # causal (CARMANIA)
 )
-def test_blocked_matches_dense_reference_with_padding(L, left, right, block):
+@pytest.mark.parametrize("chunk_blocks", [None, 1, 3], ids=["one-chunk", "chunks-of-1", "chunks-of-3"])
+def test_blocked_matches_dense_reference_with_padding(L, left, right, block, chunk_blocks):
     q, k, v = _qkv(3, 4, L, 16)
     valid = torch.ones(3, L, dtype=torch.bool)
     valid[1, L // 2:] = False  # a padded row
     valid[2, 1:] = False  # a single-token row
-    out = blocked_local_attention(q, k, v, valid, left, right, block)
+    out = blocked_local_attention(q, k, v, valid, left, right, block, chunk_blocks)
     ref = dense_local_attention_reference(q, k, v, valid, left, right)
     # Padded query rows are garbage by contract; compare (and back-propagate) valid rows only.
     sel = valid[:, None, :, None].float()
@@ -38,6 +39,22 @@ def test_blocked_matches_dense_reference_with_padding(L, left, right, block):
     for a, b in zip(g1, g2):
         assert (a - b).abs().max() < 1e-5
     assert torch.isfinite(out).all()
+
+
+def test_chunking_changes_no_output_and_keeps_only_the_inputs_for_backward():
+    q, k, v = _qkv(2, 3, 1000, 8)
+    valid = torch.ones(2, 1000, dtype=torch.bool)
+    valid[1, 700:] = False
+    whole = blocked_local_attention(q, k, v, valid, 16, 16, 32, chunk_blocks=1000)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        chunked = blocked_local_attention(q, k, v, valid, 16, 16, 32, chunk_blocks=4)
+    assert torch.equal(whole, chunked)  # every block's scores are computed the same way
+    # q, k, v and the key mask: no unfolded contexts, no probabilities between the two passes.
+    assert sum(t.numel() for t in saved) == 3 * q.numel() + valid.numel()
+    w = torch.randn_like(whole)
+    for a, b in zip(torch.autograd.grad((whole * w).sum(), (q, k, v)), torch.autograd.grad((chunked * w).sum(), (q, k, v))):
+        assert (a - b).abs().max() < 1e-6  # key gradients sum chunk halos in another order
 
 
 def test_padding_keys_are_never_attended():

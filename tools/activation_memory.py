@@ -12,9 +12,8 @@ gpu  flash-attn (local windows and full attention alike) keeps the unpadded q, k
      [B, L, H, hd] tensor, which wo keeps as well. RMSNorm is a fused kernel (apex, or torch's
      CUDA rms_norm): it keeps its input and 1/rms.
 cpu  full attention takes SDPA's fused flash kernel for CPU: q, k, v, output (wo's input is a
-     view of it) and the log-sum-exp. The blocked local attention's 5-D SDPA call takes the math
-     path, which keeps the scaled query blocks, each block's key and value context (block + 2 x
-     window keys, materialised by unfold) and the attention probabilities of every block.
+     view of it) and the log-sum-exp. The blocked local attention keeps only q, k and v (its
+     backward recomputes the attention chunk by chunk) and its output is copied for wo.
      RMSNorm is composed of elementwise ops and also keeps x / rms (its weight's gradient).
 
 Left out: per-token scalars, masks and index maps (sizes, positions, merge weights, scatter
@@ -110,14 +109,7 @@ def attention_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: K
         return tokens * (5 * width * k.nbytes + heads * FP32)
     if not local:  # SDPA flash for CPU: q, k, v, out (= wo's input), lse
         return tokens * (4 * width * k.nbytes + heads * FP32)
-    block = default_block(cfg.window, cfg.window)
-    context = block + 2 * cfg.window
-    padded = -(-tokens // block) * block  # query rows padded to whole blocks
-    n_blocks = padded // block
-    return (padded * width  # scaled query blocks
-            + 2 * n_blocks * context * width  # key and value context of every block
-            + padded * heads * context  # attention probabilities
-            + tokens * width) * k.nbytes  # the attention output reshaped for wo
+    return tokens * 4 * width * k.nbytes  # blocked kernel: q, k, v; the output reshaped for wo
 
 
 def block_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels) -> float:
@@ -132,13 +124,14 @@ def block_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kerne
 def block_backward_working_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels) -> float:
     """What a block's backward allocates on top of the saved tensors it has not yet released:
     the gradient of the residual stream, plus the largest set of gradients produced together -
-    SwiGLU's mul backward returns d(gate) and d(up) at once; the CPU math-path attention holds
-    the gradients of the probabilities and of the scores; fused attention returns dq, dk, dv."""
+    SwiGLU's mul backward returns d(gate) and d(up) at once; the blocked CPU attention pads k and v (and q and the output gradient unless the tokens fill
+    whole blocks) and accumulates dq, dk, dv into padded buffers; fused attention returns dq, dk, dv."""
     ffn = 2 * (cfg.ffn_dim / tp) * tokens
     if k.device == "cpu" and local:
         block = default_block(cfg.window, cfg.window)
         padded = -(-tokens // block) * block
-        attention = 2 * padded * (cfg.n_heads / tp) * (block + 2 * cfg.window)
+        copies = 5 + (2 if padded != tokens else 0)
+        attention = copies * (cfg.dim / tp) * (padded + 2 * cfg.window)
     else:
         attention = 3 * (cfg.dim / tp) * tokens
     return (tokens * cfg.dim + max(ffn, attention)) * k.nbytes
