@@ -19,7 +19,8 @@ Activations (tools/activation_memory.py) are the tensors autograd keeps for the 
 site by site for each of the three passes, checked against a saved-tensor census of real runs
 (tools/activation_census.py), plus the backward pass's peak on top of them. `--device` picks
 whose kernels keep them: flash-attn and fused RMSNorm on the GPU (O(tokens) attention state), or
-the CPU's, whose blocked local attention materialises its probabilities. The widest batch the
+the CPU's (composed RMSNorm, which keeps x / rms too; the blocked local attention keeps q, k, v
+and recomputes the rest). The widest batch the
 compression sampler can draw sets the token counts. With activation checkpointing a block keeps
 only its input, and one block's activations come back while it is recomputed. Under PP, stage s
 holds PP - s micro-batches in flight (1F1B), and the estimate takes the heaviest stage's layers.
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-length", type=int, default=4096)
     p.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
                    help="whose attention and norm kernels: flash-attn and fused RMSNorm (gpu), or SDPA's CPU "
-                        "kernels, whose blocked local attention materialises its probabilities (cpu)")
+                        "kernels: composed RMSNorm and the recomputing blocked local attention (cpu)")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on gpu, fp32 on cpu")
     a = p.parse_args(argv)
     dtype = a.dtype or ("bf16" if a.device == "gpu" else "fp32")
