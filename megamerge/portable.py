@@ -135,7 +135,7 @@ def read_portable_weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{weights} not found")
     try:
         return load_file(str(weights), device="cpu")
-    except Exception as e:  # safetensors raises its own SafetensorError for a bad header or short file
+    except Exception as e:  # noqa: BLE001 - safetensors' SafetensorError: bad header or short file
         raise ValueError(f"{weights} is truncated or corrupt ({e})") from None
 
 

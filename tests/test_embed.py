@@ -13,11 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from embed import main  # noqa: E402
+from embed import main
 
-from megamerge.model import MergeDNA, MergeDNAConfig  # noqa: E402
-from megamerge.portable import load_portable, save_portable  # noqa: E402
-from megamerge.tokenizer import encode_tensor  # noqa: E402
+from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.portable import load_portable, save_portable
+from megamerge.tokenizer import encode_tensor
 
 WINDOW = 96
 RECORDS = {"short": 40, "exactly_window": WINDOW, "long": 250}  # the long one is cut into 96 + 96 + 58

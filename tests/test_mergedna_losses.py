@@ -5,7 +5,7 @@ import torch
 
 from megamerge.model import MergeDNA, MergeDNAConfig
 from megamerge.model.masking import amtm_token_mask
-from megamerge.tokenizer import N, PAD
+from megamerge.tokenizer import PAD, N
 
 LOSS_KEYS = {"loss", "mtr", "latent_mtr", "amtm"}
 
@@ -162,8 +162,8 @@ def test_seeded_draws_depend_only_on_the_sample(tiny):
 
 
 def test_activation_checkpointing_changes_nothing_but_memory():
-    from megamerge.training.activation_checkpointing import apply_activation_checkpointing
     from megamerge.model.sample_noise import sample_seeds
+    from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 
     ids = _ids(2, 200, seed=3)
     seeds = sample_seeds(0, torch.arange(2))

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_parallel_tp import REPO, run_worker  # noqa: E402
+from test_parallel_tp import REPO, run_worker
 
 sys.path.insert(0, str(REPO))
-from megamerge.model import MergeDNA, MergeDNAConfig  # noqa: E402
-from megamerge.model.sample_noise import sample_seeds  # noqa: E402
-from megamerge.training.mock_data import MockGenome  # noqa: E402
+from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.model.sample_noise import sample_seeds
+from megamerge.training.mock_data import MockGenome
 
 SEQ, MICRO, ACCUM, ITERS = 128, 2, 2, 1
 # Large enough that (w_before - w_after) / lr resolves the gradient to ~1e-6. Training over several

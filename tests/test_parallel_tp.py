@@ -20,10 +20,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from megamerge.model import MergeDNA, MergeDNAConfig  # noqa: E402
-from megamerge.model.sample_noise import sample_seeds  # noqa: E402
-from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes  # noqa: E402
-from megamerge.training.mock_data import MockGenome  # noqa: E402
+from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.model.sample_noise import sample_seeds
+from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
+from megamerge.training.mock_data import MockGenome
 
 SEQ, BATCH, ITERS, LR = 128, 4, 3, 2e-4
 
@@ -40,7 +40,8 @@ def run_worker(out: Path, nproc: int = 2, script: str = __file__, args: tuple[st
     torchrun = Path(sys.executable).parent / "torchrun"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run([str(torchrun), "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
-                           str(script), str(out), *args], env=env, capture_output=True, text=True, timeout=600)
+                           str(script), str(out), *args],
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return json.loads(out.read_text())
 

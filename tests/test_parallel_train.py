@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from train_helpers import REPO, TINY_ARGS, describe, read_metrics, run_train
 
 from megamerge.train import main

@@ -6,17 +6,17 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from train_helpers import REPO, TRAIN, train_env
 
 from megamerge.training.arguments import parse_args
 from megamerge.training.ds_config import ConfigError, resolve_ds_config
 from megamerge.training.lr_schedule import learning_rate
-from train_helpers import REPO, TRAIN, train_env
 
 
 def _args(**kw):
-    base = dict(tensor_model_parallel_size=1, pipeline_model_parallel_size=1, micro_batch_size=None,
-                global_batch_size=None, lr=1e-4, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8,
-                weight_decay=1e-8, clip_grad=1.0)
+    base = {"tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1, "micro_batch_size": None,
+            "global_batch_size": None, "lr": 1e-4, "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_eps": 1e-8,
+            "weight_decay": 1e-8, "clip_grad": 1.0}
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -42,9 +42,9 @@ def test_auto_values_resolve_from_flags():
 @pytest.mark.parametrize(
     "config,args,world,cuda,message",
     [
-        ("zero2.json", dict(pipeline_model_parallel_size=2), 8, True, "zero1_pp.json"),
-        ("zero2.json", dict(tensor_model_parallel_size=3), 8, True, "not divisible by TP x PP"),
-        ("zero2.json", dict(global_batch_size=100), 8, True, "not divisible by micro-batch"),
+        ("zero2.json", {"pipeline_model_parallel_size": 2}, 8, True, "zero1_pp.json"),
+        ("zero2.json", {"tensor_model_parallel_size": 3}, 8, True, "not divisible by TP x PP"),
+        ("zero2.json", {"global_batch_size": 100}, 8, True, "not divisible by micro-batch"),
         ("zero2.json", {}, 8, False, "no CUDA device"),
         ({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 3, "train_batch_size": 8,
           "zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW", "params": {}}},
@@ -78,7 +78,7 @@ def test_paper_recipe_is_the_default():
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
-    kw = dict(lr=1e-4, min_lr=1e-5, warmup=10, decay_iters=110, style="cosine")
+    kw = {"lr": 1e-4, "min_lr": 1e-5, "warmup": 10, "decay_iters": 110, "style": "cosine"}
     assert learning_rate(0, **kw) == pytest.approx(1e-5)
     assert learning_rate(9, **kw) == pytest.approx(1e-4)
     assert learning_rate(60, **kw) == pytest.approx(0.5 * (1e-4 + 1e-5))
@@ -98,7 +98,7 @@ def test_lr_schedule_warms_up_then_decays_to_min():
 )
 def test_cli_reports_config_errors_before_starting(flags, message):
     proc = subprocess.run([sys.executable, str(TRAIN), *flags], cwd=REPO, env=train_env(), capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -106,5 +106,5 @@ def test_cli_reports_config_errors_before_starting(flags, message):
 
 def test_cli_needs_data_or_mock_data():
     proc = subprocess.run([sys.executable, str(TRAIN)], cwd=REPO, env=train_env(), capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
     assert proc.returncode == 2 and "--data DIR" in proc.stderr

@@ -19,9 +19,6 @@ from megamerge.model.transition_loss import (
 )
 from megamerge.tokenizer import PAD, N, encode_tensor
 
-
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _loop_bigrams(seq: str) -> torch.Tensor:

@@ -40,7 +40,7 @@ def train_env() -> dict:
 
 def run_train(nproc: int, args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(train_command(nproc, args), cwd=cwd, env=train_env(), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def read_metrics(save_dir: Path, split: str = "train") -> dict[int, dict]:

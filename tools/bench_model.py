@@ -22,16 +22,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.model import MergeDNA, MergeDNAConfig  # noqa: E402
-from megamerge.model.block import TransformerBlock  # noqa: E402
-from megamerge.model.local_attention import (  # noqa: E402
+from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.model.block import TransformerBlock
+from megamerge.model.local_attention import (
     blocked_local_attention,
     dense_local_attention_reference,
 )
-from megamerge.model.local_encoder import TokenMerger  # noqa: E402
-from megamerge.model.rope import rope_angles  # noqa: E402
-from megamerge.model.token_merging import TokenState  # noqa: E402
-from tools.benchmarks_md import machine_line, update_section  # noqa: E402
+from megamerge.model.local_encoder import TokenMerger
+from megamerge.model.rope import rope_angles
+from megamerge.model.token_merging import TokenState
+from tools.benchmarks_md import machine_line, update_section
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -193,8 +193,8 @@ def main(argv=None) -> int:
         ("merge layer / local-encoder block (fwd+bwd, D = 1024, N = 4096)",
          f"{share['merge'] * 1e3:.1f} ms vs {share['block'] * 1e3:.0f} ms", f"{merge_pct:.1f}%", "<= 15%",
          verdict(merge_pct <= 15)),
-        (f"`encode` vs byte-level Transformer ({enc['baseline_depth']} full-attention blocks, "
-         f"{enc['baseline_params'] / 1e6:.1f}M vs {enc['encode_params'] / 1e6:.1f}M params, D = {d}, N = 4096)",
+        ((f"`encode` vs byte-level Transformer ({enc['baseline_depth']} full-attention blocks, "
+         f"{enc['baseline_params'] / 1e6:.1f}M vs {enc['encode_params'] / 1e6:.1f}M params, D = {d}, N = 4096)"),
          f"{enc['mergedna_bases_per_s'] / 1e3:.1f}k vs {enc['baseline_bases_per_s'] / 1e3:.1f}k bases/s",
          f"{enc_ratio:.2f}x", ">= 1.5x", verdict(enc_ratio >= 1.5)),
     ]
@@ -206,8 +206,8 @@ def main(argv=None) -> int:
         "",
         *table,
         "",
-        "The blocked kernel computes every query block against its key halo (block + 2 x window keys), "
-        "so its cost is linear in N; the dense reference materialises the N x N band mask.",
+        ("The blocked kernel computes every query block against its key halo (block + 2 x window keys), "
+        "so its cost is linear in N; the dense reference materialises the N x N band mask."),
     ])
     if ablation:
         body += (

@@ -21,7 +21,7 @@ def machine_line() -> str:
 def update_section(title: str, body: str, path: Path = BENCHMARKS) -> None:
     text = path.read_text() if path.exists() else HEADER
     section = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run(cmd: list[str], step: str) -> None:
     print(f"\n=== {step}\n$ {' '.join(cmd)}", flush=True)
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO)
+    proc = subprocess.run(cmd, cwd=REPO, check=False)
     if proc.returncode != 0:
         sys.exit(f"demo: step '{step}' failed with exit code {proc.returncode}")
     print(f"--- {step}: {time.time() - t0:.0f}s", flush=True)

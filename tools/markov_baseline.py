@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.data import build_pretrain_loader  # noqa: E402
+from megamerge.data import build_pretrain_loader
 
 SMOOTHING = (0.01, 0.1, 1.0)
 

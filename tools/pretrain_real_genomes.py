@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tools.benchmarks_md import machine_line, update_section  # noqa: E402
-from tools.markov_baseline import markov_baseline  # noqa: E402
+from tools.benchmarks_md import machine_line, update_section
+from tools.markov_baseline import markov_baseline
 
 SHARED_GENOMES = REPO.parent / "shared" / "data" / "genomes"
 
@@ -100,26 +100,26 @@ def main(argv=None) -> int:
         "Command: `python tools/pretrain_real_genomes.py`",
         f"Machine: {machine_line()}; {args.nproc} CPU ranks (DeepSpeed ZeRO-2, fp32).",
         "",
-        f"Data: the {len(files)} genomes of `../shared/data/genomes` ({totals['input_bases']:,} bases; "
+        (f"Data: the {len(files)} genomes of `../shared/data/genomes` ({totals['input_bases']:,} bases; "
         f"{totals['kept_bases']:,} kept), sequences of {args.seq_length}; held-out species "
-        f"**{args.valid_species}** (validation), all others train. Species are labelled Genus_species.",
-        f"Model: `tiny` (2.0M parameters), {iters_done} iterations (of a {args.train_iters}-iteration lr "
+        f"**{args.valid_species}** (validation), all others train. Species are labelled Genus_species."),
+        (f"Model: `tiny` (2.0M parameters), {iters_done} iterations (of a {args.train_iters}-iteration lr "
         f"schedule; stop: {status['reason']}) x {4 * args.nproc} sequences "
         f"({iters_done * 4 * args.nproc * args.seq_length / 1e6:.1f}M bases seen), "
-        f"{minutes:.1f} minutes wall-clock for the training command (budget {args.budget_mins:g}).",
+        f"{minutes:.1f} minutes wall-clock for the training command (budget {args.budget_mins:g})."),
         "",
         "| model | validation metric | perplexity (per base) | accuracy |",
         "|---|---|---|---|",
-        f"| MergeDNA tiny | masked bases (AMTM masking, ~50% of tokens) | {valid['perplexity']:.3f} | "
-        f"{valid['masked_base_accuracy']:.3f} |",
-        f"| order-{markov['order']} Markov (add-{markov['alpha']}) | every base, true preceding context | "
-        f"{markov['perplexity']:.3f} | {markov['accuracy']:.3f} |",
+        (f"| MergeDNA tiny | masked bases (AMTM masking, ~50% of tokens) | {valid['perplexity']:.3f} | "
+        f"{valid['masked_base_accuracy']:.3f} |"),
+        (f"| order-{markov['order']} Markov (add-{markov['alpha']}) | every base, true preceding context | "
+        f"{markov['perplexity']:.3f} | {markov['accuracy']:.3f} |"),
         "",
-        f"Training loss: {train[0]['loss']:.3f} (first log) -> {train[-1]['loss']:.3f}; MTR "
-        f"{train[0]['mtr']:.3f} -> {train[-1]['mtr']:.3f}; {train[-1]['bases_per_token']:.2f} bases per token.",
-        f"Markov k was chosen on validation among 0..{args.max_order} (and smoothing among 0.01, 0.1, 1); "
+        (f"Training loss: {train[0]['loss']:.3f} (first log) -> {train[-1]['loss']:.3f}; MTR "
+        f"{train[0]['mtr']:.3f} -> {train[-1]['mtr']:.3f}; {train[-1]['bases_per_token']:.2f} bases per token."),
+        (f"Markov k was chosen on validation among 0..{args.max_order} (and smoothing among 0.01, 0.1, 1); "
         f"it was fitted on {markov['train_bases']:,} training positions and scored on "
-        f"{markov['valid_bases']:,} validation positions.",
+        f"{markov['valid_bases']:,} validation positions."),
         "",
         ("**The baseline is beaten.**" if beaten else
          "**The baseline is not beaten** at this scale: the tiny model saw a fraction of one epoch, and it "

@@ -91,7 +91,7 @@ def _write_rank(rank: int, world: int, port: int, tp: int, pp: int, zero_stage: 
     from megamerge.training.distributed import init_distributed
     from megamerge.training.objective import PretrainingObjective
 
-    env = init_distributed()
+    init_distributed()
     parallel = initialize_model_parallel(tp, pp)
     family = get_family(client_state["family"])
     cfg = family.config_class.from_dict(client_state["model_config"])

@@ -92,7 +92,7 @@ class MergeDNAConfig:
             bad("loss weights must be >= 0")
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "MergeDNAConfig":
+    def from_preset(cls, name: str, **overrides) -> MergeDNAConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown MergeDNA preset {name!r}; choose one of {sorted(PRESETS)}")
         return replace(PRESETS[name], **overrides)
@@ -103,7 +103,7 @@ class MergeDNAConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MergeDNAConfig":
+    def from_dict(cls, d: dict) -> MergeDNAConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -52,11 +52,11 @@ class TokenState:
     def lengths(self) -> torch.Tensor:  # [B]
         return self.valid.sum(1)
 
-    def detach(self) -> "TokenState":
+    def detach(self) -> TokenState:
         return replace(self, x=self.x.detach())
 
     @classmethod
-    def from_bases(cls, x: torch.Tensor, base_valid: torch.Tensor) -> "TokenState":
+    def from_bases(cls, x: torch.Tensor, base_valid: torch.Tensor) -> TokenState:
         B, N = base_valid.shape
         idx = torch.arange(N, device=x.device)
         return cls(
@@ -83,7 +83,7 @@ def merge_step(
     rotary_theta: float | None = None,
 ) -> tuple[TokenState, torch.Tensor]:
     """Apply one merge step; returns the new state and token_map [B, L] (old token -> new)."""
-    B, L, D = state.x.shape
+    B, _, D = state.x.shape  # [B, L, D]
     keep = ~removed
     new_lengths = state.lengths - removed.sum(1)
     width = max(int(new_lengths.max()), 1)

@@ -57,7 +57,7 @@ class ColumnParallelLinear(nn.Module):
         mark_tensor_parallel(self.weight, self.partition_dim)
 
     @classmethod
-    def from_full(cls, linear: nn.Linear, group, gather_output: bool = False) -> "ColumnParallelLinear":
+    def from_full(cls, linear: nn.Linear, group, gather_output: bool = False) -> ColumnParallelLinear:
         if linear.bias is not None:
             raise ValueError("ColumnParallelLinear.from_full: biased projections are not supported")
         layer = cls(linear.in_features, linear.out_features, group, gather_output,
@@ -90,7 +90,7 @@ class RowParallelLinear(nn.Module):
         mark_tensor_parallel(self.weight, self.partition_dim)
 
     @classmethod
-    def from_full(cls, linear: nn.Linear, group, input_is_parallel: bool = True) -> "RowParallelLinear":
+    def from_full(cls, linear: nn.Linear, group, input_is_parallel: bool = True) -> RowParallelLinear:
         if linear.bias is not None:
             raise ValueError("RowParallelLinear.from_full: biased projections are not supported")
         layer = cls(linear.in_features, linear.out_features, group, input_is_parallel,

@@ -109,7 +109,7 @@ class Carry:
         return tuple(out)
 
     @classmethod
-    def from_tuple(cls, t: tuple) -> "Carry":
+    def from_tuple(cls, t: tuple) -> Carry:
         phase = int(t[0][0])
         c = cls(input_ids=t[1], base_mask=t[2].bool(), s1=cls._state(t[3:8]), s3=cls._state(t[8:13]), phase=phase)
         rest = t[13:]

@@ -3,8 +3,8 @@ scores it, and its FLOPs for MFU. Everything else (data, DeepSpeed, checkpoints)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from megamerge.model.carmania import training_flops_per_sequence
 from megamerge.training.flops import mergedna_step_flops

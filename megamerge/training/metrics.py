@@ -21,7 +21,8 @@ class MetricsLogger:
             return
         if save_dir:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(Path(save_dir) / "metrics.jsonl", "a", buffering=1)
+            # Open for the whole run, line-buffered so a killed run keeps every logged line; close() ends it.
+            self.jsonl = open(Path(save_dir) / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
         if tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -33,7 +33,7 @@ class StopRequest:
         for sig in signals:
             signal.signal(sig, self._handler)
 
-    def _handler(self, signum, frame):  # noqa: ARG002 - signal handler signature
+    def _handler(self, signum, frame):
         self.received = signum
 
     def agreed(self, device: torch.device) -> Stop | None:
