@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/python tools/demo.py --out $(DEMO_DIR)
 
-test: setup
+# Lint first: it takes a second, and a style failure should not wait for a 10-minute suite.
+test: setup lint
 	$(BIN)/python -m pytest -q tests
 
 # The 20-minute real-genome run is separate: $(BIN)/python tools/pretrain_real_genomes.py
@@ -32,6 +33,7 @@ bench: setup
 	$(BIN)/python tools/bench_data.py
 	$(BIN)/python tools/bench_memory.py
 
+# ruff is pinned to a minor series in pyproject.toml, so its default rule set cannot drift under CI.
 lint: setup
 	$(BIN)/ruff check megamerge tools data_prep tests
 
