@@ -154,11 +154,6 @@ class GenomeStore:
         self.attrs = attrs
         self.files: list[dict] = attrs["files"]
 
-    def records(self, group: str) -> Iterator[tuple[str, dict]]:
-        """(name, attributes) of each record of one input file's group, without reading the bases."""
-        for name in self.reader.child_arrays(group):
-            yield name, self.reader.attributes(f"{group}/{name}")
-
     def iter_records(self) -> Iterator[StoredRecord]:
         for summary in self.files:
             group = summary["group"]

@@ -113,22 +113,16 @@ class SplitShardWriter:
         self._next_key = 0
         self.shards: list[ShardInfo] = []
 
-    def write(self, seq: bytes, meta: dict) -> None:
-        slot = self._rng.randrange(len(self._slots))
-        # Shards are opened lazily, so a small split never leaves empty shards behind.
-        shard = self._slots[slot] or self._open(slot)
-        meta = dict(meta, length=len(seq), crc32=zlib.crc32(seq))
-        self._add(slot, shard, seq, json.dumps(meta, separators=(",", ":")).encode())
-
     def write_chunks(self, codes: np.ndarray, starts: list[int], lengths: list[int], meta: dict) -> None:
-        """The chunks codes[start : start + length] of one record, in order; the same samples as
-        `write(chunk, dict(meta, start=start))` for each, with the record's JSON encoded once."""
+        """The chunks codes[start : start + length] of one record, in order, each as a sample whose
+        JSON is `dict(meta, start=, length=, crc32=)` in compact form; the record's part of that
+        JSON is encoded once."""
         # json.dumps of the record's fields, minus the closing brace: the per-chunk fields follow.
         prefix = json.dumps(meta, separators=(",", ":")).encode()[:-1] + (b"," if meta else b"")
         for start, length in zip(starts, lengths):
             seq = codes[start : start + length].tobytes()
             slot = self._rng.randrange(len(self._slots))
-            shard = self._slots[slot] or self._open(slot)
+            shard = self._slots[slot] or self._open(slot)  # lazily: a small split leaves no empty shard
             suffix = b'"start":%d,"length":%d,"crc32":%d}' % (start, len(seq), zlib.crc32(seq))
             self._add(slot, shard, seq, prefix + suffix)
 

@@ -134,30 +134,39 @@ def test_fast_tar_header_equals_tarfile():
         assert ustar_header(name.encode(), size) == info.tobuf(format=tarfile.USTAR_FORMAT)
 
 
-
-def test_shard_writer_batch_path_equals_per_sample_path_and_reports_true_hashes(tmp_path):
+def test_shard_writer_writes_every_chunk_with_its_json_and_reports_true_hashes(tmp_path):
     codes = np.random.default_rng(0).integers(0, 5, 10_000, dtype=np.uint8)
     records = [({"species": "A", "record": "r1 é", "record_index": 0}, [0, 4096, 8192], [4096, 4096, 1808]),
                ({"species": "B", "record": "r2", "record_index": 1}, [100], [7])]  # fmt: skip
-    per_sample = SplitShardWriter(tmp_path / "one", "train", samples_per_shard=3, mix=2, seed=1)
-    batched = SplitShardWriter(tmp_path / "batch", "train", samples_per_shard=3, mix=2, seed=1)
+    writer = SplitShardWriter(tmp_path, "train", samples_per_shard=3, mix=2, seed=1)
     for meta, starts, lengths in records:
-        for start, length in zip(starts, lengths):
-            per_sample.write(codes[start : start + length].tobytes(), dict(meta, start=start))
-        batched.write_chunks(codes, starts, lengths, meta)
-    shards_one, shards_batch = per_sample.close(), batched.close()
-    assert [vars(s) for s in shards_one] == [vars(s) for s in shards_batch] and len(shards_batch) >= 2
-    for shard in shards_batch:  # sha256 and size are computed while writing; they must match the file
-        data = (tmp_path / "batch" / shard.path).read_bytes()
-        assert data == (tmp_path / "one" / shard.path).read_bytes()
+        writer.write_chunks(codes, starts, lengths, meta)
+    again = SplitShardWriter(tmp_path / "again", "train", samples_per_shard=3, mix=2, seed=1)
+    for meta, starts, lengths in records:
+        again.write_chunks(codes, starts, lengths, meta)
+    shards = writer.close()
+    assert [vars(s) for s in shards] == [vars(s) for s in again.close()] and len(shards) >= 2  # deterministic
+    expected = {(r["record"], start): dict(r, start=start, length=length)
+                for r, starts, lengths in records for start, length in zip(starts, lengths)}  # fmt: skip
+    seen = set()
+    for shard in shards:  # sha256 and size are computed while writing; they must match the file
+        data = (tmp_path / shard.path).read_bytes()
         assert shard.bytes == len(data) and shard.sha256 == hashlib.sha256(data).hexdigest()
-        with tarfile.open(tmp_path / "batch" / shard.path) as tar:
+        with tarfile.open(tmp_path / shard.path) as tar:
             names = tar.getnames()
-            assert len(names) == 2 * shard.samples and names[0].endswith(".seq") and names[1].endswith(".json")
-            meta = json.loads(tar.extractfile(names[1]).read())
-            seq = tar.extractfile(names[0]).read()
-            assert seq == codes[meta["start"] : meta["start"] + meta["length"]].tobytes()
-            assert list(meta)[-3:] == ["start", "length", "crc32"] and meta["crc32"] == zlib.crc32(seq)
+            assert len(names) == 2 * shard.samples
+            for seq_name, json_name in zip(names[0::2], names[1::2]):
+                assert seq_name[:-4] == json_name[:-5] and seq_name.endswith(".seq")
+                raw = tar.extractfile(json_name).read()
+                meta = json.loads(raw)
+                seq = tar.extractfile(seq_name).read()
+                assert raw == json.dumps(meta, separators=(",", ":")).encode()  # compact, ASCII-escaped
+                assert meta == dict(expected[meta["record"], meta["start"]], crc32=zlib.crc32(seq))
+                assert list(meta)[-3:] == ["start", "length", "crc32"]
+                assert seq == codes[meta["start"] : meta["start"] + meta["length"]].tobytes()
+                seen.add((meta["record"], meta["start"]))
+    assert seen == set(expected)  # every chunk exactly once
+
 
 def test_augment_reverse_complement_matches_tokenizer_and_is_deterministic():
     codes = np.random.default_rng(1).integers(0, 5, 300).astype(np.uint8)

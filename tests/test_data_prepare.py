@@ -17,6 +17,7 @@ pytest.register_assert_rewrite("data_fixtures")  # it is imported here before py
 from data_fixtures import REPO, read_shards, reference_fasta_counts, run_prepare
 
 from data_prep.chunking import DROP_REASONS
+from data_prep.genome_store import GenomeStore
 from data_prep.normalize import CODES
 from data_prep.synthetic import REGION_TYPES
 
@@ -130,6 +131,13 @@ def test_genome_store_holds_records_and_attributes(synthetic_genomes, synthetic_
             assert attrs["length"] == len(seq) and attrs["lower_count"] == sum(c >= 97 for c in seq)
             assert attrs["n_count"] == seq.upper().count(b"N") and attrs["iupac_count"] == 0
             assert np.array_equal(array[:], CODES[np.frombuffer(seq, np.uint8)])
+
+    # The read side: whole records in corpus order (zarr_reader), and random-access slices.
+    store = GenomeStore(synthetic_corpus / "genomes.zarr")
+    for record in store.iter_records():
+        array = root[record.array_path]
+        assert np.array_equal(record.codes, array[:]) and record.attrs == array.attrs.asdict()
+        assert np.array_equal(store.read(record.array_path, 5, 900), array[5:900])
 
 
 def test_recut_from_store_equals_fresh_prepare(synthetic_genomes, synthetic_corpus, tmp_path):
