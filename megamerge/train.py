@@ -29,7 +29,6 @@ import torch
 import torch.distributed as dist
 
 from megamerge import __version__
-from megamerge.model import MergeDNAConfig
 from megamerge.model.registry import config_from_preset, family_of_preset
 from megamerge.model.sample_noise import sample_seeds
 from megamerge.parallel import (
@@ -83,14 +82,10 @@ def model_config(args):
 def check_parallel_layout(args, cfg, world_size: int) -> None:
     """Everything that would otherwise hang or assert inside a process group, checked first."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
-    if pp > 1 and not isinstance(cfg, MergeDNAConfig):
-        raise ConfigError(f"--pipeline-model-parallel-size {pp}: pipeline stages exist for MergeDNA only; "
-                          f"{args.model} trains with data and tensor parallelism")
     try:
+        check_pipeline_layout(cfg, pp)
         check_layout(world_size, tp, pp)
         check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
-        if pp > 1:
-            check_pipeline_layout(cfg, pp)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -108,3 +108,16 @@ def test_cli_needs_data_or_mock_data():
     proc = subprocess.run([sys.executable, str(TRAIN)], cwd=REPO, env=train_env(), capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 2 and "--data DIR" in proc.stderr
+
+
+def test_pipeline_layout_is_checked_for_both_families():
+    from megamerge.model.registry import config_from_preset
+    from megamerge.parallel.pipeline import check_pipeline_layout, pipeline_layer_count
+
+    tiny, carmania = config_from_preset("tiny"), config_from_preset("carmania-tiny")
+    check_pipeline_layout(tiny, pipeline_layer_count(tiny))  # one layer per stage is the most
+    check_pipeline_layout(carmania, 1)
+    with pytest.raises(ValueError, match="exceed the 9 pipeline layers"):
+        check_pipeline_layout(tiny, pipeline_layer_count(tiny) + 1)
+    with pytest.raises(ValueError, match="pipeline stages exist for MergeDNA only; a CarmaniaConfig"):
+        check_pipeline_layout(carmania, 2)

@@ -123,15 +123,11 @@ def convert_from_portable(portable_dir: str | Path, out_dir: str | Path, tp: int
     if tp < 1 or pp < 1:
         raise ConversionError(f"--tp {tp} and --pp {pp} must be >= 1")
     config, family, cfg, _ = read_checked_portable(portable_dir)
-    if pp > 1 and family.name != "mergedna":
-        raise ConversionError(f"--pp {pp}: pipeline stages exist for MergeDNA only; {portable_dir} holds a "
-                              f"{family.name} model (use --pp 1)")
     try:
+        check_pipeline_layout(cfg, pp)
         check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
-        if pp > 1:
-            check_pipeline_layout(cfg, pp)
     except (TensorParallelSizeError, ValueError) as e:
-        raise ConversionError(str(e)) from None
+        raise ConversionError(f"{portable_dir}: {e}") from None
     if zero_stage is None:
         zero_stage = 1 if pp > 1 else 2  # DeepSpeed's pipeline engine refuses ZeRO-2
     if zero_stage not in (1, 2) or (pp > 1 and zero_stage != 1):

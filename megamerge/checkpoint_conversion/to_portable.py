@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from megamerge.model.registry import ModelFamily, get_family
+from megamerge.parallel.pipeline import check_pipeline_layout
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 from megamerge.portable import write_portable_state
 from megamerge.training.checkpointing import WEIGHTS_ONLY_MARKER, checkpoint_family
@@ -50,9 +51,10 @@ def master_weights(files: CheckpointFiles, family: ModelFamily, cfg, progress: b
     """{bare model name: full fp32 tensor} and facts about the source optimizer."""
     model = meta_model(family, cfg)
     full_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    if files.pp > 1 and family.name != "mergedna":
-        raise ConversionError(f"{files.directory}: a {family.name} checkpoint with PP={files.pp}, but pipeline "
-                              "stages exist for MergeDNA only")
+    try:
+        check_pipeline_layout(cfg, files.pp)  # a checkpoint whose stages this model cannot have
+    except ValueError as e:
+        raise ConversionError(f"{files.directory}: {e}") from None
     per_tp: list[dict[str, torch.Tensor]] = [{} for _ in range(files.tp)]
     facts: dict = {}
     ranks = [(pp_rank, tp_rank) for pp_rank in range(files.pp) for tp_rank in range(files.tp)]

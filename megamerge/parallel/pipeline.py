@@ -57,10 +57,17 @@ def pipeline_layer_count(cfg: MergeDNAConfig) -> int:
     return cfg.latent_encoder_layers + cfg.latent_decoder_layers + 3
 
 
-def check_pipeline_layout(cfg: MergeDNAConfig, pp: int) -> None:
+def check_pipeline_layout(cfg, pp: int) -> None:
+    """Whether `pp` pipeline stages can be cut from a model of config `cfg` (the one check that
+    train.py and the checkpoint converter make); ValueError says why not."""
+    if not isinstance(cfg, MergeDNAConfig):
+        if pp > 1:
+            raise ValueError(f"pipeline parallelism {pp}: pipeline stages exist for MergeDNA only; a "
+                             f"{type(cfg).__name__} model trains with data and tensor parallelism (use 1)")
+        return
     n = pipeline_layer_count(cfg)
     if pp > n:
-        raise ValueError(f"--pipeline-model-parallel-size {pp} exceeds the {n} pipeline layers of this model "
+        raise ValueError(f"{pp} pipeline stages exceed the {n} pipeline layers of this model "
                          f"(local encoder, {cfg.latent_encoder_layers} latent-encoder blocks, the latent norm, "
                          f"{cfg.latent_decoder_layers} latent-decoder blocks, local decoder)")
 
