@@ -220,20 +220,29 @@ def _no_leftovers(parent: Path, name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- 1. TP=2 -> portable
-def test_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work, tp2_checkpoint, tp2_portable):
+def assert_portable_gives_the_tp2_eval_losses(checkpoint: Path, portable: Path, model_class: type,
+                                              reference_file: Path) -> dict[str, float]:
+    """from_pretrained(portable) scores the fixed batch as the TP=2 checkpoint loaded at TP=2 does
+    (within 1e-5), and untrained weights of train.py's seed do not. Returns the reference losses."""
     import megamerge
-    from megamerge.model import MergeDNA
 
-    run_worker("eval_tp2", 2, tp2_checkpoint, work / "tp2_eval.json")
-    reference = json.loads((work / "tp2_eval.json").read_text())
-    model = megamerge.from_pretrained(tp2_portable, device="cpu", dtype=torch.float32)
-    assert isinstance(model, MergeDNA) and not model.training
+    run_worker("eval_tp2", 2, checkpoint, reference_file)
+    reference = json.loads(reference_file.read_text())
+    model = megamerge.from_pretrained(portable, device="cpu", dtype=torch.float32)
+    assert isinstance(model, model_class) and not model.training
     got = eval_losses(model)
     for key in reference:
         assert abs(got[key] - reference[key]) <= 1e-5, (key, got[key], reference[key])
     torch.manual_seed(1234)  # train.py's seed: the untrained weights give other losses
-    untrained = eval_losses(MergeDNA(model.cfg))
+    untrained = eval_losses(model_class(model.cfg))
     assert abs(untrained["loss"] - reference["loss"]) > 1e-3
+    return reference
+
+
+def test_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work, tp2_checkpoint, tp2_portable):
+    from megamerge.model import MergeDNA
+
+    assert_portable_gives_the_tp2_eval_losses(tp2_checkpoint, tp2_portable, MergeDNA, work / "tp2_eval.json")
 
 
 def test_portable_output_has_no_pickles_and_records_provenance(tp2_portable):
@@ -439,23 +448,14 @@ def carmania_portable(work, carmania_tp2_checkpoint) -> Path:
 
 def test_carmania_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work, carmania_tp2_checkpoint,
                                                                           carmania_portable):
-    import megamerge
     from megamerge.checkpoint_conversion.safe_load import load_deepspeed_file
     from megamerge.model import Carmania
 
     config = json.loads((carmania_portable / "config.json").read_text())
     assert config["family"] == "carmania" and config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1}
-    run_worker("eval_tp2", 2, carmania_tp2_checkpoint, work / "carmania_tp2_eval.json")
-    reference = json.loads((work / "carmania_tp2_eval.json").read_text())
+    reference = assert_portable_gives_the_tp2_eval_losses(carmania_tp2_checkpoint, carmania_portable, Carmania,
+                                                          work / "carmania_tp2_eval.json")  # fmt: skip
     assert sorted(reference) == ["loss", "nt", "tm"]
-    model = megamerge.from_pretrained(carmania_portable)
-    assert isinstance(model, Carmania) and not model.training
-    got = eval_losses(model)
-    for key in reference:
-        assert abs(got[key] - reference[key]) <= 1e-5, (key, got[key], reference[key])
-    torch.manual_seed(1234)  # train.py's seed: the untrained weights give other losses
-    untrained = eval_losses(Carmania(model.cfg))
-    assert abs(untrained["loss"] - reference["loss"]) > 1e-3
 
     # Equal losses cannot see a TP-rank-order mistake made consistently (it only permutes heads
     # and FFN units), so the joined tensors are checked against the shards train.py wrote.
