@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,16 +35,11 @@ from data_prep import prepare, synthetic
 from data_prep.fasta import find_fasta_files
 from megamerge.data import build_pretrain_loader
 from tools.benchmarks_md import machine_line, update_section
-from tools.prepare_timing import time_prepare
+from tools.prepare_timing import cpu_seconds, time_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GENOMES = REPO.parent / "shared" / "data" / "genomes"
 PREPARE_TARGET_MB_S = 20.0
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def timed(fn):
@@ -235,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser_rows = "\n".join(f"| {name} | {rate} |" for name, rate in parsers)
     body = f"""
-Command: `python tools/bench_data.py` (seq-len {args.seq_len}, micro-batch {args.micro_batch}, median of
+Command: `python tools/bench_data.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats}` (seq-len {args.seq_len}, micro-batch {args.micro_batch}, median of
 {args.repeats} runs). Machine: {machine_line()}. "Per core" = MB of sequence per CPU-second of the run
 (user + system, all threads and any waited-for child process) = MB / wall second / cores used.
 

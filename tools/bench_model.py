@@ -202,7 +202,8 @@ def main(argv=None) -> int:
     table += [f"| {a} | {b} | {c} | {t} | {v} |" for a, b, c, t, v in rows]
     body = "\n".join([
         "Command: `python tools/bench_model.py` (or `make bench`)",
-        f"Machine: {machine_line()}; fp32 on CPU; medians of {args.repeats} runs.",
+        (f"Machine: {machine_line()}; fp32 on CPU; medians of {args.repeats} runs "
+         f"({max(3, args.repeats // 2)} at N = 65536)."),
         "",
         *table,
         "",
