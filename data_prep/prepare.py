@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers", type=int, default=1,
         help="processes parsing files in parallel; with more than one, shards are cut afterwards from the "
              "store instead of while parsing, and each process pays ~0.5 s of start-up: on 2 cores, 2 workers "
-             "were slower than 1 up to 29 Mbp and even at 100 Mbp (BENCHMARKS.md), so raise it for multi-GB corpora of "
+             "were slower than 1 up to 29 Mbp and about equal at 100 Mbp (BENCHMARKS.md), so raise it for multi-GB corpora of "
              "many large files on many cores",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
