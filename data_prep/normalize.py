@@ -6,7 +6,7 @@ those counts), one to lower-case flags, and two counts of 'N'/'n' only in record
 IUPAC codes. A numpy LUT plus byte histogram (np.bincount widens every base to int64 first) was
 1.8x slower on the real genomes (BENCHMARKS.md). Rules:
 
-* A/C/G/T in either case -> 0..3 (the ids of `megamerge.tokenizer`), N/n -> 4;
+* A/C/G/T in either case -> 0..3 (the ids of `megamerge.vocabulary`), N/n -> 4;
 * IUPAC ambiguity codes R Y S W K M B D H V in either case -> N (4), counted as `iupac`;
 * lower-case letters are soft-masking: accepted, upper-cased, counted as `lower`;
 * anything else is invalid: an error, or N under `on_invalid="n"` (counted as `invalid`).
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# The ids of megamerge.tokenizer (tests check they agree). Not imported from there: the tokenizer
+# The ids of megamerge.vocabulary (tests check they agree). Not imported from there: the tokenizer
 # pulls in torch, which would add seconds to every prepare.py start and every ingest worker.
 ALPHABET = b"ACGTN"
 N = 4

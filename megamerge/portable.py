@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
-from .model.registry import build_model, family_of_model
-from .tokenizer import ALPHABET, MASK, PAD
+from .models.registry import build_model, family_of_model
+from .vocabulary import ALPHABET, MASK, PAD
 
 FORMAT = "megamerge-portable"
 FORMAT_VERSION = 1

@@ -29,8 +29,9 @@ import torch
 import torch.distributed as dist
 
 from megamerge import __version__
-from megamerge.model.registry import config_from_preset, family_of_preset
-from megamerge.model.sample_noise import sample_seeds
+from megamerge.models.common.keyed_random import sample_seeds
+from megamerge.models.mergedna.flops import peak_flops_per_device
+from megamerge.models.registry import config_from_preset, family_of_preset
 from megamerge.parallel import (
     ModelParallelUnit,
     apply_tensor_parallel,
@@ -47,7 +48,6 @@ from megamerge.training.batches import TrainBatches, ValidBatches
 from megamerge.training.distributed import init_distributed
 from megamerge.training.ds_config import ConfigError, resolve_ds_config
 from megamerge.training.families import SPECS, TrainingSpec
-from megamerge.training.flops import peak_flops_per_device
 from megamerge.training.lr_schedule import learning_rate
 from megamerge.training.metrics import MetricsLogger, Progress
 from megamerge.training.objective import PretrainingObjective

@@ -31,8 +31,8 @@ A100_BF16 = 312e12
 
 
 def step_flops_per_sample(model: str, seq_length: int) -> float:
-    from megamerge.model import MergeDNAConfig
-    from megamerge.training.flops import mergedna_step_flops
+    from megamerge.models import MergeDNAConfig
+    from megamerge.models.mergedna.flops import mergedna_step_flops
 
     cfg = MergeDNAConfig.from_preset(model)
     l_tokens = seq_length * cfg.compression_mean
@@ -99,7 +99,7 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
               f"1F1B bubble; a smaller MICRO_BATCH raises the count", file=sys.stderr)
     if has_cuda:
         name = torch.cuda.get_device_name()
-        from megamerge.training.flops import peak_flops_per_device
+        from megamerge.models.mergedna.flops import peak_flops_per_device
 
         peak = peak_flops_per_device(args.peak_tflops, name)
         if peak:

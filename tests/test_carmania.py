@@ -8,18 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import megamerge.model.attention as attention_module
+import megamerge.models.common.attention as attention_module
 from data_prep.synthetic import generate_record, make_species
-from megamerge.model import (
+from megamerge.models import (
     Carmania,
     CarmaniaConfig,
     build_model_from_preset,
     config_from_preset,
 )
-from megamerge.model.carmania import training_flops_per_sequence
-from megamerge.model.local_attention import dense_local_attention_reference, local_attention
-from megamerge.model.sampling import generate
-from megamerge.tokenizer import PAD, N, encode
+from megamerge.models.carmania.generation import generate
+from megamerge.models.carmania.model import training_flops_per_sequence
+from megamerge.models.common.local_attention import dense_local_attention_reference, local_attention
+from megamerge.vocabulary import PAD, N, encode
 
 SMALL = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 160, "window": 8}
 

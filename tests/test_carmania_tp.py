@@ -16,7 +16,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from megamerge.model import Carmania, CarmaniaConfig
+from megamerge.models import Carmania, CarmaniaConfig
 
 CFG = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 160, "window": 8}
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from megamerge.model import PRESETS, MergeDNA, MergeDNAConfig
+from megamerge.models import PRESETS, MergeDNA, MergeDNAConfig
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from megamerge.model.registry import family_of_model
-from megamerge.model.sample_noise import sample_seeds
+from megamerge.models.common.keyed_random import sample_seeds
+from megamerge.models.registry import family_of_model
 from megamerge.training.families import SPECS
 from megamerge.training.mock_data import MockGenome
 
@@ -70,7 +70,7 @@ def worker_eval_tp2(ckpt: Path, out: Path) -> None:
     import deepspeed
     import torch.distributed as dist
 
-    from megamerge.model import build_model
+    from megamerge.models import build_model
     from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, initialize_model_parallel
     from megamerge.training import checkpointing
     from megamerge.training.objective import PretrainingObjective
@@ -102,7 +102,7 @@ def worker_bf16(save: Path, out: Path) -> None:
     from safetensors.torch import save_file
 
     from megamerge import __version__
-    from megamerge.model import MergeDNA, MergeDNAConfig
+    from megamerge.models import MergeDNA, MergeDNAConfig
     from megamerge.training import checkpointing
     from megamerge.training.objective import PretrainingObjective
 
@@ -240,7 +240,7 @@ def assert_portable_gives_the_tp2_eval_losses(checkpoint: Path, portable: Path, 
 
 
 def test_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work, tp2_checkpoint, tp2_portable):
-    from megamerge.model import MergeDNA
+    from megamerge.models import MergeDNA
 
     assert_portable_gives_the_tp2_eval_losses(tp2_checkpoint, tp2_portable, MergeDNA, work / "tp2_eval.json")
 
@@ -403,7 +403,7 @@ def test_tp2_pp2_checkpoint_converts_to_the_unsplit_initial_model(work, tp2pp2_c
     import math
 
     from megamerge.checkpoint_conversion.safe_load import load_deepspeed_file
-    from megamerge.model import MergeDNA, MergeDNAConfig
+    from megamerge.models import MergeDNA, MergeDNAConfig
     from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 
     portable = to_portable(tp2pp2_checkpoint, work / "tp2pp2_portable")
@@ -449,7 +449,7 @@ def carmania_portable(work, carmania_tp2_checkpoint) -> Path:
 def test_carmania_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work, carmania_tp2_checkpoint,
                                                                           carmania_portable):
     from megamerge.checkpoint_conversion.safe_load import load_deepspeed_file
-    from megamerge.model import Carmania
+    from megamerge.models import Carmania
 
     config = json.loads((carmania_portable / "config.json").read_text())
     assert config["family"] == "carmania" and config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1}

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.local_attention import flash_attn_available
-from megamerge.model.norm import RMSNorm, apex_available
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.local_attention import flash_attn_available
+from megamerge.models.common.norm import RMSNorm, apex_available
 
 NO_CUDA = "no CUDA device on this machine"
 

@@ -18,17 +18,17 @@ from data_prep.chunking import ChunkSpec, chunk_bounds, cut_record, n_counts, un
 from data_prep.normalize import ALPHABET, CODES, INVALID, InvalidBaseError, N, normalize
 from data_prep.shard_writer import SplitShardWriter, ustar_header
 from data_prep.split import SplitSpec, record_id_fraction
-from megamerge import tokenizer
+from megamerge import vocabulary
 from megamerge.data.augment import COMPLEMENT, AugmentSpec, augment
 from megamerge.data.collate import collate_codes
 
 
 def test_codes_agree_with_tokenizer():
-    assert ALPHABET.decode() == tokenizer.ALPHABET and tokenizer.N == N
+    assert ALPHABET.decode() == vocabulary.ALPHABET and vocabulary.N == N
     for char in "ACGTNacgtn":
-        assert CODES[ord(char)] == tokenizer._ENCODE[ord(char)]
+        assert CODES[ord(char)] == vocabulary._ENCODE[ord(char)]
     for char in "RYSWKMBDHVrysw":
-        assert CODES[ord(char)] == tokenizer.N
+        assert CODES[ord(char)] == vocabulary.N
     for char in "UuXx*-. \t0>":
         assert CODES[ord(char)] == INVALID
 
@@ -179,9 +179,9 @@ def test_augment_reverse_complement_matches_tokenizer_and_is_deterministic():
         again = augment(codes, key, 2, spec)
         assert np.array_equal(out, again[0]) and (offset, flip) == again[1:]
         window = torch.from_numpy(codes[offset : offset + 100].astype(np.int64))
-        expected = tokenizer.reverse_complement(window) if flip else window
+        expected = vocabulary.reverse_complement(window) if flip else window
         assert out.tolist() == expected.tolist()
-    assert COMPLEMENT.tolist() == tokenizer._COMPLEMENT[:5].tolist()
+    assert COMPLEMENT.tolist() == vocabulary._COMPLEMENT[:5].tolist()
 
 
 def test_collate_pads_to_fixed_length():

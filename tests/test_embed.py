@@ -15,9 +15,9 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from embed import main
 
-from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.portable import load_portable, save_portable
-from megamerge.tokenizer import encode_tensor
+from megamerge.vocabulary import encode_tensor
 
 WINDOW = 96
 RECORDS = {"short": 40, "exactly_window": WINDOW, "long": 250}  # the long one is cut into 96 + 96 + 58

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.model import MergeDNAConfig
+from megamerge.models import MergeDNAConfig
 from tools.activation_census import census
 from tools.activation_memory import Kernels, activation_estimate, block_bytes
 from tools.bench_memory import RunConfig, estimated, measure

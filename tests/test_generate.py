@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 import megamerge
-from megamerge.model import Carmania, CarmaniaConfig, MergeDNA, MergeDNAConfig
-from megamerge.model.sampling import generate, sample_next_base
+from megamerge.models import Carmania, CarmaniaConfig, MergeDNA, MergeDNAConfig
+from megamerge.models.carmania.generation import generate, sample_next_base
 from megamerge.portable import load_portable, save_portable
-from megamerge.tokenizer import decode, encode_tensor
+from megamerge.vocabulary import decode, encode_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from megamerge.model.local_attention import (
+from megamerge.models.common.local_attention import (
     blocked_local_attention,
     dense_local_attention_reference,
     flash_attn_available,

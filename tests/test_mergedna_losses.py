@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.masking import amtm_token_mask
-from megamerge.tokenizer import PAD, N
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.mergedna.masking import amtm_token_mask
+from megamerge.vocabulary import PAD, N
 
 LOSS_KEYS = {"loss", "mtr", "latent_mtr", "amtm"}
 
@@ -142,7 +142,7 @@ def test_380m_preset_matches_table_a1():
 
 def test_seeded_draws_depend_only_on_the_sample(tiny):
     """Splitting a batch across ranks must not change any sample's randomness."""
-    from megamerge.model.sample_noise import sample_seeds, uniform
+    from megamerge.models.common.keyed_random import sample_seeds, uniform
 
     ids = _ids(4, 200, seed=5)
     seeds = sample_seeds(1234, torch.arange(100, 104))
@@ -162,7 +162,7 @@ def test_seeded_draws_depend_only_on_the_sample(tiny):
 
 
 def test_activation_checkpointing_changes_nothing_but_memory():
-    from megamerge.model.sample_noise import sample_seeds
+    from megamerge.models.common.keyed_random import sample_seeds
     from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 
     ids = _ids(2, 200, seed=3)

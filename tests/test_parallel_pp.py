@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_parallel_tp import REPO, run_worker
 
 sys.path.insert(0, str(REPO))
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.sample_noise import sample_seeds
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.training.mock_data import MockGenome
 
 SEQ, MICRO, ACCUM, ITERS = 128, 2, 2, 1

@@ -20,8 +20,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.sample_noise import sample_seeds
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
 from megamerge.training.mock_data import MockGenome
 

@@ -2,14 +2,14 @@
 
 import torch
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.token_merging import (
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.mergedna.token_merging import (
     TokenState,
     global_merge_to,
     group_sizes,
     local_window_merge,
 )
-from megamerge.tokenizer import PAD
+from megamerge.vocabulary import PAD
 
 
 def _batch(lengths, n, seed=0):

@@ -111,7 +111,7 @@ def test_cli_needs_data_or_mock_data():
 
 
 def test_pipeline_layout_is_checked_for_both_families():
-    from megamerge.model.registry import config_from_preset
+    from megamerge.models.registry import config_from_preset
     from megamerge.parallel.pipeline import check_pipeline_layout, pipeline_layer_count
 
     tiny, carmania = config_from_preset("tiny"), config_from_preset("carmania-tiny")

@@ -87,7 +87,7 @@ CRASH_SCRIPT = r"""
 import sys, torch, deepspeed
 from pathlib import Path
 from types import SimpleNamespace
-from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.training import checkpointing
 from megamerge.training.distributed import init_distributed
 from megamerge.training.ds_config import resolve_ds_config

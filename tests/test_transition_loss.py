@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.transition_loss import (
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.transition_loss import (
     empirical_transition_counts,
     predicted_transition_counts,
     row_normalise,
@@ -17,7 +17,7 @@ from megamerge.model.transition_loss import (
     transition_matrix_loss,
     transition_pair_mask,
 )
-from megamerge.tokenizer import PAD, N, encode_tensor
+from megamerge.vocabulary import PAD, N, encode_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

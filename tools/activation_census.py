@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.block import TransformerBlock
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.block import TransformerBlock
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 
 MODULE_NAMES = ("local_encoder", "latent_encoder", "latent_decoder", "local_decoder")

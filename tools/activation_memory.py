@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from megamerge.model.config import MergeDNAConfig
-from megamerge.model.local_attention import default_block
+from megamerge.models.common.local_attention import default_block
+from megamerge.models.mergedna.config import MergeDNAConfig
 
 FP32 = 4  # RoPE tables, 1/rms, log-sum-exp, the merge arithmetic and the loss run in fp32 in every precision
 PASSES = ("MTR", "latent MTR", "AMTM")

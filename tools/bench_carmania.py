@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.model import build_model_from_preset
-from megamerge.model.local_attention import dense_local_attention_reference, local_attention
-from megamerge.model.sampling import generate
+from megamerge.models import build_model_from_preset
+from megamerge.models.carmania.generation import generate
+from megamerge.models.common.local_attention import dense_local_attention_reference, local_attention
 from tools.bench_model import median_seconds
 from tools.benchmarks_md import machine_line, update_section
 

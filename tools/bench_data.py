@@ -135,7 +135,7 @@ def bench_loader(corpus: Path, micro_batch: int, seconds: float, num_workers: in
 
 def bench_train_step(micro_batch: int, seq_len: int, repeats: int) -> float:
     """Seconds per optimizer step of the tiny MergeDNA on one [micro_batch, seq_len] batch."""
-    from megamerge.model import MergeDNA, MergeDNAConfig
+    from megamerge.models import MergeDNA, MergeDNAConfig
 
     torch.manual_seed(0)
     model = MergeDNA(MergeDNAConfig.from_preset("tiny"))

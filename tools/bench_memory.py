@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from megamerge.model import MergeDNA, MergeDNAConfig
+from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 from tools.activation_census import census
 from tools.benchmarks_md import machine_line, update_section

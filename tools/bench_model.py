@@ -22,15 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.block import TransformerBlock
-from megamerge.model.local_attention import (
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.block import TransformerBlock
+from megamerge.models.common.local_attention import (
     blocked_local_attention,
     dense_local_attention_reference,
 )
-from megamerge.model.local_encoder import TokenMerger
-from megamerge.model.rope import rope_angles
-from megamerge.model.token_merging import TokenState
+from megamerge.models.common.rope import rope_angles
+from megamerge.models.mergedna.local_encoder import TokenMerger
+from megamerge.models.mergedna.token_merging import TokenState
 from tools.benchmarks_md import machine_line, update_section
 
 
@@ -89,7 +89,7 @@ def bench_merge_share(cfg: MergeDNAConfig, n: int, repeats: int) -> dict:
 def byte_level_baseline(cfg: MergeDNAConfig, target_params: int) -> torch.nn.Module:
     """A plain full-attention Transformer over bases with MergeDNA's width whose depth is chosen
     to match the parameter count of MergeDNA's encode path (local + latent encoder)."""
-    from megamerge.model.norm import RMSNorm
+    from megamerge.models.common.norm import RMSNorm
 
     class ByteLevel(torch.nn.Module):
         def __init__(self, depth):
@@ -132,7 +132,7 @@ def bench_encode(cfg: MergeDNAConfig, n: int, batch: int, repeats: int) -> dict:
 
 def merge_ablation(steps: int) -> dict:
     """MTR (nats/base, eval mode) after `steps` MTR-only AdamW steps on 4 x 512 random bases."""
-    from megamerge.model.losses import base_cross_entropy
+    from megamerge.models.common.losses import base_cross_entropy
 
     result = {}
     for rotary in (True, False):
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     if ablation:
         body += (
             "\n\n**Rotary merge ablation** (megamerge's one addition to the paper's merge; see "
-            "`megamerge/model/token_merging.py`): tiny model, 4 x 512 random bases, "
+            "`megamerge/models/mergedna/token_merging.py`): tiny model, 4 x 512 random bases, "
             f"{args.ablation_steps} MTR-only AdamW steps (lr 3e-3), MTR in eval mode:\n\n"
             "| merge | MTR (nats/base) |\n|---|---|\n"
             f"| rotary (default) | {ablation[True]:.4f} |\n"

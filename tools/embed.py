@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from megamerge import __version__
 from megamerge.portable import load_portable, read_portable_config
-from megamerge.tokenizer import PAD
+from megamerge.vocabulary import PAD
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_WINDOW = 4096

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from megamerge.model import MergeDNA, MergeDNAConfig
-from megamerge.model.config import PRESETS
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.mergedna.config import PRESETS
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 from tools.activation_memory import Kernels, activation_estimate
 

@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.model.sampling import generate
+from megamerge.models.carmania.generation import generate
 from megamerge.portable import load_portable, read_portable_config
-from megamerge.tokenizer import decode, encode_tensor
+from megamerge.vocabulary import decode, encode_tensor
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LINE_WIDTH = 80

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from megamerge import __version__
-from megamerge.model.registry import ModelFamily, get_family
+from megamerge.models.registry import ModelFamily, get_family
 from megamerge.parallel.pipeline import check_pipeline_layout
 from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
 from megamerge.portable import read_portable_config, read_portable_weights

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from megamerge.model import MergeDNA
-from megamerge.model.registry import ModelFamily
+from megamerge.models import MergeDNA
+from megamerge.models.registry import ModelFamily
 from megamerge.parallel.pipeline import (
     LatentDecoderBlockPipe,
     LatentEncoderBlockPipe,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from megamerge.model.registry import ModelFamily, get_family
+from megamerge.models.registry import ModelFamily, get_family
 from megamerge.parallel.pipeline import check_pipeline_layout
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 from megamerge.portable import write_portable_state

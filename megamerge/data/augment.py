@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megamerge.tokenizer import A, C, G, N, T
+from megamerge.vocabulary import A, C, G, N, T
 
 COMPLEMENT = np.array([T, G, C, A, N], dtype=np.uint8)  # indexed by code: A<->T, C<->G, N->N
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from megamerge.tokenizer import PAD
+from megamerge.vocabulary import PAD
 
 
 def collate_codes(samples: list[np.ndarray], seq_len: int) -> torch.Tensor:

@@ -38,14 +38,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from megamerge.model.config import MergeDNAConfig
-from megamerge.model.losses import base_cross_entropy
-from megamerge.model.masking import amtm_token_mask
-from megamerge.model.mergedna import MergeDNA, check_input_ids
-from megamerge.model.rope import rope_angles
-from megamerge.model.sample_noise import STREAM_AMTM, uniform
-from megamerge.model.token_merging import TokenState, global_merge_to, group_sizes, unmerge
-from megamerge.tokenizer import MASK, base_targets
+from megamerge.models.common.keyed_random import STREAM_AMTM, uniform
+from megamerge.models.common.losses import base_cross_entropy
+from megamerge.models.common.rope import rope_angles
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.masking import amtm_token_mask
+from megamerge.models.mergedna.model import MergeDNA
+from megamerge.models.mergedna.token_merging import TokenState, global_merge_to, group_sizes, unmerge
+from megamerge.vocabulary import MASK, base_targets, check_input_ids
 
 # Phases of stream 2 (latent MTR) in the carry.
 NOT_STARTED, PRE_MERGE, MERGED, UNMERGED = 0, 1, 2, 3
@@ -263,7 +263,7 @@ class LocalDecoderPipe(nn.Module):
         amtm, correct, scored = base_cross_entropy(masked_logits, targets, select=c.base_mask)
         loss = mtr + cfg.latent_mtr_weight * latent_mtr + amtm
         if cfg.tm_weight > 0:
-            from megamerge.model.transition_loss import transition_matrix_loss
+            from megamerge.models.common.transition_loss import transition_matrix_loss
 
             loss = loss + cfg.tm_weight * transition_matrix_loss(logits, ids)
         n_bases = base_valid.sum(1).float()

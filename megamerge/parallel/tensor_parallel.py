@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from megamerge.model.block import TransformerBlock
+from megamerge.models.common.block import TransformerBlock
 
 from .tensor_parallel_plan import BLOCK_LINEAR_SPLITS, split_blocks
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from megamerge.model.block import TransformerBlock
+from megamerge.models.common.block import TransformerBlock
 
 from .layers import ColumnParallelLinear, RowParallelLinear
 

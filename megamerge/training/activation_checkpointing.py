@@ -8,7 +8,7 @@ import functools
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from megamerge.model.block import TransformerBlock
+from megamerge.models.common.block import TransformerBlock
 
 
 def apply_activation_checkpointing(model: nn.Module) -> int:

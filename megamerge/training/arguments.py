@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from megamerge.model.registry import ALL_PRESETS
+from megamerge.models.registry import ALL_PRESETS
 
 MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a preset
     "hidden_size": "dim",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megamerge.model.registry import family_of_preset, get_family
+from megamerge.models.registry import family_of_preset, get_family
 
 COMPLETE_MARKER = "megamerge_complete"
 WEIGHTS_ONLY_MARKER = "megamerge_weights_only"

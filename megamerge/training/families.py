@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from megamerge.model.carmania import training_flops_per_sequence
-from megamerge.training.flops import mergedna_step_flops
+from megamerge.models.carmania.model import training_flops_per_sequence
+from megamerge.models.mergedna.flops import mergedna_step_flops
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tokenizer import NUM_BASE_CLASSES
-from .block import TransformerBlock
-from .config import MergeDNAConfig
-from .norm import RMSNorm
-from .rope import rope_angles
-from .token_merging import unmerge
+from megamerge.models.common.block import TransformerBlock
+from megamerge.models.common.norm import RMSNorm
+from megamerge.models.common.rope import rope_angles
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.token_merging import unmerge
+from megamerge.vocabulary import NUM_BASE_CLASSES
 
 
 class LocalDecoder(nn.Module):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..tokenizer import NUM_BASE_CLASSES
+from megamerge.vocabulary import NUM_BASE_CLASSES
 
 
 def sample_next_base(

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .carmania import Carmania
-from .carmania_config import CARMANIA_PRESETS, CarmaniaConfig
-from .config import PRESETS as MERGEDNA_PRESETS
-from .config import MergeDNAConfig
-from .mergedna import MergeDNA
+from megamerge.models.carmania.config import CARMANIA_PRESETS, CarmaniaConfig
+from megamerge.models.carmania.model import Carmania
+from megamerge.models.mergedna.config import PRESETS as MERGEDNA_PRESETS
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.model import MergeDNA
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,14 @@ import math
 import torch
 from torch import nn
 
-from ..tokenizer import NUM_BASE_CLASSES, VOCAB_SIZE, base_targets
-from .block import TransformerBlock
-from .carmania_config import CarmaniaConfig
-from .kv_cache import SlidingWindowKVCache, cached_block
-from .losses import base_cross_entropy
-from .mergedna import check_input_ids
-from .norm import RMSNorm
-from .rope import rope_angles
-from .transition_loss import transition_matrix_loss
+from megamerge.models.carmania.config import CarmaniaConfig
+from megamerge.models.carmania.kv_cache import SlidingWindowKVCache, cached_block
+from megamerge.models.common.block import TransformerBlock
+from megamerge.models.common.losses import base_cross_entropy
+from megamerge.models.common.norm import RMSNorm
+from megamerge.models.common.rope import rope_angles
+from megamerge.models.common.transition_loss import transition_matrix_loss
+from megamerge.vocabulary import NUM_BASE_CLASSES, VOCAB_SIZE, base_targets, check_input_ids
 
 
 class Carmania(nn.Module):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..tokenizer import NUM_BASE_CLASSES
+from megamerge.vocabulary import NUM_BASE_CLASSES
 
 # Floor for q inside the log: a predicted transition with (numerically) zero mass costs a large
 # but finite penalty instead of inf. Irrelevant wherever p is zero, which contributes exactly 0.

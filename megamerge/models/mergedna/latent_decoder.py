@@ -7,10 +7,10 @@ from dataclasses import replace
 
 from torch import nn
 
-from .block import TransformerBlock
-from .config import MergeDNAConfig
-from .rope import rope_angles
-from .token_merging import TokenState
+from megamerge.models.common.block import TransformerBlock
+from megamerge.models.common.rope import rope_angles
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.token_merging import TokenState
 
 
 class LatentDecoder(nn.Module):

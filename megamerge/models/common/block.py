@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention
-from .norm import RMSNorm
+from megamerge.models.common.attention import Attention
+from megamerge.models.common.norm import RMSNorm
 
 
 class SwiGLU(nn.Module):

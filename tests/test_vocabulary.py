@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from megamerge import tokenizer as tok
+from megamerge import vocabulary as tok
 
 
 def test_round_trip_and_lower_case():

@@ -8,7 +8,7 @@ passes 1 and 3.
 
 from __future__ import annotations
 
-from megamerge.model.config import MergeDNAConfig
+from megamerge.models.mergedna.config import MergeDNAConfig
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "A100": 312.0}
 

@@ -17,27 +17,16 @@ import math
 import torch
 from torch import nn
 
-from ..tokenizer import MASK, PAD, base_targets
-from .config import MergeDNAConfig
-from .latent_decoder import LatentDecoder
-from .latent_encoder import LatentEncoder
-from .local_decoder import LocalDecoder
-from .local_encoder import LocalEncoder
-from .losses import base_cross_entropy
-from .masking import amtm_token_mask
-from .sample_noise import STREAM_AMTM, STREAM_COMPRESSION, normal, uniform
-from .token_merging import TokenState, group_sizes, unmerge
-
-
-def check_input_ids(input_ids: torch.Tensor) -> torch.Tensor:
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be [batch, bases], got shape {tuple(input_ids.shape)}")
-    valid = input_ids != PAD
-    if bool((valid[:, 1:] & ~valid[:, :-1]).any()):
-        raise ValueError("PAD may only appear as a suffix of each row (right padding)")
-    if not bool(valid[:, 0].all()):
-        raise ValueError("every row needs at least one base that is not PAD")
-    return valid
+from megamerge.models.common.keyed_random import STREAM_AMTM, STREAM_COMPRESSION, normal, uniform
+from megamerge.models.common.losses import base_cross_entropy
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.latent_decoder import LatentDecoder
+from megamerge.models.mergedna.latent_encoder import LatentEncoder
+from megamerge.models.mergedna.local_decoder import LocalDecoder
+from megamerge.models.mergedna.local_encoder import LocalEncoder
+from megamerge.models.mergedna.masking import amtm_token_mask
+from megamerge.models.mergedna.token_merging import TokenState, group_sizes, unmerge
+from megamerge.vocabulary import MASK, base_targets, check_input_ids
 
 
 class MergeDNA(nn.Module):
@@ -162,7 +151,7 @@ class MergeDNA(nn.Module):
             "token_lengths": tokens.sizes[tokens.valid].detach(),
         }
         if cfg.tm_weight > 0:
-            from .transition_loss import transition_matrix_loss
+            from megamerge.models.common.transition_loss import transition_matrix_loss
 
             tm = transition_matrix_loss(logits, input_ids)
             out["tm"] = tm

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention import Attention
-from .block import TransformerBlock
+from megamerge.models.common.attention import Attention
+from megamerge.models.common.block import TransformerBlock
 
 
 class SlidingWindowKVCache:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .rope import rotate_hidden
+from megamerge.models.common.rope import rotate_hidden
 
 _SCORE_FLOOR = -3.0  # below any cosine similarity; stands in for "cannot merge" without inf arithmetic
 

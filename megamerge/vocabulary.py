@@ -1,4 +1,4 @@
-"""Base-level tokenizer: DNA strings <-> integer ids, vectorised through a 256-entry lookup table.
+"""The base vocabulary: DNA strings <-> integer ids, vectorised through a 256-entry lookup table.
 
 The ids double as the on-disk uint8 codes of the data pipeline, so A, C, G, T are 0..3: the
 reconstruction heads predict exactly those four classes and CARMANIA's 4x4 transition matrix
@@ -65,3 +65,15 @@ def reverse_complement(ids: torch.Tensor) -> torch.Tensor:
 def base_targets(ids: torch.Tensor) -> torch.Tensor:
     """Reconstruction targets: A/C/G/T keep their id, everything else becomes IGNORE_INDEX."""
     return torch.where(ids < NUM_BASE_CLASSES, ids, torch.full_like(ids, IGNORE_INDEX))
+
+
+def check_input_ids(input_ids: torch.Tensor) -> torch.Tensor:
+    """The valid-base mask [B, N] of a right-padded batch of ids; ValueError on any other layout."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, bases], got shape {tuple(input_ids.shape)}")
+    valid = input_ids != PAD
+    if bool((valid[:, 1:] & ~valid[:, :-1]).any()):
+        raise ValueError("PAD may only appear as a suffix of each row (right padding)")
+    if not bool(valid[:, 0].all()):
+        raise ValueError("every row needs at least one base that is not PAD")
+    return valid

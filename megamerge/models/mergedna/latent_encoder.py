@@ -8,11 +8,11 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .block import TransformerBlock
-from .config import MergeDNAConfig
-from .norm import RMSNorm
-from .rope import rope_angles
-from .token_merging import TokenState, global_merge_to
+from megamerge.models.common.block import TransformerBlock
+from megamerge.models.common.norm import RMSNorm
+from megamerge.models.common.rope import rope_angles
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.token_merging import TokenState, global_merge_to
 
 
 class LatentEncoder(nn.Module):

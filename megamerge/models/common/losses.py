@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..tokenizer import IGNORE_INDEX
+from megamerge.vocabulary import IGNORE_INDEX
 
 
 def base_cross_entropy(

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .local_attention import full_attention, local_attention
-from .rope import apply_rope
+from megamerge.models.common.local_attention import full_attention, local_attention
+from megamerge.models.common.rope import apply_rope
 
 
 class Attention(nn.Module):

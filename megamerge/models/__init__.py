@@ -1,0 +1,25 @@
+from megamerge.models.carmania.config import CARMANIA_PRESETS, CarmaniaConfig
+from megamerge.models.carmania.model import Carmania
+from megamerge.models.mergedna.config import PRESETS, MergeDNAConfig
+from megamerge.models.mergedna.model import MergeDNA
+from megamerge.models.registry import (
+    ALL_PRESETS,
+    FAMILIES,
+    build_model,
+    build_model_from_preset,
+    config_from_preset,
+)
+
+__all__ = [
+    "ALL_PRESETS",
+    "CARMANIA_PRESETS",
+    "FAMILIES",
+    "PRESETS",
+    "Carmania",
+    "CarmaniaConfig",
+    "MergeDNA",
+    "MergeDNAConfig",
+    "build_model",
+    "build_model_from_preset",
+    "config_from_preset",
+]
