@@ -15,6 +15,11 @@ parameters and per-type base counts. Region types:
 
 The annotation is what lets us check whether a learned tokenizer merges repeats more than dense
 regions. Everything derives from --seed, so a given command always writes the same genomes.
+
+With --task species|motif it writes a labelled fine-tuning task instead (train/dev/test CSV, see
+data_prep/synthetic_task.py) from the same species models:
+
+    python data_prep/synthetic.py --task species --out runs/tasks/species --species 4 --seq-length 256
 """
 
 from __future__ import annotations
@@ -176,7 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--no-gzip", action="store_true", help="write plain .fa instead of .fa.gz")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    task = parser.add_argument_group("labelled task (instead of genomes)")
+    task.add_argument("--task", choices=("species", "motif"), default=None,
+                      help="write a fine-tuning task to --out: which species a chunk is from, or whether a "
+                           "planted motif is present (vs a shuffle of it)")
+    task.add_argument("--seq-length", type=int, default=256, help="bases per task sequence")
+    task.add_argument("--train-per-class", type=int, default=1000, help="training examples per class")
+    task.add_argument("--eval-per-class", type=int, default=250, help="dev and test examples per class, each")
     args = parser.parse_args(argv)
+    if args.task:
+        return write_task_cli(parser, args)
     if args.species < 1 or args.records < 1 or args.length < args.records:
         parser.error("need --species >= 1, --records >= 1 and --length >= --records")
     truth = generate(args.out, args.species, args.length, args.records, args.seed, not args.no_gzip,
@@ -187,6 +201,21 @@ def main(argv: list[str] | None = None) -> int:
             totals[kind] += count
     summary = ", ".join(f"{kind} {count:,}" for kind, count in totals.items())
     print(f"{args.species} species x {args.length:,} bp -> {args.out} ({summary})")
+    return 0
+
+
+def write_task_cli(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if __package__ in (None, ""):  # run as a script: make `data_prep` importable
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from data_prep.synthetic_task import write_task
+
+    sizes = (args.train_per_class, args.eval_per_class, args.eval_per_class)
+    try:
+        rows = write_task(args.out, args.task, args.species, args.seq_length, sizes, args.seed)
+    except ValueError as e:
+        parser.error(str(e))
+    counts = ", ".join(f"{split} {n:,}" for split, n in rows.items())
+    print(f"{args.task} task ({args.species} species, {args.seq_length} bp) -> {args.out} ({counts} rows)")
     return 0
 
 
