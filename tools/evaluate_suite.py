@@ -63,7 +63,7 @@ def parse_args(argv):
                     help="run only the task with this index in --list-tasks order (one SLURM array element)")
     ap.add_argument("--list-tasks", action="store_true", help="print the tasks found, one per line, and exit")
     ap.add_argument("--summarize-only", action="store_true",
-                    help="run nothing; write the summary from the results present")
+                    help="run nothing; write the summary from the results present (exit 1 if any is missing)")
     ap.add_argument("--overwrite-config", action="store_true",
                     help="resume into OUT even if it was started with other settings")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -107,6 +107,8 @@ def main(argv=None) -> int:
             json_path, md_path = write_summary(args.out, summary)
             print(render_markdown(summary))
             print(f"wrote {json_path} and {md_path}")
+            if args.summarize_only and summary["missing"]:
+                failures.append(f"{len(summary['missing'])} runs have no results.json: {', '.join(summary['missing'])}")
     except SuiteError as e:
         print(f"evaluate_suite: error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -121,7 +122,10 @@ def write_config(out: Path, config: dict, overwrite: bool) -> None:
             raise SuiteError(f"{path}: this suite was started with other settings ({details}); use another "
                              "--out, or --overwrite-config to mix them knowingly")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=1) + "\n")
+    # Atomic: SLURM array elements write the same file at the same moment, and read it first.
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(config, indent=1) + "\n")
+    os.replace(partial, path)
 
 
 def run_one(command: list[str], run_dir: Path) -> tuple[int, float]:
