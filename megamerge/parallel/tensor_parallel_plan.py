@@ -4,8 +4,8 @@ This is the one table read both by `apply_tensor_parallel` (cutting each rank's 
 full weight) and by the checkpoint converter (joining the shards back, or refusing a checkpoint
 whose shards do not follow it), so the two cannot disagree.
 
-Split blocks: every block of MergeDNA's Latent Encoder and Latent Decoder; every CARMANIA layer
-(a model names its own with `tensor_parallel_blocks()`). Inside each of them:
+Split blocks: those the family's registry spec names (`ModelSpec.tensor_parallel_blocks`: every
+block of MergeDNA's Latent Encoder and Latent Decoder; every CARMANIA layer). Inside each of them:
 
     column-parallel, split along dim 0 (output features; whole heads per rank):
         attention.wq, attention.wk, attention.wv, feed_forward.w1 (gate), feed_forward.w3 (up)
@@ -22,6 +22,7 @@ from __future__ import annotations
 from torch import nn
 
 from megamerge.models.common.block import TransformerBlock
+from megamerge.models.registry import family_of_model
 
 from .layers import ColumnParallelLinear, RowParallelLinear
 
@@ -37,15 +38,11 @@ BLOCK_LINEAR_SPLITS: dict[str, type[ColumnParallelLinear | RowParallelLinear]] =
     "feed_forward.w2": RowParallelLinear,
 }
 
-# MergeDNA's split parts (it has no tensor_parallel_blocks(): its model code knows nothing of TP).
-MERGEDNA_SPLIT_PARTS = ("latent_encoder", "latent_decoder")
 
 
 def split_blocks(model: nn.Module) -> list[TransformerBlock]:
-    """The blocks of `model` (MergeDNA or CARMANIA, unwrapped) that tensor parallelism splits."""
-    if hasattr(model, "tensor_parallel_blocks"):
-        return list(model.tensor_parallel_blocks())
-    return [block for part in MERGEDNA_SPLIT_PARTS for block in getattr(model, part).blocks]
+    """The blocks of `model` (any family, unwrapped) that tensor parallelism splits."""
+    return list(family_of_model(model).tensor_parallel_blocks(model))
 
 
 def split_parameter_dims(model: nn.Module) -> dict[str, int]:

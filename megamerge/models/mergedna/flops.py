@@ -53,3 +53,9 @@ def peak_flops_per_device(override_tflops: float | None, device_name: str | None
             if key in device_name:
                 return tflops * 1e12
     return None
+
+
+def training_flops_per_sequence(cfg: MergeDNAConfig, n: int, means: dict) -> float:
+    """`mergedna_step_flops` at the token counts this run's logged compression ratios imply
+    (`means` holds the averaged bases_per_token and latent_bases_per_token)."""
+    return mergedna_step_flops(cfg, n, n / means["bases_per_token"], n / means["latent_bases_per_token"])

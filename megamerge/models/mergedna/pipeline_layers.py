@@ -1,0 +1,53 @@
+"""The one ordered list of MergeDNA's pipeline layers. Everything that depends on the layer
+order derives from it: the DeepSpeed `PipelineModule` (megamerge/parallel/pipeline.py), the
+checkpoint converter's parameter names, the layer count checked against `--pipeline-model-
+parallel-size`, and the memory estimator's per-layer parameters.
+
+    local encoder | latent-encoder block x n_enc | latent-encoder norm |
+    latent-decoder block x n_dec | local decoder (and head, and the losses)
+
+Each layer wraps one submodule of a full MergeDNA; DeepSpeed names its parameters
+"<layer index>.<attribute>.<name inside the submodule>".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from megamerge.models.mergedna.config import MergeDNAConfig
+
+LOCAL_ENCODER = "local_encoder"
+LATENT_ENCODER_BLOCK = "latent_encoder_block"
+LATENT_ENCODER_NORM = "latent_encoder_norm"
+LATENT_DECODER_BLOCK = "latent_decoder_block"
+LOCAL_DECODER = "local_decoder"
+
+
+@dataclass(frozen=True)
+class PipelineLayer:
+    kind: str  # one of the five constants above
+    index: int | None  # the block's index inside its stack (block kinds only)
+    submodule: str  # path of the wrapped submodule inside MergeDNA ("latent_encoder.blocks.3")
+    attribute: str  # the name the pipeline layer holds it under (in DeepSpeed's parameter names)
+
+
+def pipeline_layers(cfg: MergeDNAConfig) -> list[PipelineLayer]:
+    layers = [PipelineLayer(LOCAL_ENCODER, None, "local_encoder", "local_encoder")]
+    layers += [PipelineLayer(LATENT_ENCODER_BLOCK, i, f"latent_encoder.blocks.{i}", "block")
+               for i in range(cfg.latent_encoder_layers)]
+    layers += [PipelineLayer(LATENT_ENCODER_NORM, None, "latent_encoder.norm", "norm")]
+    layers += [PipelineLayer(LATENT_DECODER_BLOCK, j, f"latent_decoder.blocks.{j}", "block")
+               for j in range(cfg.latent_decoder_layers)]
+    layers += [PipelineLayer(LOCAL_DECODER, None, "local_decoder", "local_decoder")]
+    return layers
+
+
+def latent_merge_layer_index(cfg: MergeDNAConfig) -> int:
+    """The pipeline layer at whose start pass 2 merges globally: latent-encoder block
+    `latent_merge_layer`, or the latent norm when the merge comes after the last block."""
+    for position, layer in enumerate(pipeline_layers(cfg)):
+        if layer.kind == LATENT_ENCODER_BLOCK and layer.index == cfg.latent_merge_layer:
+            return position
+        if layer.kind == LATENT_ENCODER_NORM:
+            return position
+    raise AssertionError("pipeline_layers has no latent-encoder norm")

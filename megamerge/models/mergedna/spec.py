@@ -1,0 +1,28 @@
+"""MergeDNA's registry entry: config, model, presets, what training logs, FLOPs, the blocks
+tensor parallelism splits (every Latent Encoder and Latent Decoder block; the local encoder and
+decoder, whose windows are short and whose merges are local, stay replicated) and the pipeline
+layers."""
+
+from __future__ import annotations
+
+from megamerge.models.mergedna.config import PRESETS, MergeDNAConfig
+from megamerge.models.mergedna.flops import training_flops_per_sequence
+from megamerge.models.mergedna.model import MergeDNA
+from megamerge.models.mergedna.pipeline_layers import pipeline_layers
+from megamerge.models.model_spec import ModelSpec
+
+
+def _tensor_parallel_blocks(model: MergeDNA) -> list:
+    return [*model.latent_encoder.blocks, *model.latent_decoder.blocks]
+
+
+MERGEDNA_SPEC = ModelSpec(
+    name="mergedna", config_class=MergeDNAConfig, model_class=MergeDNA, presets=PRESETS,
+    loss_keys=("loss", "mtr", "latent_mtr", "amtm"),
+    ratio_keys=("bases_per_token", "latent_bases_per_token"),
+    eval_correct="masked_correct", eval_count="masked_count", eval_loss="amtm",
+    eval_accuracy_name="masked_base_accuracy",
+    flops_per_sequence=training_flops_per_sequence,
+    tensor_parallel_blocks=_tensor_parallel_blocks,
+    pipeline_layers=pipeline_layers,
+)
