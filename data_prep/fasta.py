@@ -1,27 +1,29 @@
-"""Reading FASTA / FASTA.gz input: file discovery, species labels, and a record iterator whose every
-failure is an `InputError` naming the file (and the record and offset when there is one).
+"""Reading FASTA input, plain or compressed: file discovery, species labels, and a record iterator
+whose every failure is an `InputError` naming the file (and the record and offset when there is one).
 
 The parser is dnaio (Cython, maintained with cutadapt): it was measured against pyfastx and
 Biopython (see BENCHMARKS.md) and, unlike pyfastx, it reports a truncated gzip member instead of
-silently returning the sequence read so far. It strips CR of CRLF line endings.
+silently returning the sequence read so far. It strips CR of CRLF line endings. Decompression is
+xopen's (gzip/bgzip, bz2, xz, zstd; data_prep/compression.py decides what is readable).
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dnaio
 import numpy as np
+from xopen import xopen
 
+from data_prep.compression import DECOMPRESSION_ERRORS, compression_problem, compression_suffix
 from data_prep.normalize import BaseCounts, InvalidBaseError, normalize
 
-FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".ffn", ".frn", ".mfa")
-GZIP_MAGIC = b"\x1f\x8b"
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fsa", ".ffn", ".frn", ".mfa", ".seq")
+INDEX_SUFFIXES = (".fai", ".gzi")  # samtools indexes that sit beside a FASTA
 
 
 class InputError(Exception):
@@ -37,36 +39,68 @@ class Record:
     counts: BaseCounts
 
 
+@dataclass
+class InputScan:
+    files: list[Path]  # what will be read, in order
+    skipped: list[str] = field(default_factory=list)  # "PATH: why", for every file of a directory left out
+
+
+def strip_compression(name: str) -> str:
+    suffix = compression_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
 def is_fasta_path(path: Path) -> bool:
-    name = path.name.lower()
-    name = name.removesuffix(".gz")
-    return name.endswith(FASTA_SUFFIXES)
+    """A FASTA name, optionally with a compression suffix: `x.fa`, `x.FNA.gz`, `x.fsa.zst`, ..."""
+    return strip_compression(path.name).lower().endswith(FASTA_SUFFIXES)
 
 
-def find_fasta_files(inputs: list[str | Path]) -> list[Path]:
-    """Expand directories (recursively, FASTA suffixes only) and keep explicit files as given."""
-    found: list[Path] = []
+def _skip_reason(path: Path, root: Path) -> str | None:
+    """Why a file found in an input directory is not read (None: it is read). A FASTA name with
+    a compression we cannot read is not skipped: `_check_file` refuses it by name."""
+    hidden = [part for part in path.relative_to(root).parts if part.startswith(".")]
+    if hidden:
+        return f"hidden ({hidden[0]})"
+    if is_fasta_path(path):
+        return None
+    if path.name.lower().endswith(INDEX_SUFFIXES):
+        return "an index file, not sequence"
+    return f"not a FASTA file name ({' '.join(FASTA_SUFFIXES)}, optionally compressed)"
+
+
+def scan_inputs(inputs: list[str | Path]) -> InputScan:
+    """Expand directories (recursively) and keep explicit files as given; record every file of a
+    directory that is left out and why."""
+    scan = InputScan([])
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_fasta_path(p)))
+            for found in sorted(p for p in path.rglob("*") if p.is_file()):
+                reason = _skip_reason(found, path)
+                if reason:
+                    scan.skipped.append(f"{found}: {reason}")
+                else:
+                    scan.files.append(found)
         elif path.is_file():
-            found.append(path)
+            scan.files.append(path)
         else:
             raise InputError(f"{path}: no such file or directory")
-    if not found:
-        raise InputError(f"no FASTA files found in {', '.join(map(str, inputs))}")
-    resolved = [p.resolve() for p in found]
+    if not scan.files:
+        skipped = f" (skipped: {'; '.join(scan.skipped[:5])}{' ...' if len(scan.skipped) > 5 else ''})"
+        raise InputError(f"no FASTA files found in {', '.join(map(str, inputs))}{skipped if scan.skipped else ''}")
+    resolved = [p.resolve() for p in scan.files]
     if len(set(resolved)) != len(resolved):
         raise InputError("the same input file is given more than once")
-    return found
+    return scan
+
+
+def find_fasta_files(inputs: list[str | Path]) -> list[Path]:
+    return scan_inputs(inputs).files
 
 
 def default_species(path: Path) -> str:
-    """The file name without its FASTA and gzip suffixes: `E_coli.fna.gz` -> `E_coli`."""
-    name = path.name
-    if name.lower().endswith(".gz"):
-        name = name[:-3]
+    """The file name without its FASTA and compression suffixes: `E_coli.fna.gz` -> `E_coli`."""
+    name = strip_compression(path.name)
     for suffix in FASTA_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -102,19 +136,22 @@ def sha256_of(path: Path) -> str:
 
 
 def _check_file(path: Path) -> None:
-    """Catch what the parser would report badly: an empty file, binary data, a broken gzip."""
+    """Catch what the parser would report badly: an empty file, a compression that the name
+    contradicts or that we cannot read, a damaged compressed stream, binary data, non-FASTA text."""
     with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
-    if not head:
+        raw = handle.read(1 << 16)
+    if not raw:
         raise InputError(f"{path}: empty file")
-    if head[:2] == GZIP_MAGIC:
-        try:
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(1 << 16)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{path}: truncated or corrupt gzip data ({exc})") from None
-        if not head:
-            raise InputError(f"{path}: empty file (gzip stream holds no data)")
+    problem = compression_problem(path.name, raw)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    try:
+        with xopen(path, "rb", threads=0) as handle:
+            head = handle.read(1 << 16)
+    except DECOMPRESSION_ERRORS as exc:
+        raise InputError(f"{path}: truncated or corrupt compressed data ({exc})") from None
+    if not head:
+        raise InputError(f"{path}: empty file (the compressed stream holds no data)")
     if b"\x00" in head:
         raise InputError(f"{path}: binary data, not FASTA text")
     if not head.lstrip().startswith(b">"):
@@ -123,7 +160,7 @@ def _check_file(path: Path) -> None:
 
 
 def read_fasta(path: Path, on_invalid: str = "error") -> Iterator[Record]:
-    """Yield normalised records of one FASTA(.gz) file; raise InputError on anything malformed."""
+    """Yield normalised records of one FASTA file (plain or compressed); raise InputError on anything malformed."""
     path = Path(path)
     _check_file(path)
     index = -1
@@ -146,7 +183,7 @@ def read_fasta(path: Path, on_invalid: str = "error") -> Iterator[Record]:
         raise InputError(f"{path}: record #{index} {name}: {exc}") from None
     except InputError:
         raise
-    except (EOFError, OSError) as exc:
+    except DECOMPRESSION_ERRORS as exc:
         raise InputError(
             f"{path}: truncated or corrupt file ({exc}); {index + 1} records were read before the damage"
         ) from None

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 if __package__ in (None, ""):  # run as a script: make `data_prep` and `megamerge` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,16 +31,27 @@ from tqdm import tqdm
 import megamerge
 from data_prep.accounting import SpeciesStats, totals_of
 from data_prep.chunking import DROP_REASONS, ChunkSpec, cut_record
-from data_prep.fasta import InputError, find_fasta_files, load_species_map, species_for
+from data_prep.empty_split import why_no_training_samples
+from data_prep.fasta import InputError, load_species_map, scan_inputs, species_for
 from data_prep.genome_store import FileIngest, GenomeStore, create_store, finalize_store, ingest_file
 from data_prep.normalize import ALPHABET
+from data_prep.output_dir import (
+    MANIFEST_FORMAT,
+    SPLITS,
+    STORE_NAME,
+    check_not_overlapping,
+    check_replaceable,
+    describe_os_error,
+    fresh_work_dir,
+    in_place_work_dir,
+    publish_dir,
+    publish_in_place,
+)
 from data_prep.shard_writer import SplitShardWriter
 from data_prep.split import SplitSpec
 
-MANIFEST_FORMAT = "megamerge-shards"
 MANIFEST_FORMAT_VERSION = 1
-STORE_NAME = "genomes.zarr"
-SPLITS = ("train", "valid")
+SKIPPED_SHOWN = 20  # skipped files printed; the manifest lists all of them
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -151,7 +162,7 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
     }
     per_species: dict[str, SpeciesStats] = {}
     seen_ids: set[str] = set()
-    notes = {"empty_records": [], "duplicate_ids": []}
+    notes = {"empty_records": [], "duplicate_ids": [], "longest_record": 0}
     bar = tqdm(total=total_bases, unit="bp", unit_scale=True, desc="cut", disable=args.no_progress or None)
     for record in records:
         attrs = record.attrs
@@ -162,6 +173,7 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
         stats.iupac_bases += attrs["iupac_count"]
         stats.lower_bases += attrs["lower_count"]
         stats.invalid_bases += attrs["invalid_count"]
+        notes["longest_record"] = max(notes["longest_record"], attrs["length"])
         where = f"{Path(record.source_file).name}: record {record.record_id!r} ({record.array_path})"
         if attrs["length"] == 0:
             stats.empty_records += 1
@@ -240,35 +252,6 @@ def build_manifest(args, store_ref: str, store: GenomeStore, per_species, shards
 # -------------------------------------------------------------------------------------------- publish
 
 
-def _fresh_work_dir(out: Path, overwrite: bool) -> Path:
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: output directory exists and is not empty (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    return work
-
-
-def _publish_dir(work: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    work.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _publish_in_place(work: Path, out: Path) -> None:
-    """Swap the new shards and manifest in next to the store they were cut from."""
-    retired = work / "retired"
-    retired.mkdir()
-    for name in (*SPLITS, "manifest.json"):
-        if (out / name).exists():
-            (out / name).rename(retired / name)
-        (work / name).rename(out / name)
-    shutil.rmtree(work)
-
-
 def resolve_store(args: argparse.Namespace) -> Path:
     store = Path(args.from_store) if args.from_store else args.out / STORE_NAME
     if store.is_dir() and not (store / "zarr.json").exists() and (store / STORE_NAME).exists():
@@ -278,47 +261,67 @@ def resolve_store(args: argparse.Namespace) -> Path:
     return store
 
 
+class Plan(NamedTuple):
+    work: Path  # the hidden build directory
+    store_path: Path
+    store_ref: str  # the store as the manifest names it
+    in_place: bool  # a re-cut beside its store, replacing only shards and manifest
+    files: list[Path]  # FASTA files to read (none for a re-cut)
+    skipped: list[str]  # "PATH: why" for every file of an input directory left out
+
+
+def plan_output(args: argparse.Namespace) -> Plan:
+    """Find the inputs, check them against --out and --out itself, and only then create the build
+    directory: a refused run has touched nothing."""
+    out: Path = args.out
+    inputs = [args.species_map] if args.species_map else []
+    if args.from_store is not None:
+        store_path = resolve_store(args)
+        in_place = store_path.resolve().parent == out.resolve()
+        check_not_overlapping(out, inputs if in_place else [*inputs, store_path])
+        check_replaceable(out, args.overwrite, in_place)
+        if in_place:
+            return Plan(in_place_work_dir(out), store_path, STORE_NAME, True, [], [])
+        return Plan(fresh_work_dir(out), store_path, str(store_path.resolve()), False, [], [])
+    scan = scan_inputs(args.input)
+    check_not_overlapping(out, [*map(Path, args.input), *inputs])
+    check_replaceable(out, args.overwrite)
+    work = fresh_work_dir(out)
+    return Plan(work, work / STORE_NAME, STORE_NAME, False, scan.files, scan.skipped)
+
+
+def _ingest_and_cut(args: argparse.Namespace, files: list[Path], store_path: Path, work: Path, timing: dict,
+                    started: float):
+    mapping = load_species_map(args.species_map) if args.species_map else {}
+    species = [species_for(path, mapping) for path in files]
+    create_store(store_path)
+    jobs = ingest_jobs(files, species, store_path, args)
+    summaries: list[dict] = []
+    if min(args.workers, len(jobs)) > 1:
+        summaries = ingest_parallel(jobs, args)
+        finalize_store(store_path, summaries, args.on_invalid)
+        timing["ingest"] = round(time.perf_counter() - started, 3)
+        records = GenomeStore(store_path).iter_records()
+        total = sum(s["counts"]["length"] for s in summaries)
+    else:  # cut while ingesting: records are never read back from the store
+        records, total = ingest_streaming(jobs, summaries), None
+    phase_started = time.perf_counter()
+    result = cut(records, set(species), total, work, args)
+    finalize_store(store_path, summaries, args.on_invalid)
+    timing["cut" if "ingest" in timing else "ingest_and_cut"] = round(time.perf_counter() - phase_started, 3)
+    return result
+
+
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     out: Path = args.out
     timing: dict[str, float] = {}
-    if args.from_store is not None:
-        store_path = resolve_store(args)
-        in_place = store_path.resolve().parent == out.resolve()
-        if in_place:
-            work = out / f".recut-partial-{os.getpid()}"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-            store_ref = STORE_NAME
-        else:
-            work = _fresh_work_dir(out, args.overwrite)
-            store_ref = str(store_path.resolve())
-    else:
-        in_place = False
-        files = find_fasta_files(args.input)
-        mapping = load_species_map(args.species_map) if args.species_map else {}
-        work = _fresh_work_dir(out, args.overwrite)
-        store_path = work / STORE_NAME
-        store_ref = STORE_NAME
+    plan = plan_output(args)
+    work, store_path = plan.work, plan.store_path
     published = False
     try:
         if args.from_store is None:
-            species = [species_for(path, mapping) for path in files]
-            create_store(store_path)
-            jobs = ingest_jobs(files, species, store_path, args)
-            summaries: list[dict] = []
-            if min(args.workers, len(jobs)) > 1:
-                summaries = ingest_parallel(jobs, args)
-                finalize_store(store_path, summaries, args.on_invalid)
-                timing["ingest"] = round(time.perf_counter() - started, 3)
-                records = GenomeStore(store_path).iter_records()
-                total = sum(s["counts"]["length"] for s in summaries)
-            else:  # cut while ingesting: records are never read back from the store
-                records, total = ingest_streaming(jobs, summaries), None
-            phase_started = time.perf_counter()
-            per_species, shards, notes = cut(records, set(species), total, work, args)
-            finalize_store(store_path, summaries, args.on_invalid)
-            timing["cut" if "ingest" in timing else "ingest_and_cut"] = round(time.perf_counter() - phase_started, 3)
+            per_species, shards, notes = _ingest_and_cut(args, plan.files, store_path, work, timing, started)
         else:
             try:
                 store = GenomeStore(store_path)
@@ -328,14 +331,17 @@ def run(args: argparse.Namespace) -> dict:
             species = {f["species"] for f in store.files}
             per_species, shards, notes = cut(store.iter_records(), set(species), total, work, args)
             timing["cut"] = round(time.perf_counter() - started, 3)
+        if not any(shard.split == "train" for shard in shards):
+            raise InputError(f"no training samples: {why_no_training_samples(per_species, notes, args)}")
         store = GenomeStore(store_path)
         timing["total"] = round(time.perf_counter() - started, 3)
-        manifest = build_manifest(args, store_ref, store, per_species, shards, notes, timing)
+        manifest = build_manifest(args, plan.store_ref, store, per_species, shards, notes, timing)
+        manifest["skipped_files"] = plan.skipped
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if in_place:
-            _publish_in_place(work, out)
+        if plan.in_place:
+            publish_in_place(work, out)
         else:
-            _publish_dir(work, out)
+            publish_dir(work, out)
         published = True
     finally:
         if not published:
@@ -362,6 +368,11 @@ def print_summary(manifest: dict, out: Path) -> None:
         if manifest[kind]:
             shown = "; ".join(manifest[kind][:5]) + (" ..." if len(manifest[kind]) > 5 else "")
             print(f"{kind.replace('_', ' ')}: {shown}")
+    skipped = manifest.get("skipped_files", [])
+    for line in skipped[:SKIPPED_SHOWN]:
+        print(f"skipped {line}")
+    if len(skipped) > SKIPPED_SHOWN:
+        print(f"... and {len(skipped) - SKIPPED_SHOWN} more skipped files (all in manifest.json 'skipped_files')")
     splits = ", ".join(f"{split} {v['samples']} samples in {v['shards']} shards" for split, v in
                        manifest["splits"].items())
     print(f"{splits} -> {out}")
@@ -375,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = run(args)
     except (InputError, ValueError) as exc:
         print(f"prepare.py: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # unwritable or full output, unreadable input: the file and the reason, no traceback
+        print(f"prepare.py: error: {describe_os_error(exc, args.out)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("prepare.py: interrupted; nothing was written", file=sys.stderr)
