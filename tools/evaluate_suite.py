@@ -40,6 +40,7 @@ from megamerge.finetune.suite import (
     find_tasks,
     render_markdown,
     run_tasks,
+    select_tasks,
     summarize,
     write_config,
     write_summary,
@@ -59,6 +60,9 @@ def parse_args(argv):
     ap.add_argument("--launcher", default=None,
                     help="command that runs tools/finetune.py, word-split (default: this Python); e.g. "
                          "'torchrun --nproc-per-node 8' or 'srun --ntasks 8 python'")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated shell patterns over task names: run and tabulate only those "
+                         "(e.g. 'tf/*' or 'tf/0,tf/1')")
     ap.add_argument("--task-index", type=int, default=None,
                     help="run only the task with this index in --list-tasks order (one SLURM array element)")
     ap.add_argument("--list-tasks", action="store_true", help="print the tasks found, one per line, and exit")
@@ -79,7 +83,7 @@ def main(argv=None) -> int:
     ap, args, passthrough = parse_args(argv)
     try:
         check_passthrough(passthrough)
-        tasks = find_tasks(args.tasks)
+        tasks = select_tasks(find_tasks(args.tasks), args.only)
         if args.list_tasks:
             print("\n".join(t.name for t in tasks))
             return 0

@@ -16,6 +16,7 @@ Benchmarks' figure in the paper); `headline` says which one a summary prints fir
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -83,6 +84,18 @@ def find_tasks(root: Path) -> list[Task]:
     if not tasks:
         raise SuiteError(f"--tasks {root}: no directory under it holds train, dev and test files")
     return sorted(tasks, key=lambda t: _natural_key(t.name))
+
+
+def select_tasks(tasks: list[Task], patterns: str | None) -> list[Task]:
+    """The tasks whose name matches one of the comma-separated shell patterns (all when None)."""
+    if not patterns:
+        return tasks
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    unmatched = [p for p in wanted if not any(fnmatch.fnmatchcase(t.name, p) for t in tasks)]
+    if unmatched:
+        raise SuiteError(f"--only {patterns}: {', '.join(unmatched)} matches no task (tasks: "
+                         f"{', '.join(t.name for t in tasks)})")
+    return [t for t in tasks if any(fnmatch.fnmatchcase(t.name, p) for p in wanted)]
 
 
 def check_passthrough(flags: list[str]) -> None:

@@ -21,6 +21,7 @@ from megamerge.finetune.suite import (
     find_tasks,
     render_markdown,
     result_path,
+    select_tasks,
     summarize,
     write_config,
 )
@@ -54,6 +55,17 @@ def test_find_tasks_names_groups_and_natural_order(tmp_path):
                                                   ("tf/9", "tf"), ("tf/10", "tf")]
     # The root itself can be the one task.
     assert [(t.name, t.group) for t in find_tasks(tmp_path / "tf" / "9")] == [("9", ".")]
+
+
+def test_only_selects_tasks_by_pattern(tmp_path):
+    for name in ("tf/0", "tf/1", "prom/core"):
+        make_task_dir(tmp_path / name)
+    tasks = find_tasks(tmp_path)
+    assert [t.name for t in select_tasks(tasks, "tf/*")] == ["tf/0", "tf/1"]
+    assert [t.name for t in select_tasks(tasks, "tf/1, prom/core")] == ["prom/core", "tf/1"]
+    assert select_tasks(tasks, None) == tasks
+    with pytest.raises(SuiteError, match=r"tf/7 matches no task \(tasks: prom/core, tf/0, tf/1\)"):
+        select_tasks(tasks, "tf/0,tf/7")
 
 
 def test_find_tasks_errors_name_the_directory(tmp_path):
