@@ -33,10 +33,16 @@ class LocalDecoder(nn.Module):
         assign: torch.Tensor,  # [B, N] base -> token
         base_valid: torch.Tensor,  # [B, N]
     ) -> torch.Tensor:  # logits [B, N, 4]
+        return self.head(self.hidden_states(z, token_pos, assign, base_valid))
+
+    def hidden_states(self, z: torch.Tensor, token_pos: torch.Tensor, assign: torch.Tensor,
+                      base_valid: torch.Tensor) -> torch.Tensor:
+        """The normalised per-base states [B, N, D] that the base head reads; per-base task heads
+        (megamerge/finetune/heads.py) read them too."""
         B, N = assign.shape
         pos = torch.arange(N, device=z.device, dtype=torch.float32).expand(B, N)
         x = unmerge(z, assign, pos, token_pos, self.cfg.merge_theta)  # [B, N, D]
         rope = rope_angles(pos, self.cfg.head_dim, self.cfg.rope_theta)
         for block in self.blocks:
             x = block(x, rope, base_valid)
-        return self.head(self.norm(x))
+        return self.norm(x)
