@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("data_fixtures")
-from data_fixtures import read_shards, require_shared, run_prepare, shared_manifest_table
-
 from megamerge.data import build_pretrain_loader
+from tests.data_helpers import read_shards, require_shared, run_prepare, shared_manifest_table
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,21 @@
-"""Shared fixtures and helpers of the data-pipeline tests (imported by tests/test_data_*.py)."""
+"""Helpers of the data-pipeline tests: run prepare.py in-process, read shards back with plain
+tarfile, count a FASTA naively, and read the shared data's MANIFEST.md. The synthetic genome and
+corpus fixtures built on them live in tests/conftest.py."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import re
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from data_prep import prepare
+from tests.helpers import REPO
+
 SHARED_DATA = REPO.parent / "shared" / "data"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from data_prep import prepare, synthetic
-
 IUPAC = b"RYSWKMBDHV"
 
 
@@ -98,21 +96,3 @@ def require_shared(subdir: str) -> Path:
     if not path.is_dir() or not (SHARED_DATA / "MANIFEST.md").is_file():
         pytest.skip(f"shared test data not present at {path} (it lives outside the repository)")
     return path
-
-
-@pytest.fixture(scope="session")
-def synthetic_genomes(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic")
-    synthetic.generate(out, species=3, length=60_000, records=3, seed=1, compress=True, progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def synthetic_corpus(synthetic_genomes, tmp_path_factory) -> Path:
-    """3 species x 60 kb cut at 512 bp into ~22 small shards: enough for 2 ranks x 2 workers."""
-    out = tmp_path_factory.mktemp("corpus") / "c"
-    run_prepare(
-        "--input", synthetic_genomes, "--out", out, "--seq-len", "512", "--min-len", "64",
-        "--samples-per-shard", "16", "--mix-shards", "4", "--max-n-frac", "0.5",
-    )  # fmt: skip
-    return out

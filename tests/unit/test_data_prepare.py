@@ -10,18 +10,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import zarr
-
-pytest.register_assert_rewrite("data_fixtures")  # it is imported here before pytest loads it as a plugin
-from data_fixtures import REPO, read_shards, reference_fasta_counts, run_prepare
 
 from data_prep.chunking import DROP_REASONS
 from data_prep.genome_store import GenomeStore
 from data_prep.normalize import CODES
 from data_prep.synthetic import REGION_TYPES
-
-pytest_plugins = ["data_fixtures"]  # the synthetic_genomes / synthetic_corpus fixtures
+from tests.data_helpers import read_shards, reference_fasta_counts, run_prepare
+from tests.helpers import REPO
 
 
 def _assert_balanced(stats: dict) -> None:

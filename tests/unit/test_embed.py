@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
-
-from embed import main
-
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.portable import load_portable, save_portable
 from megamerge.vocabulary import encode_tensor
+from tools.embed import main
 
 WINDOW = 96
 RECORDS = {"short": 40, "exactly_window": WINDOW, "long": 250}  # the long one is cut into 96 + 96 + 58

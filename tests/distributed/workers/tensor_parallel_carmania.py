@@ -1,7 +1,6 @@
-"""CARMANIA under tensor parallelism, in a real 2-process gloo run (torchrun): every block is split
-the way megamerge.parallel splits MergeDNA's latent blocks (column-parallel wq/wk/wv/w1/w3, row-
-parallel wo/w2, grouped K/V heads sharded with their query groups), and must reproduce the
-unsplit model's losses, gradients and KV-cached generation logits."""
+"""Run on 2 ranks by tests/distributed/test_carmania_tp.py: a small CARMANIA and a TP=2 copy of it
+(every block split as megamerge.parallel splits MergeDNA's latent blocks); rank 0 writes losses,
+gathered gradients and KV-cached generation logits of both to a JSON file."""
 
 from __future__ import annotations
 
@@ -10,38 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from megamerge.models import Carmania, CarmaniaConfig
 
 CFG = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 160, "window": 8}
-
-
-@pytest.fixture(scope="module")
-def measured(tmp_path_factory):
-    from test_parallel_tp import run_worker
-
-    return run_worker(tmp_path_factory.mktemp("carmania_tp") / "tp.json", script=__file__)
-
-
-@pytest.mark.slow
-def test_tp2_losses_and_gradients_match_tp1(measured):
-    for key, (ref, got) in measured["forward"].items():
-        assert abs(ref - got) <= 1e-5, (key, ref, got)
-    assert measured["max_grad_diff"] <= 1e-5, measured["worst_grad"]
-    assert measured["max_grad"] > 1e-3
-    assert measured["split_blocks"] == CFG["n_layers"]
-    assert len(measured["flagged"]) == 7 * CFG["n_layers"]
-
-
-@pytest.mark.slow
-def test_tp2_kv_cache_matches_full_forward(measured):
-    assert measured["cache_vs_full"] <= 1e-5
-    assert measured["tp_vs_tp1_logits"] <= 1e-5
 
 
 def worker(out_path: Path) -> None:
@@ -92,6 +64,7 @@ def worker(out_path: Path) -> None:
         }))
     dist.barrier()
     dist.destroy_process_group()
+
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.helpers import free_port
+
 BINARIES = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "sinfo", "squeue")
 APT_PACKAGES = ("slurm-wlm", "munge")
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -64,12 +66,6 @@ def ensure_installed(timeout: float = 600) -> None:
     missing = [b for b in BINARIES if not shutil.which(b)]
     if missing:
         raise ClusterError(f"installed {' '.join(APT_PACKAGES)} but {missing} are still not on PATH")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_hardware() -> str:
@@ -117,7 +113,7 @@ class SlurmCluster:
     def _config(self) -> str:
         r = self.root
         return f"""\
-# Written by tests/slurm_cluster.py: a one-node cluster confined to {r}
+# Written by tests/system/slurm_cluster.py: a one-node cluster confined to {r}
 ClusterName=megamerge-test
 SlurmctldHost={self.node}(127.0.0.1)
 SlurmctldPort={free_port()}

@@ -10,9 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO, TINY_ARGS, describe, read_metrics, run_train, train_command, train_env
 
-pytestmark = pytest.mark.slow
+from tests.helpers import (
+    REPO,
+    TINY_ARGS,
+    TRAIN,
+    describe,
+    free_port,
+    read_metrics,
+    run_train,
+    subprocess_env,
+    train_command,
+)
 
 
 def test_two_rank_zero2_matches_one_rank_with_the_same_global_batch(tmp_path):
@@ -44,7 +53,7 @@ def test_two_rank_zero2_matches_one_rank_with_the_same_global_batch(tmp_path):
 
 
 def _launch(args, cwd):
-    return subprocess.Popen(train_command(2, args), cwd=cwd, env=train_env(), stdout=subprocess.PIPE,
+    return subprocess.Popen(train_command(2, args), cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -83,75 +92,11 @@ def test_sigkill_after_a_checkpoint_then_resume_reproduces_every_step(tmp_path):
     assert _deepspeed_shm_buffers() - shm_before == set()
 
 
-CRASH_SCRIPT = r"""
-import sys, torch, deepspeed
-from pathlib import Path
-from types import SimpleNamespace
-from megamerge.models import MergeDNA, MergeDNAConfig
-from megamerge.training import checkpointing
-from megamerge.training.distributed import init_distributed
-from megamerge.training.ds_config import resolve_ds_config
-from megamerge.training.objective import PretrainingObjective
-
-save = Path(sys.argv[1])
-init_distributed()
-args = SimpleNamespace(tensor_model_parallel_size=1, pipeline_model_parallel_size=1, micro_batch_size=2,
-                       global_batch_size=2, lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8,
-                       weight_decay=0.0, clip_grad=1.0)
-config = resolve_ds_config("ds_configs/cpu.json", args, 1, False)
-
-def engine():
-    torch.manual_seed(0)
-    model = MergeDNA(MergeDNAConfig.from_preset("tiny"))
-    return deepspeed.initialize(model=PretrainingObjective(model), model_parameters=model.parameters(),
-                                config=config)[0]
-
-first = engine()
-checkpointing.save(first, save, 1, {"iteration": 1}, {"data": {}, "rng": checkpointing.rng_state()})
-reference = {k: v.clone() for k, v in first.module.state_dict().items()}
-with torch.no_grad():
-    for p in first.module.parameters():
-        p.add_(1.0)
-
-# A crash in the middle of writing the next checkpoint: the file is half written, the process dies.
-real_save = torch.save
-def torn_save(obj, f, *a, **k):
-    real_save(obj, f, *a, **k)
-    if not isinstance(f, (str, Path)):  # in-memory buffers are not files on disk
-        return
-    path = Path(f)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    raise RuntimeError("simulated crash while writing " + path.name)
-torch.save = torn_save
-try:
-    checkpointing.save(first, save, 2, {"iteration": 2}, {"data": {}, "rng": checkpointing.rng_state()})
-    raise SystemExit("the simulated crash did not happen")
-except RuntimeError as e:
-    print("crashed:", e)
-torch.save = real_save
-
-assert (save / "latest").read_text() == "global_step1", (save / "latest").read_text()
-assert (save / "global_step2").exists() and not (save / "global_step2" / checkpointing.COMPLETE_MARKER).exists()
-second = engine()
-tag, state = checkpointing.load(second, save, finetune=False)
-assert tag == "global_step1" and state["iteration"] == 1, (tag, state)
-for k, v in second.module.state_dict().items():
-    assert torch.equal(v, reference[k]), k
-(save / "latest").write_text("global_step2")
-try:
-    checkpointing.latest_tag(save)
-    raise SystemExit("an unpublished checkpoint was accepted")
-except RuntimeError as e:
-    assert "incomplete" in str(e)
-print("OK")
-"""
-
-
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
-    env = train_env()
-    env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(__import__("train_helpers").free_port()))
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / "ck")], cwd=REPO, env=env,
+    env = subprocess_env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                         MASTER_PORT=str(free_port()))
+    proc = subprocess.run([sys.executable, "-m", "tests.distributed.workers.torn_checkpoint_save",
+                           str(tmp_path / "ck")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0 and "OK" in proc.stdout, describe(proc)
     assert "simulated crash" in proc.stdout
@@ -225,12 +170,10 @@ def test_resuming_another_model_is_refused_before_deepspeed_loads_it(tmp_path):
 
 
 def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):
-    import train_helpers
-
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(train_helpers.free_port()), str(train_helpers.TRAIN), *TINY_ARGS, "--micro-batch-size", "2",
+           str(free_port()), str(TRAIN), *TINY_ARGS, "--micro-batch-size", "2",
            "--global-batch-size", "4", "--train-iters", "2", "--eval-interval", "100", "--save", "ck"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=train_env(), capture_output=True, text=True, timeout=300,
+    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300,
                           check=False)
     assert proc.returncode == 0, describe(proc)
     assert "dp 2" in proc.stderr  # two data-parallel ranks
@@ -245,7 +188,7 @@ def test_carmania_trains_through_the_same_entry_point_with_tensor_parallelism(tm
     assert proc.returncode == 0, describe(proc)
     m = read_metrics(tmp_path / "ck")
     assert {"nt", "tm", "loss"} <= set(m[8]) and "mtr" not in m[8]
-    # wiring, not convergence (tests/test_carmania.py trains beta=1 against beta=0): nt falls, tm stays sane
+    # wiring, not convergence (tests/unit/test_carmania.py trains beta=1 against beta=0): nt falls, tm stays sane
     assert m[8]["nt"] < m[1]["nt"]
     assert all(0 <= r["tm"] < 10 for r in m.values())
     valid = read_metrics(tmp_path / "ck", split="valid")[8]

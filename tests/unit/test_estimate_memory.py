@@ -1,12 +1,7 @@
 """tools/estimate_memory.py: the analytic activation model against a saved-tensor census of real
 forward passes, and the whole estimate against the measured peak RSS of a real CPU run."""
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from megamerge.models import MergeDNAConfig
 from tools.activation_census import census

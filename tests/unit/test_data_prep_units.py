@@ -10,7 +10,6 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from data_fixtures import REPO  # noqa: F401  (puts the repo on sys.path)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -6,11 +6,11 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from train_helpers import REPO, TRAIN, train_env
 
 from megamerge.training.arguments import parse_args
 from megamerge.training.ds_config import ConfigError, resolve_ds_config
 from megamerge.training.lr_schedule import learning_rate
+from tests.helpers import REPO, TRAIN, subprocess_env
 
 
 def _args(**kw):
@@ -97,7 +97,7 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     ],
 )
 def test_cli_reports_config_errors_before_starting(flags, message):
-    proc = subprocess.run([sys.executable, str(TRAIN), *flags], cwd=REPO, env=train_env(), capture_output=True,
+    proc = subprocess.run([sys.executable, str(TRAIN), *flags], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
@@ -105,7 +105,7 @@ def test_cli_reports_config_errors_before_starting(flags, message):
 
 
 def test_cli_needs_data_or_mock_data():
-    proc = subprocess.run([sys.executable, str(TRAIN)], cwd=REPO, env=train_env(), capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(TRAIN)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 2 and "--data DIR" in proc.stderr
 

@@ -2,7 +2,6 @@
 temperature, and the errors a user will hit."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +15,10 @@ from megamerge.models import Carmania, CarmaniaConfig, MergeDNA, MergeDNAConfig
 from megamerge.models.carmania.generation import generate, sample_next_base
 from megamerge.portable import load_portable, save_portable
 from megamerge.vocabulary import decode, encode_tensor
+from tests.helpers import REPO, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 160, "window": 8}
 
 
@@ -36,9 +35,9 @@ def carmania_dir(tmp_path_factory) -> Path:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "generate.py"), *args], check=False,
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.run([sys.executable, str(REPO / "tools" / "generate.py"), *args], check=False,
+                          capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env=subprocess_env())
 
 
 def _fasta(text: str) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ One single-process run is the reference; TP=2, PP=2 and TP=2 x DP=2 (4 ranks, Ze
 the same global batches (samples are keyed by global index) and must reproduce its losses and
 gradient norms. Gradient clipping is off and the lr small: split reductions change the last ulp
 of gradients, and Adam's early steps (about lr x sign(g)) plus the hard merge ranking can amplify
-that; see tests/test_train_runs.py for the same reasoning under DP.
+that; see tests/distributed/test_train_runs.py for the same reasoning under DP.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO, TINY_ARGS, describe, read_metrics, run_train
 
-from megamerge.train import main
+from tests.helpers import REPO, TINY_ARGS, describe, read_metrics, run_train
 
-pytestmark = pytest.mark.slow
 ITERS = 3
 COMMON = [*TINY_ARGS, "--seq-length", "128", "--micro-batch-size", "2", "--global-batch-size", "4",
           "--train-iters", str(ITERS), "--lr", "2e-4", "--clip-grad", "0", "--eval-interval", "100",
@@ -101,7 +99,7 @@ def test_tp2_pp2_first_iteration_matches_the_single_process_run(runs):
     process by rounding (up to ~5e-7 here, like TP=2 alone), and the hard merge and AMTM choices
     can turn that into ~1e-3 of loss at iteration 2 — the TP x PP run's own weights, loaded
     into one process, reproduce its iteration-2 loss exactly. Its gradients are checked against the
-    unsplit model's in tests/test_parallel_pp.py."""
+    unsplit model's in tests/distributed/test_parallel_pp.py."""
     ref, got = runs["single"], runs["tp2pp2"]
     assert sorted(got) == [1]
     for key in KEYS:
@@ -114,32 +112,3 @@ def test_tp2_checkpoint_resumes_at_tp2_with_identical_losses(runs):
     assert sorted(resumed) == [3]
     for key in KEYS:
         assert resumed[3][key] == full[3][key], key
-
-
-# ------------------------------------------------------------ refused before any process group
-def _fails(monkeypatch, capsys, world: int, *flags) -> str:
-    monkeypatch.setenv("WORLD_SIZE", str(world))
-    code = main([*COMMON, *flags])
-    assert code == 2
-    return capsys.readouterr().err
-
-
-def test_zero2_with_pipeline_points_to_zero1_pp(monkeypatch, capsys):
-    err = _fails(monkeypatch, capsys, 2, "--pipeline-model-parallel-size", "2")
-    assert "zero1_pp.json" in err
-
-
-def test_heads_not_divisible_by_tp(monkeypatch, capsys):
-    err = _fails(monkeypatch, capsys, 3, "--tensor-model-parallel-size", "3", "--global-batch-size", "2")
-    assert "attention heads (4)" in err
-
-
-def test_ffn_not_divisible_by_tp(monkeypatch, capsys):
-    err = _fails(monkeypatch, capsys, 4, "--tensor-model-parallel-size", "4", "--ffn-hidden-size", "350",
-                 "--global-batch-size", "2")
-    assert "FFN width (350)" in err
-
-
-def test_world_size_not_divisible_by_tp_times_pp(monkeypatch, capsys):
-    err = _fails(monkeypatch, capsys, 3, "--tensor-model-parallel-size", "2")
-    assert "not divisible by TP x PP" in err

@@ -12,12 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.register_assert_rewrite("data_fixtures")
-from data_fixtures import read_shards, run_prepare
-
 from megamerge.data import CorruptShardError, build_pretrain_loader
+from tests.data_helpers import read_shards, run_prepare
 
-pytest_plugins = ["data_fixtures"]
 RANKS, WORKERS = 2, 2
 
 

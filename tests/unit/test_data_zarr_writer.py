@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from data_fixtures import REPO  # noqa: F401  (puts the repo on sys.path)
 
 from data_prep.genome_store import COMPRESSOR
 from data_prep.zarr_reader import ZarrReader, ZarrReadError

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("data_fixtures")  # imported here before pytest could rewrite it
-from data_fixtures import REPO, reference_fasta_counts, require_shared, run_prepare, shared_manifest_table
-
 from data_prep import prepare
 from data_prep.fasta import InputError, read_fasta
+from tests.data_helpers import reference_fasta_counts, require_shared, run_prepare, shared_manifest_table
+from tests.helpers import REPO
 
 
 def _prepare_error(capsys, path: Path, out: Path, *extra: str) -> str:
@@ -132,5 +131,3 @@ def test_unknown_valid_species_is_an_error(tmp_path, capsys, synthetic_genomes):
     message = _prepare_error(capsys, synthetic_genomes, tmp_path / "o", "--valid-species", "Nonexistent")
     assert "Nonexistent" in message
 
-
-pytest_plugins = ["data_fixtures"]

@@ -2,22 +2,21 @@
 
 * A tiny model is trained at TP=2 by megamerge/train.py and converted to portable;
   `from_pretrained` must give the eval losses of the same checkpoint loaded at TP=2 by a real
-  engine (this file relaunched under torchrun, `worker_eval_tp2`). The same for CARMANIA.
+  engine (tests/distributed/workers/checkpoint_engines.py under torchrun). The same for CARMANIA.
 * Every TP shard train.py wrote has the shape megamerge.parallel's split table gives.
 * A TP=2 x PP=2 checkpoint (4 ranks, ZeRO-1) of one iteration at lr 0 converts to exactly the
   weights train.py initialised with its seed (rebuilt here, unsplit).
 * Portable -> TP=1, PP=2 and TP=2 x PP=2 DeepSpeed checkpoints -> portable must be
   bit-identical (TP=1 for CARMANIA), and train.py must accept the written checkpoint with
   --finetune.
-* A bf16 ZeRO-2 DP=2 engine (`worker_bf16`) saves a checkpoint and its master weights as the
-  optimizer holds them (`safe_get_full_fp32_param`); the conversion must equal them exactly.
+* A bf16 ZeRO-2 DP=2 engine (the same workers module, `bf16`) saves a checkpoint and its master
+  weights as the optimizer holds them (`safe_get_full_fp32_param`); the conversion must equal them exactly.
 * Each error case exits 2 with one line and leaves no output behind.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,128 +25,18 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
 from megamerge.models.common.keyed_random import sample_seeds
-from megamerge.models.registry import family_of_model
-from megamerge.training.families import SPECS
 from megamerge.training.mock_data import MockGenome
+from tests.distributed.workers.checkpoint_engines import SEQ, eval_batch, eval_losses
+from tests.helpers import REPO, TINY_ARGS, describe, read_metrics, run_train, run_workers, subprocess_env
 
-pytestmark = pytest.mark.slow
 CONVERT = REPO / "tools" / "convert_checkpoint.py"
 PP_CONFIG = REPO / "ds_configs" / "cpu_pp.json"
-SEQ, EVAL_BATCH, EVAL_SEED = 128, 4, 11
 TRAIN_ITERS = 3
 
 
-def eval_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    index = torch.arange(EVAL_BATCH) + 1000  # samples training never saw
-    return MockGenome(SEQ, seed=5).batch(index), sample_seeds(EVAL_SEED, index)
-
-
-@torch.no_grad()
-def eval_losses(model) -> dict[str, float]:
-    """The losses train.py logs for the model's family (MergeDNA: loss, mtr, latent_mtr, amtm;
-    CARMANIA: loss, nt, tm) on the fixed eval batch."""
-    model.eval()
-    ids, seeds = eval_batch()
-    out = model.compute_losses(ids, seeds)
-    return {k: float(out[k]) for k in SPECS[family_of_model(model).name].loss_keys}
-
-
-# --------------------------------------------------------------------------- torchrun workers
-def _init_worker():
-    from megamerge.training.distributed import init_distributed
-
-    torch.set_num_threads(1)
-    return init_distributed()
-
-
-def worker_eval_tp2(ckpt: Path, out: Path) -> None:
-    """Load `ckpt` at TP=2 as train.py builds the engine and report eval losses."""
-    import deepspeed
-    import torch.distributed as dist
-
-    from megamerge.models import build_model
-    from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, initialize_model_parallel
-    from megamerge.training import checkpointing
-    from megamerge.training.objective import PretrainingObjective
-
-    _init_worker()
-    parallel = initialize_model_parallel(2, 1)
-    state = json.loads((ckpt / "run_config.json").read_text())
-    torch.manual_seed(0)  # a different init than training: only the loaded weights can match
-    model = build_model(state["family"], state["model_config"])
-    apply_tensor_parallel(model, parallel.tp_group)
-    config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
-              "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
-              "zero_optimization": {"stage": 2}}
-    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), model_parameters=model.parameters(),
-                                           config=config, mpu=ModelParallelUnit(parallel))
-    checkpointing.load(engine, ckpt, finetune=True)
-    losses = eval_losses(model)
-    if dist.get_rank() == 0:
-        out.write_text(json.dumps(losses))
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def worker_bf16(save: Path, out: Path) -> None:
-    """Train 2 steps with bf16 + ZeRO-2 over DP=2, save, and dump the optimizer's master weights."""
-    import deepspeed
-    import torch.distributed as dist
-    from deepspeed.utils import safe_get_full_fp32_param
-    from safetensors.torch import save_file
-
-    from megamerge import __version__
-    from megamerge.models import MergeDNA, MergeDNAConfig
-    from megamerge.training import checkpointing
-    from megamerge.training.objective import PretrainingObjective
-
-    _init_worker()
-    torch.manual_seed(1234)
-    cfg = MergeDNAConfig.from_preset("tiny")
-    model = MergeDNA(cfg)
-    config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "train_batch_size": 4,
-              "bf16": {"enabled": True},
-              "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
-              "zero_optimization": {"stage": 2, "overlap_comm": False, "contiguous_gradients": True}}
-    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), model_parameters=model.parameters(),
-                                           config=config)
-    rank = dist.get_rank()
-    for it in range(2):
-        index = torch.arange(2) + 4 * it + 2 * rank
-        loss = engine(MockGenome(SEQ, seed=3).batch(index), sample_seeds(3, index))["loss"]
-        engine.backward(loss)
-        engine.step()
-    client_state = {"iteration": 2, "consumed_samples": 8, "family": "mergedna", "model_config": cfg.to_dict(),
-                    "args": {},
-                    "megamerge_version": __version__, "layout": {"tp": 1, "pp": 1, "dp": 2}}
-    checkpointing.save(engine, save, 2, client_state, {"data": None, "rng": checkpointing.rng_state()})
-    master = {name: safe_get_full_fp32_param(p).detach().clone() for name, p in model.named_parameters()}
-    module = {name: p.detach().float().clone() for name, p in model.named_parameters()}
-    if rank == 0:
-        assert next(model.parameters()).dtype == torch.bfloat16
-        save_file(master, str(out / "master.safetensors"))
-        save_file(module, str(out / "bf16_module.safetensors"))
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-WORKERS = {"eval_tp2": worker_eval_tp2, "bf16": worker_bf16}
-
-
 def run_worker(mode: str, nproc: int, *paths: Path) -> None:
-    from train_helpers import free_port
-
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run([str(torchrun), "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
-                           __file__, mode, *map(str, paths)], check=False, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    run_workers("tests.distributed.workers.checkpoint_engines", nproc, mode, *paths)
 
 
 def to_portable(load: Path, out: Path, **kwargs) -> Path:
@@ -158,16 +47,14 @@ def to_portable(load: Path, out: Path, **kwargs) -> Path:
 
 
 def convert(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(CONVERT), "--quiet", *map(str, args)], check=False, env=env,
+    return subprocess.run([sys.executable, str(CONVERT), "--quiet", *map(str, args)], check=False,
+                          env=subprocess_env(),
                           capture_output=True, text=True, timeout=600)
 
 
 def train_at_tp2(work: Path, save: str, iterations: int, *args: str) -> Path:
     """train.py on 2 ranks at TP=2 (tiny, mock data; `args` add to or override TINY_ARGS) -> the
     checkpoint directory work/save, saved at `iterations`."""
-    from train_helpers import TINY_ARGS, describe, run_train
-
     proc = run_train(2, [*TINY_ARGS, "--seq-length", str(SEQ), "--micro-batch-size", "2", "--train-iters",
                          str(iterations), "--save-interval", str(iterations), "--eval-interval", "100",
                          "--tensor-model-parallel-size", "2", *args, "--save", save], work)
@@ -327,8 +214,6 @@ def test_train_py_finetunes_from_a_converted_checkpoint(work, tp2_portable):
     converted weights: its first
     iteration's losses equal the forward of `from_pretrained` on the same samples (train.py keys
     samples and noise by global index: batches.global_indices, MockGenome, sample_seeds)."""
-    from train_helpers import TINY_ARGS, describe, read_metrics, run_train
-
     import megamerge
     from megamerge.training.batches import global_indices
 
@@ -389,8 +274,6 @@ def tp2pp2_checkpoint(work) -> Path:
     """One real iteration of train.py at TP=2 x PP=2 with ZeRO-1, at lr 0, so the master weights
     it saves are still the ones it initialised with its seed (the engine, optimizer and
     checkpoint paths all run; only the numbers stay put)."""
-    from train_helpers import TINY_ARGS, describe, run_train
-
     proc = run_train(4, [*TINY_ARGS, "--ds_config", str(PP_CONFIG), "--seq-length", str(SEQ), "--micro-batch-size", "1",
                          "--global-batch-size", "1", "--train-iters", "1", "--lr", "0", "--seed", str(TP_PP_SEED),
                          "--eval-interval", "100", "--eval-iters", "1", "--tensor-model-parallel-size", "2",
@@ -505,8 +388,7 @@ def damaged(work, tp2_checkpoint, tmp_path) -> Path:
 @pytest.fixture()
 def _fails(capsys):
     """Run the CLI's main() in-process (one DeepSpeed import for all error tests); exit 2, one line."""
-    sys.path.insert(0, str(REPO / "tools"))
-    from convert_checkpoint import main
+    from tools.convert_checkpoint import main
 
     def run(*args, expect: str) -> str:
         capsys.readouterr()
@@ -589,27 +471,3 @@ def test_cli_error_is_one_line_without_traceback(tp2_checkpoint, tmp_path):
 def test_existing_output_is_refused(tp2_checkpoint, tp2_portable, _fails):
     _fails("--load", tp2_checkpoint, "--out", tp2_portable, expect="already exists")
     assert sorted(p.name for p in tp2_portable.iterdir()) == ["config.json", "model.safetensors"]
-
-
-def test_failure_midway_removes_the_staging_directory(tmp_path):
-    from megamerge.checkpoint_conversion.staging import staging_dir
-
-    with pytest.raises(RuntimeError), staging_dir(tmp_path / "out") as tmp:
-        (tmp / "half_written.bin").write_bytes(b"x" * 100)
-        raise RuntimeError("disk full")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_deepspeed_files_are_read_without_unrestricted_unpickling(tp2_checkpoint, tmp_path):
-    """A pickle that needs a class outside the allow-list is refused, not executed."""
-    from megamerge.checkpoint_conversion import ConversionError
-    from megamerge.checkpoint_conversion.safe_load import load_deepspeed_file
-
-    path = tmp_path / "evil.pt"
-    torch.save({"payload": subprocess.CompletedProcess(["true"], 0)}, path)
-    with pytest.raises(ConversionError, match="refusing to unpickle"):
-        load_deepspeed_file(path)
-
-
-if __name__ == "__main__":
-    WORKERS[sys.argv[1]](*map(Path, sys.argv[2:]))

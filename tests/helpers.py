@@ -1,0 +1,79 @@
+"""What several test files share: repository paths, a free TCP port, and the launchers of real
+multi-process runs (`megamerge/train.py` under the DeepSpeed launcher, worker modules under torchrun).
+
+Every subprocess gets the repository on PYTHONPATH from `subprocess_env`, so that a worker module
+(`python -m tests.distributed.workers.…`) and the code it tests import the same way pytest does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "megamerge" / "train.py"
+DEEPSPEED = Path(sys.executable).parent / "deepspeed"
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+CPU_CONFIG = REPO / "ds_configs" / "cpu.json"
+
+# Small and fast: a tiny model on 256-base mock sequences.
+TINY_ARGS = [
+    "--ds_config", str(CPU_CONFIG), "--mock-data", "--model", "tiny", "--seq-length", "256",
+    "--lr", "1e-3", "--lr-warmup-iters", "2", "--log-interval", "1", "--num-workers", "0",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(**extra: str) -> dict:
+    """This environment plus the repository on PYTHONPATH, one OpenMP thread per process (ranks share
+    the machine's few cores), and `extra`."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def describe(proc: subprocess.CompletedProcess) -> str:
+    return (f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n"
+            f"--- stderr ---\n{proc.stderr[-4000:]}")
+
+
+# ------------------------------------------------------------------------- train.py launches
+def train_command(nproc: int, args: list[str]) -> list[str]:
+    return [str(DEEPSPEED), "--num_gpus", str(nproc), "--master_port", str(free_port()), str(TRAIN), *args]
+
+
+def run_train(nproc: int, args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(train_command(nproc, args), cwd=cwd, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def read_metrics(save_dir: Path, split: str = "train") -> dict[int, dict]:
+    """iteration -> record; a later line for the same iteration (after a resume) wins."""
+    out = {}
+    for line in (Path(save_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("split", "train") == split:
+            out[record["iteration"]] = record
+    return out
+
+
+# ------------------------------------------------------------------------ worker launches
+def run_workers(module: str, nproc: int, *args: object, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node nproc -m module args` (gloo on CPU); fails the test unless every
+    rank exits 0. `module` is a dotted name under tests.distributed.workers."""
+    proc = subprocess.run([str(TORCHRUN), "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
+                           "-m", module, *map(str, args)],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, describe(proc)
+    return proc
