@@ -14,11 +14,15 @@ import lzma
 try:
     from compression.zstd import ZstdError  # Python >= 3.14
 except ImportError:
-    from backports.zstd import ZstdError  # what xopen itself uses on older Pythons (its dependency)
+    try:
+        from backports.zstd import ZstdError  # what xopen >= 2.1 itself reads zstd with (its dependency)
+    except ImportError:  # an older xopen: its zstd errors, if it reads zstd at all, are OSErrors
+        ZstdError = OSError
 
 # Suffix (lower case) -> the compression it names. bgzip output is often named `.bgz`.
 COMPRESSION_SUFFIXES = {
-    ".gz": "gzip", ".gzip": "gzip", ".bgz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd",
+    ".gz": "gzip", ".gzip": "gzip", ".bgz": "gzip", ".bz2": "bz2", ".xz": "xz",
+    ".zst": "zstd", ".zstd": "zstd",
 }  # fmt: skip
 # Archives and compressors xopen does not read: named in the refusal so the user knows what to do.
 UNREADABLE_SUFFIXES = {
@@ -37,6 +41,9 @@ MAGIC = (
     (b"\x04\x22\x4d\x18", "lz4-compressed"),
     (b"\x1f\x9d", "compress(1)-compressed"),
 )
+# bgzip ends every file with this empty block, so a BGZF file cut at a member boundary (which gzip
+# itself cannot tell from a complete one) is recognised by its absence, as samtools does.
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 READABLE = frozenset(COMPRESSION_SUFFIXES.values())
 SUPPORTED_TEXT = "plain text, gzip (incl. bgzip), bz2, xz or zstd"
 # What the decompressors raise on damaged input (gzip and bz2 raise OSError / EOFError).
@@ -60,6 +67,11 @@ def format_of_bytes(head: bytes) -> str | None:
     return None
 
 
+def is_bgzf(head: bytes) -> bool:
+    """gzip with the FEXTRA flag whose first extra subfield is BGZF's 'BC'."""
+    return head[:4] == b"\x1f\x8b\x08\x04" and head[12:14] == b"BC"
+
+
 def compression_problem(name: str, head: bytes) -> str | None:
     """Why a file with this name and these first bytes cannot be read, or None when it can."""
     content = format_of_bytes(head)
@@ -73,6 +85,7 @@ def compression_problem(name: str, head: bytes) -> str | None:
     if named is None or named == content:
         return None  # an uncompressed name: xopen recognises compressed content by its first bytes
     if content is None:
-        what = "plain-text FASTA" if head.lstrip()[:1] == b">" else f"uncompressed (it starts with {head[:8]!r})"
+        plain_fasta = head.lstrip()[:1] == b">"
+        what = "plain-text FASTA" if plain_fasta else f"uncompressed (it starts with {head[:8]!r})"
         return f"not {named} data despite its {suffix} suffix: the file is {what}; rename or compress it"
     return f"not {named} data despite its {suffix} suffix: the file is {content}-compressed; rename it"

@@ -12,7 +12,8 @@ import argparse
 from data_prep.accounting import SpeciesStats, totals_of
 
 
-def why_no_training_samples(per_species: dict[str, SpeciesStats], notes: dict, args: argparse.Namespace) -> str:
+def why_no_training_samples(per_species: dict[str, SpeciesStats], notes: dict,
+                            args: argparse.Namespace) -> str:
     totals = totals_of(per_species)
     if totals.input_bases == 0:
         return f"all {totals.records} records are empty"
@@ -29,7 +30,7 @@ def why_no_training_samples(per_species: dict[str, SpeciesStats], notes: dict, a
                 f"--seq-len {args.seq_len}): lower --seq-len or --min-len")
     dropped = totals.dropped_bases
     if dropped["n_fraction"] >= dropped["short_tail"]:
-        return (f"every chunk has an N fraction above --max-n-frac {args.max_n_frac} ({dropped['n_fraction']:,} "
-                f"of {totals.input_bases:,} bases dropped for it)")
+        return (f"every chunk has an N fraction above --max-n-frac {args.max_n_frac} "
+                f"({dropped['n_fraction']:,} of {totals.input_bases:,} bases dropped for it)")
     return (f"every record tail is shorter than --min-len {args.min_len} and no record holds a full "
             f"--seq-len {args.seq_len} chunk (dropped bases: {dict(dropped)})")

@@ -19,7 +19,13 @@ import dnaio
 import numpy as np
 from xopen import xopen
 
-from data_prep.compression import DECOMPRESSION_ERRORS, compression_problem, compression_suffix
+from data_prep.compression import (
+    BGZF_EOF,
+    DECOMPRESSION_ERRORS,
+    compression_problem,
+    compression_suffix,
+    is_bgzf,
+)
 from data_prep.normalize import BaseCounts, InvalidBaseError, normalize
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fsa", ".ffn", ".frn", ".mfa", ".seq")
@@ -87,7 +93,8 @@ def scan_inputs(inputs: list[str | Path]) -> InputScan:
             raise InputError(f"{path}: no such file or directory")
     if not scan.files:
         skipped = f" (skipped: {'; '.join(scan.skipped[:5])}{' ...' if len(scan.skipped) > 5 else ''})"
-        raise InputError(f"no FASTA files found in {', '.join(map(str, inputs))}{skipped if scan.skipped else ''}")
+        where = ", ".join(map(str, inputs))
+        raise InputError(f"no FASTA files found in {where}{skipped if scan.skipped else ''}")
     resolved = [p.resolve() for p in scan.files]
     if len(set(resolved)) != len(resolved):
         raise InputError("the same input file is given more than once")
@@ -140,6 +147,11 @@ def _check_file(path: Path) -> None:
     contradicts or that we cannot read, a damaged compressed stream, binary data, non-FASTA text."""
     with open(path, "rb") as handle:
         raw = handle.read(1 << 16)
+        if is_bgzf(raw):
+            handle.seek(max(0, path.stat().st_size - len(BGZF_EOF)))
+            if handle.read() != BGZF_EOF:
+                raise InputError(f"{path}: truncated or corrupt bgzip file (the end-of-file block that bgzip "
+                                 "writes last is missing)")
     if not raw:
         raise InputError(f"{path}: empty file")
     problem = compression_problem(path.name, raw)
@@ -160,7 +172,8 @@ def _check_file(path: Path) -> None:
 
 
 def read_fasta(path: Path, on_invalid: str = "error") -> Iterator[Record]:
-    """Yield normalised records of one FASTA file (plain or compressed); raise InputError on anything malformed."""
+    """Yield normalised records of one FASTA file (plain or compressed); raise InputError on anything
+    malformed."""
     path = Path(path)
     _check_file(path)
     index = -1

@@ -54,11 +54,12 @@ def foreign_entries(out: Path) -> list[str]:
         name = entry.name
         if name == MANIFEST_NAME and entry.is_file() and not entry.is_symlink():
             continue
-        if name == STORE_NAME and entry.is_dir() and not entry.is_symlink() and (entry / "zarr.json").is_file():
+        real_dir = entry.is_dir() and not entry.is_symlink()
+        if name == STORE_NAME and real_dir and (entry / "zarr.json").is_file():
             continue
-        if LEFTOVER_NAME.fullmatch(name) and entry.is_dir() and not entry.is_symlink():
+        if LEFTOVER_NAME.fullmatch(name) and real_dir:
             continue
-        if name in SPLITS and entry.is_dir() and not entry.is_symlink():
+        if name in SPLITS and real_dir:
             foreign += [f"{name}/{f.name}" for f in sorted(entry.iterdir())
                         if not (SHARD_NAME.fullmatch(f.name) and f.is_file() and not f.is_symlink())]
             continue
@@ -96,14 +97,18 @@ def check_replaceable(out: Path, overwrite: bool, in_place: bool = False) -> Non
         return
     if not in_place and not overwrite:
         raise InputError(f"{out}: output directory exists and is not empty (use --overwrite)")
-    if not _is_prepare_manifest(out / MANIFEST_NAME) and not (in_place and not (out / MANIFEST_NAME).exists()):
-        raise InputError(f"--out {out}: not a previous prepare.py output (no prepare.py {MANIFEST_NAME}; it holds "
-                         f"{_listing(sorted(p.name for p in out.iterdir()))}); --overwrite only replaces what "
-                         "prepare.py wrote: choose another --out")
+    manifest = out / MANIFEST_NAME
+    # An in-place re-cut may find a bare store (no shards cut yet); anything else needs our manifest.
+    if not _is_prepare_manifest(manifest) and not (in_place and not manifest.exists()):
+        held = _listing(sorted(p.name for p in out.iterdir()))
+        raise InputError(f"--out {out}: not a previous prepare.py output (no prepare.py {MANIFEST_NAME}; it "
+                         f"holds {held}); --overwrite only replaces what prepare.py wrote: choose another "
+                         "--out")
     foreign = foreign_entries(out)
     if foreign:
-        raise InputError(f"--out {out}: holds files prepare.py did not write ({_listing(foreign)}); --overwrite "
-                         "only replaces what prepare.py wrote: move them away or choose another --out")
+        raise InputError(f"--out {out}: holds files prepare.py did not write ({_listing(foreign)}); "
+                         "--overwrite only replaces what prepare.py wrote: move them away or choose another "
+                         "--out")
 
 
 def fresh_work_dir(out: Path) -> Path:

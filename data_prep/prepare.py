@@ -372,7 +372,8 @@ def print_summary(manifest: dict, out: Path) -> None:
     for line in skipped[:SKIPPED_SHOWN]:
         print(f"skipped {line}")
     if len(skipped) > SKIPPED_SHOWN:
-        print(f"... and {len(skipped) - SKIPPED_SHOWN} more skipped files (all in manifest.json 'skipped_files')")
+        more = len(skipped) - SKIPPED_SHOWN
+        print(f"... and {more} more skipped files (all in manifest.json 'skipped_files')")
     splits = ", ".join(f"{split} {v['samples']} samples in {v['shards']} shards" for split, v in
                        manifest["splits"].items())
     print(f"{splits} -> {out}")
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as exc:
         print(f"prepare.py: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # unwritable or full output, unreadable input: the file and the reason, no traceback
+    except OSError as exc:  # unwritable or full --out, unreadable input: the path and why, no traceback
         print(f"prepare.py: error: {describe_os_error(exc, args.out)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
