@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.megamerge-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test bench clean lint
+.PHONY: setup demo test test-unit bench clean lint
 
 setup: $(STAMP)
 
@@ -27,15 +27,19 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest -q tests
 
-# The 20-minute real-genome run is separate: $(BIN)/python tools/pretrain_real_genomes.py
+# The fast loop while editing: in-process tests only (tests/distributed and tests/system launch processes).
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+# The 20-minute real-genome run is separate: $(BIN)/python benchmarks/pretrain_real_genomes.py
 bench: setup
-	$(BIN)/python tools/bench_model.py
-	$(BIN)/python tools/bench_data.py
-	$(BIN)/python tools/bench_memory.py
+	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 # ruff is pinned to a minor series in pyproject.toml, so its default rule set cannot drift under CI.
 lint: setup
-	$(BIN)/ruff check megamerge tools data_prep tests
+	$(BIN)/ruff check megamerge tools benchmarks data_prep tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,7 +11,7 @@ own pieces on the calling thread:
   * chunk bytes: the codecs' synchronous `_decode_sync`, last codec first, each with the chunk spec
     that zarr resolves for it;
   * a chunk file that does not exist is all fill value, as in zarr (it does not write empty chunks).
-tests/test_data_zarr_writer.py checks it against zarr's reads of the same stores.
+tests/unit/test_data_zarr_writer.py checks it against zarr's reads of the same stores.
 """
 
 from __future__ import annotations

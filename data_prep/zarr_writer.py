@@ -6,7 +6,7 @@ thread pool for each file, checks that no node exists yet, re-reads and re-write
 groups' metadata, and runs the general selection machinery. A genome store holds one array per
 record and is written once, front to back, into a fresh directory, so none of that is needed.
 
-This writer produces the same store, file for file and byte for byte (tests/test_data_zarr_writer.py
+This writer produces the same store, file for file and byte for byte (tests/unit/test_data_zarr_writer.py
 compares it with zarr's own output), from zarr's own pieces, all on the calling thread:
   * metadata documents: zarr's `ArrayV3Metadata` / `GroupMetadata` and their `to_buffer_dict`;
   * chunk bytes: the array's codecs through their synchronous `_encode_sync` (the

@@ -9,22 +9,21 @@ Adam m and v). ZeRO-1 divides the optimizer state by the data-parallel size, ZeR
 as well. `--dtype fp32` (CPU) counts 4-byte weights and gradients and, with --zero 0, the plain
 torch AdamW state (m, v: 8 bytes) without a master copy.
 
-Parameters per GPU are counted exactly on a meta-device model: the parameters named by the TP split
-table (megamerge/parallel/tensor_parallel_plan.py) are divided by TP, everything else is replicated;
-with PP the
-pipeline layers are balanced by parameter count as DeepSpeed does and the heaviest stage is
-reported.
+The model lives in megamerge/memory_estimate/. Parameters per GPU are counted exactly on a
+meta-device model: the parameters named by the TP split table (megamerge/parallel/
+tensor_parallel_plan.py) are divided by TP, everything else is replicated; with PP the pipeline
+layers are balanced by parameter count as DeepSpeed does and the heaviest stage is reported.
 
-Activations (tools/activation_memory.py) are the tensors autograd keeps for the backward pass,
-site by site for each of the three passes, checked against a saved-tensor census of real runs
-(tools/activation_census.py), plus the backward pass's peak on top of them. `--device` picks
+Activations (megamerge/memory_estimate/activations.py) are the tensors autograd keeps for the
+backward pass, site by site for each of the three passes, checked against a saved-tensor census of
+real runs (benchmarks/activation_census.py), plus the backward pass's peak on top of them. `--device` picks
 whose kernels keep them: flash-attn and fused RMSNorm on the GPU (O(tokens) attention state), or
 the CPU's (composed RMSNorm, which keeps x / rms too; the blocked local attention keeps q, k, v
 and recomputes the rest). The widest batch the
 compression sampler can draw sets the token counts. With activation checkpointing a block keeps
 only its input, and one block's activations come back while it is recomputed. Under PP, stage s
 holds PP - s micro-batches in flight (1F1B), and the estimate takes the heaviest stage's layers.
-tools/bench_memory.py validates the whole estimate against measured CPU runs (BENCHMARKS.md).
+benchmarks/bench_memory.py validates the whole estimate against measured CPU runs (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -35,74 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
-from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.memory_estimate import estimate
+from megamerge.models import MergeDNAConfig
 from megamerge.models.mergedna.config import PRESETS
-from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
-from tools.activation_memory import Kernels, activation_estimate
 
 GIB = 1024**3
-
-
-def pipeline_layer_params(cfg: MergeDNAConfig, tp: int) -> list[int]:
-    """Parameters per GPU of each pipeline layer (megamerge/parallel/pipeline.py's order)."""
-    with torch.device("meta"):
-        model = MergeDNA(cfg)
-    split = split_parameter_dims(model)  # the names tensor parallelism divides by TP
-
-    def count(prefix: str, module) -> int:
-        return sum(p.numel() // (tp if f"{prefix}.{name}" in split else 1) for name, p in module.named_parameters())
-
-    layers = [count("local_encoder", model.local_encoder)]
-    layers += [count(f"latent_encoder.blocks.{i}", b) for i, b in enumerate(model.latent_encoder.blocks)]
-    layers += [count("latent_encoder.norm", model.latent_encoder.norm)]
-    layers += [count(f"latent_decoder.blocks.{i}", b) for i, b in enumerate(model.latent_decoder.blocks)]
-    layers += [count("local_decoder", model.local_decoder)]
-    return layers
-
-
-def balanced_parts(weights: list[int], parts: int) -> list[int]:
-    from deepspeed.runtime.utils import partition_balanced
-
-    return partition_balanced(weights=weights, num_parts=parts)
-
-
-def stage_layout(cfg: MergeDNAConfig, tp: int, pp: int) -> tuple[int, dict[str, float], int]:
-    """The pipeline stage holding the most parameters: (its parameters per GPU, the fraction of
-    each pipeline layer kind it holds, its index)."""
-    layers = pipeline_layer_params(cfg, tp)
-    parts = balanced_parts(layers, pp) if pp > 1 else [0, len(layers)]
-    n_enc, n_dec = cfg.latent_encoder_layers, cfg.latent_decoder_layers
-    kinds = ["local_encoder"] + ["latent_encoder"] * n_enc + ["latent_norm"] + ["latent_decoder"] * n_dec \
-        + ["local_decoder"]
-    of_kind = {kind: kinds.count(kind) for kind in kinds}
-    stages = []
-    for s in range(pp):
-        idx = range(parts[s], parts[s + 1])
-        share = {}
-        for i in idx:
-            share[kinds[i]] = share.get(kinds[i], 0.0) + 1.0 / of_kind[kinds[i]]
-        stages.append((sum(layers[i] for i in idx), share, s))
-    return max(stages, key=lambda t: t[0])
-
-
-def estimate(cfg: MergeDNAConfig, tp: int, pp: int, dp: int, zero: int, micro: int, seq: int,
-             dtype: str = "bf16", device: str = "gpu") -> dict:
-    psi, share, stage = stage_layout(cfg, tp, pp)
-    nbytes = 2 if dtype == "bf16" else 4
-    params = psi * nbytes
-    grads = psi * nbytes / (dp if zero >= 2 else 1)
-    if dtype == "bf16":
-        optim = psi * 12 / (dp if zero >= 1 else 1)
-    else:  # fp32: DeepSpeed ZeRO keeps an fp32 partition besides the weights; plain torch AdamW does not
-        optim = psi * (12 if zero >= 1 else 8) / (dp if zero >= 1 else 1)
-    in_flight = pp - stage if pp > 1 else 1  # 1F1B: stage s holds pp - s micro-batches
-    kernels = Kernels(device, nbytes)
-    act = {ckpt: activation_estimate(cfg, micro, seq, tp, kernels, ckpt, share if pp > 1 else None, in_flight)
-           for ckpt in (False, True)}
-    return {"params_per_gpu": psi, "stage": stage, "parameters": params, "gradients": grads, "optimizer": optim,
-            "activations": act[False], "activations_checkpointed": act[True]}
 
 
 def main(argv=None) -> int:

@@ -3,13 +3,13 @@ forward passes, and the whole estimate against the measured peak RSS of a real C
 
 import pytest
 
+from benchmarks.activation_census import census
+from benchmarks.bench_memory import RunConfig, estimated, measure
+from megamerge.memory_estimate.activations import Kernels, activation_estimate, block_bytes
 from megamerge.models import MergeDNAConfig
-from tools.activation_census import census
-from tools.activation_memory import Kernels, activation_estimate, block_bytes
-from tools.bench_memory import RunConfig, estimated, measure
 from tools.estimate_memory import main as estimate_main
 
-FIXED = {"compression_range": (0.5, 0.5)}  # deterministic token counts, as tools/bench_memory.py runs them
+FIXED = {"compression_range": (0.5, 0.5)}  # deterministic token counts, as benchmarks/bench_memory.py runs them
 
 
 @pytest.mark.parametrize("checkpoint", [False, True], ids=["plain", "checkpointed"])

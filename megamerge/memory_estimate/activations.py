@@ -3,8 +3,8 @@
 transient peak on top of them while the backward pass runs.
 
 Every term below is a tensor that a saved-for-backward census of a real step finds
-(tools/activation_census.py), written as a function of the config, the micro-batch and the
-sequence length; tests/test_estimate_memory.py holds the two within 10% on a tiny shape. What a
+(benchmarks/activation_census.py), written as a function of the config, the micro-batch and the
+sequence length; tests/unit/test_estimate_memory.py holds the two within 10% on a tiny shape. What a
 tensor costs depends on the kernel that saves it, so there are two kernel sets:
 
 gpu  flash-attn (local windows and full attention alike) keeps the unpadded q, k, v, its output

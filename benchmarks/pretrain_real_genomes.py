@@ -3,7 +3,7 @@ one species held out, then compare it with an order-k Markov baseline fitted on 
 training split (k chosen on validation). Results go to the `Real genomes` section of
 BENCHMARKS.md.
 
-    python tools/pretrain_real_genomes.py [--valid-species Saccharomyces_cerevisiae] [--budget-mins 20]
+    python benchmarks/pretrain_real_genomes.py [--valid-species Saccharomyces_cerevisiae] [--budget-mins 20]
 
 The budget is enforced, not hoped for: train.py gets `--exit-duration-in-mins` (the budget less a
 margin for the final validation pass and checkpoint), so on a slower or busier machine the run
@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tools.benchmarks_md import machine_line, update_section
-from tools.markov_baseline import markov_baseline
+from benchmarks.benchmarks_md import machine_line, update_section
+from benchmarks.markov_baseline import markov_baseline
 
 SHARED_GENOMES = REPO.parent / "shared" / "data" / "genomes"
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     beaten = valid["perplexity"] < markov["perplexity"]
     totals = manifest["totals"]
     body = "\n".join([
-        "Command: `python tools/pretrain_real_genomes.py`",
+        "Command: `python benchmarks/pretrain_real_genomes.py`",
         f"Machine: {machine_line()}; {args.nproc} CPU ranks (DeepSpeed ZeRO-2, fp32).",
         "",
         (f"Data: the {len(files)} genomes of `../shared/data/genomes` ({totals['input_bases']:,} bases; "

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.benchmarks_md import machine_line, update_section
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.block import TransformerBlock
 from megamerge.models.common.local_attention import (
@@ -31,7 +32,6 @@ from megamerge.models.common.local_attention import (
 from megamerge.models.common.rope import rope_angles
 from megamerge.models.mergedna.local_encoder import TokenMerger
 from megamerge.models.mergedna.token_merging import TokenState
-from tools.benchmarks_md import machine_line, update_section
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     table = ["| measurement | medians | ratio | target | |", "|---|---|---|---|---|"]
     table += [f"| {a} | {b} | {c} | {t} | {v} |" for a, b, c, t, v in rows]
     body = "\n".join([
-        "Command: `python tools/bench_model.py` (or `make bench`)",
+        "Command: `python benchmarks/bench_model.py` (or `make bench`)",
         (f"Machine: {machine_line()}; fp32 on CPU; medians of {args.repeats} runs "
          f"({max(3, args.repeats // 2)} at N = 65536)."),
         "",

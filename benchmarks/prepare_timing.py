@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Time data_prep/prepare.py of any checkout: wall clock and CPU seconds per run.
 
-    python tools/prepare_timing.py --repo . --repeats 3 --mode in-process -- --input G --seq-len 4096
-    python tools/prepare_timing.py --repo /tmp/old --repeats 3 --mode cli -- --input G --seq-len 4096
+    python benchmarks/prepare_timing.py --repo . --repeats 3 --mode in-process -- --input G --seq-len 4096
+    python benchmarks/prepare_timing.py --repo /tmp/old --repeats 3 --mode cli -- --input G --seq-len 4096
 
 Prints one JSON list of runs: {"wall": s, "cpu": s, "bases": input bases from the manifest}.
 CPU seconds are user + system of every thread of the timed process plus the processes it waited

@@ -6,7 +6,7 @@ with at least `max_order` preceding A/C/G/T bases), so perplexities are comparab
 Markov model predicts each base from the true preceding bases, a more generous context than a
 masked model gets when whole tokens are masked.
 
-    python tools/markov_baseline.py --data runs/real/corpus [--max-order 10]
+    python benchmarks/markov_baseline.py --data runs/real/corpus [--max-order 10]
 """
 
 from __future__ import annotations

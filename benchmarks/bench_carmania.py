@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_model import median_seconds
+from benchmarks.benchmarks_md import machine_line, update_section
 from megamerge.models import build_model_from_preset
 from megamerge.models.carmania.generation import generate
 from megamerge.models.common.local_attention import dense_local_attention_reference, local_attention
-from tools.bench_model import median_seconds
-from tools.benchmarks_md import machine_line, update_section
 
 
 def dense_gqa(q, k, v, valid, left, right):
@@ -82,7 +82,7 @@ def main() -> int:
         f"| {p} ({r['params'] / 1e6:.1f}M) | {r['early'] * 1e3:.2f} | {r['late'] * 1e3:.2f} | "
         f"{r['late'] / r['early']:.2f} | {r['full'] * 1e3:.1f} | {r['full'] / r['late']:.0f}x |"
         for p, r in gen.items())
-    body = f"""Command: `python tools/bench_carmania.py --threads {args.threads}`. Machine: {machine_line()}; fp32 on CPU;
+    body = f"""Command: `python benchmarks/bench_carmania.py --threads {args.threads}`. Machine: {machine_line()}; fp32 on CPU;
 medians of {args.repeats} runs.
 
 ### Causal sliding-window attention, window 128, {args.heads} query / {args.kv_heads} K/V heads of 64, forward + backward
@@ -93,7 +93,7 @@ medians of {args.repeats} runs.
 | blocked exact kernel (the CPU path) | {att['blocked_4096'] * 1e3:.1f} ms | {att['blocked_16384'] * 1e3:.1f} ms |
 
 Blocked is {att['dense_4096'] / att['blocked_4096']:.1f}x faster than dense at N = 4096; 4x the length costs
-{att['blocked_16384'] / att['blocked_4096']:.2f}x the time (linear: 4x). Both agree to 1e-5 (tests/test_carmania.py).
+{att['blocked_16384'] / att['blocked_4096']:.2f}x the time (linear: 4x). Both agree to 1e-5 (tests/unit/test_carmania.py).
 
 ### Generation with the window-bounded KV cache (batch 1, {args.new} bases after a 16-base prompt)
 

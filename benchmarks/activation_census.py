@@ -1,8 +1,8 @@
 """Census of what one real MergeDNA training step keeps for its backward pass: the bytes of every
 distinct storage autograd saves, attributed to a pass (MTR, latent MTR, AMTM), a module and a
-part (Transformer blocks or the rest), as tools/activation_memory.py models them.
+part (Transformer blocks or the rest), as megamerge/memory_estimate/activations.py models them.
 
-    python tools/activation_census.py --seq-length 2048 --micro-batch 4 [--checkpoint-activations]
+    python benchmarks/activation_census.py --seq-length 2048 --micro-batch 4 [--checkpoint-activations]
 
 How it counts. `torch.autograd.graph.saved_tensors_hooks` sees every tensor an op saves; views
 share their storage, so each storage is counted once, at its first saver, and parameters are not

@@ -8,7 +8,7 @@ Targets (issue 3):
 Also recorded: the FASTA parser comparison behind the choice of dnaio.
 
 "Per core" divides the bases by the CPU seconds of the run (user + system, all threads, plus any
-process it waited for; tools/prepare_timing.py), i.e. bases / wall / (cores actually used), so it
+process it waited for; benchmarks/prepare_timing.py), i.e. bases / wall / (cores actually used), so it
 depends little on what else a shared machine runs; wall-clock rates and cores used are shown too.
 Preparation is timed in-process (steady state, no interpreter start-up) and as the `python
 data_prep/prepare.py` command (start-up included); `--baseline REV` times a git revision of the
@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.benchmarks_md import machine_line, update_section
+from benchmarks.prepare_timing import cpu_seconds, time_prepare
 from data_prep import prepare, synthetic
 from data_prep.fasta import find_fasta_files
 from megamerge.data import build_pretrain_loader
-from tools.benchmarks_md import machine_line, update_section
-from tools.prepare_timing import cpu_seconds, time_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GENOMES = REPO.parent / "shared" / "data" / "genomes"
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser_rows = "\n".join(f"| {name} | {rate} |" for name, rate in parsers)
     body = f"""
-Command: `python tools/bench_data.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats}` (seq-len {args.seq_len}, micro-batch {args.micro_batch}, median of
+Command: `python benchmarks/bench_data.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats}` (seq-len {args.seq_len}, micro-batch {args.micro_batch}, median of
 {args.repeats} runs). Machine: {machine_line()}. "Per core" = MB of sequence per CPU-second of the run
 (user + system, all threads and any waited-for child process) = MB / wall second / cores used.
 

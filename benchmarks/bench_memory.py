@@ -2,7 +2,7 @@
 """Validate tools/estimate_memory.py against the measured peak memory of real tiny CPU training
 runs, and write the table to the `Memory estimator` section of BENCHMARKS.md.
 
-    python tools/bench_memory.py [--only NAME] [--no-write]
+    python benchmarks/bench_memory.py [--only NAME] [--no-write]
 
 Each configuration runs in a fresh subprocess, so peaks never mix: a one-step warm-up of a
 minimal model, then the baseline (current RSS, and the peak reset to it), then 2 training steps
@@ -11,7 +11,7 @@ with the Adam state allocated), then peak RSS (VmHWM) minus the baseline. The wa
 the first step pages in about 110 MiB of kernel code and runtime workspaces that do not grow
 with the model.
 The same subprocess then takes the saved-for-backward census of one forward pass
-(tools/activation_census.py) so the table can show which part of the estimate is off.
+(benchmarks/activation_census.py) so the table can show which part of the estimate is off.
 
 Two allocator settings are measured. glibc's malloc raises its mmap threshold every time a
 large block is freed (up to 32 MiB), after which tensors below it come from the heap, whose holes
@@ -40,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from benchmarks.activation_census import census
+from benchmarks.benchmarks_md import machine_line, update_section
+from megamerge.memory_estimate import estimate
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
-from tools.activation_census import census
-from tools.benchmarks_md import machine_line, update_section
-from tools.estimate_memory import estimate
 
 MIB = 2**20
 PINNED_MMAP_THRESHOLD = 128 * 1024  # glibc's default M_MMAP_THRESHOLD, pinned (see the module docstring)
@@ -181,7 +181,7 @@ def section_body(rows: list[dict]) -> str:
     within = sum(0.75 <= x <= 1.25 for x in ratios)
     verdict = "met" if within == len(rows) else "NOT met"
     lines = [
-        f"Command: `python tools/bench_memory.py`. Machine: {machine_line()}.",
+        f"Command: `python benchmarks/bench_memory.py`. Machine: {machine_line()}.",
         "",
         (f"### tools/estimate_memory.py against measured peak RSS, target within 25%: {verdict} "
          f"({within} of {len(rows)}; ratios {min(ratios):.2f}-{max(ratios):.2f})"),
@@ -195,13 +195,13 @@ def section_body(rows: list[dict]) -> str:
          "leave RSS and the peak measures live tensors; the last two columns are the same runs with glibc's "
          "dynamic threshold, whose heap keeps freed blocks resident. Compression fixed at L/N = 0.5. Estimate: "
          "`--device cpu --dtype fp32 --zero 0`: model states, then the activations saved for backward (the "
-         "census column is the saved_tensors_hooks count of the same forward pass, tools/activation_census.py), "
+         "census column is the saved_tensors_hooks count of the same forward pass, benchmarks/activation_census.py), "
          "then the backward pass's peak on top of them."),
         "",
         TABLE_HEADER,
         *(format_row(r) for r in rows),
         "",
-        ("What the activation model counts (tools/activation_memory.py), each term a tensor the census finds: "
+        ("What the activation model counts (megamerge/memory_estimate/activations.py), each term a tensor the census finds: "
          "per block, each RMSNorm's input, x / rms and output (3 x D per token on CPU, where the norm is "
          "composed of elementwise ops; 2 x D with a fused GPU kernel); the attention kernel's state; "
          "SwiGLU's gate, up, silu(gate) and product (4 x FFN). Attention on CPU: full attention takes SDPA's "
