@@ -26,7 +26,7 @@ from megamerge import __version__
 from megamerge.models.registry import ModelFamily, get_family
 from megamerge.parallel.pipeline import check_pipeline_layout
 from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
-from megamerge.portable import read_portable_config, read_portable_weights
+from megamerge.portable import check_portable_shapes, read_portable_config, read_portable_weights
 from megamerge.training.checkpointing import WEIGHTS_ONLY_MARKER
 
 from .errors import ConversionError
@@ -41,10 +41,11 @@ def _free_port() -> int:
 
 
 def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelFamily, object, dict[str, torch.Tensor]]:
-    """The portable config, model family, model config and weights, checked against each other."""
+    """The portable config, model family, model config and weights, checked against each other:
+    names and shapes from the safetensors header against the model on the meta device, before any
+    tensor is read or allocated."""
     try:
         config = read_portable_config(portable_dir)
-        state = read_portable_weights(portable_dir)
         family = get_family(config["family"])
     except (FileNotFoundError, ValueError) as e:
         raise ConversionError(str(e)) from None
@@ -55,13 +56,11 @@ def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelFamily, object
         cfg = family.config_class.from_dict(config["model_config"])
     except (TypeError, ValueError) as e:
         raise ConversionError(f"{portable_dir}/config.json: invalid {family.name} model_config ({e})") from None
-    shapes = {name: tuple(p.shape) for name, p in meta_model(family, cfg).named_parameters()}
-    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
-    wrong = [n for n in shapes if n in state and tuple(state[n].shape) != shapes[n]]
-    if missing or unexpected or wrong:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else
-                  f"{wrong[0]} is {list(state[wrong[0]].shape)}, the config gives {list(shapes[wrong[0]])}")
-        raise ConversionError(f"{portable_dir}: config.json does not match model.safetensors ({detail})")
+    try:
+        check_portable_shapes(portable_dir, config)
+        state = read_portable_weights(portable_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConversionError(str(e)) from None
     return config, family, cfg, state
 
 
