@@ -57,9 +57,9 @@ def plan_micro_batch(config_micro: int, global_batch: int, dp: int) -> int:
 def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: list[str]) -> int:
     import torch
 
-    from megamerge.train import check_parallel_layout, model_config
     from megamerge.training.arguments import parse_args
     from megamerge.training.ds_config import AUTO, DEFAULT_GLOBAL_BATCH, ConfigError, resolve_ds_config
+    from megamerge.training.model_from_flags import check_parallel_layout, model_config
 
     args = parse_args(train_argv)  # argparse errors exit 2 with train.py's usage message
     has_cuda = torch.cuda.is_available()

@@ -1,10 +1,10 @@
 """Portable directory -> a weights-only DeepSpeed checkpoint at a chosen TP x PP layout.
 
-The checkpoint is written by the real engine, exactly as train.py builds it: one process per
-model-parallel rank (TP x PP, data parallel 1) is spawned on the CPU (gloo); each builds the full
-model of the portable family (MergeDNA or CARMANIA), loads the portable weights into it, lets
-`apply_tensor_parallel` cut its shards from them (megamerge.parallel's split table) and, for
-PP > 1 (MergeDNA only), wraps it in `MergeDNAPipeline`; then `checkpointing.save` writes the files
+The checkpoint is written by the real engine, built by training's own `build_engine`: one process
+per model-parallel rank (TP x PP, data parallel 1) is spawned on the CPU (gloo); each builds the
+full model of the portable family (MergeDNA or CARMANIA), loads the portable weights into it, lets
+`apply_tensor_parallel` cut its shards from them (megamerge.parallel's split table) and hands it to
+`build_engine` (which, for PP > 1, wraps it in `MergeDNAPipeline`); then `checkpointing.save` writes the files
 with the engine's own `save_checkpoint`. The file names, parameter names and shard shapes are
 therefore whatever DeepSpeed and megamerge.parallel produce at that layout, not a re-implementation.
 
@@ -64,31 +64,28 @@ def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelFamily, object
     return config, family, cfg, state
 
 
-def _engine_config(pp: int, zero_stage: int) -> dict:
+def _engine_config(zero_stage: int) -> dict:
     # Only the layout matters: the optimizer state written here is fresh and --finetune ignores it.
     return {
         "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
         "optimizer": {"type": "AdamW", "params": {"lr": 0.0, "torch_adam": True}},
         "zero_optimization": {"stage": zero_stage},
         "steps_per_print": 10**9,
-        **({"pipeline": {"pipe_partitioned": False, "grad_partitioned": False}} if pp > 1 else {}),
     }
 
 
 def _write_rank(rank: int, world: int, port: int, tp: int, pp: int, zero_stage: int, portable_dir: str,
                 out_dir: str, client_state: dict) -> None:
-    """One model-parallel rank (spawned). Mirrors train.py's model and engine construction."""
+    """One model-parallel rank (spawned): the engine is built by the function training uses."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), LOCAL_WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    import deepspeed
     import torch.distributed as dist
 
-    from megamerge.parallel import ModelParallelUnit, apply_tensor_parallel, initialize_model_parallel
-    from megamerge.parallel.pipeline import MergeDNAPipeline
+    from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
     from megamerge.training import checkpointing
     from megamerge.training.distributed import init_distributed
-    from megamerge.training.objective import PretrainingObjective
+    from megamerge.training.engine import build_engine
 
     init_distributed()
     parallel = initialize_model_parallel(tp, pp)
@@ -98,14 +95,7 @@ def _write_rank(rank: int, world: int, port: int, tp: int, pp: int, zero_stage: 
     model = meta_model(family, cfg).to_empty(device="cpu")
     model.load_state_dict(read_portable_weights(portable_dir), strict=True)
     apply_tensor_parallel(model, parallel.tp_group)
-    ds_config = _engine_config(pp, zero_stage)
-    if pp > 1:
-        pipeline = MergeDNAPipeline(model, parallel)  # the engine moves only this stage's layers to the device
-        engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
-                                               model_parameters=list(pipeline.module.parameters()))
-    else:
-        engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), config=ds_config,
-                                               model_parameters=model.parameters(), mpu=ModelParallelUnit(parallel))
+    engine = build_engine(model, parallel, _engine_config(zero_stage), torch.device("cpu")).engine
     rank_state = {"data": None, "rng": checkpointing.rng_state()}
     tag = checkpointing.save(engine, out_dir, client_state["iteration"], client_state, rank_state)
     if dist.get_rank() == 0:

@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--ds_config ds_configs/zero2.json ...`, torchrun or srun (rank taken from the environment).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    for add_group in (_model_flags, _data_flags, _batch_flags, _optimisation_flags, _checkpoint_flags,
+                      _logging_flags, _parallelism_flags):
+        add_group(p)
+    return p
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="tiny", choices=sorted(ALL_PRESETS),
                    help="model preset: MergeDNA (tiny, 380m, 1b, 3b, 7b) or CARMANIA (carmania-*)")
@@ -43,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-activations", action="store_true",
                    help="recompute each Transformer block in the backward pass")
 
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None, help="prepared corpus directory (data_prep/prepare.py --out)")
     g.add_argument("--mock-data", action="store_true",
@@ -51,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
     g.add_argument("--strict-data", action="store_true", help="stop on a corrupt shard instead of skipping it")
 
+
+def _batch_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("batch")
     g.add_argument("--micro-batch-size", type=int, default=None,
                    help="sequences per rank per micro-step (default: the DeepSpeed config's value)")
     g.add_argument("--global-batch-size", type=int, default=None,
                    help="sequences per optimizer step (default: the DeepSpeed config's train_batch_size, else 256)")
 
+
+def _optimisation_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--train-iters", type=int, default=100_000)
     g.add_argument("--lr", type=float, default=1e-4)
@@ -75,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Fault injection for the NaN-guard test: make the loss NaN at these iterations.
     g.add_argument("--inject-nan-at", type=int, nargs="*", default=None, help=argparse.SUPPRESS)
 
+
+def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save", default=None, help="checkpoint directory (also receives metrics.jsonl)")
     g.add_argument("--load", default=None, help="resume from this checkpoint directory's `latest`")
@@ -87,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "validation (as at --train-iters), save a checkpoint and exit 0; e.g. a few minutes "
                         "below a SLURM time limit, or a fixed-time benchmark")
 
+
+def _logging_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-interval", type=int, default=1000)
     g.add_argument("--eval-iters", type=int, default=10)
@@ -95,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--peak-tflops", type=float, default=None,
                    help="peak dense TFLOP/s per device for MFU (default: A100 312, H100 989 by device name)")
 
+
+def _parallelism_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("parallelism")
     g.add_argument("--tensor-model-parallel-size", type=int, default=1)
     g.add_argument("--pipeline-model-parallel-size", type=int, default=1)
@@ -102,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DeepSpeed JSON config; 'auto' values are filled from these flags")
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                    help="set by the deepspeed launcher; otherwise LOCAL_RANK / SLURM_LOCALID is used")
-    return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:

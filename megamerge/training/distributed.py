@@ -71,3 +71,30 @@ def _unlink_deepspeed_shm_buffer() -> None:
         os.unlink(os.path.join("/dev/shm", name))
     except FileNotFoundError:
         pass  # no shm op built (e.g. a non-Linux host or DeepSpeed without the shm builder)
+
+
+def launched_world_size() -> int:
+    """The world size the launcher asked for, read before any process group exists (deepspeed and
+    torchrun export WORLD_SIZE, srun SLURM_NTASKS)."""
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def share_cpu_cores() -> None:
+    """On CPU, split the machine's cores between the ranks of this node, unless OMP_NUM_THREADS
+    already says how many threads each gets."""
+    if torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ:
+        return
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+
+
+def all_reduce_mean(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return (t / torch.distributed.get_world_size()).tolist()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()

@@ -35,8 +35,18 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
         raise ConfigError(f"--ds_config {path}: not valid JSON ({e})") from None
     cfg = copy.deepcopy(raw)
     where = f"--ds_config {path}"
-    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    dp = _check_zero_and_layout(cfg, where, args, world_size)
+    _check_sections(cfg, where, has_cuda)
+    _resolve_batch_sizes(cfg, where, args, dp)
+    _fill(cfg, "gradient_clipping", args.clip_grad)
+    _fill_optimizer(cfg, where, args, has_cuda)
+    cfg.setdefault("steps_per_print", 10**9)  # megamerge prints its own progress line
+    return cfg
 
+
+def _check_zero_and_layout(cfg: dict, where: str, args, world_size: int) -> int:
+    """The ZeRO stage against the parallel sizes; returns the data-parallel size."""
+    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     zero = cfg.get("zero_optimization", {}).get("stage", 0)
     if pp > 1 and zero >= 2:
         raise ConfigError(f"{where} uses ZeRO stage {zero}, but DeepSpeed's pipeline engine only supports "
@@ -53,8 +63,10 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
     if world_size % (tp * pp):
         raise ConfigError(f"world size {world_size} is not divisible by TP x PP = {tp} x {pp}; "
                           f"launch a multiple of {tp * pp} processes or change the parallel sizes")
-    dp = world_size // (tp * pp)
+    return world_size // (tp * pp)
 
+
+def _check_sections(cfg: dict, where: str, has_cuda: bool) -> None:
     if "scheduler" in cfg:
         raise ConfigError(f"{where} has a 'scheduler' section; megamerge sets the learning rate itself from "
                           "--lr, --min-lr, --lr-warmup-iters and --lr-decay-style. Remove the section.")
@@ -64,6 +76,8 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
         raise ConfigError(f"{where} enables bf16 but there is no CUDA device; use ds_configs/cpu.json "
                           "(fp32) on CPU")
 
+
+def _resolve_batch_sizes(cfg: dict, where: str, args, dp: int) -> None:
     # Command-line flags win over numbers in the JSON (as in Megatron-DeepSpeed); "auto" entries
     # and absent ones come from the flags' defaults.
     micro = args.micro_batch_size if args.micro_batch_size is not None else cfg.get("train_micro_batch_size_per_gpu", AUTO)
@@ -89,7 +103,8 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
     cfg["gradient_accumulation_steps"] = int(accum)
     cfg["train_batch_size"] = global_batch
 
-    _fill(cfg, "gradient_clipping", args.clip_grad)
+
+def _fill_optimizer(cfg: dict, where: str, args, has_cuda: bool) -> None:
     opt = cfg.setdefault("optimizer", {"type": "AdamW", "params": {}})
     if opt.get("type", "").lower() not in ("adam", "adamw"):
         raise ConfigError(f"{where}: optimizer {opt.get('type')!r}; the paper's recipe is AdamW")
@@ -101,5 +116,3 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
     if not has_cuda and not params.get("torch_adam", False):
         raise ConfigError(f"{where}: on CPU set optimizer.params.torch_adam to true (DeepSpeed's fused Adam "
                           "needs CUDA); ds_configs/cpu.json does")
-    cfg.setdefault("steps_per_print", 10**9)  # megamerge prints its own progress line
-    return cfg

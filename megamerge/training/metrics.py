@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -67,3 +68,27 @@ class Progress:
         eta_s = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
         print(f"iter {iteration}/{self.total} | loss {loss:.4f} | {bases_per_second / 1e3:.1f}k bases/s | "
               f"eta {eta_s}{(' | ' + extra) if extra else ''}", file=sys.stderr, flush=True)
+
+
+class IntervalMeans:
+    """The logged scalars summed since the last log line, and the wall time since then: a log
+    line reports their means over the interval and its throughput."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.iterations = 0
+        self.started = time.time()
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] += value
+        self.iterations += 1
+
+    def means(self) -> dict[str, float]:
+        return {key: total / self.iterations for key, total in self.sums.items()}
+
+    def seconds(self) -> float:
+        return max(time.time() - self.started, 1e-9)

@@ -14,7 +14,6 @@ import torch
 
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.registry import family_of_model
-from megamerge.training.families import SPECS
 from megamerge.training.mock_data import MockGenome
 
 SEQ, EVAL_BATCH, EVAL_SEED = 128, 4, 11
@@ -32,7 +31,7 @@ def eval_losses(model) -> dict[str, float]:
     model.eval()
     ids, seeds = eval_batch()
     out = model.compute_losses(ids, seeds)
-    return {k: float(out[k]) for k in SPECS[family_of_model(model).name].loss_keys}
+    return {k: float(out[k]) for k in family_of_model(model).loss_keys}
 
 
 def _init_worker():

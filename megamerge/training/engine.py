@@ -1,0 +1,51 @@
+"""The DeepSpeed engine around a (tensor-parallel) model: one construction for training and for
+the portable -> DeepSpeed converter, so a converted checkpoint has exactly the parameter names
+and shard layout that training writes and loads.
+
+Without pipeline stages the engine wraps `PretrainingObjective(model)`; with them it wraps the
+stage's `PipelineModule` and `MergeDNAPipeline` drives it. This is the one place that decides
+which: afterwards only `Trainer.train_step` tells the two apart (evaluation gets its forward
+pass from `eval_forward`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from megamerge.parallel import ModelParallelUnit
+from megamerge.parallel.pipeline import OUTPUT_KEYS as PIPELINE_OUTPUT_KEYS
+from megamerge.parallel.pipeline import MergeDNAPipeline
+from megamerge.training.objective import PretrainingObjective
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    engine: object  # deepspeed's DeepSpeedEngine, or its PipelineEngine with pipeline stages
+    pipeline: MergeDNAPipeline | None  # None: no pipeline stages (PP = 1)
+    # (input_ids, seeds) -> the loss dict of compute_losses, for evaluation (no gradient)
+    eval_forward: Callable[[torch.Tensor, torch.Tensor], dict]
+
+
+def build_engine(model: nn.Module, parallel, ds_config: dict, device: torch.device) -> BuiltEngine:
+    """`deepspeed.initialize` on `model` (already split by apply_tensor_parallel) at `parallel`'s
+    layout. With pipeline stages, `ds_config` gains the pipeline settings TP needs."""
+    import deepspeed
+
+    if parallel.pp == 1:
+        engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model).to(device),
+                                               model_parameters=model.parameters(), config=ds_config,
+                                               mpu=ModelParallelUnit(parallel))
+        return BuiltEngine(engine, None, engine)
+    # TP shards travel whole between stages (no pipe/grad partitioning over the TP group).
+    ds_config.setdefault("pipeline", {}).update(pipe_partitioned=False, grad_partitioned=False)
+    pipeline = MergeDNAPipeline(model, parallel)  # the engine moves only this stage's layers to the device
+    engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
+                                           model_parameters=list(pipeline.module.parameters()))
+
+    def eval_forward(input_ids: torch.Tensor, seeds: torch.Tensor) -> dict:
+        return dict(zip(PIPELINE_OUTPUT_KEYS, pipeline.eval_step(engine, input_ids, seeds)))
+
+    return BuiltEngine(engine, pipeline, eval_forward)

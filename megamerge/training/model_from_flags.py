@@ -1,0 +1,45 @@
+"""The model config the flags ask for, and the parallel-layout checks that need it.
+
+Both run from the flags alone, before any process group exists: train.py (through the Trainer)
+and slurm/preflight.py, which checks a job's flags before `sbatch` queues it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from megamerge.models.registry import config_from_preset, family_of_preset
+from megamerge.parallel import check_tensor_parallel_sizes
+from megamerge.parallel.pipeline import check_pipeline_layout
+from megamerge.parallel.process_groups import check_layout
+from megamerge.training.arguments import MODEL_DIM_FLAGS
+from megamerge.training.ds_config import ConfigError
+
+
+def model_config(args):
+    """The preset's config (either family) with the flags that apply to it."""
+    family = family_of_preset(args.model)
+    fields = {f.name for f in dataclasses.fields(family.config_class)}
+    overrides = {}
+    for flag, field in MODEL_DIM_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if field not in fields:
+            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
+        overrides[field] = value
+    if family.name == "mergedna":
+        overrides.update(latent_mtr_weight=args.latent_mtr_weight, compression_range=tuple(args.compression_range))
+    if args.tm_weight is not None:
+        overrides["tm_weight"] = args.tm_weight
+    return config_from_preset(args.model, **overrides)
+
+
+def check_parallel_layout(args, cfg, world_size: int) -> None:
+    """Everything that would otherwise hang or assert inside a process group, checked first."""
+    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    try:
+        check_pipeline_layout(cfg, pp)
+        check_layout(world_size, tp, pp)
+        check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

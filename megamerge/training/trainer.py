@@ -1,0 +1,310 @@
+"""The pre-training loop: a `Trainer` whose methods each do one thing, read top to bottom.
+
+    Trainer(args)     check the flags, start the process groups, build the model and its DeepSpeed
+                      engine, open the data, resume from --load
+    .run()            until --train-iters or a stop:
+                        train_step -> log_step -> (evaluate) -> stop? -> (save)
+                      then save, and write exit_status.json for launchers
+
+`train_step` is the one place that tells pipeline-parallel execution from plain execution. Every
+random draw of the model is keyed by the global sample index and the learning rate is a pure
+function of the iteration, so a resumed run (`resume`: counters, this rank's data position and
+RNG states) reproduces the uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from megamerge import __version__
+from megamerge.models.common.keyed_random import sample_seeds
+from megamerge.models.mergedna.flops import peak_flops_per_device
+from megamerge.models.registry import family_of_preset
+from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
+from megamerge.training import checkpointing, evaluation
+from megamerge.training.activation_checkpointing import apply_activation_checkpointing
+from megamerge.training.batches import TrainBatches, ValidBatches
+from megamerge.training.distributed import (
+    all_reduce_mean,
+    init_distributed,
+    launched_world_size,
+    share_cpu_cores,
+)
+from megamerge.training.ds_config import ConfigError, resolve_ds_config
+from megamerge.training.engine import build_engine
+from megamerge.training.lr_schedule import learning_rate
+from megamerge.training.metrics import IntervalMeans, MetricsLogger, Progress
+from megamerge.training.model_from_flags import check_parallel_layout, model_config
+from megamerge.training.run_state import RunState
+from megamerge.training.signals import Stop, StopRequest
+
+log = logging.getLogger("megamerge.train")
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot usefully go on (too many non-finite iterations in a row)."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    losses: dict[str, float]  # this rank's means over the micro-batches: the family's loss and ratio keys
+    lr: float
+    grad_norm: float | None  # None when the optimizer skipped the step
+    token_lengths: torch.Tensor | None  # last micro-batch's token lengths in bases (TensorBoard histogram)
+
+
+class Trainer:
+    def __init__(self, args):
+        self.started = time.monotonic()  # --exit-duration-in-mins counts from here, start-up included (as Megatron)
+        self.args = args
+        if args.exit_duration_in_mins is not None and args.exit_duration_in_mins <= 0:
+            raise ConfigError(f"--exit-duration-in-mins must be positive, got {args.exit_duration_in_mins}")
+        world_size = launched_world_size()
+        self.has_cuda = torch.cuda.is_available()
+        self.ds_config = resolve_ds_config(args.ds_config, args, world_size, self.has_cuda)  # before any process group
+        self.cfg = model_config(args)
+        check_parallel_layout(args, self.cfg, world_size)
+
+        self.env = init_distributed(args.local_rank)
+        self.rank0 = self.env.rank == 0
+        share_cpu_cores()
+        logging.basicConfig(level=logging.INFO if self.rank0 else logging.WARNING,
+                            format="%(asctime)s megamerge %(levelname)s %(message)s")
+        self.parallel = initialize_model_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size)
+        self.family = family_of_preset(args.model)  # its ModelSpec: what to log, how to evaluate, FLOPs
+        self.logged_keys = (*self.family.loss_keys, *self.family.ratio_keys)
+        model, self.total_parameters = self.build_model()
+        built = build_engine(model, self.parallel, self.ds_config, self.env.device)
+        self.engine, self.pipeline, self.eval_forward = built.engine, built.pipeline, built.eval_forward
+        self.micro = self.ds_config["train_micro_batch_size_per_gpu"]
+        self.accumulation = self.ds_config["gradient_accumulation_steps"]
+        self.global_batch = self.ds_config["train_batch_size"]
+        dp, dp_rank = self.parallel.dp, self.parallel.dp_rank  # every TP/PP rank of one replica reads the same samples
+        self.train_batches = TrainBatches(args, self.micro, self.accumulation, dp, dp_rank)
+        self.valid_batches = ValidBatches(args, self.micro, dp, dp_rank)
+        self.state = self.resume() if args.load else RunState()
+
+        self.logger = MetricsLogger(args.save, args.tensorboard_dir, enabled=self.rank0)
+        if self.rank0:
+            self.announce()
+        self.stop = StopRequest(budget_minutes=args.exit_duration_in_mins, started=self.started)
+        self.progress = Progress(args.train_iters, self.state.iteration, enabled=self.rank0)
+        self.peak_flops = peak_flops_per_device(args.peak_tflops,
+                                                torch.cuda.get_device_name() if self.has_cuda else None)
+        self.inject_nan = set(args.inject_nan_at or [])  # fault injection for the NaN-guard test
+        self.interval = IntervalMeans()
+
+    # ------------------------------------------------------------------------------- set-up
+    def build_model(self) -> tuple[torch.nn.Module, int]:
+        """The full model, initialised alike on every rank, then cut to this rank's tensor-parallel
+        shards. Returns it and its parameter count before the cut."""
+        torch.manual_seed(self.args.seed)  # identical full master weights on every rank, then split
+        model = self.family.model_class(self.cfg)
+        total_parameters = model.parameter_counts()["total"]
+        apply_tensor_parallel(model, self.parallel.tp_group)
+        if self.args.checkpoint_activations:
+            apply_activation_checkpointing(model)
+        return model, total_parameters
+
+    def recorded_args(self) -> dict:
+        return {k: v for k, v in vars(self.args).items() if k != "local_rank"}
+
+    def announce(self) -> None:
+        """Rank 0: the start-up line, and <save>/run_config.json (flags, model and DeepSpeed config)."""
+        args = self.args
+        log.info("model %s: %s parameters; global batch %d = micro %d x accumulation %d x dp %d; %s",
+                 args.model, f"{self.total_parameters:,}", self.global_batch, self.micro, self.accumulation,
+                 self.parallel.dp, "CPU (gloo)" if not self.has_cuda else "CUDA (nccl)")
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            (Path(args.save) / "run_config.json").write_text(json.dumps(
+                {"args": self.recorded_args(), "family": self.family.name, "model_config": self.cfg.to_dict(),
+                 "ds_config": self.ds_config, "megamerge_version": __version__}, indent=2, default=str))
+
+    # ------------------------------------------------------------------------ checkpoints
+    def resume(self) -> RunState:
+        """Load --load's published checkpoint into the engine. A full checkpoint also gives back
+        the counters and this rank's data position and RNG states; a weights-only one (--finetune,
+        or converted from a portable model) starts them afresh."""
+        load_dir = self.args.load
+        tag = checkpointing.latest_tag(load_dir)
+        if tag is not None:  # before DeepSpeed's strict load, whose shape errors name no flag
+            self.check_checkpoint_holds_this_model(tag, checkpointing.summary(load_dir, tag) or {})
+        loaded = checkpointing.load(self.engine, load_dir, finetune=self.args.finetune)
+        if loaded is None:
+            log.info("no checkpoint in %s yet: starting from scratch", load_dir)
+            return RunState()
+        tag, saved = loaded
+        self.check_checkpoint_holds_this_model(tag, saved)
+        state = RunState()
+        if not saved["weights_only"]:
+            state = RunState.from_client_state(saved)
+            rank_states = saved["rank_states"]
+            if len(rank_states) != self.env.world_size:
+                raise ConfigError(f"checkpoint {tag} was written by {len(rank_states)} ranks, this run has "
+                                  f"{self.env.world_size}: exact resume of the data stream needs the same layout "
+                                  "(use --finetune to load weights only)")
+            self.train_batches.load_state_dict(rank_states[self.env.rank]["data"])
+            checkpointing.set_rng_state(rank_states[self.env.rank]["rng"])
+        log.info("resumed from %s/%s at iteration %d (%d samples consumed)", load_dir, tag, state.iteration,
+                 state.consumed_samples)
+        return state
+
+    def check_checkpoint_holds_this_model(self, tag: str, saved: dict) -> None:
+        saved_family, saved_cfg = saved.get("family"), saved.get("model_config")
+        if saved_family and saved_family != self.family.name:
+            raise ConfigError(f"checkpoint {self.args.load}/{tag} holds a {saved_family} model, but --model "
+                              f"{self.args.model} is {self.family.name}")
+        if saved_cfg and type(self.cfg).from_dict(saved_cfg) != self.cfg:
+            raise ConfigError(f"checkpoint {self.args.load}/{tag} was trained with a different model config; "
+                              f"saved {saved_cfg}")
+
+    def save(self, reason: str) -> None:
+        """A checkpoint of the engine, the run state and every rank's data position and RNG states
+        (all ranks take part); nothing without --save."""
+        if not self.args.save:
+            return
+        client_state = {
+            **self.state.client_state(), "family": self.family.name, "model_config": self.cfg.to_dict(),
+            "args": self.recorded_args(), "megamerge_version": __version__,
+            "layout": {"tp": self.parallel.tp, "pp": self.parallel.pp, "dp": self.parallel.dp},
+        }
+        rank_state = {"data": self.train_batches.state_dict(), "rng": checkpointing.rng_state()}
+        tag = checkpointing.save(self.engine, self.args.save, self.state.iteration, client_state, rank_state)
+        log.info("saved checkpoint %s/%s (%s)", self.args.save, tag, reason)
+
+    # ------------------------------------------------------------------------- the loop
+    def run(self) -> int:
+        args = self.args
+        self.interval.reset()
+        while self.state.iteration < args.train_iters:
+            self.log_step(self.train_step())
+            stopping = self.stop.agreed(self.env.device)  # the same answer on every rank
+            if self.evaluation_due(stopping):
+                self.evaluate()
+            reason = self.stop_reason(stopping)
+            if reason is not None:
+                return self.finish(reason)
+            if self.state.iteration % args.save_interval == 0 and self.state.iteration < args.train_iters:
+                self.save(f"--save-interval {args.save_interval}")
+        return self.finish("finished")
+
+    def micro_batch(self, iteration: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids [micro, N], seeds [micro]) on this rank's device."""
+        ids, index = self.train_batches.next(iteration, micro_step)
+        return ids.to(self.env.device), sample_seeds(self.args.seed, index).to(self.env.device)
+
+    def train_step(self) -> StepResult:
+        """One optimizer step over `accumulation` micro-batches. DeepSpeed's ZeRO optimizer skips
+        the update when the gradient is not finite; the iteration counts either way."""
+        args, iteration = self.args, self.state.iteration
+        lr = learning_rate(iteration, args.lr, args.min_lr, args.lr_warmup_iters, args.lr_decay_iters,
+                           args.lr_decay_style)
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        poison = iteration in self.inject_nan
+        losses, token_lengths = defaultdict(float), None
+        if self.pipeline is not None:  # the engine runs the micro-batches through the stages itself
+            batches = [self.micro_batch(iteration, m) for m in range(self.accumulation)]
+            out = self.pipeline.train_step(self.engine, batches, poison_loss=poison)
+            losses.update((key, out[key]) for key in self.logged_keys)
+        else:
+            for m in range(self.accumulation):
+                out = self.engine(*self.micro_batch(iteration, m))
+                self.engine.backward(out["loss"] * float("nan") if poison else out["loss"])
+                self.engine.step()  # applies the update at the last micro-step only
+                for key in self.family.loss_keys:
+                    losses[key] += float(out[key].detach()) / self.accumulation
+                for key in self.family.ratio_keys:
+                    losses[key] += out[key] / self.accumulation
+                token_lengths = out.get("token_lengths")
+        applied = self.engine.was_step_applied()
+        grad_norm = self.engine.get_global_grad_norm() if applied else None
+        self.state.advance(self.global_batch, applied)
+        if not applied:
+            self.count_skipped_step()
+        return StepResult(dict(losses), lr, None if grad_norm is None else float(grad_norm), token_lengths)
+
+    def count_skipped_step(self) -> None:
+        skips, limit = self.state.consecutive_skips, self.args.max_skipped_iters
+        log.warning("iteration %d skipped: non-finite loss or gradient (%d in a row)", self.state.iteration, skips)
+        if skips >= limit:
+            raise TrainingStopped(f"{skips} consecutive iterations had a non-finite loss or gradient "
+                                  f"(--max-skipped-iters {limit}); stopping at iteration {self.state.iteration}. "
+                                  "Lower --lr or check the data.")
+
+    def log_step(self, step: StepResult) -> None:
+        """Average the step's losses over all ranks; every --log-interval iterations (and at the
+        last) write their means since the previous line to metrics.jsonl, TensorBoard and stderr."""
+        reduced = all_reduce_mean([step.losses.get(k, 0.0) for k in self.logged_keys], self.env.device)
+        self.interval.add(dict(zip(self.logged_keys, reduced)))
+        iteration, args = self.state.iteration, self.args
+        if iteration % args.log_interval != 0 and iteration != args.train_iters:
+            return
+        samples_per_second = self.interval.iterations * self.global_batch / self.interval.seconds()
+        means = self.interval.means()
+        n = args.seq_length
+        mfu = None
+        if self.peak_flops:
+            flops = self.family.flops_per_sequence(self.cfg, n, means) * samples_per_second
+            mfu = flops / (self.peak_flops * self.env.world_size)
+        record = {
+            "iteration": iteration, "consumed_samples": self.state.consumed_samples,
+            **{k: means[k] for k in self.family.loss_keys}, "lr": step.lr, "grad_norm": step.grad_norm,
+            **{k: means[k] for k in self.family.ratio_keys},
+            "bases_per_second": samples_per_second * n, "samples_per_second": samples_per_second,
+            "mfu": mfu, "skipped_iters": self.state.skipped_iters, "corrupt_shards": self.train_batches.corrupt_shards,
+        }
+        self.logger.log(record, step.token_lengths)
+        self.progress.line(iteration, means["loss"], samples_per_second * n,
+                           " ".join(f"{k} {means[k]:.3f}" for k in self.family.loss_keys[1:])
+                           + "".join(f" | {means[k]:.2f} b/tok" for k in self.family.ratio_keys[:1]))
+        self.interval.reset()
+
+    # ------------------------------------------------------------------ evaluate and stop
+    def evaluation_due(self, stopping: Stop | None) -> bool:
+        iteration = self.state.iteration
+        return (iteration % self.args.eval_interval == 0 or iteration == self.args.train_iters
+                or (stopping is not None and stopping.final_validation))
+
+    def evaluate(self) -> None:
+        result = evaluation.evaluate(self.engine, self.eval_forward, self.valid_batches, self.args.seed,
+                                     self.env.device, self.family)
+        if result is None:
+            return
+        self.logger.log({"iteration": self.state.iteration, "split": "valid",
+                         "consumed_samples": self.state.consumed_samples, **result})
+        if self.rank0:
+            log.info("valid @ %d: loss %.4f | %s %.4f | perplexity %.3f", self.state.iteration, result["loss"],
+                     self.family.eval_accuracy_name, result[self.family.eval_accuracy_name], result["perplexity"])
+
+    def stop_reason(self, stopping: Stop | None) -> str | None:
+        """Why the run stops after this iteration (--exit-interval, a signal, --exit-duration-in-mins),
+        or None to go on."""
+        if self.args.exit_interval and self.state.iteration >= self.args.exit_interval:
+            return f"--exit-interval {self.args.exit_interval}"
+        return None if stopping is None else stopping.reason
+
+    def finish(self, reason: str) -> int:
+        """Save, close the logs and, on rank 0, write <save>/exit_status.json: both a finished run
+        and a signalled one exit 0, and launchers (slurm/) read this file to decide whether to
+        requeue."""
+        self.save(reason)
+        self.logger.close()
+        if self.rank0:
+            log.info("stopped at iteration %d: %s", self.state.iteration, reason)
+            if self.args.save:
+                status = {"iteration": self.state.iteration, "train_iters": self.args.train_iters, "reason": reason,
+                          "finished": self.state.iteration >= self.args.train_iters,
+                          "consumed_samples": self.state.consumed_samples}
+                checkpointing.atomic_write(Path(self.args.save) / "exit_status.json", json.dumps(status) + "\n")
+        dist.barrier()
+        return 0
