@@ -1,0 +1,149 @@
+"""What train.py can check about its corpus, checkpoint directory and batch flags before DeepSpeed
+starts: seconds of file-system reads instead of a traceback on every rank after a minute or more of
+start-up, or a run that trains quietly on half-padded or half-dropped samples.
+
+    refuse_bad_training_inputs(args)   # in train.py, before deepspeed.initialize
+
+checks, in order: --micro-batch-size (and --global-batch-size) >= 1; --data is a directory holding
+a prepare.py manifest that lists train shards which exist; --seq-length equals the manifest's
+seq_len (shorter only with --allow-seq-length-crop); --load's `latest`, when there is one, names a
+complete checkpoint. Each failure is one line naming the flag and the path (and, for a missing
+step, the steps that do exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from megamerge.data.shards import MANIFEST_FORMAT, MANIFEST_NAME
+from megamerge.training.checkpointing import COMPLETE_MARKER
+
+CROP_FLAG = "--allow-seq-length-crop"
+STEP_DIR = re.compile(r"global_step(\d+)")
+
+
+class TrainingInputError(ValueError):
+    """A flag or input path of a training run that cannot work; the message is one line."""
+
+
+def check_batch_flags(args: argparse.Namespace) -> None:
+    for flag in ("micro_batch_size", "global_batch_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise TrainingInputError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
+
+
+def read_corpus_manifest(data: str | Path) -> dict:
+    """The manifest of a prepared corpus directory, or an error saying what the directory is instead."""
+    data = Path(data)
+    if not data.exists():
+        raise TrainingInputError(f"--data {data}: no such directory; prepare a corpus with "
+                                 f"data_prep/prepare.py --out {data}")
+    if not data.is_dir():
+        raise TrainingInputError(f"--data {data}: is a file, not a corpus directory "
+                                 "(data_prep/prepare.py --out)")
+    held = sorted(p.name for p in data.iterdir())
+    if not held:
+        raise TrainingInputError(f"--data {data}: empty directory; prepare a corpus with "
+                                 f"data_prep/prepare.py --out {data}")
+    path = data / MANIFEST_NAME
+    if not path.is_file():
+        shown = ", ".join(held[:5]) + (" ..." if len(held) > 5 else "")
+        raise TrainingInputError(f"--data {data}: no {MANIFEST_NAME} (it holds {shown}): not a corpus "
+                                 "written by data_prep/prepare.py, or one whose run did not finish")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise TrainingInputError(f"--data {data}: {path} cannot be read ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise TrainingInputError(f"--data {data}: {path} is not a megamerge shard manifest")
+    return manifest
+
+
+def check_train_shards(data: str | Path, manifest: dict) -> None:
+    listed = [s for s in manifest.get("shards", []) if isinstance(s, dict)]
+    shards = [s.get("path") for s in listed if s.get("split") == "train"]
+    if not shards:
+        raise TrainingInputError(f"--data {data}: the manifest lists no train shards (everything was held "
+                                 "out or dropped when the corpus was cut; see its 'splits')")
+    missing = [s for s in shards if not isinstance(s, str) or not (Path(data) / s).is_file()]
+    if missing:
+        shown = ", ".join(map(str, missing[:3])) + (" ..." if len(missing) > 3 else "")
+        raise TrainingInputError(f"--data {data}: {len(missing)} of the {len(shards)} train shards the "
+                                 f"manifest lists are missing ({shown})")
+
+
+def check_seq_length(data: str | Path, manifest: dict, seq_length: int, allow_crop: bool) -> None:
+    corpus = (manifest.get("parameters") or {}).get("seq_len")
+    if not isinstance(corpus, int) or corpus == seq_length:
+        return
+    recut = f"data_prep/prepare.py --from-store --out {data} --seq-len {seq_length}"
+    if seq_length > corpus:
+        raise TrainingInputError(
+            f"--seq-length {seq_length} is longer than the corpus's chunks (seq_len {corpus} in "
+            f"{Path(data) / MANIFEST_NAME}): {seq_length - corpus} of every {seq_length} positions would be "
+            f"padding; give --seq-length {corpus}, or re-cut the corpus: {recut}")
+    if not allow_crop:
+        raise TrainingInputError(
+            f"--seq-length {seq_length} is shorter than the corpus's chunks (seq_len {corpus} in "
+            f"{Path(data) / MANIFEST_NAME}): {corpus - seq_length} of every {corpus} bases would be dropped; "
+            f"give --seq-length {corpus}, re-cut the corpus ({recut}), or pass {CROP_FLAG} to crop on "
+            "purpose")
+
+
+def complete_steps(load: Path) -> list[str]:
+    """The checkpoint tags in `load` that finished writing, oldest first."""
+    tags = [p for p in load.iterdir() if STEP_DIR.fullmatch(p.name) and (p / COMPLETE_MARKER).is_file()]
+    return [p.name for p in sorted(tags, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))]
+
+
+def check_load_dir(load: str | Path) -> None:
+    """--load may be absent or hold no `latest` yet (a first run that will save there); if `latest`
+    exists it must name a complete checkpoint."""
+    load = Path(load)
+    if not load.exists():
+        return
+    if not load.is_dir():
+        raise TrainingInputError(f"--load {load}: is a file, not a checkpoint directory")
+    latest = load / "latest"
+    if not latest.is_file():
+        return
+    tag = latest.read_text().strip()
+    if (load / tag / COMPLETE_MARKER).is_file():
+        return
+    what = "does not exist" if not (load / tag).is_dir() else f"is incomplete (no {COMPLETE_MARKER} marker)"
+    steps = complete_steps(load)
+    have = f"complete checkpoints here: {', '.join(steps)}" if steps else "no complete checkpoint is here"
+    hint = f" (write one of them into {latest} to resume from it)" if steps else ""
+    raise TrainingInputError(f"--load {load}: {latest.name} names {tag!r}, which {what}; {have}{hint}")
+
+
+def check_training_inputs(args: argparse.Namespace) -> None:
+    """Every check above, from train.py's parsed flags (`allow_seq_length_crop` may be absent)."""
+    check_batch_flags(args)
+    if getattr(args, "data", None) is not None and not getattr(args, "mock_data", False):
+        manifest = read_corpus_manifest(args.data)
+        check_train_shards(args.data, manifest)
+        check_seq_length(args.data, manifest, args.seq_length, getattr(args, "allow_seq_length_crop", False))
+    if getattr(args, "load", None):
+        check_load_dir(args.load)
+
+
+def _launch_rank() -> int:
+    """This process's global rank as the launcher set it (torch.distributed is not up yet)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def refuse_bad_training_inputs(args: argparse.Namespace, program: str = "train.py") -> None:
+    """Run `check_training_inputs`; on a failure, rank 0 prints the one line and every rank exits 2."""
+    try:
+        check_training_inputs(args)
+    except TrainingInputError as e:
+        if _launch_rank() == 0:
+            print(f"{program}: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

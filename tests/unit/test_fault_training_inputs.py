@@ -1,0 +1,127 @@
+"""The checks train.py runs before DeepSpeed starts (issue 19, rows 3 and 8): each bad --data,
+--seq-length, --load or batch flag is one line naming the flag and the path (and both lengths, or
+the steps that exist), from rank 0 only; nothing on disk is changed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from megamerge.data.corpus_checks import TrainingInputError, check_training_inputs, refuse_bad_training_inputs
+from megamerge.training.checkpointing import COMPLETE_MARKER
+from tests.unit.test_fault_prepare import tree
+
+
+def flags(**overrides) -> argparse.Namespace:
+    values = {"data": None, "mock_data": False, "seq_length": 512, "micro_batch_size": 2, "global_batch_size": None,
+              "load": None, "allow_seq_length_crop": False}  # fmt: skip
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def refused(**overrides) -> str:
+    with pytest.raises(TrainingInputError) as caught:
+        check_training_inputs(flags(**overrides))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_good_corpus_passes(synthetic_corpus):
+    check_training_inputs(flags(data=str(synthetic_corpus)))
+    check_training_inputs(flags(data=str(synthetic_corpus), seq_length=256, allow_seq_length_crop=True))
+    check_training_inputs(flags(mock_data=True, seq_length=100))
+
+
+def test_data_missing_empty_or_not_a_corpus(tmp_path):
+    assert refused(data=str(tmp_path / "nope")) == (f"--data {tmp_path / 'nope'}: no such directory; prepare a "
+                                                    f"corpus with data_prep/prepare.py --out {tmp_path / 'nope'}")
+    (tmp_path / "empty").mkdir()
+    assert "empty directory" in refused(data=str(tmp_path / "empty"))
+    (tmp_path / "genomes").mkdir()
+    (tmp_path / "genomes" / "a.fa").write_text(">a\nACGT\n")
+    message = refused(data=str(tmp_path / "genomes"))
+    assert f"--data {tmp_path / 'genomes'}: no manifest.json (it holds a.fa)" in message
+    (tmp_path / "a_file").write_text("x")
+    assert "is a file, not a corpus directory" in refused(data=str(tmp_path / "a_file"))
+    (tmp_path / "genomes" / "manifest.json").write_text("{broken")
+    assert "manifest.json cannot be read" in refused(data=str(tmp_path / "genomes"))
+    (tmp_path / "genomes" / "manifest.json").write_text(json.dumps({"format": "other"}))
+    assert "is not a megamerge shard manifest" in refused(data=str(tmp_path / "genomes"))
+
+
+def test_corpus_without_train_shards_or_with_missing_ones(synthetic_corpus, tmp_path):
+    corpus = tmp_path / "c"
+    shutil.copytree(synthetic_corpus, corpus)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    train = [s["path"] for s in manifest["shards"] if s["split"] == "train"]
+    (corpus / train[1]).unlink()
+    message = refused(data=str(corpus))
+    assert f"1 of the {len(train)} train shards the manifest lists are missing ({train[1]})" in message
+    manifest["shards"] = [s for s in manifest["shards"] if s["split"] != "train"]
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    assert f"--data {corpus}: the manifest lists no train shards" in refused(data=str(corpus))
+
+
+def test_seq_length_must_match_the_corpus(synthetic_corpus):
+    before = tree(synthetic_corpus)
+    longer = refused(data=str(synthetic_corpus), seq_length=1024)
+    assert longer.startswith("--seq-length 1024 is longer than the corpus's chunks (seq_len 512 in ")
+    assert "512 of every 1024 positions would be padding" in longer
+    assert "padding" in refused(data=str(synthetic_corpus), seq_length=1024, allow_seq_length_crop=True)
+    shorter = refused(data=str(synthetic_corpus), seq_length=256)
+    assert "--seq-length 256 is shorter than the corpus's chunks (seq_len 512" in shorter
+    assert "--allow-seq-length-crop" in shorter and "--seq-len 256" in shorter  # both ways out are named
+    assert tree(synthetic_corpus) == before
+
+
+def test_load_whose_latest_names_a_missing_step_lists_the_steps_that_exist(tmp_path):
+    load = tmp_path / "ckpt"
+    check_training_inputs(flags(mock_data=True, load=str(load)))  # absent: a first run that will save there
+    load.mkdir()
+    check_training_inputs(flags(mock_data=True, load=str(load)))  # no `latest` yet
+    for step in (100, 20, 300):
+        (load / f"global_step{step}").mkdir()
+        (load / f"global_step{step}" / COMPLETE_MARKER).write_text("{}\n")
+    (load / "global_step400").mkdir()  # torn: no marker
+    (load / "latest").write_text("global_step500")
+    message = refused(mock_data=True, load=str(load))
+    assert message == (f"--load {load}: latest names 'global_step500', which does not exist; complete checkpoints "
+                       f"here: global_step20, global_step100, global_step300 (write one of them into "
+                       f"{load / 'latest'} to resume from it)")
+    (load / "latest").write_text("global_step400\n")
+    assert "'global_step400', which is incomplete (no megamerge_complete marker)" in refused(mock_data=True,
+                                                                                          load=str(load))
+    (load / "latest").write_text("global_step300\n")
+    check_training_inputs(flags(mock_data=True, load=str(load)))
+
+
+@pytest.mark.parametrize("flag", ["micro_batch_size", "global_batch_size"])
+def test_batch_sizes_below_one(flag):
+    assert refused(mock_data=True, **{flag: 0}) == f"--{flag.replace('_', '-')} 0: must be at least 1"
+
+
+@pytest.mark.parametrize(("rank", "printed"), [("0", True), ("1", False)])
+def test_refusal_is_one_line_from_rank_0_and_exit_2(tmp_path, capsys, monkeypatch, rank, printed):
+    monkeypatch.setenv("RANK", rank)
+    with pytest.raises(SystemExit) as caught:
+        refuse_bad_training_inputs(flags(data=str(tmp_path / "nope")))
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    if printed:
+        assert err == f"train.py: error: --data {tmp_path / 'nope'}: no such directory; prepare a corpus with " \
+                      f"data_prep/prepare.py --out {tmp_path / 'nope'}\n"
+    else:
+        assert err == ""
+
+
+def test_srun_rank_is_honoured_before_torch_distributed_is_up(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    with pytest.raises(SystemExit):
+        refuse_bad_training_inputs(flags(micro_batch_size=0))
+    assert capsys.readouterr().err == ""
+    assert Path(tmp_path).exists()
