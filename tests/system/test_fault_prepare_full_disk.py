@@ -25,8 +25,8 @@ def small_disk(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mount)], capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -47,8 +47,8 @@ def test_full_disk_is_one_line_and_keeps_the_previous_output(small_disk, tmp_pat
     genomes.mkdir()
     small = fasta(genomes / "small.fa", 20_000, seed=0)
     out = small_disk / "corpus"
-    first = subprocess.run([*PREPARE, "--input", str(small), "--out", str(out)], capture_output=True, text=True,
-                           check=False)  # fmt: skip
+    first = subprocess.run([*PREPARE, "--input", str(small), "--out", str(out)],
+                           capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stderr
     big = fasta(genomes / "big.fa", 2_000_000, seed=1)  # ~2.5 MB of shards and store: cannot fit
     inputs, previous = tree(genomes), tree(small_disk)

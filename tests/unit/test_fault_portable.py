@@ -83,9 +83,9 @@ def test_config_larger_than_the_weights_fails_before_allocating(portable, tmp_pa
 
 
 def test_shape_mismatch_names_the_tensor_and_both_shapes(portable, tmp_path):
-    bad = edited_copy(portable, tmp_path / "bad", lambda c: c["model_config"].update(dim=64, n_heads=2,
-                                                                                      ffn_dim=160))  # fmt: skip
-    with pytest.raises(ValueError, match=r"local_encoder\.embed\.weight is \[7, 128\], the config gives \[7, 64\]"):
+    narrower = {"dim": 64, "n_heads": 2, "ffn_dim": 160}
+    bad = edited_copy(portable, tmp_path / "bad", lambda c: c["model_config"].update(narrower))
+    with pytest.raises(ValueError, match=r"local_encoder\.embed\.weight is \[7, 128\], the config gives \[7, 64"):
         load_portable(bad)
     with pytest.raises(ConversionError, match=r"is \[7, 128\], the config gives \[7, 64\]"):
         read_checked_portable(bad)
@@ -127,8 +127,8 @@ def test_declared_extras_and_legacy_directories_still_load(portable, tmp_path):
     config = json.loads((portable / "config.json").read_text())
     assert config["extra_keys"] == ["note", "step"] and config["step"] == 7
     load_portable(portable)  # save_portable's extras are declared, so they load
-    legacy_keys = {"iteration": 3, "consumed_samples": 12, "training_args": {}, "source": {}, "weights_from": "x",
-                   "encoder_only": False, "weights_dtype": "float32"}  # fmt: skip
+    legacy_keys = {"iteration": 3, "consumed_samples": 12, "training_args": {}, "source": {},
+                   "weights_from": "x", "encoder_only": False, "weights_dtype": "float32"}
 
     def legacy(c):  # written before extra_keys existed, by megamerge's own converter
         for key in ("extra_keys", "step", "note"):

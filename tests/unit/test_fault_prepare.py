@@ -30,7 +30,8 @@ GENOME = b">chr1 first\nACGTTGCAACGTAGCTAGCTAGGATCGATCGATTTACG\n>chr2\nGGGATTACA
 
 def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under root (directories as None) with its bytes: a run may change none of it."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+    paths = sorted(root.rglob("*"))
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in paths}
 
 
 def prepare_error(capsys, *argv) -> str:
@@ -78,13 +79,23 @@ def test_out_overlapping_an_input_is_refused_before_anything_is_touched(
     assert tree(tmp_path) == before  # not one file changed, added or removed
 
 
+def test_out_through_a_symbolic_link_to_the_input_is_refused(genomes, tmp_path, capsys):
+    link = tmp_path / "link"
+    link.symlink_to(genomes, target_is_directory=True)
+    before = tree(genomes)
+    for out in (link, link / "corpus"):
+        message = prepare_error(capsys, "--input", genomes, "--out", out, "--overwrite")
+        assert f"--out {out} {'is' if out == link else 'lies inside'} the input {genomes}" in message
+    assert tree(genomes) == before and link.is_symlink()
+
+
 def test_species_map_and_genome_store_are_inputs_too(genomes, tmp_path, capsys):
     species_map = tmp_path / "maps" / "species.tsv"
     species_map.parent.mkdir()
     species_map.write_text("a.fa\tAlpha\n")
     before = tree(tmp_path)
-    message = prepare_error(capsys, "--input", genomes, "--species-map", species_map, "--out", species_map.parent,
-                            "--overwrite")  # fmt: skip
+    message = prepare_error(capsys, "--input", genomes, "--species-map", species_map,
+                            "--out", species_map.parent, "--overwrite")  # fmt: skip
     assert "contains the input" in message and str(species_map) in message
     assert tree(tmp_path) == before
 
@@ -278,9 +289,10 @@ def test_empty_training_split_is_an_error_that_says_why(genomes, tmp_path, capsy
         (genomes / "a.fa").write_bytes(b">n1\n" + b"ACGTNCGA" * 10 + b"\n")
         (genomes / "b.fa.gz").write_bytes(gzip.compress(b">n2\n" + b"NCGTACGA" * 10 + b"\n"))
     corpus = tmp_path / "corpus"
-    run_prepare("--input", genomes, "--out", corpus, "--seq-len", "8", "--max-n-frac", "1")  # a good previous output
+    run_prepare("--input", genomes, "--out", corpus, "--seq-len", "8", "--max-n-frac", "1")  # a good output
     before = tree(tmp_path)
-    code = prepare.main(["--input", str(genomes), "--out", str(corpus), "--overwrite", "--no-progress", *flags])
+    argv = ["--input", str(genomes), "--out", str(corpus), "--overwrite", "--no-progress", *flags]
+    code = prepare.main(argv)
     message = capsys.readouterr().err.strip()
     assert code == 1 and message.startswith("prepare.py: error: no training samples: "), message
     assert reason in message, message

@@ -17,8 +17,8 @@ from tests.unit.test_fault_prepare import tree
 
 
 def flags(**overrides) -> argparse.Namespace:
-    values = {"data": None, "mock_data": False, "seq_length": 512, "micro_batch_size": 2, "global_batch_size": None,
-              "load": None, "allow_seq_length_crop": False}  # fmt: skip
+    values = {"data": None, "mock_data": False, "seq_length": 512, "micro_batch_size": 2,
+              "global_batch_size": None, "load": None, "allow_seq_length_crop": False}
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -37,8 +37,9 @@ def test_a_good_corpus_passes(synthetic_corpus):
 
 
 def test_data_missing_empty_or_not_a_corpus(tmp_path):
-    assert refused(data=str(tmp_path / "nope")) == (f"--data {tmp_path / 'nope'}: no such directory; prepare a "
-                                                    f"corpus with data_prep/prepare.py --out {tmp_path / 'nope'}")
+    nope = tmp_path / "nope"
+    assert refused(data=str(nope)) == (f"--data {nope}: no such directory; prepare a corpus with "
+                                       f"data_prep/prepare.py --out {nope}")
     (tmp_path / "empty").mkdir()
     assert "empty directory" in refused(data=str(tmp_path / "empty"))
     (tmp_path / "genomes").mkdir()
@@ -89,8 +90,8 @@ def test_load_whose_latest_names_a_missing_step_lists_the_steps_that_exist(tmp_p
     (load / "global_step400").mkdir()  # torn: no marker
     (load / "latest").write_text("global_step500")
     message = refused(mock_data=True, load=str(load))
-    assert message == (f"--load {load}: latest names 'global_step500', which does not exist; complete checkpoints "
-                       f"here: global_step20, global_step100, global_step300 (write one of them into "
+    assert message == (f"--load {load}: latest names 'global_step500', which does not exist; complete "
+                       f"checkpoints here: global_step20, global_step100, global_step300 (write one of them into "
                        f"{load / 'latest'} to resume from it)")
     (load / "latest").write_text("global_step400\n")
     assert "'global_step400', which is incomplete (no megamerge_complete marker)" in refused(mock_data=True,
@@ -112,8 +113,9 @@ def test_refusal_is_one_line_from_rank_0_and_exit_2(tmp_path, capsys, monkeypatc
     assert caught.value.code == 2
     err = capsys.readouterr().err
     if printed:
-        assert err == f"train.py: error: --data {tmp_path / 'nope'}: no such directory; prepare a corpus with " \
-                      f"data_prep/prepare.py --out {tmp_path / 'nope'}\n"
+        nope = tmp_path / "nope"
+        assert err == (f"train.py: error: --data {nope}: no such directory; prepare a corpus with "
+                       f"data_prep/prepare.py --out {nope}\n")
     else:
         assert err == ""
 
