@@ -22,6 +22,7 @@ tasks, the fixed eval compression ratio. Output layout: megamerge/finetune/resul
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -74,14 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    from megamerge.finetune.run import run
-    from megamerge.finetune.task_data import TaskDataError
+    from megamerge.finetune.run import FinetuneInputError, run
 
     try:
         record = run(options)
-    except (TaskDataError, ValueError, FileNotFoundError) as e:
+    except FinetuneInputError as e:
         print(f"finetune.py: error: {e}", file=sys.stderr)
         return 2
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
+        return 0
     seeds = ", ".join(f"{s['test'][record['metric']]:.4f}" for s in record["per_seed"])
     print(f"{record['task']} {record['method']}{' from scratch' if record['from_scratch'] else ''}: test "
           f"{record['metric']} {record['test_mean']:.4f} ± {record['test_std']:.4f} (seeds: {seeds}); "

@@ -26,12 +26,16 @@ PROJECTIONS = {"wq": "attention", "wk": "attention", "wv": "attention", "wo": "a
 DEFAULT_TARGETS = tuple(PROJECTIONS)
 
 
-def lora_target_pattern(family: str, task_type: str, targets: list[str] | tuple[str, ...],
-                        adapt_tokenizer: bool) -> str:
-    """The regular expression (peft full-matches module names with it) selecting the LoRA targets."""
+def check_targets(targets: list[str] | tuple[str, ...]) -> None:
     unknown = sorted(set(targets) - set(PROJECTIONS))
     if unknown or not targets:
         raise ValueError(f"--target-modules {unknown or '(none)'}: choose among {' '.join(PROJECTIONS)}")
+
+
+def lora_target_pattern(family: str, task_type: str, targets: list[str] | tuple[str, ...],
+                        adapt_tokenizer: bool) -> str:
+    """The regular expression (peft full-matches module names with it) selecting the LoRA targets."""
+    check_targets(targets)
     if family == "carmania":
         if adapt_tokenizer:
             raise ValueError("--adapt-tokenizer applies to MergeDNA (CARMANIA has no learned tokenizer)")

@@ -48,6 +48,7 @@ class SeedOutcome:
     dev_history: list[dict]
     train_sequences: int
     train_seconds: float
+    test_outputs: list[np.ndarray]  # the head's outputs on test, file order (per-base: [n_i, C] each)
 
 
 def batch_loss(outputs: torch.Tensor, labels: torch.Tensor, task_type: str, settings: LoopSettings) -> torch.Tensor:
@@ -116,10 +117,11 @@ def split_metrics(task_type: str, split: TaskSplit, outputs: list[np.ndarray]) -
 
 
 def evaluate_split(model: TaskModel, data: TaskData, split_name: str, dp: DataParallel,
-                   settings: LoopSettings) -> dict[str, float]:
-    """Metrics of one split. The loop calls it once per epoch for dev and once in all for test."""
+                   settings: LoopSettings) -> tuple[dict[str, float], list[np.ndarray]]:
+    """(metrics, outputs) of one split. The loop calls it once per epoch for dev and once in all for test."""
     split = data.split(split_name)
-    return split_metrics(data.task_type, split, predict_split(model, split, dp, settings))
+    outputs = predict_split(model, split, dp, settings)
+    return split_metrics(data.task_type, split, outputs), outputs
 
 
 def trainable_state(model: TaskModel) -> dict[str, torch.Tensor]:
@@ -148,19 +150,21 @@ def run_seed(model: TaskModel, data: TaskData, seed: int, dp: DataParallel, sett
         if settings.max_steps is not None:
             batches = batches[:max(0, settings.max_steps - steps)]
         model.train()
-        start = time.perf_counter()
+        start, losses = time.perf_counter(), []
         with tqdm(batches, desc=f"seed {seed} epoch {epoch}/{settings.epochs}", unit="batch",
                   disable=not (settings.progress and dp.is_main), dynamic_ncols=True) as bar:
             for global_batch in bar:
                 loss = train_step(model, optimizer, params, data.train, global_batch, dp, settings)
                 steps += 1
                 sequences += len(global_batch)
+                losses.append(loss)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if writer is not None:
                     writer.add_scalar("train/loss", loss, steps)
         seconds += time.perf_counter() - start
-        dev = evaluate_split(model, data, "dev", dp, settings)
-        history.append({"epoch": epoch, "step": steps, **dev})
+        dev, _ = evaluate_split(model, data, "dev", dp, settings)
+        history.append({"epoch": epoch, "step": steps, "train_loss": float(np.mean(losses)) if losses else None,
+                        **dev})
         if writer is not None:
             for name, value in dev.items():
                 writer.add_scalar(f"dev/{name}", value, epoch)
@@ -173,9 +177,9 @@ def run_seed(model: TaskModel, data: TaskData, seed: int, dp: DataParallel, sett
     if best_epoch == 0:  # every dev score was NaN: keep the last epoch rather than the untrained head
         best_epoch, best_state = epoch, trainable_state(model)
     restore_state(model, best_state)
-    test = evaluate_split(model, data, "test", dp, settings)
+    test, test_outputs = evaluate_split(model, data, "test", dp, settings)
     if writer is not None:
         for name, value in test.items():
             writer.add_scalar(f"test/{name}", value, best_epoch)
-    best_dev = {k: v for k, v in history[best_epoch - 1].items() if k not in ("epoch", "step")}
-    return SeedOutcome(best_epoch, epoch, steps, best_dev, test, history, sequences, seconds)
+    best_dev = {k: v for k, v in history[best_epoch - 1].items() if k not in ("epoch", "step", "train_loss")}
+    return SeedOutcome(best_epoch, epoch, steps, best_dev, test, history, sequences, seconds, test_outputs)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from megamerge import __version__
-from megamerge.finetune.adapters import METHODS
+from megamerge.finetune.adapters import METHODS, check_targets
 from megamerge.finetune.build import build_task_model
 from megamerge.finetune.data_parallel import DataParallel
 from megamerge.finetune.heads import bare_model
@@ -51,6 +51,7 @@ def check_options(o: argparse.Namespace) -> None:
             raise ValueError(f"{flag} {value} must be >= 1")
     if o.lr is not None and not o.lr > 0:
         raise ValueError(f"--lr {o.lr} must be > 0")
+    check_targets(o.target_modules)
 
 
 def make_spec(o: argparse.Namespace, data: TaskData, family: str, seed: int) -> dict:
@@ -73,20 +74,34 @@ def count_parameters(model) -> dict[str, int]:
     return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "backbone": backbone}
 
 
+class FinetuneInputError(ValueError):
+    """Bad flags, task files or model directory, found before any training."""
+
+
+def prepare(o: argparse.Namespace):
+    """Check everything and build the first seed's model -> (seeds, family, data, first model)."""
+    try:
+        check_options(o)
+        seeds = parse_seeds(o.seeds)
+        family = read_portable_config(o.model)["family"]
+        data = load_task(o.task, o.task_type, o.sequence_column, o.label_column, o.max_train_samples)
+        first = build_task_model(make_spec(o, data, family, seeds[0]))
+    except (ValueError, FileNotFoundError) as e:  # TaskDataError is a ValueError
+        raise FinetuneInputError(str(e)) from None
+    return seeds, family, data, first
+
+
 def run(o: argparse.Namespace) -> dict:
     """Fine-tune and evaluate every seed; write OUT (rank 0); return the results record."""
     wall_start = time.perf_counter()
-    check_options(o)
-    seeds = parse_seeds(o.seeds)
-    family = read_portable_config(o.model)["family"]
-    data = load_task(o.task, o.task_type, o.sequence_column, o.label_column, o.max_train_samples)
+    seeds, family, data, first = prepare(o)
     dp = DataParallel.from_env()
     lr = o.lr if o.lr is not None else DEFAULT_LR[o.method]
     out = Path(o.out)
     per_seed, parameters = [], None
     for seed in seeds:
         spec = make_spec(o, data, family, seed)
-        model = build_task_model(spec).to(dp.device)
+        model = (first if seed == seeds[0] else build_task_model(spec)).to(dp.device)
         parameters = count_parameters(model)
         settings = LoopSettings(lr=lr, epochs=o.epochs, batch_size=o.batch_size, eval_batch_size=o.eval_batch_size,
                                 weight_decay=o.weight_decay, max_steps=o.max_steps, label_mean=spec["label_mean"],
@@ -107,8 +122,9 @@ def run(o: argparse.Namespace) -> dict:
             "train_sequences_per_s": outcome.train_sequences / max(outcome.train_seconds, 1e-9),
         })
         if dp.is_main:
-            save_seed_run(model, spec, seed_dir(out, seed))
+            save_seed_run(model, spec, seed_dir(out, seed), outcome.test_outputs)
         dp.barrier()
+        first = model = None  # free this seed's model before building the next
     metric = HEADLINE[data.task_type]
     test_mean, test_std = mean_std([s["test"][metric] for s in per_seed])
     dev_mean, dev_std = mean_std([s["dev"][metric] for s in per_seed])
