@@ -17,9 +17,12 @@ the stage holding `latent_merge_layer`, but it is applied to the input on stage 
 `train_batch`, `amtm_masks` runs a no-grad preview of pass 2 for the step's micro-batches: stage
 0 encodes the input, the stages up to the merge point run the latent blocks below it on stream 2
 only (point-to-point sends), the merge stage broadcasts S' over the pipeline group, and stage 0
-draws the mask exactly as `MergeDNA.compute_losses` does. The preview runs with the weights the
-step will use and every op is deterministic, so the map equals the one the training forward
-computes and PP > 1 gives the losses of PP = 1. Its price is one extra no-grad forward of the
+draws the mask with the function `MergeDNA.compute_losses` calls. The preview runs with the
+weights the step will use and every op is deterministic, so the map equals the one the training
+forward computes and PP > 1 gives the losses of PP = 1.
+
+The objective itself (draws, merges, losses) is not here: every stage calls the pieces in
+megamerge/models/mergedna/objective.py that `MergeDNA.compute_losses` calls too. Its price is one extra no-grad forward of the
 Local Encoder and of the latent blocks below the merge point (about 1/6 of a step's FLOPs for
 the paper's layout); it holds no activations.
 
@@ -38,14 +41,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from megamerge.models.common.keyed_random import STREAM_AMTM, uniform
-from megamerge.models.common.losses import base_cross_entropy
 from megamerge.models.common.rope import rope_angles
 from megamerge.models.mergedna.config import MergeDNAConfig
-from megamerge.models.mergedna.masking import amtm_token_mask
 from megamerge.models.mergedna.model import MergeDNA
-from megamerge.models.mergedna.token_merging import TokenState, global_merge_to, group_sizes, unmerge
-from megamerge.vocabulary import MASK, base_targets, check_input_ids
+from megamerge.models.mergedna.objective import (
+    amtm_base_mask,
+    mask_bases,
+    merge_latent,
+    objective_outputs,
+    token_targets,
+    unmerge_latent,
+)
+from megamerge.models.mergedna.token_merging import TokenState
+from megamerge.vocabulary import check_input_ids
 
 # Phases of stream 2 (latent MTR) in the carry.
 NOT_STARTED, PRE_MERGE, MERGED, UNMERGED = 0, 1, 2, 3
@@ -130,13 +138,8 @@ class Carry:
         return c
 
 
-def _n_latent(cfg: MergeDNAConfig, s: TokenState) -> torch.Tensor:
-    return (cfg.latent_compression * s.lengths.float()).ceil().clamp(min=1).long()
-
-
 def _merge_stream2(cfg: MergeDNAConfig, c: Carry) -> None:
-    frozen = replace(c.s1, x=c.x2)
-    merged, c.latent_map = global_merge_to(frozen, _n_latent(cfg, c.s1), cfg.merge_theta)
+    merged, c.latent_map = merge_latent(cfg, replace(c.s1, x=c.x2))
     c.x2, c.pos2, c.valid2, c.latent_lengths = merged.x, merged.pos, merged.valid, merged.lengths
     c.phase = MERGED
 
@@ -155,22 +158,20 @@ class LocalEncoderPipe(nn.Module):
         self.cfg = model.cfg
         self.local_encoder = model.local_encoder
 
-    token_targets = MergeDNA.token_targets  # the same per-sample draw as the unsplit model
+    def _token_targets(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        return token_targets(self.cfg, check_input_ids(input_ids).sum(1), seeds, self.training)
 
     def forward(self, inputs: tuple) -> tuple:
         input_ids, seeds, base_mask = inputs
-        base_valid = check_input_ids(input_ids)
-        targets = self.token_targets(base_valid.sum(1), seeds)
+        targets = self._token_targets(input_ids, seeds)
         base_mask = base_mask.bool()
-        masked_ids = torch.where(base_mask, torch.full_like(input_ids, MASK), input_ids)
         c = Carry(input_ids=input_ids, base_mask=base_mask, s1=self.local_encoder(input_ids, targets),
-                  s3=self.local_encoder(masked_ids, targets))
+                  s3=self.local_encoder(mask_bases(input_ids, base_mask), targets))
         return c.to_tuple()
 
     @torch.no_grad()
     def preview(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> TokenState:
-        base_valid = check_input_ids(input_ids)
-        return self.local_encoder(input_ids, self.token_targets(base_valid.sum(1), seeds))
+        return self.local_encoder(input_ids, self._token_targets(input_ids, seeds))
 
 
 class LatentEncoderBlockPipe(nn.Module):
@@ -196,7 +197,7 @@ class LatentEncoderBlockPipe(nn.Module):
     def preview(self, state: TokenState) -> tuple[TokenState, torch.Tensor | None]:
         """Stream 2 below the merge point; returns the latent map once this layer merges."""
         if self.index == self.cfg.latent_merge_layer:
-            return state, global_merge_to(state, _n_latent(self.cfg, state), self.cfg.merge_theta)[1]
+            return state, merge_latent(self.cfg, state)[1]
         rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
         return replace(state, x=self.block(state.x, rope, state.valid)), None
 
@@ -215,13 +216,13 @@ class LatentEncoderNormPipe(nn.Module):
             _merge_stream2(cfg, c)
         c.s1 = replace(c.s1, x=self.norm(c.s1.x))
         c.s3 = replace(c.s3, x=self.norm(c.s3.x))
-        c.x2 = unmerge(self.norm(c.x2), c.latent_map, c.s1.pos, c.pos2, cfg.merge_theta)
+        c.x2 = unmerge_latent(cfg, self.norm(c.x2), c.pos2, c.latent_map, c.s1.pos)
         c.phase, c.pos2, c.valid2, c.latent_map = UNMERGED, None, None, None
         return c.to_tuple()
 
     @torch.no_grad()
     def preview(self, state: TokenState) -> tuple[TokenState, torch.Tensor]:
-        return state, global_merge_to(state, _n_latent(self.cfg, state), self.cfg.merge_theta)[1]
+        return state, merge_latent(self.cfg, state)[1]
 
 
 class LatentDecoderBlockPipe(nn.Module):
@@ -250,26 +251,16 @@ class LocalDecoderPipe(nn.Module):
         self.local_decoder = model.local_decoder
 
     def forward(self, carry: tuple) -> torch.Tensor:
-        cfg, c = self.cfg, Carry.from_tuple(carry)
-        ids = c.input_ids
-        base_valid = check_input_ids(ids)
-        targets = base_targets(ids)
+        c = Carry.from_tuple(carry)
+        base_valid = check_input_ids(c.input_ids)
         decode = self.local_decoder
         logits = decode(c.s1.x, c.s1.pos, c.s1.assign, base_valid)
-        mtr, _, _ = base_cross_entropy(logits, targets)
-        latent_logits = decode(c.x2, c.s1.pos, c.s1.assign, base_valid)
-        latent_mtr, _, _ = base_cross_entropy(latent_logits, targets)
+        latent_logits = decode(c.x2, c.s1.pos, c.s1.assign, base_valid)  # pass 2 on the frozen tokens' frame
         masked_logits = decode(c.s3.x, c.s3.pos, c.s3.assign, base_valid)
-        amtm, correct, scored = base_cross_entropy(masked_logits, targets, select=c.base_mask)
-        loss = mtr + cfg.latent_mtr_weight * latent_mtr + amtm
-        if cfg.tm_weight > 0:
-            from megamerge.models.common.transition_loss import transition_matrix_loss
-
-            loss = loss + cfg.tm_weight * transition_matrix_loss(logits, ids)
-        n_bases = base_valid.sum(1).float()
-        stats = torch.stack([mtr, latent_mtr, amtm, correct.float(), scored.float(),
-                             (n_bases / c.s1.lengths).mean(), (n_bases / c.latent_lengths).mean()]).detach()
-        return torch.cat([loss.reshape(1), stats.float()])
+        out = objective_outputs(self.cfg, c.input_ids, base_valid, logits, latent_logits, masked_logits,
+                                c.base_mask, c.s1.lengths, c.latent_lengths)
+        stats = torch.stack([out[k].float() for k in OUTPUT_KEYS[1:]]).detach()
+        return torch.cat([out["loss"].reshape(1), stats])
 
 
 class MergeDNAPipeline:
@@ -365,19 +356,8 @@ class MergeDNAPipeline:
                 latent_map = torch.empty(*shape.tolist(), dtype=torch.long, device=device)
             dist.broadcast(latent_map, ranks[self.merge_stage], group=self.parallel.pp_group)
             if self.stage == 0:
-                masks.append(self._draw_mask(input_ids, seeds, frozen, latent_map))
+                masks.append(amtm_base_mask(self.cfg, frozen, latent_map, check_input_ids(input_ids), seeds))
         return masks
-
-    def _draw_mask(self, input_ids, seeds, frozen: TokenState, latent_map: torch.Tensor) -> torch.Tensor:
-        """As in MergeDNA.compute_losses, pass 3's mask from pass 2's groups."""
-        cfg = self.cfg
-        base_valid = check_input_ids(input_ids)
-        n_groups = int(latent_map.max()) + 1
-        g = group_sizes(latent_map, frozen.valid, n_groups)
-        n_mask = (cfg.amtm_mask_ratio * frozen.lengths.float()).round().clamp(min=1).long()
-        u = uniform(seeds, STREAM_AMTM, latent_map.shape[1]).to(g.device)
-        token_mask = amtm_token_mask(latent_map, g, frozen.valid, n_mask, uniforms=u)
-        return token_mask.gather(1, frozen.assign) & base_valid
 
     # ----------------------------------------------------------------------- steps
     def _iterator(self, batches, masks):

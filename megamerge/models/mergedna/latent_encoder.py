@@ -1,5 +1,5 @@
 """Latent Encoder: full-attention blocks over the merged tokens. For latent MTR it can also merge
-globally (ToMe, no window) down to K tokens after `latent_merge_layer` blocks."""
+globally (objective.merge_latent: ToMe, no window) down to K tokens after `latent_merge_layer` blocks."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from torch import nn
 from megamerge.models.common.block import TransformerBlock
 from megamerge.models.common.norm import RMSNorm
 from megamerge.models.common.rope import rope_angles
+from megamerge.models.mergedna import objective
 from megamerge.models.mergedna.config import MergeDNAConfig
-from megamerge.models.mergedna.token_merging import TokenState, global_merge_to
+from megamerge.models.mergedna.token_merging import TokenState
 
 
 class LatentEncoder(nn.Module):
@@ -26,17 +27,17 @@ class LatentEncoder(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(
-        self, state: TokenState, merge_to: torch.Tensor | None = None
+        self, state: TokenState, merge_latent: bool = False
     ) -> tuple[TokenState, torch.Tensor | None]:
-        """Returns the encoded state and, when merge_to [B] is given, the map [B, L] from the
+        """Returns the encoded state and, with merge_latent (pass 2), the map [B, L] from the
         incoming tokens to the K latent groups (None otherwise)."""
         latent_map = None
         rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
         for i, block in enumerate(self.blocks):
-            if merge_to is not None and i == self.cfg.latent_merge_layer:
-                state, latent_map = global_merge_to(state, merge_to, self.cfg.merge_theta)
+            if merge_latent and i == self.cfg.latent_merge_layer:
+                state, latent_map = objective.merge_latent(self.cfg, state)
                 rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
             state = replace(state, x=block(state.x, rope, state.valid))
-        if merge_to is not None and latent_map is None:  # merge after the last block
-            state, latent_map = global_merge_to(state, merge_to, self.cfg.merge_theta)
+        if merge_latent and latent_map is None:  # merge after the last block
+            state, latent_map = objective.merge_latent(self.cfg, state)
         return replace(state, x=self.norm(state.x)), latent_map

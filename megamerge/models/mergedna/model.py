@@ -13,20 +13,19 @@ trained with three passes per step (arXiv 2511.14806):
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from megamerge.models.common.keyed_random import STREAM_AMTM, STREAM_COMPRESSION, normal, uniform
-from megamerge.models.common.losses import base_cross_entropy
+from megamerge.models.mergedna import objective
 from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.latent_decoder import LatentDecoder
 from megamerge.models.mergedna.latent_encoder import LatentEncoder
 from megamerge.models.mergedna.local_decoder import LocalDecoder
 from megamerge.models.mergedna.local_encoder import LocalEncoder
-from megamerge.models.mergedna.masking import amtm_token_mask
-from megamerge.models.mergedna.token_merging import TokenState, group_sizes, unmerge
-from megamerge.vocabulary import MASK, base_targets, check_input_ids
+from megamerge.models.mergedna.token_merging import TokenState
+from megamerge.vocabulary import check_input_ids
 
 
 class MergeDNA(nn.Module):
@@ -61,21 +60,9 @@ class MergeDNA(nn.Module):
 
     # ------------------------------------------------------------------------------ pieces
     def token_targets(self, base_lengths: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
-        """How many tokens L_b each sample is merged to: sampled per sample in training
-        (Gaussian around compression_mean, clipped to compression_range), fixed in eval.
-        With per-sample `seeds` [B] the draw depends only on the sample (see sample_noise)."""
-        n = base_lengths.float()
-        lo, hi = self.cfg.compression_range
-        if self.training:
-            noise = torch.randn_like(n) if seeds is None else normal(seeds, STREAM_COMPRESSION).to(n.device)
-            ratio = noise * self.cfg.compression_std + self.cfg.compression_mean
-            ratio = ratio.clamp(lo, hi)
-            target = (ratio * n).round()
-            target = torch.maximum(target, (lo * n).ceil())
-            target = torch.minimum(target, (hi * n).floor())
-        else:
-            target = (self.cfg.eval_compression * n).round()
-        return target.clamp(min=1).long()
+        """How many tokens L_b [B] each sample is merged to (objective.token_targets): sampled per
+        sample in training, fixed in eval."""
+        return objective.token_targets(self.cfg, base_lengths, seeds, self.training)
 
     def decode(self, tokens: TokenState, base_valid: torch.Tensor) -> torch.Tensor:
         """Latent Decoder + Local Decoder: token states at L -> base logits [B, N, 4]."""
@@ -99,61 +86,33 @@ class MergeDNA(nn.Module):
 
     # ------------------------------------------------------------------------------ losses
     def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None) -> dict:
-        """The three passes on input_ids [B, N]. `seeds` [B] (from sample_noise.sample_seeds)
-        makes every random draw a function of the sample alone; without it the global RNG is used."""
+        """The three passes on input_ids [B, N] (objective.py holds their shared pieces). `seeds`
+        [B] (common/keyed_random.sample_seeds) makes every random draw a function of the sample
+        alone; without it the global RNG is used."""
         cfg = self.cfg
         base_valid = check_input_ids(input_ids)
-        n_bases = base_valid.sum(1)
-        targets = base_targets(input_ids)
-        token_targets = self.token_targets(n_bases, seeds)
+        token_targets = self.token_targets(base_valid.sum(1), seeds)
 
         # Pass 1 - MTR.
-        tokens = self.local_encoder(input_ids, token_targets)
+        tokens = self.local_encoder(input_ids, token_targets)  # [B, L, D]
         latent, _ = self.latent_encoder(tokens)
-        logits = self.decode(latent, base_valid)
-        mtr, _, _ = base_cross_entropy(logits, targets)
+        logits = self.decode(latent, base_valid)  # [B, N, 4]
 
-        # Pass 2 - latent MTR on the frozen tokenizer's output.
+        # Pass 2 - latent MTR on the frozen tokenizer's output, merged to K and back to L.
         frozen = tokens.detach()
-        n_latent = (cfg.latent_compression * frozen.lengths.float()).ceil().clamp(min=1).long()
-        merged, latent_map = self.latent_encoder(frozen, merge_to=n_latent)
-        back = TokenState(
-            x=unmerge(merged.x, latent_map, frozen.pos, merged.pos, cfg.merge_theta),
-            pos=frozen.pos, sizes=frozen.sizes,
-            valid=frozen.valid, assign=frozen.assign,
-        )
+        merged, latent_map = self.latent_encoder(frozen, merge_latent=True)  # [B, K, D], [B, L]
+        back = replace(frozen, x=objective.unmerge_latent(cfg, merged.x, merged.pos, latent_map, frozen.pos))
         latent_logits = self.decode(back, base_valid)
-        latent_mtr, _, _ = base_cross_entropy(latent_logits, targets)
 
         # Pass 3 - AMTM, masks drawn from pass 2's latent groups.
-        with torch.no_grad():
-            g = group_sizes(latent_map, frozen.valid, merged.x.shape[1])
-            n_mask = (cfg.amtm_mask_ratio * frozen.lengths.float()).round().clamp(min=1).long()
-            u = None if seeds is None else uniform(seeds, STREAM_AMTM, latent_map.shape[1]).to(g.device)
-            token_mask = amtm_token_mask(latent_map, g, frozen.valid, n_mask, uniforms=u)
-            base_mask = token_mask.gather(1, frozen.assign) & base_valid  # M_N = U(M_L, S)
-        masked_ids = torch.where(base_mask, torch.full_like(input_ids, MASK), input_ids)
-        masked_tokens = self.local_encoder(masked_ids, token_targets)
+        base_mask = objective.amtm_base_mask(cfg, frozen, latent_map, base_valid, seeds)  # [B, N]
+        masked_tokens = self.local_encoder(objective.mask_bases(input_ids, base_mask), token_targets)
         masked_latent, _ = self.latent_encoder(masked_tokens)
         masked_logits = self.decode(masked_latent, base_valid)
-        amtm, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask)
 
-        loss = mtr + cfg.latent_mtr_weight * latent_mtr + amtm
-        out = {
-            "loss": loss,
-            "mtr": mtr,
-            "latent_mtr": latent_mtr,
-            "amtm": amtm,
-            "bases_per_token": float((n_bases / tokens.lengths).mean()),
-            "latent_bases_per_token": float((n_bases / merged.lengths).mean()),
-            "masked_correct": correct.detach(),
-            "masked_count": scored.detach(),
-            "token_lengths": tokens.sizes[tokens.valid].detach(),
-        }
-        if cfg.tm_weight > 0:
-            from megamerge.models.common.transition_loss import transition_matrix_loss
-
-            tm = transition_matrix_loss(logits, input_ids)
-            out["tm"] = tm
-            out["loss"] = loss + cfg.tm_weight * tm
+        out = objective.objective_outputs(cfg, input_ids, base_valid, logits, latent_logits, masked_logits,
+                                          base_mask, tokens.lengths, merged.lengths)
+        out["bases_per_token"] = float(out["bases_per_token"])
+        out["latent_bases_per_token"] = float(out["latent_bases_per_token"])
+        out["token_lengths"] = tokens.sizes[tokens.valid].detach()
         return out

@@ -1,0 +1,112 @@
+"""MergeDNA's three-pass pre-training objective, in the pieces that both `MergeDNA.compute_losses`
+(the whole model in one process) and the pipeline stages (megamerge/parallel/pipeline.py, the
+model cut across processes) call, so a change to a draw, a merge rule or a loss is made once:
+
+    token_targets        how many tokens L_b the Local Encoder merges each sample to
+    merge_latent         pass 2's global merge of the frozen tokens down to K_b = latent_token_count
+    unmerge_latent       pass 2's K groups back to the L tokens (on the frozen tokens' frame)
+    amtm_base_mask       pass 3's masked bases, drawn from pass 2's latent groups
+    mask_bases           the masked input of pass 3
+    objective_outputs    the three per-pass cross-entropies, their weighted sum and the metrics
+
+L = MTR + latent_mtr_weight * latent MTR + AMTM (+ tm_weight * TM when tm_weight > 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from megamerge.models.common.keyed_random import STREAM_AMTM, STREAM_COMPRESSION, normal, uniform
+from megamerge.models.common.losses import base_cross_entropy
+from megamerge.models.common.transition_loss import transition_matrix_loss
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.masking import amtm_token_mask
+from megamerge.models.mergedna.token_merging import TokenState, global_merge_to, group_sizes, unmerge
+from megamerge.vocabulary import MASK, base_targets
+
+
+def token_targets(cfg: MergeDNAConfig, base_lengths: torch.Tensor, seeds: torch.Tensor | None,
+                  training: bool) -> torch.Tensor:
+    """base_lengths [B] -> tokens L_b [B] long: sampled per sample in training (Gaussian around
+    compression_mean, clipped to compression_range), fixed in eval. With per-sample `seeds` [B]
+    the draw depends only on the sample (common/keyed_random.py); without, the global RNG is used."""
+    n = base_lengths.float()
+    lo, hi = cfg.compression_range
+    if training:
+        noise = torch.randn_like(n) if seeds is None else normal(seeds, STREAM_COMPRESSION).to(n.device)
+        ratio = (noise * cfg.compression_std + cfg.compression_mean).clamp(lo, hi)
+        target = (ratio * n).round()
+        target = torch.maximum(target, (lo * n).ceil())
+        target = torch.minimum(target, (hi * n).floor())
+    else:
+        target = (cfg.eval_compression * n).round()
+    return target.clamp(min=1).long()
+
+
+def latent_token_count(cfg: MergeDNAConfig, tokens: TokenState) -> torch.Tensor:
+    """K_b [B] long: the latent tokens pass 2 merges each sample's L_b tokens down to."""
+    return (cfg.latent_compression * tokens.lengths.float()).ceil().clamp(min=1).long()
+
+
+def merge_latent(cfg: MergeDNAConfig, tokens: TokenState) -> tuple[TokenState, torch.Tensor]:
+    """Pass 2's global merge (ToMe, no window) of tokens [B, L, D] -> (merged [B, K, D], the map
+    [B, L] -> [0, K) from each token to its latent group)."""
+    return global_merge_to(tokens, latent_token_count(cfg, tokens), cfg.merge_theta)
+
+
+def unmerge_latent(cfg: MergeDNAConfig, merged_x: torch.Tensor, merged_pos: torch.Tensor,
+                   latent_map: torch.Tensor, token_pos: torch.Tensor) -> torch.Tensor:
+    """Pass 2's latent states merged_x [B, K, D] (at merged_pos [B, K]) back to the L tokens they
+    merged: [B, L, D], each in the frame of its token position token_pos [B, L]."""
+    return unmerge(merged_x, latent_map, token_pos, merged_pos, cfg.merge_theta)
+
+
+@torch.no_grad()
+def amtm_base_mask(cfg: MergeDNAConfig, frozen: TokenState, latent_map: torch.Tensor, base_valid: torch.Tensor,
+                   seeds: torch.Tensor | None) -> torch.Tensor:
+    """Pass 3's masked bases [B, N] bool: local tokens of `frozen` (pass 1's tokens) drawn with
+    P ~ 1/g^2, g the size of their latent group in latent_map [B, L] (pass 2), and every base of a
+    drawn token (M_N = U(M_L, S)). Keyed by `seeds` [B] when given."""
+    g = group_sizes(latent_map, frozen.valid, latent_map.shape[1])  # [B, L]: a map's groups number <= L
+    n_mask = (cfg.amtm_mask_ratio * frozen.lengths.float()).round().clamp(min=1).long()
+    u = None if seeds is None else uniform(seeds, STREAM_AMTM, latent_map.shape[1]).to(g.device)
+    token_mask = amtm_token_mask(latent_map, g, frozen.valid, n_mask, uniforms=u)  # [B, L]
+    return token_mask.gather(1, frozen.assign) & base_valid
+
+
+def mask_bases(input_ids: torch.Tensor, base_mask: torch.Tensor) -> torch.Tensor:
+    """input_ids [B, N] with the bases of base_mask [B, N] replaced by MASK."""
+    return torch.where(base_mask, torch.full_like(input_ids, MASK), input_ids)
+
+
+def objective_outputs(
+    cfg: MergeDNAConfig,
+    input_ids: torch.Tensor,  # [B, N]
+    base_valid: torch.Tensor,  # [B, N] bool
+    logits: torch.Tensor,  # [B, N, 4] pass 1 (MTR)
+    latent_logits: torch.Tensor,  # [B, N, 4] pass 2 (latent MTR)
+    masked_logits: torch.Tensor,  # [B, N, 4] pass 3 (AMTM)
+    base_mask: torch.Tensor,  # [B, N] bool: pass 3's masked bases, the only ones it scores
+    token_lengths: torch.Tensor,  # [B] L_b
+    latent_lengths: torch.Tensor,  # [B] K_b
+) -> dict[str, torch.Tensor]:
+    """The losses (0-dim tensors; "loss" carries the gradient) and metrics of one step."""
+    targets = base_targets(input_ids)
+    mtr, _, _ = base_cross_entropy(logits, targets)
+    latent_mtr, _, _ = base_cross_entropy(latent_logits, targets)
+    amtm, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask)
+    n_bases = base_valid.sum(1).float()
+    out = {
+        "loss": mtr + cfg.latent_mtr_weight * latent_mtr + amtm,
+        "mtr": mtr,
+        "latent_mtr": latent_mtr,
+        "amtm": amtm,
+        "masked_correct": correct.detach(),
+        "masked_count": scored.detach(),
+        "bases_per_token": (n_bases / token_lengths).mean().detach(),
+        "latent_bases_per_token": (n_bases / latent_lengths).mean().detach(),
+    }
+    if cfg.tm_weight > 0:
+        out["tm"] = transition_matrix_loss(logits, input_ids)
+        out["loss"] = out["loss"] + cfg.tm_weight * out["tm"]
+    return out
