@@ -3,10 +3,10 @@ CARMANIA).
 
 * Without pipeline parallelism the engine wraps `PretrainingObjective(model)`: names carry a
   `model.` prefix.
-* With it (MergeDNA only), the engine's module is a `PipelineModule` whose layers are registered as "0", "1", ...
-  and wrap submodules of one full MergeDNA (megamerge/parallel/pipeline.py). The map is derived by
-  building those layer modules around a MergeDNA on the meta device (no memory) and matching
-  parameters by identity, so it follows whatever the layer classes wrap.
+* With it (MergeDNA only), the engine's module is a `PipelineModule` whose layers are registered as
+  "0", "1", ... and each wrap one submodule of a full MergeDNA. The map is read off the family's
+  one ordered list of pipeline layers (megamerge/models/mergedna/pipeline_layers.py, the list the
+  PipelineModule is built from): "<layer>.<attribute>.<name>" -> "<submodule>.<name>".
 """
 
 from __future__ import annotations
@@ -14,50 +14,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from megamerge.models import MergeDNA
-from megamerge.models.registry import ModelFamily
-from megamerge.parallel.pipeline import (
-    LatentDecoderBlockPipe,
-    LatentEncoderBlockPipe,
-    LatentEncoderNormPipe,
-    LocalDecoderPipe,
-    LocalEncoderPipe,
-    pipeline_layer_count,
-)
+from megamerge.models.registry import ModelSpec, family_of_model
 
 from .errors import ConversionError
 
 OBJECTIVE_PREFIX = "model."  # PretrainingObjective.model
 
 
-def meta_model(family: ModelFamily, cfg) -> nn.Module:
+def meta_model(family: ModelSpec, cfg) -> nn.Module:
     """The full (unsplit) model's structure and shapes without allocating its weights."""
     with torch.device("meta"):
         return family.model_class(cfg)
 
 
-def pipeline_layers(model: MergeDNA) -> list[nn.Module]:
-    # The order of MergeDNAPipeline.__init__'s LayerSpecs (megamerge/parallel/pipeline.py).
-    cfg = model.cfg
-    layers: list[nn.Module] = [LocalEncoderPipe(model)]
-    layers += [LatentEncoderBlockPipe(model, i) for i in range(cfg.latent_encoder_layers)]
-    layers += [LatentEncoderNormPipe(model)]
-    layers += [LatentDecoderBlockPipe(model, j) for j in range(cfg.latent_decoder_layers)]
-    layers += [LocalDecoderPipe(model)]
-    if len(layers) != pipeline_layer_count(cfg):
-        raise RuntimeError("pipeline_layers is out of date with megamerge/parallel/pipeline.py")
-    return layers
-
-
-def pipeline_name_map(model: MergeDNA) -> dict[str, str]:
-    """{"<layer>.<name inside the layer>": MergeDNA parameter name} (`model` may be on meta)."""
-    by_identity = {id(p): name for name, p in model.named_parameters()}
+def pipeline_name_map(model: nn.Module) -> dict[str, str]:
+    """{"<layer>.<attribute>.<name inside the submodule>": model parameter name} for a family with
+    pipeline stages (`model` may be on meta)."""
+    layers = family_of_model(model).pipeline_layers(model.cfg)
     out = {}
-    for index, layer in enumerate(pipeline_layers(model)):
-        for local, p in layer.named_parameters():
-            out[f"{index}.{local}"] = by_identity[id(p)]
-    if sorted(out.values()) != sorted(by_identity.values()):
-        raise RuntimeError("the pipeline layers do not cover every MergeDNA parameter exactly once")
+    for index, layer in enumerate(layers):
+        for name, _ in model.get_submodule(layer.submodule).named_parameters():
+            out[f"{index}.{layer.attribute}.{name}"] = f"{layer.submodule}.{name}"
+    if sorted(out.values()) != sorted(name for name, _ in model.named_parameters()):
+        raise RuntimeError("the pipeline layers do not cover every model parameter exactly once")
     return out
 
 

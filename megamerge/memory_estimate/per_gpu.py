@@ -20,24 +20,21 @@ import torch
 
 from megamerge.memory_estimate.activations import Kernels, activation_estimate
 from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.mergedna.pipeline_layers import pipeline_layers
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 
 
 def pipeline_layer_params(cfg: MergeDNAConfig, tp: int) -> list[int]:
-    """Parameters per GPU of each pipeline layer (megamerge/parallel/pipeline.py's order)."""
+    """Parameters per GPU of each pipeline layer, in the order of mergedna/pipeline_layers.py."""
     with torch.device("meta"):
         model = MergeDNA(cfg)
     split = split_parameter_dims(model)  # the names tensor parallelism divides by TP
 
-    def count(prefix: str, module) -> int:
-        return sum(p.numel() // (tp if f"{prefix}.{name}" in split else 1) for name, p in module.named_parameters())
+    def count(path: str) -> int:
+        return sum(p.numel() // (tp if f"{path}.{name}" in split else 1)
+                   for name, p in model.get_submodule(path).named_parameters())
 
-    layers = [count("local_encoder", model.local_encoder)]
-    layers += [count(f"latent_encoder.blocks.{i}", b) for i, b in enumerate(model.latent_encoder.blocks)]
-    layers += [count("latent_encoder.norm", model.latent_encoder.norm)]
-    layers += [count(f"latent_decoder.blocks.{i}", b) for i, b in enumerate(model.latent_decoder.blocks)]
-    layers += [count("local_decoder", model.local_decoder)]
-    return layers
+    return [count(layer.submodule) for layer in pipeline_layers(cfg)]
 
 
 def balanced_parts(weights: list[int], parts: int) -> list[int]:
@@ -51,9 +48,7 @@ def stage_layout(cfg: MergeDNAConfig, tp: int, pp: int) -> tuple[int, dict[str, 
     each pipeline layer kind it holds, its index)."""
     layers = pipeline_layer_params(cfg, tp)
     parts = balanced_parts(layers, pp) if pp > 1 else [0, len(layers)]
-    n_enc, n_dec = cfg.latent_encoder_layers, cfg.latent_decoder_layers
-    kinds = ["local_encoder"] + ["latent_encoder"] * n_enc + ["latent_norm"] + ["latent_decoder"] * n_dec \
-        + ["local_decoder"]
+    kinds = [layer.kind for layer in pipeline_layers(cfg)]  # the activation sites' stage_layer names
     of_kind = {kind: kinds.count(kind) for kind in kinds}
     stages = []
     for s in range(pp):

@@ -1,6 +1,7 @@
 """MergeDNA as a DeepSpeed `PipelineModule`: the three-pass objective in one pipeline micro-batch.
 
-Layers, in order (DeepSpeed balances them over the stages by parameter count):
+Layers, in the order of MergeDNA's one list (megamerge/models/mergedna/pipeline_layers.py; DeepSpeed
+balances them over the stages by parameter count), each kind run by one class here:
 
     LocalEncoderPipe | LatentEncoderBlockPipe x n_enc | LatentEncoderNormPipe |
     LatentDecoderBlockPipe x n_dec | LocalDecoderPipe (local decoder, head and the three losses)
@@ -19,12 +20,13 @@ the stage holding `latent_merge_layer`, but it is applied to the input on stage 
 only (point-to-point sends), the merge stage broadcasts S' over the pipeline group, and stage 0
 draws the mask with the function `MergeDNA.compute_losses` calls. The preview runs with the
 weights the step will use and every op is deterministic, so the map equals the one the training
-forward computes and PP > 1 gives the losses of PP = 1.
+forward computes and PP > 1 gives the losses of PP = 1. Its price is one extra no-grad forward
+of the Local Encoder and of the latent blocks below the merge point (about 1/6 of a step's FLOPs
+for the paper's layout); it holds no activations.
 
 The objective itself (draws, merges, losses) is not here: every stage calls the pieces in
-megamerge/models/mergedna/objective.py that `MergeDNA.compute_losses` calls too. Its price is one extra no-grad forward of the
-Local Encoder and of the latent blocks below the merge point (about 1/6 of a step's FLOPs for
-the paper's layout); it holds no activations.
+megamerge/models/mergedna/objective.py that `MergeDNA.compute_losses` calls too. What is here is
+only about pipelining: the carry, the preview and the step driver.
 
 Weights: the layers wrap the submodules of a full MergeDNA built with the run's seed (and split
 by tensor parallelism first, if any), so any PP degree starts from PP = 1's weights. Building the
@@ -52,7 +54,18 @@ from megamerge.models.mergedna.objective import (
     token_targets,
     unmerge_latent,
 )
+from megamerge.models.mergedna.pipeline_layers import (
+    LATENT_DECODER_BLOCK,
+    LATENT_ENCODER_BLOCK,
+    LATENT_ENCODER_NORM,
+    LOCAL_DECODER,
+    LOCAL_ENCODER,
+    PipelineLayer,
+    latent_merge_layer_index,
+    pipeline_layers,
+)
 from megamerge.models.mergedna.token_merging import TokenState
+from megamerge.models.registry import family_of_model
 from megamerge.vocabulary import check_input_ids
 
 # Phases of stream 2 (latent MTR) in the carry.
@@ -62,7 +75,7 @@ OUTPUT_KEYS = ("loss", "mtr", "latent_mtr", "amtm", "masked_correct", "masked_co
 
 
 def pipeline_layer_count(cfg: MergeDNAConfig) -> int:
-    return cfg.latent_encoder_layers + cfg.latent_decoder_layers + 3
+    return len(pipeline_layers(cfg))
 
 
 def check_pipeline_layout(cfg, pp: int) -> None:
@@ -150,13 +163,17 @@ def _stream2_rope_valid(cfg: MergeDNAConfig, c: Carry):
     return rope_angles(c.s1.pos, cfg.head_dim, cfg.rope_theta), c.s1.valid
 
 
-class LocalEncoderPipe(nn.Module):
-    """Stage 0's layer: the tokenizer on the input (pass 1) and on the AMTM-masked input (pass 3)."""
+class _PipeLayer(nn.Module):
+    """Holds the submodule of the full model that `layer` names, under `layer.attribute`."""
 
-    def __init__(self, model: MergeDNA):
+    def __init__(self, model: MergeDNA, layer: PipelineLayer):
         super().__init__()
-        self.cfg = model.cfg
-        self.local_encoder = model.local_encoder
+        self.cfg, self.index = model.cfg, layer.index
+        self.add_module(layer.attribute, model.get_submodule(layer.submodule))
+
+
+class LocalEncoderPipe(_PipeLayer):
+    """Stage 0's layer: the tokenizer on the input (pass 1) and on the AMTM-masked input (pass 3)."""
 
     def _token_targets(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         return token_targets(self.cfg, check_input_ids(input_ids).sum(1), seeds, self.training)
@@ -174,12 +191,7 @@ class LocalEncoderPipe(nn.Module):
         return self.local_encoder(input_ids, self._token_targets(input_ids, seeds))
 
 
-class LatentEncoderBlockPipe(nn.Module):
-    def __init__(self, model: MergeDNA, index: int):
-        super().__init__()
-        self.cfg, self.index = model.cfg, index
-        self.block = model.latent_encoder.blocks[index]
-
+class LatentEncoderBlockPipe(_PipeLayer):
     def forward(self, carry: tuple) -> tuple:
         cfg, c = self.cfg, Carry.from_tuple(carry)
         if c.phase == NOT_STARTED:  # pass 2 runs on the frozen tokenizer output
@@ -202,13 +214,8 @@ class LatentEncoderBlockPipe(nn.Module):
         return replace(state, x=self.block(state.x, rope, state.valid)), None
 
 
-class LatentEncoderNormPipe(nn.Module):
+class LatentEncoderNormPipe(_PipeLayer):
     """The latent encoder's final norm; then pass 2 is unmerged back to the L local tokens."""
-
-    def __init__(self, model: MergeDNA):
-        super().__init__()
-        self.cfg = model.cfg
-        self.norm = model.latent_encoder.norm
 
     def forward(self, carry: tuple) -> tuple:
         cfg, c = self.cfg, Carry.from_tuple(carry)
@@ -225,12 +232,7 @@ class LatentEncoderNormPipe(nn.Module):
         return state, merge_latent(self.cfg, state)[1]
 
 
-class LatentDecoderBlockPipe(nn.Module):
-    def __init__(self, model: MergeDNA, index: int):
-        super().__init__()
-        self.cfg = model.cfg
-        self.block = model.latent_decoder.blocks[index]
-
+class LatentDecoderBlockPipe(_PipeLayer):
     def forward(self, carry: tuple) -> tuple:
         cfg, c = self.cfg, Carry.from_tuple(carry)
         rope1 = rope_angles(c.s1.pos, cfg.head_dim, cfg.rope_theta)
@@ -241,14 +243,9 @@ class LatentDecoderBlockPipe(nn.Module):
         return c.to_tuple()
 
 
-class LocalDecoderPipe(nn.Module):
+class LocalDecoderPipe(_PipeLayer):
     """Local decoder and head for the three streams, and the losses: a vector laid out as
     OUTPUT_KEYS whose entry 0 (the total loss) carries the gradient."""
-
-    def __init__(self, model: MergeDNA):
-        super().__init__()
-        self.cfg = model.cfg
-        self.local_decoder = model.local_decoder
 
     def forward(self, carry: tuple) -> torch.Tensor:
         c = Carry.from_tuple(carry)
@@ -263,6 +260,15 @@ class LocalDecoderPipe(nn.Module):
         return torch.cat([out["loss"].reshape(1), stats])
 
 
+PIPE_CLASSES: dict[str, type[_PipeLayer]] = {
+    LOCAL_ENCODER: LocalEncoderPipe,
+    LATENT_ENCODER_BLOCK: LatentEncoderBlockPipe,
+    LATENT_ENCODER_NORM: LatentEncoderNormPipe,
+    LATENT_DECODER_BLOCK: LatentDecoderBlockPipe,
+    LOCAL_DECODER: LocalDecoderPipe,
+}
+
+
 class MergeDNAPipeline:
     """Builds the PipelineModule and drives what the engine cannot: the AMTM preview."""
 
@@ -273,11 +279,8 @@ class MergeDNAPipeline:
         cfg = model.cfg
         self.cfg, self.parallel = cfg, parallel
         self.poison_loss = False
-        specs = [LayerSpec(LocalEncoderPipe, model)]
-        specs += [LayerSpec(LatentEncoderBlockPipe, model, i) for i in range(cfg.latent_encoder_layers)]
-        specs += [LayerSpec(LatentEncoderNormPipe, model)]
-        specs += [LayerSpec(LatentDecoderBlockPipe, model, j) for j in range(cfg.latent_decoder_layers)]
-        specs += [LayerSpec(LocalDecoderPipe, model)]
+        specs = [LayerSpec(PIPE_CLASSES[layer.kind], model, layer)
+                 for layer in family_of_model(model).pipeline_layers(cfg)]
         topology = PipeModelDataParallelTopology(num_pp=parallel.pp, num_mp=parallel.tp, num_dp=parallel.dp)
         self.module = _pipeline_module_class()(
             layers=specs, topology=topology, loss_fn=self._loss, partition_method="parameters",
@@ -287,8 +290,7 @@ class MergeDNAPipeline:
         if grid.get_stage_id() != parallel.pp_rank or grid.pp_group != parallel.pp_ranks:
             raise RuntimeError("DeepSpeed's pipeline grid disagrees with megamerge's process groups "
                                f"(stage {grid.get_stage_id()} vs {parallel.pp_rank})")
-        # The merge happens in layer 1 + latent_merge_layer (the norm layer when it equals n_enc).
-        merge_layer = 1 + cfg.latent_merge_layer
+        merge_layer = latent_merge_layer_index(cfg)
         parts = self.module.parts
         self.merge_stage = next(s for s in range(parallel.pp) if parts[s] <= merge_layer < parts[s + 1])
         self.stage = parallel.pp_rank

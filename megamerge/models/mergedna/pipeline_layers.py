@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from megamerge.models.mergedna.config import MergeDNAConfig
 
+# Layer kinds (the memory estimator's activation sites name their pipeline layer by these values).
 LOCAL_ENCODER = "local_encoder"
-LATENT_ENCODER_BLOCK = "latent_encoder_block"
-LATENT_ENCODER_NORM = "latent_encoder_norm"
-LATENT_DECODER_BLOCK = "latent_decoder_block"
+LATENT_ENCODER_BLOCK = "latent_encoder"
+LATENT_ENCODER_NORM = "latent_norm"
+LATENT_DECODER_BLOCK = "latent_decoder"
 LOCAL_DECODER = "local_decoder"
 
 
