@@ -1,0 +1,78 @@
+"""MergeDNA's objective exists once (megamerge/models/mergedna/objective.py): the pipeline stages
+and `MergeDNA.compute_losses` both call its pieces, and neither the pipeline nor any other MergeDNA
+module draws a mask, merges latents or scores bases on its own. Read from the source (AST), so a
+copy that would let PP drift from PP = 1 fails here before any multi-process run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from megamerge.models.mergedna import objective
+
+ROOT = Path(__file__).resolve().parents[2] / "megamerge"
+PIPELINE = ROOT / "parallel" / "pipeline.py"
+MODEL = ROOT / "models" / "mergedna" / "model.py"
+OBJECTIVE_MODULE = "megamerge.models.mergedna.objective"
+PIECES = {"token_targets", "merge_latent", "unmerge_latent", "amtm_base_mask", "mask_bases", "objective_outputs"}
+# The primitives the objective is made of: only objective.py may call them (their own modules aside).
+PRIMITIVES = {"base_cross_entropy", "amtm_token_mask", "global_merge_to", "group_sizes", "transition_matrix_loss",
+              "uniform", "normal", "cross_entropy"}
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _called_names(tree: ast.AST) -> set[str]:
+    """Names called as f(...) or something.f(...)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            out.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+    return out
+
+
+def _imported_from(tree: ast.AST, module: str) -> set[str]:
+    return {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == module
+            for a in node.names}
+
+
+def test_every_piece_exists_in_the_objective_module():
+    assert all(callable(getattr(objective, name)) for name in PIECES)
+
+
+def test_pipeline_stages_import_the_objective_pieces_and_call_them():
+    tree = _tree(PIPELINE)
+    assert _imported_from(tree, OBJECTIVE_MODULE) == PIECES
+    assert PIECES <= _called_names(tree)
+
+
+def test_compute_losses_calls_the_same_pieces():
+    tree = _tree(MODEL)
+    compute_losses = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "compute_losses")
+    via_module = {n.attr for n in ast.walk(compute_losses) if isinstance(n, ast.Attribute)
+                  and isinstance(n.value, ast.Name) and n.value.id == "objective"}
+    # token_targets is reached through MergeDNA.token_targets, merge_latent through the Latent Encoder.
+    assert via_module >= PIECES - {"token_targets", "merge_latent"}
+    assert "objective.token_targets" in ast.unparse(tree)
+    assert "objective.merge_latent" in (ROOT / "models" / "mergedna" / "latent_encoder.py").read_text()
+
+
+def test_pipeline_defines_no_objective_of_its_own():
+    tree = _tree(PIPELINE)
+    assert not (_called_names(tree) & PRIMITIVES)
+    imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for a in node.names}
+    assert not (imported & (PRIMITIVES | {"unmerge", "STREAM_AMTM", "STREAM_COMPRESSION", "MASK"}))
+    # No borrowed model methods either (the old `token_targets = MergeDNA.token_targets`).
+    borrowed = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name) and n.value.id == "MergeDNA"]
+    assert borrowed == []
+
+
+def test_only_the_objective_module_calls_the_primitives_in_mergedna():
+    for path in sorted((ROOT / "models" / "mergedna").glob("*.py")):
+        if path.name in ("objective.py", "token_merging.py", "masking.py"):  # the objective and the definitions
+            continue
+        assert not (_called_names(_tree(path)) & PRIMITIVES), path.name
