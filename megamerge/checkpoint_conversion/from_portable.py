@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from megamerge import __version__
-from megamerge.models.registry import ModelFamily, get_family
+from megamerge.models.registry import ModelSpec, get_family
 from megamerge.parallel.pipeline import check_pipeline_layout
 from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
 from megamerge.portable import check_portable_shapes, read_portable_config, read_portable_weights
@@ -40,7 +40,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelFamily, object, dict[str, torch.Tensor]]:
+def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelSpec, object, dict[str, torch.Tensor]]:
     """The portable config, model family, model config and weights, checked against each other:
     names and shapes from the safetensors header against the model on the meta device, before any
     tensor is read or allocated."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from megamerge.models.registry import ModelFamily, get_family
+from megamerge.models.registry import ModelSpec, get_family
 from megamerge.parallel.pipeline import check_pipeline_layout
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 from megamerge.portable import write_portable_state
@@ -34,7 +34,7 @@ from .tensor_parallel_join import join_tensor_parallel
 from .zero_master import merge_master_weights
 
 
-def model_of(files: CheckpointFiles) -> tuple[ModelFamily, object]:
+def model_of(files: CheckpointFiles) -> tuple[ModelSpec, object]:
     """The family and config (MergeDNAConfig or CarmaniaConfig) the checkpoint was trained with."""
     try:
         family = get_family(checkpoint_family(files.client_state))
@@ -46,7 +46,7 @@ def model_of(files: CheckpointFiles) -> tuple[ModelFamily, object]:
         raise ConversionError(f"{files.directory}: the stored {family.name} model_config is invalid ({e})") from None
 
 
-def master_weights(files: CheckpointFiles, family: ModelFamily, cfg, progress: bool = True
+def master_weights(files: CheckpointFiles, family: ModelSpec, cfg, progress: bool = True
                    ) -> tuple[dict[str, torch.Tensor], dict]:
     """{bare model name: full fp32 tensor} and facts about the source optimizer."""
     model = meta_model(family, cfg)

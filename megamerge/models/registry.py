@@ -15,8 +15,6 @@ from megamerge.models.model_spec import ModelSpec
 
 FAMILIES: dict[str, ModelSpec] = {spec.name: spec for spec in (MERGEDNA_SPEC, CARMANIA_SPEC)}
 
-ModelFamily = ModelSpec  # the former name, until its last importers (checkpoint_conversion) switch
-
 ALL_PRESETS: dict[str, str] = {}  # preset name -> family name
 for _family in FAMILIES.values():
     for _preset in _family.presets:

@@ -16,8 +16,8 @@ from megamerge.models import (
     build_model_from_preset,
     config_from_preset,
 )
+from megamerge.models.carmania.flops import training_flops_per_sequence
 from megamerge.models.carmania.generation import generate
-from megamerge.models.carmania.model import training_flops_per_sequence
 from megamerge.models.common.local_attention import dense_local_attention_reference, local_attention
 from megamerge.vocabulary import PAD, N, encode
 

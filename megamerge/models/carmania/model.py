@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from megamerge.models.carmania.config import CarmaniaConfig
-from megamerge.models.carmania.flops import training_flops_per_sequence  # noqa: F401  (training/families.py's import)
 from megamerge.models.carmania.kv_cache import SlidingWindowKVCache, cached_block
 from megamerge.models.common.block import TransformerBlock
 from megamerge.models.common.losses import base_cross_entropy
