@@ -55,6 +55,9 @@ def parse_args(argv):
     ap.add_argument("--out", type=Path, help="suite output directory")
     ap.add_argument("--compare-scratch", action="store_true",
                     help="also fine-tune the same architecture from a random initialisation (the baseline)")
+    ap.add_argument("--arms", default=None,
+                    help="comma-separated arms to run now (pretrained, scratch; default: those the table has), "
+                         "e.g. to run the two arms of a --compare-scratch suite in two processes")
     ap.add_argument("--headline", choices=HEADLINES, default="tasks",
                     help="which suite mean summary.md prints first: over tasks, or of group means")
     ap.add_argument("--launcher", default=None,
@@ -88,6 +91,9 @@ def main(argv=None) -> int:
             print("\n".join(t.name for t in tasks))
             return 0
         arms = list(ARMS) if args.compare_scratch else ["pretrained"]
+        run_arms = [a.strip() for a in args.arms.split(",")] if args.arms else arms
+        if not run_arms or not set(run_arms) <= set(arms):
+            ap.error(f"--arms {args.arms}: choose among {', '.join(arms)} (scratch needs --compare-scratch)")
         if args.task_index is not None:
             if not 0 <= args.task_index < len(tasks):
                 ap.error(f"--task-index {args.task_index}: {args.tasks} has {len(tasks)} tasks (0..{len(tasks) - 1})")
@@ -103,7 +109,7 @@ def main(argv=None) -> int:
             write_config(args.out, {"model": str(args.model.resolve()), "tasks": str(args.tasks.resolve()),
                                     "arms": arms, "finetune_flags": passthrough}, args.overwrite_config)
             launcher = shlex.split(args.launcher) if args.launcher else None
-            failures = run_tasks(args.out, args.model, selected, arms, passthrough, launcher,
+            failures = run_tasks(args.out, args.model, selected, run_arms, passthrough, launcher,
                                  progress=not args.no_progress)
         if args.task_index is None:
             summary = summarize(args.out, tasks, arms, args.headline)
