@@ -2,8 +2,10 @@
 
 ColumnParallelLinear holds rows [r * out/tp, (r + 1) * out/tp) of the full [out, in] weight: each
 rank computes its slice of the output features (for attention, its slice of the heads).
-RowParallelLinear holds columns [r * in/tp, (r + 1) * in/tp): it takes the matching slice of the
-input features and the partial products are summed with an all-reduce.
+RowParallelLinear holds columns [r * in/tp, (r + 1) * in/tp): its input is the matching slice of
+the features (a column-parallel layer's output) and the partial products are summed with an
+all-reduce. Column then row is the only composition used (attention: wq/wk/wv then wo; SwiGLU:
+w1/w3 then w2), so neither layer gathers its output or splits its input.
 
 `from_full` builds a layer from the full master weight, so every TP degree starts from exactly
 the weights a TP=1 run would have.
@@ -16,12 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .mappings import (
-    copy_to_tensor_parallel_region,
-    gather_from_tensor_parallel_region,
-    reduce_from_tensor_parallel_region,
-    scatter_to_tensor_parallel_region,
-)
+from .mappings import copy_to_tensor_parallel_region, reduce_from_tensor_parallel_region
 
 
 def mark_tensor_parallel(param: nn.Parameter, partition_dim: int) -> None:
@@ -44,31 +41,29 @@ def _shard(full: torch.Tensor, dim: int, group) -> torch.Tensor:
 class ColumnParallelLinear(nn.Module):
     partition_dim = 0
 
-    def __init__(self, in_features: int, out_features: int, group, gather_output: bool = False,
-                 device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, group, device=None, dtype=None):
         super().__init__()
         world = dist.get_world_size(group)
         if out_features % world:
             raise ValueError(f"ColumnParallelLinear: out_features={out_features} is not divisible by the "
                              f"tensor-parallel size {world}")
         self.in_features, self.out_features = in_features, out_features
-        self.group, self.gather_output = group, gather_output
+        self.group = group
         self.weight = nn.Parameter(torch.empty(out_features // world, in_features, device=device, dtype=dtype))
         mark_tensor_parallel(self.weight, self.partition_dim)
 
     @classmethod
-    def from_full(cls, linear: nn.Linear, group, gather_output: bool = False) -> ColumnParallelLinear:
+    def from_full(cls, linear: nn.Linear, group) -> ColumnParallelLinear:
         if linear.bias is not None:
             raise ValueError("ColumnParallelLinear.from_full: biased projections are not supported")
-        layer = cls(linear.in_features, linear.out_features, group, gather_output,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
+        layer = cls(linear.in_features, linear.out_features, group, device=linear.weight.device,
+                    dtype=linear.weight.dtype)
         with torch.no_grad():
             layer.weight.copy_(_shard(linear.weight, cls.partition_dim, group))
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out/tp] (or [..., out])
-        y = F.linear(copy_to_tensor_parallel_region(x, self.group), self.weight)
-        return gather_from_tensor_parallel_region(y, self.group) if self.gather_output else y
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out/tp]
+        return F.linear(copy_to_tensor_parallel_region(x, self.group), self.weight)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, local_out={self.weight.shape[0]}"
@@ -77,31 +72,28 @@ class ColumnParallelLinear(nn.Module):
 class RowParallelLinear(nn.Module):
     partition_dim = 1
 
-    def __init__(self, in_features: int, out_features: int, group, input_is_parallel: bool = True,
-                 device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, group, device=None, dtype=None):
         super().__init__()
         world = dist.get_world_size(group)
         if in_features % world:
             raise ValueError(f"RowParallelLinear: in_features={in_features} is not divisible by the "
                              f"tensor-parallel size {world}")
         self.in_features, self.out_features = in_features, out_features
-        self.group, self.input_is_parallel = group, input_is_parallel
+        self.group = group
         self.weight = nn.Parameter(torch.empty(out_features, in_features // world, device=device, dtype=dtype))
         mark_tensor_parallel(self.weight, self.partition_dim)
 
     @classmethod
-    def from_full(cls, linear: nn.Linear, group, input_is_parallel: bool = True) -> RowParallelLinear:
+    def from_full(cls, linear: nn.Linear, group) -> RowParallelLinear:
         if linear.bias is not None:
             raise ValueError("RowParallelLinear.from_full: biased projections are not supported")
-        layer = cls(linear.in_features, linear.out_features, group, input_is_parallel,
-                    device=linear.weight.device, dtype=linear.weight.dtype)
+        layer = cls(linear.in_features, linear.out_features, group, device=linear.weight.device,
+                    dtype=linear.weight.dtype)
         with torch.no_grad():
             layer.weight.copy_(_shard(linear.weight, cls.partition_dim, group))
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in/tp] (or [..., in]) -> [..., out]
-        if not self.input_is_parallel:
-            x = scatter_to_tensor_parallel_region(x, self.group)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in/tp] (a column-parallel output) -> [..., out]
         return reduce_from_tensor_parallel_region(F.linear(x, self.weight), self.group)
 
     def extra_repr(self) -> str:
