@@ -24,7 +24,7 @@ import torch
 
 from megamerge import __version__
 from megamerge.models.registry import ModelSpec, get_family
-from megamerge.parallel.pipeline import check_pipeline_layout
+from megamerge.parallel.pipeline import check_pipeline_stages
 from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
 from megamerge.portable import check_portable_shapes, read_portable_config, read_portable_weights
 from megamerge.training.checkpointing import WEIGHTS_ONLY_MARKER
@@ -113,7 +113,7 @@ def convert_from_portable(portable_dir: str | Path, out_dir: str | Path, tp: int
         raise ConversionError(f"--tp {tp} and --pp {pp} must be >= 1")
     config, family, cfg, _ = read_checked_portable(portable_dir)
     try:
-        check_pipeline_layout(cfg, pp)
+        check_pipeline_stages(cfg, pp)
         check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
     except (TensorParallelSizeError, ValueError) as e:
         raise ConversionError(f"{portable_dir}: {e}") from None

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from megamerge.models.registry import ModelSpec, get_family
-from megamerge.parallel.pipeline import check_pipeline_layout
+from megamerge.parallel.pipeline import check_pipeline_stages
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 from megamerge.portable import write_portable_state
 from megamerge.training.checkpointing import WEIGHTS_ONLY_MARKER, checkpoint_family
@@ -52,7 +52,7 @@ def master_weights(files: CheckpointFiles, family: ModelSpec, cfg, progress: boo
     model = meta_model(family, cfg)
     full_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     try:
-        check_pipeline_layout(cfg, files.pp)  # a checkpoint whose stages this model cannot have
+        check_pipeline_stages(cfg, files.pp)  # a checkpoint whose stages this model cannot have
     except ValueError as e:
         raise ConversionError(f"{files.directory}: {e}") from None
     per_tp: list[dict[str, torch.Tensor]] = [{} for _ in range(files.tp)]

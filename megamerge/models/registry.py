@@ -36,6 +36,13 @@ def family_of_model(model: nn.Module) -> ModelSpec:
     raise TypeError(f"{type(model).__name__} is not a megamerge model ({', '.join(FAMILIES)})")
 
 
+def family_of_config(cfg) -> ModelSpec:
+    for family in FAMILIES.values():
+        if isinstance(cfg, family.config_class):
+            return family
+    raise TypeError(f"{type(cfg).__name__} is not a megamerge model config ({', '.join(FAMILIES)})")
+
+
 def get_family(name: str) -> ModelSpec:
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}; choose one of {sorted(FAMILIES)}")

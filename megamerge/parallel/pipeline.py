@@ -65,7 +65,7 @@ from megamerge.models.mergedna.pipeline_layers import (
     pipeline_layers,
 )
 from megamerge.models.mergedna.token_merging import TokenState
-from megamerge.models.registry import family_of_model
+from megamerge.models.registry import FAMILIES, family_of_config, family_of_model
 from megamerge.vocabulary import check_input_ids
 
 # Phases of stream 2 (latent MTR) in the carry.
@@ -78,15 +78,17 @@ def pipeline_layer_count(cfg: MergeDNAConfig) -> int:
     return len(pipeline_layers(cfg))
 
 
-def check_pipeline_layout(cfg, pp: int) -> None:
-    """Whether `pp` pipeline stages can be cut from a model of config `cfg` (the one check that
-    train.py and the checkpoint converter make); ValueError says why not."""
-    if not isinstance(cfg, MergeDNAConfig):
+def check_pipeline_stages(cfg, pp: int) -> None:
+    """Whether `pp` pipeline stages can be cut from a model of config `cfg` (any family; the one
+    check that training and the checkpoint converter make); ValueError says why not."""
+    spec = family_of_config(cfg)
+    if spec.pipeline_layers is None:
         if pp > 1:
-            raise ValueError(f"pipeline parallelism {pp}: pipeline stages exist for MergeDNA only; a "
+            staged = " and ".join(s.model_class.__name__ for s in FAMILIES.values() if s.pipeline_layers)
+            raise ValueError(f"pipeline parallelism {pp}: pipeline stages exist for {staged} only; a "
                              f"{type(cfg).__name__} model trains with data and tensor parallelism (use 1)")
         return
-    n = pipeline_layer_count(cfg)
+    n = len(spec.pipeline_layers(cfg))
     if pp > n:
         raise ValueError(f"{pp} pipeline stages exceed the {n} pipeline layers of this model "
                          f"(local encoder, {cfg.latent_encoder_layers} latent-encoder blocks, the latent norm, "
@@ -272,7 +274,7 @@ PIPE_CLASSES: dict[str, type[_PipeLayer]] = {
 class MergeDNAPipeline:
     """Builds the PipelineModule and drives what the engine cannot: the AMTM preview."""
 
-    def __init__(self, model: MergeDNA, parallel, activation_checkpoint_interval: int = 0):
+    def __init__(self, model: MergeDNA, parallel):
         from deepspeed.pipe import LayerSpec
         from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
@@ -283,8 +285,7 @@ class MergeDNAPipeline:
                  for layer in family_of_model(model).pipeline_layers(cfg)]
         topology = PipeModelDataParallelTopology(num_pp=parallel.pp, num_mp=parallel.tp, num_dp=parallel.dp)
         self.module = _pipeline_module_class()(
-            layers=specs, topology=topology, loss_fn=self._loss, partition_method="parameters",
-            activation_checkpoint_interval=activation_checkpoint_interval, dynamic_shape=True,
+            layers=specs, topology=topology, loss_fn=self._loss, partition_method="parameters", dynamic_shape=True,
         )
         grid = self.module._grid
         if grid.get_stage_id() != parallel.pp_rank or grid.pp_group != parallel.pp_ranks:

@@ -20,8 +20,9 @@ class ParallelLayoutError(ValueError):
     pass
 
 
-def check_layout(world_size: int, tp: int, pp: int) -> int:
-    """Returns dp; raises before any process group exists when the sizes cannot tile the world."""
+def data_parallel_size(world_size: int, tp: int, pp: int) -> int:
+    """DP = world / (TP x PP); raises before any process group exists when the sizes cannot tile
+    the world."""
     if tp < 1 or pp < 1:
         raise ParallelLayoutError(f"tensor ({tp}) and pipeline ({pp}) parallel sizes must be >= 1")
     if world_size % (tp * pp):
@@ -57,7 +58,7 @@ class ParallelState:
 
 def initialize_model_parallel(tp: int = 1, pp: int = 1) -> ParallelState:
     world, rank = dist.get_world_size(), dist.get_rank()
-    dp = check_layout(world, tp, pp)
+    dp = data_parallel_size(world, tp, pp)
     tp_rank, rest = rank % tp, rank // tp
     dp_rank, pp_rank = rest % dp, rest // dp
 

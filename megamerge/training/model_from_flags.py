@@ -9,8 +9,8 @@ import dataclasses
 
 from megamerge.models.registry import config_from_preset, family_of_preset
 from megamerge.parallel import check_tensor_parallel_sizes
-from megamerge.parallel.pipeline import check_pipeline_layout
-from megamerge.parallel.process_groups import check_layout
+from megamerge.parallel.pipeline import check_pipeline_stages
+from megamerge.parallel.process_groups import data_parallel_size
 from megamerge.training.arguments import MODEL_DIM_FLAGS
 from megamerge.training.ds_config import ConfigError
 
@@ -38,8 +38,8 @@ def check_parallel_layout(args, cfg, world_size: int) -> None:
     """Everything that would otherwise hang or assert inside a process group, checked first."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     try:
-        check_pipeline_layout(cfg, pp)
-        check_layout(world_size, tp, pp)
+        check_pipeline_stages(cfg, pp)
+        data_parallel_size(world_size, tp, pp)
         check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
     except ValueError as e:
         raise ConfigError(str(e)) from None

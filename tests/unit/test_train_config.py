@@ -112,12 +112,12 @@ def test_cli_needs_data_or_mock_data():
 
 def test_pipeline_layout_is_checked_for_both_families():
     from megamerge.models.registry import config_from_preset
-    from megamerge.parallel.pipeline import check_pipeline_layout, pipeline_layer_count
+    from megamerge.parallel.pipeline import check_pipeline_stages, pipeline_layer_count
 
     tiny, carmania = config_from_preset("tiny"), config_from_preset("carmania-tiny")
-    check_pipeline_layout(tiny, pipeline_layer_count(tiny))  # one layer per stage is the most
-    check_pipeline_layout(carmania, 1)
+    check_pipeline_stages(tiny, pipeline_layer_count(tiny))  # one layer per stage is the most
+    check_pipeline_stages(carmania, 1)
     with pytest.raises(ValueError, match="exceed the 9 pipeline layers"):
-        check_pipeline_layout(tiny, pipeline_layer_count(tiny) + 1)
+        check_pipeline_stages(tiny, pipeline_layer_count(tiny) + 1)
     with pytest.raises(ValueError, match="pipeline stages exist for MergeDNA only; a CarmaniaConfig"):
-        check_pipeline_layout(carmania, 2)
+        check_pipeline_stages(carmania, 2)
