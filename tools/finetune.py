@@ -70,11 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MergeDNA: the fixed tokens/bases ratio used in fine-tuning and test "
                         "(default: the model's eval_compression, 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # The deepspeed launcher appends --local_rank=N; torchrun and srun use the environment instead.
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
+    if options.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(options.local_rank))
     from megamerge.finetune.run import FinetuneInputError, run
 
     try:

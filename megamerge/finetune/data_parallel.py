@@ -42,9 +42,10 @@ class DataParallel:
             device = torch.device("cuda", local_rank)
         else:
             device = torch.device("cpu")
-            share_cpu_cores()
-        if world == 1:
+        if world == 1:  # a single process keeps the thread count it was given
             return cls(0, 1, device)
+        if device.type == "cpu":
+            share_cpu_cores()
         if not torch.distributed.is_initialized():
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", "29500")
