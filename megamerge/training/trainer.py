@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from megamerge import __version__
+from megamerge.data.corpus_checks import refuse_bad_training_inputs
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.mergedna.flops import peak_flops_per_device
 from megamerge.models.registry import family_of_preset
@@ -62,9 +63,13 @@ class StepResult:
 
 
 class Trainer:
+    """One pre-training run: `Trainer(args).run()` (the module docstring gives the order of calls)."""
+
     def __init__(self, args):
         self.started = time.monotonic()  # --exit-duration-in-mins counts from here, start-up included (as Megatron)
         self.args = args
+        # Seconds of file reads instead of a traceback on every rank after DeepSpeed's start-up.
+        refuse_bad_training_inputs(args, program="megamerge/train.py")
         if args.exit_duration_in_mins is not None and args.exit_duration_in_mins <= 0:
             raise ConfigError(f"--exit-duration-in-mins must be positive, got {args.exit_duration_in_mins}")
         world_size = launched_world_size()
