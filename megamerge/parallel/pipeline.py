@@ -71,7 +71,7 @@ from megamerge.vocabulary import check_input_ids
 # Phases of stream 2 (latent MTR) in the carry.
 NOT_STARTED, PRE_MERGE, MERGED, UNMERGED = 0, 1, 2, 3
 OUTPUT_KEYS = ("loss", "mtr", "latent_mtr", "amtm", "masked_correct", "masked_count", "bases_per_token",
-               "latent_bases_per_token")
+               "latent_bases_per_token", "amtm_per_base")
 
 
 def pipeline_layer_count(cfg: MergeDNAConfig) -> int:

@@ -2,13 +2,16 @@
 
 Defaults reproduce the paper's recipe (Table A1): AdamW (0.9, 0.95), weight decay 1e-8, lr 1e-4,
 10k warm-up iterations then cosine decay over 100k, gradient clipping 1.0, sequences of 4096.
+The optimiser flags left unset take the model family's paper recipe (ModelSpec.training_defaults:
+MergeDNA's above, CARMANIA's AdamW (0.9, 0.999), eps 1e-6, weight decay 0.2, lr 5e-4, 400 warm-up).
+MergeDNA's method options default to the paper's; the other settings are megamerge's extensions.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from megamerge.models.registry import ALL_PRESETS
+from megamerge.models.registry import ALL_PRESETS, family_of_preset
 
 MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a preset
     "hidden_size": "dim",
@@ -47,6 +50,15 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="weight of the transition-matrix loss (CARMANIA's beta, default 1; MergeDNA default 0)")
     g.add_argument("--compression-range", type=float, nargs=2, default=(0.4, 0.6), metavar=("LOW", "HIGH"),
                    help="clip range of the sampled L/N in training")
+    g.add_argument("--merge-rule", default="paper_average", choices=["paper_average", "rotary"],
+                   help="MergeDNA unmerge rule: the paper's size-weighted average (every base of a token gets its "
+                        "vector) or megamerge's rotary merge (constituents averaged in the token's RoPE frame)")
+    g.add_argument("--merge-selection", default="per_window", choices=["per_window", "global_rank"],
+                   help="MergeDNA local merges: the paper's top r_l pairs in each window (Eq. 5) or megamerge's "
+                        "one ranking across the sequence")
+    g.add_argument("--amtm-normalization", default="per_masked_token", choices=["per_masked_token", "per_masked_base"],
+                   help="MergeDNA AMTM loss: summed over masked bases divided by the masked tokens K (paper Eq. 7) "
+                        "or megamerge's mean over masked bases")
     g.add_argument("--checkpoint-activations", action="store_true",
                    help="recompute each Transformer block in the backward pass")
 
@@ -56,7 +68,10 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", default=None, help="prepared corpus directory (data_prep/prepare.py --out)")
     g.add_argument("--mock-data", action="store_true",
                    help="generate Markov sequences on the fly, keyed by global sample index (smoke tests)")
-    g.add_argument("--seq-length", type=int, default=4096, help="bases per sequence")
+    g.add_argument("--seq-length", type=int, default=4096,
+                   help="bases per sequence; must equal the corpus's seq_len (its manifest.json)")
+    g.add_argument("--allow-seq-length-crop", action="store_true",
+                   help="accept a --seq-length shorter than the corpus's seq_len: every sample is cropped to it")
     g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
     g.add_argument("--strict-data", action="store_true", help="stop on a corrupt shard instead of skipping it")
 
@@ -69,18 +84,21 @@ def _batch_flags(p: argparse.ArgumentParser) -> None:
                    help="sequences per optimizer step (default: the DeepSpeed config's train_batch_size, else 256)")
 
 
+FAMILY_DEFAULT = "default: the model family's paper recipe (MergeDNA / CARMANIA, see the module docstring)"
+
+
 def _optimisation_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--train-iters", type=int, default=100_000)
-    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--lr", type=float, default=None, help=FAMILY_DEFAULT)
     g.add_argument("--min-lr", type=float, default=0.0)
-    g.add_argument("--lr-warmup-iters", type=int, default=10_000)
+    g.add_argument("--lr-warmup-iters", type=int, default=None, help=FAMILY_DEFAULT)
     g.add_argument("--lr-decay-iters", type=int, default=None, help="default: --train-iters")
     g.add_argument("--lr-decay-style", default="cosine", choices=["cosine", "linear", "constant"])
-    g.add_argument("--weight-decay", type=float, default=1e-8)
-    g.add_argument("--adam-beta1", type=float, default=0.9)
-    g.add_argument("--adam-beta2", type=float, default=0.95)
-    g.add_argument("--adam-eps", type=float, default=1e-8)
+    g.add_argument("--weight-decay", type=float, default=None, help=FAMILY_DEFAULT)
+    g.add_argument("--adam-beta1", type=float, default=None, help=FAMILY_DEFAULT)
+    g.add_argument("--adam-beta2", type=float, default=None, help=FAMILY_DEFAULT)
+    g.add_argument("--adam-eps", type=float, default=None, help=FAMILY_DEFAULT)
     g.add_argument("--clip-grad", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--max-skipped-iters", type=int, default=10,
@@ -132,6 +150,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--data and --mock-data are mutually exclusive")
     if args.lr_decay_iters is None:
         args.lr_decay_iters = args.train_iters
+    apply_family_defaults(args)
     if args.min_lr > args.lr:
         parser.error(f"--min-lr {args.min_lr} is above --lr {args.lr}")
     for flag in ("train_iters", "seq_length", "log_interval", "save_interval", "eval_interval"):
@@ -140,3 +159,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.finetune and not args.load:
         parser.error("--finetune needs --load")
     return args
+
+
+def apply_family_defaults(args: argparse.Namespace) -> None:
+    """Fill every optimiser flag left unset (None) from the model family's paper recipe."""
+    for dest, value in (family_of_preset(args.model).training_defaults or {}).items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)

@@ -28,7 +28,9 @@ def model_config(args):
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
         overrides[field] = value
     if family.name == "mergedna":
-        overrides.update(latent_mtr_weight=args.latent_mtr_weight, compression_range=tuple(args.compression_range))
+        overrides.update(latent_mtr_weight=args.latent_mtr_weight, compression_range=tuple(args.compression_range),
+                         rotary_merge=args.merge_rule == "rotary", merge_selection=args.merge_selection,
+                         amtm_normalization=args.amtm_normalization)
     if args.tm_weight is not None:
         overrides["tm_weight"] = args.tm_weight
     return config_from_preset(args.model, **overrides)

@@ -21,6 +21,11 @@ class CarmaniaConfig:
     def __post_init__(self):
         self.validate()
 
+    def paper_deviations(self) -> list[str]:
+        """The options in which this config departs from the CARMANIA paper: none are named yet
+        (sizes and tm_weight are the paper's own knobs), so always empty."""
+        return []
+
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
@@ -59,6 +64,11 @@ class CarmaniaConfig:
             raise ValueError(f"unknown CarmaniaConfig fields: {sorted(unknown)}")
         return cls(**d)
 
+
+# The CARMANIA paper's optimiser and schedule: AdamW (0.9, 0.999), eps 1e-6, weight decay 0.2,
+# lr 5e-4, 400 warm-up steps. Keys are train.py's flag names.
+TRAINING_DEFAULTS = {"lr": 5e-4, "lr_warmup_iters": 400, "weight_decay": 0.2,
+                     "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-6}
 
 CARMANIA_PRESETS: dict[str, CarmaniaConfig] = {
     # ~0.4M parameters: CPU tests, the demo, and the generation round trip.

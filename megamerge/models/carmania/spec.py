@@ -4,7 +4,7 @@ replicated). CARMANIA has no pipeline stages."""
 
 from __future__ import annotations
 
-from megamerge.models.carmania.config import CARMANIA_PRESETS, CarmaniaConfig
+from megamerge.models.carmania.config import CARMANIA_PRESETS, TRAINING_DEFAULTS, CarmaniaConfig
 from megamerge.models.carmania.flops import training_flops_per_sequence
 from megamerge.models.carmania.model import Carmania
 from megamerge.models.model_spec import ModelSpec
@@ -27,5 +27,6 @@ CARMANIA_SPEC = ModelSpec(
     eval_accuracy_name="next_base_accuracy",
     flops_per_sequence=_flops_per_sequence,
     tensor_parallel_blocks=_tensor_parallel_blocks,
+    training_defaults=TRAINING_DEFAULTS,
     pipeline_layers=None,
 )

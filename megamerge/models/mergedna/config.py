@@ -23,7 +23,13 @@ class MergeDNAConfig:
     # Tokenizer (Local Encoder) merging
     grouping_dim: int = 64  # width of the separate grouping embedding that scores merges
     merge_temperature: float = 0.1  # slope of the straight-through gate around the selection threshold
-    rotary_merge: bool = True  # average constituents in the merged token's RoPE frame (token_merging.py)
+    # The paper's unmerge is Z_N = S^T Z_L (every base of a token gets its vector): rotary_merge=False.
+    # True is megamerge's extension: constituents averaged in the merged token's RoPE frame and
+    # rotated back on unmerge (token_merging.py), so bases of one token get different vectors.
+    rotary_merge: bool = False
+    # "per_window" (paper Eq. 5): each local layer merges its r_l pairs inside every window;
+    # "global_rank" (megamerge's extension): one ranking of all pairs across the sequence.
+    merge_selection: str = "per_window"
     compression_range: tuple[float, float] = (0.4, 0.6)  # L/N clip range in training
     compression_mean: float = 0.5  # training: L/N ~ N(mean, std) clipped to the range
     compression_std: float = 0.05
@@ -34,6 +40,9 @@ class MergeDNAConfig:
     latent_merge_layer: int | None = None  # merge after this many latent-encoder blocks (None: half)
     amtm_mask_ratio: float = 0.5  # fraction of the L local tokens masked by AMTM (K/L in the paper)
     latent_mtr_weight: float = 0.25  # lambda
+    # "per_masked_token" (paper Eq. 7): AMTM's summed cross-entropy over masked bases divided by K,
+    # the number of masked tokens; "per_masked_base" (megamerge's extension): the mean over masked bases.
+    amtm_normalization: str = "per_masked_token"
     tm_weight: float = 0.0  # optional transition-matrix loss on the reconstruction outputs
 
     def __post_init__(self):
@@ -51,9 +60,19 @@ class MergeDNAConfig:
         """RoPE base of the rotary merge, or None for the plain size-weighted average."""
         return self.rope_theta if self.rotary_merge else None
 
+    def paper_deviations(self) -> list[str]:
+        """The options in which this config departs from the MergeDNA paper, as "field=value"
+        (empty: the paper's method). Sizes and loss weights are choices the paper leaves open."""
+        return [f"{name}={getattr(self, name)}" for name, paper in PAPER_OPTIONS.items()
+                if getattr(self, name) != paper]
+
     def validate(self) -> None:
         def bad(msg: str):
             raise ValueError(f"invalid MergeDNAConfig: {msg}")
+
+        for name, choices in OPTION_CHOICES.items():
+            if getattr(self, name) not in choices:
+                bad(f"{name}={getattr(self, name)!r} must be one of {list(choices)}")
 
         if self.dim <= 0 or self.n_heads <= 0 or self.dim % self.n_heads:
             bad(f"n_heads={self.n_heads} must divide dim={self.dim}")
@@ -108,7 +127,33 @@ class MergeDNAConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown MergeDNAConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        # A config saved before an option existed was trained with megamerge's behaviour of the
+        # time, not the paper default that came later: an old checkpoint must load as it trained.
+        return cls(**{**BEFORE_PAPER_OPTIONS, **d})
+
+
+# The paper's value of every named option (paper_deviations compares against these).
+PAPER_OPTIONS = {
+    "rotary_merge": False,
+    "merge_selection": "per_window",
+    "amtm_normalization": "per_masked_token",
+}
+OPTION_CHOICES = {
+    "merge_selection": ("per_window", "global_rank"),
+    "amtm_normalization": ("per_masked_token", "per_masked_base"),
+}
+# What megamerge did before each option was named: the value a saved config without the field means.
+BEFORE_PAPER_OPTIONS = {
+    "rotary_merge": True,
+    "merge_selection": "global_rank",
+    "amtm_normalization": "per_masked_base",
+}
+
+
+# The paper's optimiser and schedule (Table A1): AdamW (0.9, 0.95), weight decay 1e-8, lr 1e-4,
+# 10k warm-up iterations (eps is not given there: PyTorch's 1e-8). Keys are train.py's flag names.
+TRAINING_DEFAULTS = {"lr": 1e-4, "lr_warmup_iters": 10_000, "weight_decay": 1e-8,
+                     "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_eps": 1e-8}
 
 
 def swiglu_width(dim: int, multiple_of: int = 256) -> int:

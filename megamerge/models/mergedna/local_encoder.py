@@ -24,12 +24,14 @@ class TokenMerger(nn.Module):
         self.window = cfg.window
         self.temperature = cfg.merge_temperature
         self.rotary_theta = cfg.merge_theta
+        self.per_window = cfg.merge_selection == "per_window"
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.grouping = nn.Linear(cfg.dim, cfg.grouping_dim, bias=False)
 
     def forward(self, state: TokenState, r: torch.Tensor) -> TokenState:
         grouping = self.grouping(self.norm(state.x))  # [B, L, G]
-        return local_window_merge(state, grouping, r, self.window, self.temperature, self.rotary_theta)[0]
+        return local_window_merge(state, grouping, r, self.window, self.temperature, self.rotary_theta,
+                                  self.per_window)[0]
 
 
 class LocalEncoder(nn.Module):

@@ -61,6 +61,28 @@ def unmerge_latent(cfg: MergeDNAConfig, merged_x: torch.Tensor, merged_pos: torc
     return unmerge(merged_x, latent_map, token_pos, merged_pos, cfg.merge_theta)
 
 
+def amtm_token_count(cfg: MergeDNAConfig, token_lengths: torch.Tensor) -> torch.Tensor:
+    """K_b [B] long: how many of each sample's token_lengths [B] local tokens AMTM masks."""
+    return (cfg.amtm_mask_ratio * token_lengths.float()).round().clamp(min=1).long()
+
+
+def amtm_loss(cfg: MergeDNAConfig, masked_logits: torch.Tensor, targets: torch.Tensor, base_mask: torch.Tensor,
+              token_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AMTM on masked_logits [B, N, 4]: (loss, masked-base mean cross-entropy, correct, scored).
+    Paper reading (Sec. 3.3, Eq. 7, L_AMTM = -1/K sum over masked positions): the cross-entropy is
+    summed over every masked base and divided by K, the number of masked tokens (over the batch:
+    sum_b K_b, each sample's K_b = amtm_token_count of its L_b tokens); "per_masked_base" divides
+    by the number of masked bases instead. The per-base mean is returned either way, for the
+    masked-base accuracy and perplexity that evaluation reports."""
+    per_base, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask)
+    if cfg.amtm_normalization == "per_masked_base":
+        return per_base, per_base, correct, scored
+    has_mask = base_mask.any(1)  # an all-N sample has tokens but no base to mask, and adds no K_b
+    masked_tokens = (amtm_token_count(cfg, token_lengths) * has_mask).sum()
+    loss = per_base * scored.clamp_min(1) / masked_tokens.clamp_min(1)
+    return loss, per_base, correct, scored
+
+
 @torch.no_grad()
 def amtm_base_mask(cfg: MergeDNAConfig, frozen: TokenState, latent_map: torch.Tensor, base_valid: torch.Tensor,
                    seeds: torch.Tensor | None) -> torch.Tensor:
@@ -68,7 +90,7 @@ def amtm_base_mask(cfg: MergeDNAConfig, frozen: TokenState, latent_map: torch.Te
     P ~ 1/g^2, g the size of their latent group in latent_map [B, L] (pass 2), and every base of a
     drawn token (M_N = U(M_L, S)). Keyed by `seeds` [B] when given."""
     g = group_sizes(latent_map, frozen.valid, latent_map.shape[1])  # [B, L]: a map's groups number <= L
-    n_mask = (cfg.amtm_mask_ratio * frozen.lengths.float()).round().clamp(min=1).long()
+    n_mask = amtm_token_count(cfg, frozen.lengths)
     u = None if seeds is None else uniform(seeds, STREAM_AMTM, latent_map.shape[1]).to(g.device)
     token_mask = amtm_token_mask(latent_map, g, frozen.valid, n_mask, uniforms=u)  # [B, L]
     return token_mask.gather(1, frozen.assign) & base_valid
@@ -94,13 +116,14 @@ def objective_outputs(
     targets = base_targets(input_ids)
     mtr, _, _ = base_cross_entropy(logits, targets)
     latent_mtr, _, _ = base_cross_entropy(latent_logits, targets)
-    amtm, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask)
+    amtm, amtm_per_base, correct, scored = amtm_loss(cfg, masked_logits, targets, base_mask, token_lengths)
     n_bases = base_valid.sum(1).float()
     out = {
         "loss": mtr + cfg.latent_mtr_weight * latent_mtr + amtm,
         "mtr": mtr,
         "latent_mtr": latent_mtr,
         "amtm": amtm,
+        "amtm_per_base": amtm_per_base.detach(),
         "masked_correct": correct.detach(),
         "masked_count": scored.detach(),
         "bases_per_token": (n_bases / token_lengths).mean().detach(),

@@ -5,7 +5,7 @@ layers."""
 
 from __future__ import annotations
 
-from megamerge.models.mergedna.config import PRESETS, MergeDNAConfig
+from megamerge.models.mergedna.config import PRESETS, TRAINING_DEFAULTS, MergeDNAConfig
 from megamerge.models.mergedna.flops import training_flops_per_sequence
 from megamerge.models.mergedna.model import MergeDNA
 from megamerge.models.mergedna.pipeline_layers import pipeline_layers
@@ -20,9 +20,10 @@ MERGEDNA_SPEC = ModelSpec(
     name="mergedna", config_class=MergeDNAConfig, model_class=MergeDNA, presets=PRESETS,
     loss_keys=("loss", "mtr", "latent_mtr", "amtm"),
     ratio_keys=("bases_per_token", "latent_bases_per_token"),
-    eval_correct="masked_correct", eval_count="masked_count", eval_loss="amtm",
+    eval_correct="masked_correct", eval_count="masked_count", eval_loss="amtm_per_base",
     eval_accuracy_name="masked_base_accuracy",
     flops_per_sequence=training_flops_per_sequence,
     tensor_parallel_blocks=_tensor_parallel_blocks,
+    training_defaults=TRAINING_DEFAULTS,
     pipeline_layers=pipeline_layers,
 )

@@ -11,18 +11,22 @@ Two merge rules:
 * `local_window_merge`: only adjacent tokens inside the same window of `window` token slots may
   merge (the Local Encoder). Even slots propose to their better odd neighbour, so a token grows by
   at most its two neighbours per step and never more than half the tokens leave in one step.
+  Which proposals are taken: the top r_l in each window (the paper's Eq. 5, `per_window`, the
+  default; `window_quotas` spreads the sample's merge budget over its windows) or the r best
+  across the whole sequence (megamerge's `merge_selection="global_rank"`).
   Scores come from a separate grouping embedding; since ranking has no gradient, the hard merge is
   given a straight-through gate (forward exactly 0/1, backward through a sigmoid of the score
   relative to the per-sample selection threshold), DTEM-style.
 
-Rotary merge (`rotary_theta` set, the default). A plain average of a token's constituents is a bag:
+The paper's merge is the plain size-weighted average, and its unmerge a gather (every base of a
+token receives the token's vector). Rotary merge (`rotary_theta` set; megamerge's extension,
+`rotary_merge=True`). A plain average of a token's constituents is a bag:
 the residual stream carries no absolute position (RoPE only touches attention scores), so the
 decoder cannot tell which base sat where. Each constituent is therefore rotated by its offset
 from the merged token's position (RoPE angles over the whole hidden vector) before the
 size-weighted average, and `unmerge` rotates back by each base's own offset. The merge is
-still a size-weighted average and unmerging still a gather. On the overfitting check (tiny model,
-4 x 512 random bases) MTR reaches 0.01 nats/base where the plain average stalls near 0.3; see
-BENCHMARKS.md. `rotary_merge=False` in the config gives the plain average.
+still a size-weighted average and unmerging still a gather (BENCHMARKS.md compares it with the
+plain average).
 * `global_merge_to`: ToMe's bipartite matching without a window, repeated until K tokens remain
   (latent MTR). Tokens stay in base order; groups need not be contiguous.
 """
@@ -69,10 +73,43 @@ class TokenState:
 
 
 def _rank_desc(score: torch.Tensor) -> torch.Tensor:
-    """rank[b, j] = position of score[b, j] in its row sorted descending (0 = best)."""
-    order = score.argsort(dim=1, descending=True, stable=True)
-    ranks = torch.arange(score.shape[1], device=score.device).expand_as(order)
-    return torch.empty_like(order).scatter_(1, order, ranks)
+    """rank[..., j] = position of score[..., j] in its row (last dim) sorted descending (0 = best)."""
+    order = score.argsort(dim=-1, descending=True, stable=True)
+    ranks = torch.arange(score.shape[-1], device=score.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, ranks)
+
+
+def window_quotas(capacity: torch.Tensor, r: torch.Tensor, n_windows: torch.Tensor) -> torch.Tensor:
+    """Merges per window [B, W] for the per-window rule (paper Eq. 5: r_l pairs in each window).
+    The sample's budget r [B] is spread evenly over its n_windows [B] occupied windows, remainder
+    to the first ones; a window that cannot take its share (capacity [B, W], its mergeable pairs)
+    passes the shortfall on to the first windows with room, so the total is min(r, capacity sum)
+    and the per-sample token target L_b is still met exactly."""
+    W = capacity.shape[1]
+    w = torch.arange(W, device=capacity.device)
+    n_win = n_windows.clamp(min=1)[:, None]
+    want = (r[:, None] // n_win + (w < r[:, None] % n_win).long()) * (w < n_win).long()  # [B, W]
+    quota = torch.minimum(want, capacity)
+    shortfall = (want - quota).sum(1, keepdim=True)  # [B, 1]
+    room = capacity - quota
+    room_before = room.cumsum(1) - room
+    return quota + torch.minimum((shortfall - room_before).clamp(min=0), room)
+
+
+def _select_top(score: torch.Tensor, quota: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group (a window, or the whole sequence), the quota [B, G] best of score [B, G, H]:
+    returns (chosen [B, G, H] bool, straight-through soft gate [B, G, H]). The gate's threshold
+    sits between the last chosen and the first unchosen score of the group."""
+    H = score.shape[-1]
+    chosen = _rank_desc(score) < quota[..., None]
+    sorted_scores = score.sort(dim=-1, descending=True).values
+    last_in = sorted_scores.gather(-1, (quota - 1).clamp(min=0)[..., None]).squeeze(-1)
+    first_out = sorted_scores.gather(-1, quota.clamp(max=H - 1)[..., None]).squeeze(-1)
+    last_in = torch.where(quota > 0, last_in, torch.full_like(last_in, 1.0 + temperature))
+    first_out = torch.where(quota < H, first_out, torch.full_like(first_out, _SCORE_FLOOR))
+    threshold = (0.5 * (last_in + first_out)).detach()
+    soft = torch.sigmoid((score - threshold[..., None]) / temperature)
+    return chosen, soft
 
 
 def merge_step(
@@ -124,7 +161,10 @@ def local_window_merge(
     window: int,
     temperature: float,
     rotary_theta: float | None = None,
+    per_window: bool = True,
 ) -> tuple[TokenState, torch.Tensor]:
+    """Merge r[b] adjacent pairs of each sample, top r_l per window (per_window, paper Eq. 5) or
+    the r[b] best across the sequence (per_window=False, megamerge's global rank)."""
     B, L = state.valid.shape
     dev = grouping.device
     g = F.normalize(grouping.float(), dim=-1)
@@ -142,18 +182,17 @@ def local_window_merge(
     partner_even = torch.where(can_merge, partner_even, evens)
 
     r = torch.minimum(r, can_merge.sum(1))
-    rank = _rank_desc(score)
-    chosen = rank < r[:, None]  # [B, E]; implies can_merge because r <= capacity
-
-    # Straight-through gate: the threshold sits between the last chosen and first unchosen score.
     E = score.shape[1]
-    sorted_scores = score.sort(dim=1, descending=True).values
-    last_in = sorted_scores.gather(1, (r - 1).clamp(min=0)[:, None]).squeeze(1)
-    first_out = sorted_scores.gather(1, r.clamp(max=E - 1)[:, None]).squeeze(1)
-    last_in = torch.where(r > 0, last_in, torch.full_like(last_in, 1.0 + temperature))
-    first_out = torch.where(r < E, first_out, torch.full_like(first_out, _SCORE_FLOOR))
-    threshold = (0.5 * (last_in + first_out)).detach()
-    soft = torch.sigmoid((score - threshold[:, None]) / temperature)
+    if per_window:  # group the even slots by window: [B, W, window / 2]
+        half = window // 2
+        W = -(-E // half)
+        grouped = F.pad(score, (0, W * half - E), value=_SCORE_FLOOR).view(B, W, half)
+        capacity = (grouped > _SCORE_FLOOR).sum(-1)  # [B, W]
+        quota = window_quotas(capacity, r, -(-state.lengths // window))
+    else:  # one ranking across the sequence
+        grouped, quota = score[:, None], r[:, None]
+    chosen, soft = _select_top(grouped, quota, temperature)  # chosen implies can_merge: quota <= capacity
+    chosen, soft = chosen.reshape(B, -1)[:, :E], soft.reshape(B, -1)[:, :E]
     gate_even = chosen.float() + soft - soft.detach()
     gate_even = torch.where(can_merge, gate_even, torch.zeros_like(gate_even))
 

@@ -1,0 +1,221 @@
+"""MergeDNA's departures from the paper (issue 15) are named options whose default is the paper's
+method: the unmerge rule, the local merge selection, the AMTM normalisation. Each is checked for
+its defining behaviour, finite losses and the latent-MTR gradient isolation in both settings; old
+configs load with the behaviour they were trained with; each family carries its paper's optimiser."""
+
+import pytest
+import torch
+
+from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.carmania.config import CARMANIA_PRESETS
+from megamerge.models.common.keyed_random import sample_seeds
+from megamerge.models.mergedna import objective
+from megamerge.models.mergedna.config import PRESETS
+from megamerge.models.mergedna.token_merging import TokenState, local_window_merge, window_quotas
+from megamerge.training.arguments import parse_args
+from megamerge.vocabulary import base_targets
+
+# Every option with its paper value first and megamerge's extension second.
+OPTIONS = {
+    "rotary_merge": (False, True),
+    "merge_selection": ("per_window", "global_rank"),
+    "amtm_normalization": ("per_masked_token", "per_masked_base"),
+}
+SETTINGS = [(name, value) for name, values in OPTIONS.items() for value in values]
+
+
+def _ids(B=2, n=256, seed=0):
+    return torch.randint(0, 4, (B, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _tiny(**overrides) -> MergeDNA:
+    torch.manual_seed(0)
+    return MergeDNA(MergeDNAConfig.from_preset("tiny", **overrides)).train()
+
+
+# ------------------------------------------------------------------------------ defaults
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_mergedna_preset_is_the_papers_method(name):
+    cfg = MergeDNAConfig.from_preset(name)
+    assert cfg.paper_deviations() == []
+    for option, (paper, _) in OPTIONS.items():
+        assert getattr(cfg, option) == paper, option
+
+
+@pytest.mark.parametrize("name", sorted(CARMANIA_PRESETS))
+def test_carmania_presets_report_no_deviation(name):
+    assert CARMANIA_PRESETS[name].paper_deviations() == []
+
+
+def test_deviations_name_each_departing_option():
+    cfg = MergeDNAConfig.from_preset("tiny", rotary_merge=True, merge_selection="global_rank",
+                                     amtm_normalization="per_masked_base")
+    assert cfg.paper_deviations() == ["rotary_merge=True", "merge_selection=global_rank",
+                                      "amtm_normalization=per_masked_base"]
+
+
+def test_unknown_option_value_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="merge_selection='per_token' must be one of"):
+        MergeDNAConfig.from_preset("tiny", merge_selection="per_token")
+
+
+def test_a_config_saved_before_the_options_loads_with_its_old_behaviour():
+    saved = MergeDNAConfig.from_preset("tiny").to_dict()
+    for option in OPTIONS:
+        del saved[option]
+    old = MergeDNAConfig.from_dict(saved)
+    assert (old.rotary_merge, old.merge_selection, old.amtm_normalization) == (True, "global_rank",
+                                                                               "per_masked_base")
+    assert len(old.paper_deviations()) == 3
+    new = MergeDNAConfig.from_preset("tiny")
+    assert MergeDNAConfig.from_dict(new.to_dict()) == new  # a current config round-trips unchanged
+
+
+def test_train_flags_select_each_option():
+    from megamerge.training.model_from_flags import model_config
+
+    assert model_config(parse_args(["--mock-data"])).paper_deviations() == []
+    cfg = model_config(parse_args(["--mock-data", "--merge-rule", "rotary", "--merge-selection", "global_rank",
+                                   "--amtm-normalization", "per_masked_base"]))
+    assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization) == (True, "global_rank",
+                                                                               "per_masked_base")
+
+
+@pytest.mark.parametrize("model,expected", [
+    ("tiny", (1e-4, 10_000, 1e-8, 0.9, 0.95, 1e-8)),
+    ("380m", (1e-4, 10_000, 1e-8, 0.9, 0.95, 1e-8)),
+    ("carmania-tiny", (5e-4, 400, 0.2, 0.9, 0.999, 1e-6)),
+    ("carmania-83m", (5e-4, 400, 0.2, 0.9, 0.999, 1e-6)),
+])
+def test_each_family_trains_with_its_papers_optimiser(model, expected):
+    args = parse_args(["--mock-data", "--model", model])
+    got = (args.lr, args.lr_warmup_iters, args.weight_decay, args.adam_beta1, args.adam_beta2, args.adam_eps)
+    assert got == expected
+
+
+def test_an_optimiser_flag_beats_the_family_default():
+    args = parse_args(["--mock-data", "--model", "carmania-tiny", "--lr", "1e-3", "--weight-decay", "0.0",
+                       "--adam-beta2", "0.95"])
+    assert (args.lr, args.weight_decay, args.adam_beta2, args.adam_eps) == (1e-3, 0.0, 0.95, 1e-6)
+
+
+# ------------------------------------------------------------------------------ unmerge rule
+def _local_decoder_input(model: MergeDNA, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-base states [B, N, D] the Local Decoder's first block receives (right after the
+    unmerge), and the base -> token map [B, N]."""
+    seen = {}
+    hook = model.local_decoder.blocks[0].register_forward_pre_hook(lambda _, args: seen.update(x=args[0]))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(ids)
+            _, assign, _ = model.encode(ids)
+    finally:
+        hook.remove()
+        model.train()
+    return seen["x"], assign
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_paper_unmerge_gives_every_base_of_a_token_its_vector(rotary):
+    x, assign = _local_decoder_input(_tiny(rotary_merge=rotary), _ids(1, 128))  # [1, N, D], [1, N]
+    multi_base = [t for t in assign[0].unique() if int((assign[0] == t).sum()) > 1]
+    assert multi_base, "the tiny model merged nothing"
+    spreads = torch.stack([x[0][assign[0] == t].std(0).max() for t in multi_base])
+    if rotary:  # the rotary merge's extension: bases of one token get different vectors
+        assert bool((spreads > 1e-4).all())
+    else:  # Z_N = S^T Z_L: identical vectors
+        assert float(spreads.max()) == 0.0
+
+
+# ------------------------------------------------------------------------------ merge selection
+def test_window_quotas_spread_the_budget_and_pass_on_what_a_window_cannot_take():
+    capacity = torch.tensor([[8, 8, 8, 8], [8, 1, 8, 0], [2, 2, 2, 2]])
+    r = torch.tensor([10, 10, 20])
+    n_windows = torch.tensor([4, 3, 4])
+    quota = window_quotas(capacity, r, n_windows)
+    assert quota.tolist() == [[3, 3, 2, 2], [6, 1, 3, 0], [2, 2, 2, 2]]
+    assert bool((quota <= capacity).all())
+
+
+@pytest.mark.parametrize("per_window", [True, False])
+def test_per_window_selection_merges_evenly_across_windows(per_window):
+    B, L, window = 3, 64, 8
+    g = torch.Generator().manual_seed(3)
+    state = TokenState.from_bases(torch.randn(B, L, 4, generator=g), torch.ones(B, L, dtype=torch.bool))
+    # Windows 0..3 hold near-identical neighbours, 4..7 dissimilar ones: a global ranking piles its
+    # merges into the first half, the paper's per-window rule takes r_l = 2 pairs in every window.
+    grouping = torch.randn(B, L, 16, generator=g)
+    grouping[:, : L // 2] = grouping[:, :1] + 0.01 * grouping[:, : L // 2]
+    r = torch.full((B,), 16)
+    new, token_map = local_window_merge(state, grouping, r, window, 0.1, per_window=per_window)
+    assert new.lengths.tolist() == [L - 16] * B  # the per-sample target is met either way
+    removed_per_window = torch.stack([
+        ((token_map[:, w * window:(w + 1) * window].diff(dim=1) == 0).sum(1)) for w in range(L // window)
+    ], 1)  # [B, W]: a merged pair shows as two slots mapped to one token
+    if per_window:
+        assert removed_per_window.tolist() == [[2] * (L // window)] * B
+    else:
+        assert bool((removed_per_window[:, L // window // 2:] < 2).any())
+
+
+def test_per_window_gate_carries_the_straight_through_gradient():
+    B, L = 2, 32
+    state = TokenState.from_bases(torch.randn(B, L, 4), torch.ones(B, L, dtype=torch.bool))
+    grouping = torch.randn(B, L, 8, requires_grad=True)
+    new, _ = local_window_merge(state, grouping, torch.tensor([6, 9]), 8, 0.1, per_window=True)
+    new.x.sum().backward()
+    assert grouping.grad is not None and grouping.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------ AMTM normalisation
+def test_amtm_per_masked_token_sums_over_bases_and_divides_by_tokens():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 10, 4, generator=g)
+    ids = torch.randint(0, 4, (2, 10), generator=g)
+    base_mask = torch.zeros(2, 10, dtype=torch.bool)
+    base_mask[0, :5] = True  # sample 0: K_0 tokens cover 5 bases; sample 1: 3 bases
+    base_mask[1, 4:7] = True
+    token_lengths = torch.tensor([6, 4])  # K_b = round(0.5 * L_b) = 3, 2
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), ids.reshape(-1), reduction="none").view(2, 10)
+    summed = ce[base_mask].sum()
+    paper = MergeDNAConfig.from_preset("tiny")
+    loss, per_base, _, scored = objective.amtm_loss(paper, logits, base_targets(ids), base_mask, token_lengths)
+    assert torch.allclose(loss, summed / 5) and torch.allclose(per_base, summed / 8) and int(scored) == 8
+    ours = MergeDNAConfig.from_preset("tiny", amtm_normalization="per_masked_base")
+    loss, per_base, _, _ = objective.amtm_loss(ours, logits, base_targets(ids), base_mask, token_lengths)
+    assert torch.allclose(loss, summed / 8) and torch.allclose(per_base, summed / 8)
+
+
+def test_amtm_normalisations_differ_by_bases_per_masked_token_in_the_model():
+    ids, seeds = _ids(2, 256), sample_seeds(7, torch.arange(2))
+    outs = {norm: _tiny(amtm_normalization=norm).compute_losses(ids, seeds) for norm in OPTIONS["amtm_normalization"]}
+    paper, ours = outs["per_masked_token"], outs["per_masked_base"]
+    assert torch.allclose(paper["amtm_per_base"], ours["amtm"], rtol=1e-6)  # the eval metric is the same in both
+    model = _tiny()
+    masked_tokens = objective.amtm_token_count(model.cfg, model.token_targets(torch.full((2,), 256), seeds)).sum()
+    summed = ours["amtm"] * ours["masked_count"]  # cross-entropy summed over the masked bases
+    assert torch.allclose(paper["amtm"], summed / masked_tokens, rtol=1e-6)
+    assert 1.5 < float(ours["masked_count"] / masked_tokens) < 3.0  # about 2 bases per masked token
+
+
+# ------------------------------------------------------------------------------ every setting
+@pytest.mark.parametrize("option,value", SETTINGS)
+def test_losses_are_finite_and_latent_mtr_leaves_the_local_encoder_alone(option, value):
+    model = _tiny(**{option: value})
+    out = model.compute_losses(_ids(2, 200))
+    for key in ("loss", "mtr", "latent_mtr", "amtm", "amtm_per_base"):
+        assert torch.isfinite(out[key]), key
+    out["latent_mtr"].backward()
+    for name, p in model.local_encoder.named_parameters():
+        assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.latent_encoder.parameters())
+
+
+def test_evaluation_reads_the_masked_base_mean_in_both_pipelines():
+    """Perplexity and masked-base accuracy stay per base whatever the AMTM normalisation."""
+    from megamerge.models.mergedna.spec import MERGEDNA_SPEC
+    from megamerge.parallel.pipeline import OUTPUT_KEYS
+
+    assert MERGEDNA_SPEC.eval_loss == "amtm_per_base" and "amtm_per_base" in OUTPUT_KEYS
+    assert MERGEDNA_SPEC.eval_loss in _tiny().compute_losses(_ids(1, 64))
