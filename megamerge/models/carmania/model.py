@@ -62,11 +62,6 @@ class Carmania(nn.Module):
         counts["total"] = sum(counts.values())
         return counts
 
-    def tensor_parallel_blocks(self) -> list[TransformerBlock]:
-        """The blocks tensor parallelism splits (every block; embedding, norm and the 4-way head stay
-        replicated), exactly as megamerge.parallel splits MergeDNA's latent blocks."""
-        return list(self.layers)
-
     # ------------------------------------------------------------------------------ forward
     def _rope(self, pos: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """pos [L] integer positions -> (cos, sin) [batch, L, 1, hd/2]."""

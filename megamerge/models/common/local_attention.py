@@ -34,15 +34,14 @@ def _use_flash(q: torch.Tensor) -> bool:
 
 
 def default_block(left: int, right: int) -> int:
-    # Timed by hand on 2 CPU cores (16 heads x 64, window 16, N = 4096 and 16384): blocks of ~2x the
-    # window amortise SDPA's per-call overhead without wasting much of the band; 16 was ~3x slower.
+    # Blocks of ~2x the window amortise SDPA's per-call overhead without wasting much of the band;
+    # smaller blocks are dominated by that overhead.
     return max(32, 2 * max(left, right, 1))
 
 
 def default_chunk_blocks(block: int) -> int:
-    # Query blocks per SDPA call: ~2048 positions keep a chunk's scores and probabilities (16 heads:
-    # 8 MiB) in cache. Timed on 2 cores, 16 heads x 64, window 16: 32-128 blocks were 1.3-1.6x faster
-    # than one call over the whole sequence at N = 4096 and 65536.
+    # Query blocks per SDPA call: ~2048 positions keep a chunk's scores and probabilities in cache,
+    # which beats one call over the whole sequence (BENCHMARKS.md times the kernel).
     return max(1, 2048 // block)
 
 

@@ -21,6 +21,7 @@ def worker(out_path: Path) -> None:
 
     from megamerge.parallel import initialize_model_parallel
     from megamerge.parallel.tensor_parallel import gather_full, is_tensor_parallel, parallelize_block
+    from megamerge.parallel.tensor_parallel_plan import split_blocks
 
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
@@ -28,7 +29,7 @@ def worker(out_path: Path) -> None:
     torch.manual_seed(0)
     ref = Carmania(CarmaniaConfig(**CFG))
     model = copy.deepcopy(ref)
-    blocks = model.tensor_parallel_blocks()
+    blocks = split_blocks(model)  # every layer (the family spec names them)
     for block in blocks:
         parallelize_block(block, state.tp_group)
 
