@@ -128,11 +128,14 @@ class Trainer:
         log.info("model %s: %s parameters; global batch %d = micro %d x accumulation %d x dp %d; %s",
                  args.model, f"{self.total_parameters:,}", self.global_batch, self.micro, self.accumulation,
                  self.parallel.dp, "CPU (gloo)" if not self.has_cuda else "CUDA (nccl)")
+        deviations = self.cfg.paper_deviations()
+        log.info("departures from the %s paper: %s", self.family.name,
+                 ", ".join(deviations) if deviations else "none (the paper's method)")
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)
             (Path(args.save) / "run_config.json").write_text(json.dumps(
                 {"args": self.recorded_args(), "family": self.family.name, "model_config": self.cfg.to_dict(),
-                 "ds_config": self.ds_config, "megamerge_version": __version__}, indent=2, default=str))
+                 "paper_deviations": self.cfg.paper_deviations(), "ds_config": self.ds_config, "megamerge_version": __version__}, indent=2, default=str))
 
     # ------------------------------------------------------------------------ checkpoints
     def resume(self) -> RunState:
@@ -169,8 +172,10 @@ class Trainer:
             raise ConfigError(f"checkpoint {self.args.load}/{tag} holds a {saved_family} model, but --model "
                               f"{self.args.model} is {self.family.name}")
         if saved_cfg and type(self.cfg).from_dict(saved_cfg) != self.cfg:
-            raise ConfigError(f"checkpoint {self.args.load}/{tag} was trained with a different model config; "
-                              f"saved {saved_cfg}")
+            saved_deviations = type(self.cfg).from_dict(saved_cfg).paper_deviations()
+            raise ConfigError(f"checkpoint {self.args.load}/{tag} was trained with a different model config "
+                              f"(its departures from the paper: {saved_deviations or 'none'}; train.py's "
+                              f"--merge-rule, --merge-selection, --amtm-normalization select them); saved {saved_cfg}")
 
     def save(self, reason: str) -> None:
         """A checkpoint of the engine, the run state and every rank's data position and RNG states
@@ -179,6 +184,7 @@ class Trainer:
             return
         client_state = {
             **self.state.client_state(), "family": self.family.name, "model_config": self.cfg.to_dict(),
+            "paper_deviations": self.cfg.paper_deviations(),
             "args": self.recorded_args(), "megamerge_version": __version__,
             "layout": {"tp": self.parallel.tp, "pp": self.parallel.pp, "dp": self.parallel.dp},
         }
