@@ -1,0 +1,71 @@
+"""train.py refuses bad training inputs before DeepSpeed starts (issue 19, rows 3 and 8), end to end:
+the real entry point, as a plain process and as 2 torchrun ranks. The checks themselves are unit
+tested in tests/unit/test_fault_training_inputs.py; here: they are wired in, one line comes from one
+rank, the exit status is 2, and it is quick (no process group, no deepspeed.initialize)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.helpers import REPO, TORCHRUN, TRAIN, free_port, subprocess_env
+
+CHECKED_BEFORE_STARTUP_S = 60  # imports only; DeepSpeed's start-up alone took ~100 s in the issue
+
+
+def train(args: list[str], cwd, launcher: list[str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run([*(launcher or [sys.executable]), str(TRAIN), "--model", "tiny", "--micro-batch-size", "2",
+                           "--num-workers", "0", "--train-iters", "2", *args],
+                          cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False)
+    return proc, time.monotonic() - t0
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
+
+
+def test_seq_length_other_than_the_corpus_is_refused_naming_both(synthetic_corpus, tmp_path):
+    proc, seconds = train(["--data", str(synthetic_corpus), "--seq-length", "1024", "--save", "ck"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert error_lines(proc) == [
+        (f"megamerge/train.py: error: --seq-length 1024 is longer than the corpus's chunks (seq_len 512 in "
+        f"{synthetic_corpus / 'manifest.json'}): 512 of every 1024 positions would be padding; give --seq-length "
+        f"512, or re-cut the corpus: data_prep/prepare.py --from-store --out {synthetic_corpus} --seq-len 1024")]
+    assert "Traceback" not in proc.stderr and seconds < CHECKED_BEFORE_STARTUP_S, (seconds, proc.stderr)
+    assert not (tmp_path / "ck").exists()  # nothing started, nothing written
+
+    shorter, _ = train(["--data", str(synthetic_corpus), "--seq-length", "256"], tmp_path)
+    assert shorter.returncode == 2
+    assert "--seq-length 256 is shorter than the corpus's chunks (seq_len 512" in shorter.stderr
+    assert "--allow-seq-length-crop" in shorter.stderr
+
+
+def test_deliberate_crop_trains(synthetic_corpus, tmp_path):
+    env_port = str(free_port())
+    proc = subprocess.run([sys.executable, str(TRAIN), "--ds_config", str(REPO / "ds_configs" / "cpu.json"),
+                           "--model", "tiny", "--data", str(synthetic_corpus), "--seq-length", "256",
+                           "--allow-seq-length-crop", "--micro-batch-size", "2", "--global-batch-size", "2",
+                           "--num-workers", "0", "--train-iters", "2", "--eval-interval", "100", "--save", "ck"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+                          env=subprocess_env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                                             MASTER_PORT=env_port))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "ck" / "latest").read_text() == "global_step2"
+
+
+def test_missing_data_is_one_line_from_one_of_two_ranks(tmp_path):
+    missing = tmp_path / "no_corpus"
+    single, seconds = train(["--data", str(missing)], tmp_path)
+    expected = [(f"megamerge/train.py: error: --data {missing}: no such directory; prepare a corpus with "
+                f"data_prep/prepare.py --out {missing}")]
+    assert single.returncode == 2 and error_lines(single) == expected, single.stderr
+    assert "Traceback" not in single.stderr and seconds < CHECKED_BEFORE_STARTUP_S, (seconds, single.stderr)
+
+    launcher = [str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(free_port())]
+    ranks, _ = train(["--data", str(missing)], tmp_path, launcher)
+    assert ranks.returncode != 0
+    assert [line for line in error_lines(ranks) if "train.py: error:" in line] == expected, ranks.stderr
+    # torchrun then reports the failed children itself; neither rank printed a traceback of its own
+    assert "refuse_bad_training_inputs" not in ranks.stderr and "trainer.py" not in ranks.stderr, ranks.stderr
