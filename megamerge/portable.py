@@ -3,7 +3,12 @@ DeepSpeed, or pickle.
 
     PORTABLE_DIR/model.safetensors   the bare model's state_dict in fp32, keys = model.state_dict()
     PORTABLE_DIR/config.json         {"format", "format_version", "family", "model_config",
-                                      "tokenizer", "megamerge_version", ...extra}
+                                      "paper_deviations", "tokenizer", "megamerge_version", ...extra}
+
+`paper_deviations` (written from model_config, informational: ignored on reading, absent in
+directories written before it) lists the options in which the model departs from its family's
+paper, e.g. ["rotary_merge=True"]; [] is the paper's method. A model_config without an option
+field loads with megamerge's behaviour from before the option existed (MergeDNAConfig.from_dict).
 
 `load_portable` is also exported as `megamerge.from_pretrained`.
 
@@ -32,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
-from .models.registry import build_model, family_of_model
+from .models.registry import build_model, family_of_model, get_family
 from .vocabulary import ALPHABET, MASK, PAD
 
 FORMAT = "megamerge-portable"
@@ -40,8 +45,8 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 EXTRA_KEYS = "extra_keys"  # the top-level keys that `extra=` added, so a reader can tell them from typos
-RESERVED = ("format", "format_version", "family", "model_config", "tokenizer", "megamerge_version",
-            EXTRA_KEYS)
+RESERVED = ("format", "format_version", "family", "model_config", "paper_deviations", "tokenizer",
+            "megamerge_version", EXTRA_KEYS)
 # What megamerge's own writers put in `extra` before `extra_keys` was recorded: still readable.
 LEGACY_EXTRAS = ("encoder_only", "weights_dtype", "iteration", "consumed_samples", "weights_from", "source",
                  "training_args")
@@ -71,6 +76,7 @@ def _config_json(family: str, model_config: dict, extra: dict) -> dict:
         "format_version": FORMAT_VERSION,
         "family": family,
         "model_config": model_config,
+        "paper_deviations": get_family(family).config_class.from_dict(model_config).paper_deviations(),
         "tokenizer": {"alphabet": ALPHABET, "pad_id": PAD, "mask_id": MASK, "case": "insensitive"},
         "megamerge_version": __version__,
         EXTRA_KEYS: sorted(extra),

@@ -219,3 +219,37 @@ def test_evaluation_reads_the_masked_base_mean_in_both_pipelines():
 
     assert MERGEDNA_SPEC.eval_loss == "amtm_per_base" and "amtm_per_base" in OUTPUT_KEYS
     assert MERGEDNA_SPEC.eval_loss in _tiny().compute_losses(_ids(1, 64))
+
+
+# ------------------------------------------------------------------------------ portable directories
+def test_portable_config_records_the_deviations_and_from_pretrained_keeps_them(tmp_path):
+    import json
+
+    from megamerge.portable import load_portable, save_portable
+
+    for name, overrides in (("paper", {}), ("rotary", {"rotary_merge": True})):
+        save_portable(_tiny(**overrides), tmp_path / name)
+        written = json.loads((tmp_path / name / "config.json").read_text())
+        expected = [f"{k}={v}" for k, v in overrides.items()]
+        assert written["paper_deviations"] == expected
+        assert load_portable(tmp_path / name).cfg.paper_deviations() == expected
+
+
+def test_a_portable_directory_from_before_the_options_loads_as_it_was_trained(tmp_path):
+    import json
+
+    from megamerge.portable import load_portable, save_portable
+
+    model = _tiny(rotary_merge=True, merge_selection="global_rank", amtm_normalization="per_masked_base")
+    save_portable(model, tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    del config["paper_deviations"]
+    for option in OPTIONS:
+        del config["model_config"][option]
+    path.write_text(json.dumps(config))
+    loaded = load_portable(tmp_path)
+    assert loaded.cfg == model.cfg
+    ids = _ids(1, 64)
+    model.eval()
+    assert torch.equal(loaded(ids), model(ids))
