@@ -27,6 +27,13 @@ def model_config(args):
         if field not in fields:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
         overrides[field] = value
+    method_flags = {"merge_rule": "paper_average", "merge_selection": "per_window",
+                    "amtm_normalization": "per_masked_token"}  # MergeDNA's options, at their defaults
+    if family.name != "mergedna":
+        for flag, default in method_flags.items():
+            if getattr(args, flag) != default:
+                raise ConfigError(f"--{flag.replace('_', '-')} applies to MergeDNA models, not {family.name} "
+                                  f"({args.model})")
     if family.name == "mergedna":
         overrides.update(latent_mtr_weight=args.latent_mtr_weight, compression_range=tuple(args.compression_range),
                          rotary_merge=args.merge_rule == "rotary", merge_selection=args.merge_selection,

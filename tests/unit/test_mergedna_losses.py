@@ -111,11 +111,24 @@ def test_pad_in_the_middle_is_rejected(tiny):
         tiny.compute_losses(ids)
 
 
-def test_tiny_model_overfits_one_batch():
-    """4 random sequences of 512 bases: MTR must fall below 0.1 nats/base, so the whole path
-    (merge, latent blocks, unmerge, local decoder) can carry every base."""
+# The 0.1 threshold was set with megamerge's rotary merge (and the global ranking and per-base AMTM of
+# the time), so that row keeps those options. The paper's plain average is a bag of a token's bases
+# and overfits more slowly (BENCHMARKS.md: MTR 0.30 against 0.02 after 150 MTR-only steps), so its
+# row asks only for a loss far below chance (ln 4 = 1.39 nats/base) within the same 400 steps.
+OVERFIT_CASES = {
+    "megamerge_extensions": ({"rotary_merge": True, "merge_selection": "global_rank",
+                              "amtm_normalization": "per_masked_base"}, 0.1),
+    "paper_default": ({}, 0.5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERFIT_CASES))
+def test_tiny_model_overfits_one_batch(case):
+    """4 random sequences of 512 bases: MTR must fall below the case's threshold (nats/base), so
+    the whole path (merge, latent blocks, unmerge, local decoder) can carry every base."""
+    overrides, threshold = OVERFIT_CASES[case]
     torch.manual_seed(0)
-    model = MergeDNA(MergeDNAConfig.from_preset("tiny")).train()
+    model = MergeDNA(MergeDNAConfig.from_preset("tiny", **overrides)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
     ids = torch.randint(0, 4, (4, 512), generator=torch.Generator().manual_seed(1))
     history = []
@@ -126,9 +139,9 @@ def test_tiny_model_overfits_one_batch():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         history.append(out["mtr"].item())
-        if history[-1] < 0.1:
+        if history[-1] < threshold:
             break
-    assert min(history) < 0.1, f"MTR only reached {min(history):.3f} nats/base"
+    assert min(history) < threshold, f"MTR only reached {min(history):.3f} nats/base"
 
 
 def test_380m_preset_matches_table_a1():

@@ -253,3 +253,12 @@ def test_a_portable_directory_from_before_the_options_loads_as_it_was_trained(tm
     ids = _ids(1, 64)
     model.eval()
     assert torch.equal(loaded(ids), model(ids))
+
+
+def test_mergedna_method_flags_are_refused_for_carmania():
+    from megamerge.training.ds_config import ConfigError
+    from megamerge.training.model_from_flags import model_config
+
+    assert model_config(parse_args(["--mock-data", "--model", "carmania-tiny"])).paper_deviations() == []
+    with pytest.raises(ConfigError, match="--merge-rule applies to MergeDNA models, not carmania"):
+        model_config(parse_args(["--mock-data", "--model", "carmania-tiny", "--merge-rule", "rotary"]))

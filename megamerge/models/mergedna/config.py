@@ -37,7 +37,10 @@ class MergeDNAConfig:
 
     # Latent MTR and AMTM
     latent_compression: float = 0.5  # K = ceil(this * L) latent tokens after global merging
-    latent_merge_layer: int | None = None  # merge after this many latent-encoder blocks (None: half)
+    # Not yet an option (issue 15 row 3): the paper merges ToMe-style inside the Latent Encoder, a
+    # share after each block with size-proportional attention, until K; megamerge merges in one
+    # burst of bipartite rounds after this many blocks (None: half), without size-proportional attention.
+    latent_merge_layer: int | None = None
     amtm_mask_ratio: float = 0.5  # fraction of the L local tokens masked by AMTM (K/L in the paper)
     latent_mtr_weight: float = 0.25  # lambda
     # "per_masked_token" (paper Eq. 7): AMTM's summed cross-entropy over masked bases divided by K,
@@ -62,7 +65,8 @@ class MergeDNAConfig:
 
     def paper_deviations(self) -> list[str]:
         """The options in which this config departs from the MergeDNA paper, as "field=value"
-        (empty: the paper's method). Sizes and loss weights are choices the paper leaves open."""
+        (empty: the paper's method). Sizes and loss weights are choices the paper leaves open. The
+        latent merge (see latent_merge_layer) has no paper setting yet, so it is not listed."""
         return [f"{name}={getattr(self, name)}" for name, paper in PAPER_OPTIONS.items()
                 if getattr(self, name) != paper]
 

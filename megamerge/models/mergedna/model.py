@@ -8,6 +8,11 @@ trained with three passes per step (arXiv 2511.14806):
 3. AMTM: mask the bases of tokens drawn with P proportional to 1/g^2 (g from pass 2's latent
    groups), run the whole network on the masked input without latent merging, and score only
    the masked bases.
+
+The defaults are the paper's method; megamerge's variants are named options of MergeDNAConfig
+(`paper_deviations()` lists those a config selects): rotary_merge (the paper: plain average, each
+base gets its token's vector on unmerge), merge_selection (the paper: top r_l pairs per window) and
+amtm_normalization (the paper: summed over masked bases, divided by the masked tokens K).
 """
 
 from __future__ import annotations
