@@ -32,7 +32,7 @@ def _batches(it: int):
     return out
 
 
-def worker(out_path: Path, tp: int, pp: int) -> None:
+def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None) -> None:
     import deepspeed
     import torch.distributed as dist
 
@@ -44,7 +44,7 @@ def worker(out_path: Path, tp: int, pp: int) -> None:
     init_distributed()
     torch.set_num_threads(1)
     parallel = initialize_model_parallel(tp=tp, pp=pp)
-    cfg = MergeDNAConfig.from_preset("tiny")
+    cfg = MergeDNAConfig.from_preset("tiny", **(overrides or {}))  # options from tests/distributed/test_fidelity_layouts.py
     torch.manual_seed(0)
     model = MergeDNA(cfg)
     ref = copy.deepcopy(model)
@@ -101,4 +101,5 @@ def worker(out_path: Path, tp: int, pp: int) -> None:
 
 
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]), tp=int(sys.argv[2]), pp=int(sys.argv[3]))
+    worker(Path(sys.argv[1]), tp=int(sys.argv[2]), pp=int(sys.argv[3]),
+           overrides=json.loads(sys.argv[4]) if len(sys.argv) > 4 else None)

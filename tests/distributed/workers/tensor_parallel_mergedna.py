@@ -22,7 +22,7 @@ def _losses(out: dict) -> dict:
     return {k: float(out[k]) for k in ("loss", "mtr", "latent_mtr", "amtm")}
 
 
-def worker(out_path: Path) -> None:
+def worker(out_path: Path, overrides: dict | None = None) -> None:
     import torch.distributed as dist
 
     from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
@@ -31,7 +31,7 @@ def worker(out_path: Path) -> None:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     state = initialize_model_parallel(tp=2, pp=1)
-    cfg = MergeDNAConfig.from_preset("tiny")
+    cfg = MergeDNAConfig.from_preset("tiny", **(overrides or {}))  # options from tests/distributed/test_fidelity_layouts.py
     torch.manual_seed(0)
     ref = MergeDNA(cfg)
     model = copy.deepcopy(ref)
@@ -88,4 +88,4 @@ def worker(out_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]))
+    worker(Path(sys.argv[1]), overrides=json.loads(sys.argv[2]) if len(sys.argv) > 2 else None)
