@@ -13,8 +13,10 @@ parameters and per-type base counts. Region types:
     low_complexity  runs over a 1-2 letter alphabet, e.g. poly-A or AT-rich (soft-masked)
     gap             runs of N, as in scaffold gaps (exercises the N-fraction filter)
 
-The annotation is what lets us check whether a learned tokenizer merges repeats more than dense
-regions. Everything derives from --seed, so a given command always writes the same genomes.
+With --regions-bed it also writes `<species>.regions.bed` beside each FASTA: the same intervals as
+plain 4-column BED (record, start, end, class; no header), the ground truth tools/analyze_tokens.py
+reads (background is the high-entropy class). The annotation is what lets us check whether a
+learned tokenizer merges repeats more than dense regions. Everything derives from --seed, so a given command always writes the same genomes.
 
 With --task species|motif it writes a labelled fine-tuning task instead (train/dev/test CSV, see
 data_prep/synthetic_task.py) from the same species models:
@@ -136,13 +138,14 @@ def write_fasta(path: Path, records: list[tuple[str, bytes]], compress: bool) ->
             handle.write(b"\n".join(lines) + b"\n")
 
 
-def generate(out: Path, species: int, length: int, records: int, seed: int, compress: bool, progress: bool):
+def generate(out: Path, species: int, length: int, records: int, seed: int, compress: bool, progress: bool,
+             regions_bed: bool = False):
     out.mkdir(parents=True, exist_ok=True)
     truth = {"seed": seed, "length_per_species": length, "records_per_species": records, "species": {}}
     for index in tqdm(range(species), desc="species", disable=not progress or None):
         rng = np.random.default_rng([seed, index])
         model = make_species(f"synth_sp{index:02d}", rng)
-        fasta_records, bed_rows = [], []
+        fasta_records, bed_rows, region_rows = [], [], []
         type_bases = dict.fromkeys(REGION_TYPES, 0)
         record_lengths = np.full(records, length // records)
         record_lengths[: length % records] += 1
@@ -156,10 +159,13 @@ def generate(out: Path, species: int, length: int, records: int, seed: int, comp
                     break
                 end = min(end, int(rec_len))
                 bed_rows.append(f"{name}\t{start}\t{end}\t{kind}\t{detail}")
+                region_rows.append(f"{name}\t{start}\t{end}\t{kind}")
                 type_bases[kind] += end - start
         suffix = ".fa.gz" if compress else ".fa"
         write_fasta(out / f"{model.name}{suffix}", fasta_records, compress)
         (out / f"{model.name}.bed").write_text("#record\tstart\tend\ttype\tdetail\n" + "\n".join(bed_rows) + "\n")
+        if regions_bed:  # plain BED for tools that take the fourth column as the region class
+            (out / f"{model.name}.regions.bed").write_text("\n".join(region_rows) + "\n")
         truth["species"][model.name] = {
             "gc": round(model.gc, 4),
             "motifs": [BASES[m].tobytes().decode() for m in model.motifs],
@@ -181,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--no-gzip", action="store_true", help="write plain .fa instead of .fa.gz")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--regions-bed", action="store_true",
+                        help="also write <species>.regions.bed (record, start, end, class; 0-based half-open) "
+                             "beside each FASTA: the planted regions, for tools/analyze_tokens.py --bed")
     task = parser.add_argument_group("labelled task (instead of genomes)")
     task.add_argument("--task", choices=("species", "motif"), default=None,
                       help="write a fine-tuning task to --out: which species a chunk is from, or whether a "
@@ -194,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.species < 1 or args.records < 1 or args.length < args.records:
         parser.error("need --species >= 1, --records >= 1 and --length >= --records")
     truth = generate(args.out, args.species, args.length, args.records, args.seed, not args.no_gzip,
-                     not args.no_progress)
+                     not args.no_progress, args.regions_bed)
     totals = dict.fromkeys(REGION_TYPES, 0)
     for info in truth["species"].values():
         for kind, count in info["bases_by_type"].items():
