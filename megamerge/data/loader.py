@@ -20,6 +20,7 @@ afresh instead of loading it). Continuing "approximately" is deliberately not of
 
 from __future__ import annotations
 
+import signal
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,6 +41,18 @@ ORDER_FIELDS = (
 
 def _unwrap(batch):  # module level so DataLoader can pickle it for spawned workers
     return batch
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def _leave_stop_signals_to_the_rank(worker_id: int) -> None:
+    """worker_init_fn. SLURM (scancel, preemption, `--signal=USR1@T`) and `kill` of a process group
+    signal every process of a rank, workers included. A worker killed by them makes its rank fail
+    with "DataLoader worker ... is killed by signal" before it can save; ignoring them leaves the
+    stop to the rank, which saves at the next iteration and then shuts its workers down itself."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class PretrainLoader:
@@ -84,6 +97,7 @@ class PretrainLoader:
                     batch_size=None,
                     num_workers=self.num_workers,
                     collate_fn=_unwrap,
+                    worker_init_fn=_leave_stop_signals_to_the_rank,
                     prefetch_factor=self.prefetch_factor,
                     pin_memory=self.pin_memory,
                     multiprocessing_context=self.multiprocessing_context,

@@ -35,6 +35,7 @@ from megamerge.training.activation_checkpointing import apply_activation_checkpo
 from megamerge.training.batches import TrainBatches, ValidBatches
 from megamerge.training.distributed import (
     all_reduce_mean,
+    all_reduce_sum,
     init_distributed,
     launched_world_size,
     share_cpu_cores,
@@ -272,13 +273,20 @@ class Trainer:
             **{k: means[k] for k in self.family.loss_keys}, "lr": step.lr, "grad_norm": step.grad_norm,
             **{k: means[k] for k in self.family.ratio_keys},
             "bases_per_second": samples_per_second * n, "samples_per_second": samples_per_second,
-            "mfu": mfu, "skipped_iters": self.state.skipped_iters, "corrupt_shards": self.train_batches.corrupt_shards,
+            "mfu": mfu, "skipped_iters": self.state.skipped_iters, "corrupt_shards": self.corrupt_shards_seen(),
         }
         self.logger.log(record, step.token_lengths)
         self.progress.line(iteration, means["loss"], samples_per_second * n,
                            " ".join(f"{k} {means[k]:.3f}" for k in self.family.loss_keys[1:])
                            + "".join(f" | {means[k]:.2f} b/tok" for k in self.family.ratio_keys[:1]))
         self.interval.reset()
+
+    def corrupt_shards_seen(self) -> int:
+        """Corrupt shards met so far by every worker of every rank. Each data-parallel replica reads
+        its own shards; its tensor- and pipeline-parallel ranks read the same ones, so the world's sum
+        counts every shard tp x pp times."""
+        (total,) = all_reduce_sum([float(self.train_batches.corrupt_shards)], self.env.device)
+        return round(total) // (self.parallel.tp * self.parallel.pp)
 
     # ------------------------------------------------------------------ evaluate and stop
     def evaluation_due(self, stopping: Stop | None) -> bool:
