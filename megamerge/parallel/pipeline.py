@@ -48,6 +48,7 @@ from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.model import MergeDNA
 from megamerge.models.mergedna.objective import (
     amtm_base_mask,
+    latent_key_bias,
     mask_bases,
     merge_latent,
     objective_outputs,
@@ -165,6 +166,12 @@ def _stream2_rope_valid(cfg: MergeDNAConfig, c: Carry):
     return rope_angles(c.s1.pos, cfg.head_dim, cfg.rope_theta), c.s1.valid
 
 
+def _stream2_key_bias(cfg: MergeDNAConfig, c: Carry) -> torch.Tensor | None:
+    if c.phase == MERGED:  # the merged tokens attend size-proportionally (as LatentEncoder)
+        return latent_key_bias(cfg, c.latent_map, c.s1.valid, c.x2.shape[1])
+    return None
+
+
 class _PipeLayer(nn.Module):
     """Holds the submodule of the full model that `layer` names, under `layer.attribute`."""
 
@@ -204,7 +211,7 @@ class LatentEncoderBlockPipe(_PipeLayer):
         rope3 = rope_angles(c.s3.pos, cfg.head_dim, cfg.rope_theta)
         c.s1 = replace(c.s1, x=self.block(c.s1.x, rope1, c.s1.valid))
         c.s3 = replace(c.s3, x=self.block(c.s3.x, rope3, c.s3.valid))
-        c.x2 = self.block(c.x2, *_stream2_rope_valid(cfg, c))
+        c.x2 = self.block(c.x2, *_stream2_rope_valid(cfg, c), _stream2_key_bias(cfg, c))
         return c.to_tuple()
 
     @torch.no_grad()

@@ -59,6 +59,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amtm-normalization", default="per_masked_token", choices=["per_masked_token", "per_masked_base"],
                    help="MergeDNA AMTM loss: summed over masked bases divided by the masked tokens K (paper Eq. 7) "
                         "or megamerge's mean over masked bases")
+    g.add_argument("--latent-attention", default="size_proportional", choices=["size_proportional", "plain"],
+                   help="MergeDNA latent MTR: after the latent merge, attention adds log(tokens merged) to each "
+                        "key's logits (ToMe, the paper's) or plain attention (megamerge's earlier behaviour)")
     g.add_argument("--checkpoint-activations", action="store_true",
                    help="recompute each Transformer block in the backward pass")
 

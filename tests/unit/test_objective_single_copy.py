@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2] / "megamerge"
 PIPELINE = ROOT / "parallel" / "pipeline.py"
 MODEL = ROOT / "models" / "mergedna" / "model.py"
 OBJECTIVE_MODULE = "megamerge.models.mergedna.objective"
-PIECES = {"token_targets", "merge_latent", "unmerge_latent", "amtm_base_mask", "mask_bases", "objective_outputs"}
+PIECES = {"token_targets", "merge_latent", "latent_key_bias", "unmerge_latent", "amtm_base_mask", "mask_bases",
+          "objective_outputs"}
 # The primitives the objective is made of: only objective.py may call them (their own modules aside).
 PRIMITIVES = {"base_cross_entropy", "amtm_token_mask", "global_merge_to", "group_sizes", "transition_matrix_loss",
               "uniform", "normal", "cross_entropy"}
@@ -54,10 +55,12 @@ def test_compute_losses_calls_the_same_pieces():
     compute_losses = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "compute_losses")
     via_module = {n.attr for n in ast.walk(compute_losses) if isinstance(n, ast.Attribute)
                   and isinstance(n.value, ast.Name) and n.value.id == "objective"}
-    # token_targets is reached through MergeDNA.token_targets, merge_latent through the Latent Encoder.
-    assert via_module >= PIECES - {"token_targets", "merge_latent"}
+    # token_targets is reached through MergeDNA.token_targets, merge_latent and latent_key_bias through
+    # the Latent Encoder.
+    assert via_module >= PIECES - {"token_targets", "merge_latent", "latent_key_bias"}
     assert "objective.token_targets" in ast.unparse(tree)
-    assert "objective.merge_latent" in (ROOT / "models" / "mergedna" / "latent_encoder.py").read_text()
+    latent_encoder = (ROOT / "models" / "mergedna" / "latent_encoder.py").read_text()
+    assert "objective.merge_latent" in latent_encoder and "objective.latent_key_bias" in latent_encoder
 
 
 def test_pipeline_defines_no_objective_of_its_own():

@@ -20,6 +20,7 @@ OPTIONS = {
     "rotary_merge": (False, True),
     "merge_selection": ("per_window", "global_rank"),
     "amtm_normalization": ("per_masked_token", "per_masked_base"),
+    "size_proportional_attention": (True, False),
 }
 SETTINGS = [(name, value) for name, values in OPTIONS.items() for value in values]
 
@@ -49,9 +50,9 @@ def test_carmania_presets_report_no_deviation(name):
 
 def test_deviations_name_each_departing_option():
     cfg = MergeDNAConfig.from_preset("tiny", rotary_merge=True, merge_selection="global_rank",
-                                     amtm_normalization="per_masked_base")
+                                     amtm_normalization="per_masked_base", size_proportional_attention=False)
     assert cfg.paper_deviations() == ["rotary_merge=True", "merge_selection=global_rank",
-                                      "amtm_normalization=per_masked_base"]
+                                      "amtm_normalization=per_masked_base", "size_proportional_attention=False"]
 
 
 def test_unknown_option_value_is_refused_with_the_choices():
@@ -64,9 +65,9 @@ def test_a_config_saved_before_the_options_loads_with_its_old_behaviour():
     for option in OPTIONS:
         del saved[option]
     old = MergeDNAConfig.from_dict(saved)
-    assert (old.rotary_merge, old.merge_selection, old.amtm_normalization) == (True, "global_rank",
-                                                                               "per_masked_base")
-    assert len(old.paper_deviations()) == 3
+    assert (old.rotary_merge, old.merge_selection, old.amtm_normalization, old.size_proportional_attention) == (
+        True, "global_rank", "per_masked_base", False)
+    assert len(old.paper_deviations()) == len(OPTIONS)
     new = MergeDNAConfig.from_preset("tiny")
     assert MergeDNAConfig.from_dict(new.to_dict()) == new  # a current config round-trips unchanged
 
@@ -76,9 +77,9 @@ def test_train_flags_select_each_option():
 
     assert model_config(parse_args(["--mock-data"])).paper_deviations() == []
     cfg = model_config(parse_args(["--mock-data", "--merge-rule", "rotary", "--merge-selection", "global_rank",
-                                   "--amtm-normalization", "per_masked_base"]))
-    assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization) == (True, "global_rank",
-                                                                               "per_masked_base")
+                                   "--amtm-normalization", "per_masked_base", "--latent-attention", "plain"]))
+    assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization, cfg.size_proportional_attention) == (
+        True, "global_rank", "per_masked_base", False)
 
 
 @pytest.mark.parametrize("model,expected", [
@@ -199,6 +200,41 @@ def test_amtm_normalisations_differ_by_bases_per_masked_token_in_the_model():
     assert 1.5 < float(ours["masked_count"] / masked_tokens) < 3.0  # about 2 bases per masked token
 
 
+# ------------------------------------------------------------------------------ latent attention
+def test_size_proportional_attention_equals_attending_to_every_merged_constituent():
+    """ToMe's property: a key of size s with log(s) added weighs as s copies of itself would."""
+    from megamerge.models.common.local_attention import full_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 3, 8, generator=g, dtype=torch.float64)
+    k, v = torch.randn(1, 2, 3, 8, generator=g, dtype=torch.float64), torch.randn(1, 2, 3, 8, generator=g,
+                                                                                  dtype=torch.float64)
+    sizes = torch.tensor([[3.0, 1.0, 2.0]], dtype=torch.float64)
+    merged = full_attention(q, k, v, torch.ones(1, 3, dtype=torch.bool), key_bias=sizes.log())
+    copies = torch.tensor([0, 0, 0, 1, 2, 2])
+    expanded = full_attention(q, k[:, :, copies], v[:, :, copies], torch.ones(1, 6, dtype=torch.bool))
+    assert torch.allclose(merged, expanded, atol=1e-12)
+
+
+def test_latent_key_bias_is_the_log_of_each_latent_groups_token_count():
+    latent_map = torch.tensor([[0, 0, 1, 2, 2, 2, 0]])
+    valid = torch.tensor([[True] * 6 + [False]])
+    cfg = MergeDNAConfig.from_preset("tiny")
+    bias = objective.latent_key_bias(cfg, latent_map, valid, 4)
+    assert torch.allclose(bias, torch.tensor([[2.0, 1.0, 3.0, 1.0]]).log())
+    plain = MergeDNAConfig.from_preset("tiny", size_proportional_attention=False)
+    assert objective.latent_key_bias(plain, latent_map, valid, 4) is None
+
+
+def test_size_proportional_attention_changes_only_the_latent_mtr_pass():
+    ids, seeds = _ids(2, 200), sample_seeds(1, torch.arange(2))
+    paper = _tiny().compute_losses(ids, seeds)
+    plain = _tiny(size_proportional_attention=False).compute_losses(ids, seeds)
+    for key in ("mtr", "amtm"):
+        assert torch.equal(paper[key], plain[key]), key
+    assert not torch.equal(paper["latent_mtr"], plain["latent_mtr"])
+
+
 # ------------------------------------------------------------------------------ every setting
 @pytest.mark.parametrize("option,value", SETTINGS)
 def test_losses_are_finite_and_latent_mtr_leaves_the_local_encoder_alone(option, value):
@@ -240,7 +276,8 @@ def test_a_portable_directory_from_before_the_options_loads_as_it_was_trained(tm
 
     from megamerge.portable import load_portable, save_portable
 
-    model = _tiny(rotary_merge=True, merge_selection="global_rank", amtm_normalization="per_masked_base")
+    model = _tiny(rotary_merge=True, merge_selection="global_rank", amtm_normalization="per_masked_base",
+                  size_proportional_attention=False)
     save_portable(model, tmp_path)
     path = tmp_path / "config.json"
     config = json.loads(path.read_text())

@@ -48,11 +48,14 @@ class Attention(nn.Module):
         x: torch.Tensor,  # [B, L, D]
         rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin: [B, L, 1, hd/2]
         valid: torch.Tensor,  # [B, L] bool, valid tokens form a prefix of each row
+        key_bias: torch.Tensor | None = None,  # [B, L] added to the logits of each key (full attention only)
     ) -> torch.Tensor:  # [B, L, D]
         B, L, _ = x.shape
         q, k, v = self.project(x, rope)
         if self.window is None:
-            out = full_attention(q, k, v, valid, causal=self.causal)
+            out = full_attention(q, k, v, valid, causal=self.causal, key_bias=key_bias)
+        elif key_bias is not None:
+            raise ValueError("a key bias applies to full attention only")
         else:
             out = local_attention(q, k, v, valid, *self.window)
         return self.wo(out.transpose(1, 2).reshape(B, L, -1))

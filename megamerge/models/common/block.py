@@ -39,6 +39,7 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(dim, norm_eps)
         self.feed_forward = SwiGLU(dim, ffn_dim)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor):
-        x = x + self.attention(self.attention_norm(x), rope, valid)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor,
+                key_bias: torch.Tensor | None = None):
+        x = x + self.attention(self.attention_norm(x), rope, valid, key_bias)
         return x + self.feed_forward(self.ffn_norm(x))

@@ -38,9 +38,13 @@ class MergeDNAConfig:
     # Latent MTR and AMTM
     latent_compression: float = 0.5  # K = ceil(this * L) latent tokens after global merging
     # Not yet an option (issue 15 row 3): the paper merges ToMe-style inside the Latent Encoder, a
-    # share after each block with size-proportional attention, until K; megamerge merges in one
-    # burst of bipartite rounds after this many blocks (None: half), without size-proportional attention.
+    # share after each block, until K; megamerge merges in one burst of bipartite rounds after this
+    # many blocks (None: half). The size-proportional attention of ToMe is the option below.
     latent_merge_layer: int | None = None
+    # After the latent merge, attention adds log(size) to each key's logits (ToMe's proportional
+    # attention, size = the local tokens a latent token stands for), the paper's ToMe-style latent
+    # merge; False: plain attention over the merged tokens, as megamerge did before.
+    size_proportional_attention: bool = True
     amtm_mask_ratio: float = 0.5  # fraction of the L local tokens masked by AMTM (K/L in the paper)
     latent_mtr_weight: float = 0.25  # lambda
     # "per_masked_token" (paper Eq. 7): AMTM's summed cross-entropy over masked bases divided by K,
@@ -66,7 +70,7 @@ class MergeDNAConfig:
     def paper_deviations(self) -> list[str]:
         """The options in which this config departs from the MergeDNA paper, as "field=value"
         (empty: the paper's method). Sizes and loss weights are choices the paper leaves open. The
-        latent merge (see latent_merge_layer) has no paper setting yet, so it is not listed."""
+        latent merge's schedule (see latent_merge_layer) has no paper setting yet, so it is not listed."""
         return [f"{name}={getattr(self, name)}" for name, paper in PAPER_OPTIONS.items()
                 if getattr(self, name) != paper]
 
@@ -141,6 +145,7 @@ PAPER_OPTIONS = {
     "rotary_merge": False,
     "merge_selection": "per_window",
     "amtm_normalization": "per_masked_token",
+    "size_proportional_attention": True,
 }
 OPTION_CHOICES = {
     "merge_selection": ("per_window", "global_rank"),
@@ -151,6 +156,7 @@ BEFORE_PAPER_OPTIONS = {
     "rotary_merge": True,
     "merge_selection": "global_rank",
     "amtm_normalization": "per_masked_base",
+    "size_proportional_attention": False,
 }
 
 

@@ -1,5 +1,6 @@
 """Latent Encoder: full-attention blocks over the merged tokens. For latent MTR it can also merge
-globally (objective.merge_latent: ToMe, no window) down to K tokens after `latent_merge_layer` blocks."""
+globally (objective.merge_latent: ToMe, no window) down to K tokens after `latent_merge_layer` blocks;
+the blocks after the merge then attend size-proportionally (objective.latent_key_bias) by default."""
 
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ class LatentEncoder(nn.Module):
     ) -> tuple[TokenState, torch.Tensor | None]:
         """Returns the encoded state and, with merge_latent (pass 2), the map [B, L] from the
         incoming tokens to the K latent groups (None otherwise)."""
-        latent_map = None
+        latent_map, key_bias, token_valid = None, None, state.valid
         rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
         for i, block in enumerate(self.blocks):
             if merge_latent and i == self.cfg.latent_merge_layer:
                 state, latent_map = objective.merge_latent(self.cfg, state)
                 rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
-            state = replace(state, x=block(state.x, rope, state.valid))
+                key_bias = objective.latent_key_bias(self.cfg, latent_map, token_valid, state.x.shape[1])  # [B, K]
+            state = replace(state, x=block(state.x, rope, state.valid, key_bias))
         if merge_latent and latent_map is None:  # merge after the last block
             state, latent_map = objective.merge_latent(self.cfg, state)
         return replace(state, x=self.norm(state.x)), latent_map

@@ -4,6 +4,7 @@ model cut across processes) call, so a change to a draw, a merge rule or a loss 
 
     token_targets        how many tokens L_b the Local Encoder merges each sample to
     merge_latent         pass 2's global merge of the frozen tokens down to K_b = latent_token_count
+    latent_key_bias      pass 2's size-proportional attention after that merge (log group size)
     unmerge_latent       pass 2's K groups back to the L tokens (on the frozen tokens' frame)
     amtm_base_mask       pass 3's masked bases, drawn from pass 2's latent groups
     mask_bases           the masked input of pass 3
@@ -81,6 +82,16 @@ def amtm_loss(cfg: MergeDNAConfig, masked_logits: torch.Tensor, targets: torch.T
     masked_tokens = (amtm_token_count(cfg, token_lengths) * has_mask).sum()
     loss = per_base * scored.clamp_min(1) / masked_tokens.clamp_min(1)
     return loss, per_base, correct, scored
+
+
+def latent_key_bias(cfg: MergeDNAConfig, latent_map: torch.Tensor, token_valid: torch.Tensor,
+                    n_groups: int) -> torch.Tensor | None:
+    """Pass 2's attention bias after the latent merge [B, K]: log of how many local tokens (of
+    token_valid [B, L], mapped by latent_map [B, L]) each latent token stands for, ToMe's
+    size-proportional attention; None with size_proportional_attention off."""
+    if not cfg.size_proportional_attention:
+        return None
+    return group_sizes(latent_map, token_valid, n_groups).clamp_min(1.0).log()  # padding groups: 0, masked anyway
 
 
 @torch.no_grad()
