@@ -13,14 +13,18 @@
 * `client_state["family"]` names the model family ("mergedna", "carmania") and
   `client_state["model_config"]` its config, so tools can rebuild the model from the checkpoint
   alone (`checkpoint_family`).
+* A rank that cannot write its part (a full disk, above all) removes the partial step directory
+  and raises CheckpointSaveError saying why; `latest` keeps naming the last complete checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,7 @@ from megamerge.models.registry import family_of_preset, get_family
 
 COMPLETE_MARKER = "megamerge_complete"
 WEIGHTS_ONLY_MARKER = "megamerge_weights_only"
+FULL_DISK_BYTES = 1 << 20
 log = logging.getLogger("megamerge.train")
 
 
@@ -77,6 +82,43 @@ def checkpoint_family(client_state: dict) -> str:
     return get_family(family).name
 
 
+class CheckpointSaveError(RuntimeError):
+    """This rank could not write its part of a checkpoint; the message is one line saying why and
+    what is left on disk."""
+
+
+def disk_is_full(error: BaseException, path: Path) -> bool:
+    """ENOSPC anywhere in the exception chain, or (torch.save's C++ writer reports no errno) a file
+    system with under 1 MiB left."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "errno", None) == errno.ENOSPC or "No space left" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(path).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def describe_failed_save(save_dir: Path, tag: str, error: BaseException) -> str:
+    """Remove the partial `save_dir/tag` (it would keep a full disk full, and has no completion
+    marker, so nothing loads it) and say why the save failed and which checkpoint `latest` names."""
+    cause = ("no space left on the device" if disk_is_full(error, save_dir)
+             else f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+    try:
+        usage = shutil.disk_usage(save_dir)
+        space = f" ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB before cleaning up)"
+    except OSError:
+        space = ""
+    shutil.rmtree(save_dir / tag, ignore_errors=True)
+    latest = save_dir / "latest"
+    kept = (f"{latest} still names {latest.read_text().strip()}, the last complete checkpoint" if latest.is_file()
+            else "there is no earlier checkpoint")
+    return (f"cannot write checkpoint {save_dir / tag}: {cause}{space}; removed the partial {tag}; {kept}. "
+            "Free space or give another --save, then resume with --load")
+
+
 def save(engine, save_dir: str | Path, iteration: int, client_state: dict, rank_state: dict) -> str:
     """Write `save_dir/global_step{iteration}` on all ranks and publish it as `latest`."""
     save_dir = Path(save_dir)
@@ -84,7 +126,10 @@ def save(engine, save_dir: str | Path, iteration: int, client_state: dict, rank_
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, rank_state)
     state = dict(client_state, rank_states=gathered)
-    engine.save_checkpoint(str(save_dir), tag=tag, client_state=state, save_latest=False)
+    try:
+        engine.save_checkpoint(str(save_dir), tag=tag, client_state=state, save_latest=False)
+    except Exception as e:  # torch.save on a full disk says only "basic_ios::clear: iostream error"
+        raise CheckpointSaveError(describe_failed_save(save_dir, tag, e)) from e
     dist.barrier()  # every rank's files are on disk before the tag is published
     if dist.get_rank() == 0:
         # The marker also says what the checkpoint holds, so a resume can refuse the wrong model

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -190,7 +192,15 @@ class Trainer:
             "layout": {"tp": self.parallel.tp, "pp": self.parallel.pp, "dp": self.parallel.dp},
         }
         rank_state = {"data": self.train_batches.state_dict(), "rng": checkpointing.rng_state()}
-        tag = checkpointing.save(self.engine, self.args.save, self.state.iteration, client_state, rank_state)
+        try:
+            tag = checkpointing.save(self.engine, self.args.save, self.state.iteration, client_state, rank_state)
+        except checkpointing.CheckpointSaveError as e:
+            # Exit non-zero, so that a scheduler does not requeue into the same full disk. The other
+            # ranks wait in DeepSpeed's collectives of this save: only the launcher (srun
+            # --kill-on-bad-exit, deepspeed, torchrun) can end them, and a normal interpreter exit
+            # could block on the process group, hence os._exit.
+            print(f"megamerge/train.py: error: rank {self.env.rank}: {e}", file=sys.stderr, flush=True)
+            os._exit(1)
         log.info("saved checkpoint %s/%s (%s)", self.args.save, tag, reason)
 
     # ------------------------------------------------------------------------- the loop
