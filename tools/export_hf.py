@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Export a portable megamerge model to a Hugging Face `transformers` directory, or back.
+
+    python tools/export_hf.py --model PORTABLE_DIR --out HF_DIR
+    python tools/export_hf.py --from-hf HF_DIR --out PORTABLE_DIR
+
+HF_DIR loads with `transformers` alone (no megamerge installed), with trust_remote_code=True:
+AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification (MergeDNA) and
+AutoTokenizer. Its modeling file is generated from megamerge's own sources (megamerge/hf_export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from megamerge.hf_export.export import export_to_hf, import_from_hf
+from megamerge.hf_export.modeling_mergedna import POOLINGS_EXPORTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="portable model directory to export")
+    source.add_argument("--from-hf", type=Path, help="exported HF directory to turn back into a portable one")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--num-labels", type=int, default=2,
+                        help="classes of a new sequence/token classification head (default 2)")
+    parser.add_argument("--pooling", choices=POOLINGS_EXPORTED, default="mean_tokens",
+                        help="pooling of AutoModelForSequenceClassification (default mean_tokens)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.model is not None:
+            out = export_to_hf(args.model, args.out, num_labels=args.num_labels, pooling=args.pooling)
+        else:
+            out = import_from_hf(args.from_hf, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"export_hf: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
