@@ -1,0 +1,316 @@
+"""What MergeDNA's learned tokenizer (the Local Encoder) does to real sequence: token lengths per
+region class, token boundaries against annotated region boundaries, compression per species.
+tools/analyze_tokens.py is the command line; this module holds the logic.
+
+Tokenizing. Each FASTA record is cut into consecutive windows of `window` bases (the last one
+shorter), as in megamerge/sequence_embeddings.py; each window goes through the Local Encoder alone
+in eval mode, which merges it to the fixed ratio L = round(eval_compression * bases). A window's
+tokens get ids after those of the windows before it, so `token_ids[n]` numbers the tokens of the
+whole record. A window edge is therefore always a token boundary (one forced boundary per window).
+
+Two weightings of a token-length histogram (DESIGN.md, Figure 2):
+    per_token  bin k = the share of tokens whose length is k bases. At L = N/2 the mean is 2 bases,
+               so this histogram can never peak at 4, 7 or 9 as the paper's Figure 2 does.
+    per_base   bin k = the share of bases that sit in a token of length k (a long token counts once
+               per base it covers). The paper's peaks are only reachable with this weighting (or an
+               L that is not fixed).
+The last bin holds every length >= HIST_MAX.
+
+Regions. A token that straddles a region boundary is shared between the classes in proportion to
+its bases: each base adds 1/len(its token) tokens to its class, so a class's token count can be
+fractional and sums, over a tiling annotation, to the record's token count.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from megamerge.vocabulary import PAD
+
+HIST_MAX = 16  # histogram bins 1 .. HIST_MAX - 1, then "HIST_MAX+"
+HIST_BINS = [str(k) for k in range(1, HIST_MAX)] + [f"{HIST_MAX}+"]
+WEIGHTINGS = {
+    "per_token": "bin k = share of tokens that are k bases long",
+    "per_base": "bin k = share of bases that sit in a token k bases long",
+}
+
+
+class TokenAnalysisError(ValueError):
+    """Bad input for an analysis run: the message names the file, line or flag."""
+
+
+@dataclass(frozen=True)
+class Region:
+    record: str
+    start: int  # 0-based, half-open
+    end: int
+    cls: str
+
+
+# ------------------------------------------------------------------------------------ inputs
+def read_bed(path: Path) -> list[Region]:
+    """BED with at least 4 columns (the fourth is the region class); '#', 'track' and 'browser'
+    lines are skipped."""
+    regions = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        fields = line.split("\t")
+        if len(fields) < 4:
+            raise TokenAnalysisError(f"{path}: line {number}: need record, start, end, class (tab-separated), "
+                                     f"got {len(fields)} column(s)")
+        try:
+            start, end = int(fields[1]), int(fields[2])
+        except ValueError:
+            raise TokenAnalysisError(f"{path}: line {number}: start and end must be integers, got "
+                                     f"{fields[1]!r}, {fields[2]!r}") from None
+        if not 0 <= start < end:
+            raise TokenAnalysisError(f"{path}: line {number}: need 0 <= start < end, got {start}, {end}")
+        regions.append(Region(fields[0], start, end, fields[3]))
+    if not regions:
+        raise TokenAnalysisError(f"{path}: no BED intervals")
+    return regions
+
+
+def read_fasta_codes(path: Path) -> dict[str, np.ndarray]:
+    """record id -> uint8 tokenizer codes (IUPAC ambiguity codes become N, as in data_prep)."""
+    from data_prep.fasta import InputError, read_fasta
+
+    try:
+        records = {r.record_id: r.codes for r in read_fasta(Path(path))}
+    except InputError as e:
+        raise TokenAnalysisError(str(e)) from None
+    if not records:
+        raise TokenAnalysisError(f"{path}: no sequences")
+    return records
+
+
+# ------------------------------------------------------------------------------- tokenizing
+@torch.no_grad()
+def tokenize_batch(model, batch: list[np.ndarray], device) -> list[np.ndarray]:
+    """Local Encoder in eval mode on right-padded windows -> base -> token index [n_w] per window."""
+    width = max(len(w) for w in batch)
+    ids = torch.full((len(batch), width), PAD, dtype=torch.long)
+    for row, codes in enumerate(batch):
+        ids[row, :len(codes)] = torch.from_numpy(codes.astype(np.int64))
+    ids = ids.to(device)
+    valid = ids != PAD
+    state = model.local_encoder(ids, model.token_targets(valid.sum(1)))
+    assign = state.assign.cpu().numpy()  # [B, width]
+    return [assign[row, :len(codes)] for row, codes in enumerate(batch)]
+
+
+def tokenize_records(model, records: dict[str, np.ndarray], window: int, batch_size: int, device,
+                     progress: bool = True) -> dict[str, np.ndarray]:
+    """record id -> token id of every base [n] (int64, numbering the record's tokens in order)."""
+    from megamerge.sequence_embeddings import window_bounds
+
+    model.eval()
+    pieces = [(name, a, codes[a:b]) for name, codes in records.items() for a, b in window_bounds(len(codes), window)]
+    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][2]))  # similar lengths share a batch
+    assigned: list = [None] * len(pieces)
+    with tqdm(total=sum(len(p[2]) for p in pieces), desc="tokenizing", unit="bp", file=sys.stderr,
+              disable=not progress) as bar:
+        for first in range(0, len(order), batch_size):
+            batch = order[first:first + batch_size]
+            for i, assign in zip(batch, tokenize_batch(model, [pieces[i][2] for i in batch], device)):
+                assigned[i] = assign
+            bar.update(sum(len(pieces[i][2]) for i in batch))
+    token_ids = {name: np.empty(len(codes), dtype=np.int64) for name, codes in records.items()}
+    offsets = dict.fromkeys(records, 0)
+    for (name, start, codes), assign in zip(pieces, assigned):  # windows of a record come in order
+        token_ids[name][start:start + len(codes)] = assign + offsets[name]
+        offsets[name] += int(assign.max()) + 1
+    return token_ids
+
+
+def per_base_token_lengths(token_ids: np.ndarray) -> np.ndarray:
+    """token_ids [n] (contiguous runs) -> the length in bases of the token each base sits in [n]."""
+    return np.bincount(token_ids)[token_ids]
+
+
+# ------------------------------------------------------------------------------- statistics
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Median of sorted values with weights; the midpoint of the two middle values when the
+    cumulative weight hits half exactly (as the plain median of an even count does)."""
+    keep = weights > 0
+    values, cumulative = values[keep], np.cumsum(weights[keep])
+    half = cumulative[-1] / 2
+    lower = values[np.searchsorted(cumulative, half * (1 - 1e-12), side="left")]
+    upper = values[min(np.searchsorted(cumulative, half * (1 + 1e-12), side="right"), values.size - 1)]
+    return float(lower + upper) / 2
+
+
+def length_stats(lengths: np.ndarray) -> dict:
+    """Statistics of per-base token lengths [n] (one entry per base: its token's length)."""
+    if lengths.size == 0:
+        return {"bases": 0, "tokens": 0.0}
+    base_counts = np.bincount(lengths).astype(np.float64)  # [max + 1]: bases in tokens of length k
+    k = np.arange(base_counts.size)
+    token_counts = np.divide(base_counts, k, out=np.zeros_like(base_counts), where=k > 0)
+    tokens = float(token_counts.sum())
+
+    def histogram(counts: np.ndarray) -> list[float]:
+        binned = np.zeros(HIST_MAX)
+        binned[:HIST_MAX - 1] = np.pad(counts[1:HIST_MAX], (0, max(0, HIST_MAX - counts.size)))[:HIST_MAX - 1]
+        binned[HIST_MAX - 1] = counts[HIST_MAX:].sum()
+        return [round(float(v), 6) for v in binned / binned.sum()]
+
+    return {
+        "bases": int(lengths.size),
+        "tokens": round(tokens, 3),
+        "mean_token_length": round(lengths.size / tokens, 4),  # per token: bases / tokens
+        "median_token_length": _weighted_median(k, token_counts),  # per token
+        "max_token_length": int(lengths.max()),
+        "mean_token_length_per_base": round(float(lengths.mean()), 4),  # the token a base sits in
+        "median_token_length_per_base": _weighted_median(k, base_counts),
+        "histogram_per_token": histogram(token_counts),
+        "histogram_per_base": histogram(base_counts),
+    }
+
+
+def class_masks(regions: list[Region], record_lengths: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
+    """class -> record -> bool mask [n] of the bases the class's intervals cover (overlaps count once)."""
+    masks: dict[str, dict[str, np.ndarray]] = {}
+    for region in regions:
+        n = record_lengths[region.record]
+        mask = masks.setdefault(region.cls, {}).setdefault(region.record, np.zeros(n, dtype=bool))
+        mask[region.start:region.end] = True
+    return masks
+
+
+def region_stats(regions: list[Region], lengths: dict[str, np.ndarray]) -> dict:
+    """Per region class: interval count and length_stats over the bases its intervals cover."""
+    masks = class_masks(regions, {name: len(v) for name, v in lengths.items()})
+    out = {}
+    for cls in sorted(masks):
+        covered = np.concatenate([lengths[record][mask] for record, mask in masks[cls].items()])
+        out[cls] = {"intervals": sum(r.cls == cls for r in regions), **length_stats(covered)}
+    return out
+
+
+def check_regions(regions: list[Region], record_lengths: dict[str, int], bed: Path) -> list[str]:
+    """Refuse intervals past their record's end; -> BED records absent from the FASTA (skipped)."""
+    for region in regions:
+        n = record_lengths.get(region.record)
+        if n is not None and region.end > n:
+            raise TokenAnalysisError(f"{bed}: interval {region.record}:{region.start}-{region.end} ends past "
+                                     f"the record's {n} bases in the FASTA")
+    return sorted({r.record for r in regions} - set(record_lengths))
+
+
+# ------------------------------------------------------------------------------- boundaries
+def _has_neighbour(points: np.ndarray, others: np.ndarray, tolerance: int) -> np.ndarray:
+    """For each of points [P]: is some element of sorted others within `tolerance`?"""
+    if others.size == 0:
+        return np.zeros(points.size, dtype=bool)
+    right = np.searchsorted(others, points).clip(max=others.size - 1)
+    left = (right - 1).clip(min=0)
+    nearest = np.minimum(np.abs(others[right] - points), np.abs(others[left] - points))
+    return nearest <= tolerance
+
+
+def boundary_scores(token_ids: dict[str, np.ndarray], regions: list[Region], tolerance: int) -> dict:
+    """Precision, recall and F1 of token boundaries against annotation boundaries, over the records
+    the BED annotates. A boundary at b lies between bases b-1 and b (0 < b < n): a token starts at b,
+    or an interval starts or ends at b. A token boundary is correct if an annotation boundary lies
+    within `tolerance` bases; an annotation boundary is found if a token boundary does.
+    chance_precision is the precision of boundaries placed at random positions."""
+    hits_token = hits_annot = n_token = n_annot = near_positions = positions = 0
+    for record in sorted({r.record for r in regions} & set(token_ids)):
+        ids = token_ids[record]
+        n = ids.size
+        tokens = np.flatnonzero(np.diff(ids)) + 1
+        annot = np.unique([p for r in regions if r.record == record for p in (r.start, r.end) if 0 < p < n])
+        hits_token += int(_has_neighbour(tokens, annot, tolerance).sum())
+        hits_annot += int(_has_neighbour(annot, tokens, tolerance).sum())
+        n_token, n_annot = n_token + tokens.size, n_annot + annot.size
+        near_positions += int(_has_neighbour(np.arange(1, n), annot, tolerance).sum())
+        positions += max(n - 1, 0)
+    precision = hits_token / n_token if n_token else 0.0
+    recall = hits_annot / n_annot if n_annot else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tolerance_bases": tolerance, "token_boundaries": n_token, "annotation_boundaries": n_annot,
+            "precision": round(precision, 6), "recall": round(recall, 6), "f1": round(f1, 6),
+            "chance_precision": round(near_positions / positions, 6) if positions else 0.0}
+
+
+# ------------------------------------------------------------------------------ species data
+def species_compression(model, data_dir: Path, split: str, max_samples: int, batch_size: int, device,
+                        progress: bool = True) -> dict:
+    """Compression (bases per token) per species over up to max_samples samples of a prepared
+    shards directory's split, each sample tokenized whole as the trainer would see it."""
+    from megamerge.data.shards import CorruptShardError, read_shard, split_shards
+
+    def refuse(entry, problem):
+        raise CorruptShardError(f"{entry.path}: {problem}")
+
+    try:
+        entries = split_shards(data_dir, split)
+    except (FileNotFoundError, ValueError) as e:
+        raise TokenAnalysisError(f"--data: {e}") from None
+    totals: dict[str, dict] = {}
+    model.eval()
+    samples = (sample for entry in entries for sample in read_shard(entry, 0, 1, refuse))
+    with tqdm(total=max_samples, desc=f"{split} samples", unit="sample", file=sys.stderr,
+              disable=not progress) as bar:
+        batch: list = []
+        for done, sample in enumerate(samples, start=1):
+            batch.append((sample.meta["species"], np.frombuffer(sample.seq, dtype=np.uint8)))
+            if len(batch) == batch_size or done == max_samples:
+                _add_species_batch(model, batch, device, totals)
+                bar.update(len(batch))
+                batch = []
+            if done == max_samples:
+                break
+        if batch:
+            _add_species_batch(model, batch, device, totals)
+            bar.update(len(batch))
+    for t in totals.values():
+        t["bases_per_token"] = round(t["bases"] / t["tokens"], 4)
+        t["mean_token_length_per_base"] = round(t.pop("length_sum") / t["bases"], 4)
+    return dict(sorted(totals.items()))
+
+
+def _add_species_batch(model, batch: list[tuple[str, np.ndarray]], device, totals: dict) -> None:
+    assigns = tokenize_batch(model, [codes for _, codes in batch], device)
+    for (species, _), assign in zip(batch, assigns):
+        t = totals.setdefault(species, {"samples": 0, "bases": 0, "tokens": 0, "length_sum": 0})
+        t["samples"] += 1
+        t["bases"] += int(assign.size)
+        t["tokens"] += int(assign.max()) + 1
+        t["length_sum"] += int(per_base_token_lengths(assign).sum())
+
+
+# ------------------------------------------------------------------------------------ plot
+def plot_histograms(stats: dict[str, dict], path: Path, mode: str) -> None:
+    """Two panels (per-token and per-base weighting), one line per class, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharex=True)
+    x = np.arange(1, HIST_MAX + 1)
+    for ax, weighting in zip(axes, WEIGHTINGS):
+        for name, s in stats.items():
+            if s.get("bases"):
+                ax.plot(x, s[f"histogram_{weighting}"], marker="o", markersize=3,
+                        label=f"{name} (mean {s['mean_token_length']:.2f} bp/token)")
+        ax.set_title(f"{weighting.replace('_', '-')} weighting: {WEIGHTINGS[weighting].replace('bin k = ', '')}",
+                     fontsize=9)
+        ax.set_xticks(x, HIST_BINS, fontsize=8)
+        ax.set_xlabel("token length (bases)")
+        ax.set_ylabel("normalised frequency")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"MergeDNA Local Encoder token lengths ({mode})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
