@@ -2,6 +2,7 @@
 """Export a portable megamerge model to a Hugging Face `transformers` directory, or back.
 
     python tools/export_hf.py --model PORTABLE_DIR --out HF_DIR
+    python tools/export_hf.py --finetuned FINETUNE_OUT/seed0 --out HF_DIR   # backbone + task head
     python tools/export_hf.py --from-hf HF_DIR --out PORTABLE_DIR
 
 HF_DIR loads with `transformers` alone (no megamerge installed), with trust_remote_code=True:
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.hf_export.export import export_to_hf, import_from_hf
+from megamerge.hf_export.export import export_finetuned, export_to_hf, import_from_hf
 from megamerge.hf_export.modeling_mergedna import POOLINGS_EXPORTED
 
 
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="portable model directory to export")
+    source.add_argument("--finetuned", type=Path,
+                        help="a tools/finetune.py seed directory (OUT/seed<k>): export its backbone and head; "
+                             "a LoRA adapter stays there for peft to load")
     source.add_argument("--from-hf", type=Path, help="exported HF directory to turn back into a portable one")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--num-labels", type=int, default=2,
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.model is not None:
             out = export_to_hf(args.model, args.out, num_labels=args.num_labels, pooling=args.pooling)
+        elif args.finetuned is not None:
+            out = export_finetuned(args.finetuned, args.out)
         else:
             out = import_from_hf(args.from_hf, args.out)
     except (FileNotFoundError, ValueError) as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from megamerge.finetune.results import FULL_MODEL_DIR, HEAD_FILE, SPEC_FILE
 from megamerge.hf_export import configuration_mergedna
 from megamerge.hf_export.inline_source import inline_modules
 from megamerge.hf_export.tokenizer_files import write_tokenizer
@@ -61,10 +62,13 @@ def modeling_source(family: str) -> str:
 
 
 def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, torch.Tensor] | None = None,
-                 num_labels: int = 2, pooling: str = "mean_tokens") -> Path:
+                 num_labels: int = 2, pooling: str = "mean_tokens", task: str = "AutoModel",
+                 config_overrides: dict | None = None) -> Path:
     """Write the transformers directory of a portable model; `head` ({"head.weight", "head.bias"})
-    is a fine-tuned task head stored with the weights."""
+    is a fine-tuned task head stored with the weights, `task` the auto class config.json's
+    `architectures` names, `config_overrides` MergeDNAConfig fields a fine-tuning run changed."""
     portable = read_portable_config(portable_dir)
+    portable["model_config"] = {**portable["model_config"], **(config_overrides or {})}
     family = portable["family"]
     source = modeling_source(family)
     state = read_portable_weights(portable_dir)
@@ -78,7 +82,7 @@ def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     config = configuration_mergedna.MergeDNAHFConfig(
         mergedna=portable["model_config"], pooling=pooling, num_labels=num_labels,
-        architectures=[classes["AutoModel"]],
+        architectures=[classes[task]],
         auto_map={"AutoConfig": "configuration_mergedna.MergeDNAHFConfig",
                   **{auto: f"modeling_mergedna.{name}" for auto, name in classes.items()}},
     )
@@ -89,6 +93,28 @@ def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, 
     (out / "modeling_mergedna.py").write_text(source)
     write_tokenizer(out, max_length=int(portable.get("seq_length", 4096) or 4096))
     return out
+
+
+def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str | Path | None = None) -> Path:
+    """Export a tools/finetune.py run (OUT/seed<k>/): the backbone it fine-tuned (full: its own copy;
+    lora and probe: the portable model it started from, or `model_dir`) with its task head. A LoRA
+    adapter stays in seed_dir, in peft's files: PeftModel.from_pretrained(exported model, seed_dir)."""
+    seed_dir = Path(seed_dir)
+    spec_path = seed_dir / SPEC_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{spec_path} not found: {seed_dir} is not a fine-tuned seed directory")
+    spec = json.loads(spec_path.read_text())
+    if spec["method"] == "full":
+        backbone = seed_dir / FULL_MODEL_DIR
+    elif spec["from_scratch"]:
+        raise ValueError(f"{seed_dir}: a --from-scratch {spec['method']} run has no saved backbone to export")
+    else:
+        backbone = Path(model_dir or spec["model"])
+    head = {f"head.{k}": v for k, v in load_file(str(seed_dir / HEAD_FILE)).items()}
+    overrides = {} if spec["eval_compression"] is None else {"eval_compression": spec["eval_compression"]}
+    task = "AutoModelForTokenClassification" if spec["task_type"] == "per_base" else \
+        "AutoModelForSequenceClassification"
+    return export_to_hf(backbone, out_dir, head=head, pooling=spec["pooling"], task=task, config_overrides=overrides)
 
 
 def import_from_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:

@@ -10,12 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from megamerge.hf_export.export import export_to_hf
-from megamerge.portable import load_portable
+from megamerge.finetune.adapters import DEFAULT_TARGETS
+from megamerge.finetune.build import build_task_model
+from megamerge.finetune.results import save_seed_run
+from megamerge.hf_export.export import export_finetuned, export_to_hf, import_from_hf
+from megamerge.portable import load_portable, read_portable_config, read_portable_weights
 from megamerge.vocabulary import PAD, encode_tensor
 from tests.unit.finetune_tasks import micro_mergedna
 
@@ -67,7 +71,7 @@ def test_mergedna_classes_match_megamerge(exported, tmp_path):
     _, portable, hf_dir = exported
     model = load_portable(portable)
     ids = megamerge_ids(SEQUENCES)
-    out = run_worker(tmp_path, hf_dir, ["AutoModel", "AutoModelForTokenClassification"])
+    out = run_worker(tmp_path, hf_dir, ["AutoModel"])
     assert torch.equal(out["input_ids"], ids)
     assert torch.equal(out["attention_mask"].bool(), ids != PAD)
     with torch.no_grad():
@@ -79,6 +83,54 @@ def test_mergedna_classes_match_megamerge(exported, tmp_path):
     per_base = hidden.gather(1, assign[..., None].expand(-1, -1, hidden.shape[-1]))  # paper unmerge
     base_valid = (ids != PAD)[..., None]
     assert close(out["AutoModel.base_hidden_state"] * base_valid, per_base * base_valid) < TOLERANCE
-    # The token-classification head is new here (initialised by transformers): check against it.
-    head = load_file(str(hf_dir / "model.safetensors"))
-    assert "head.weight" not in head
+    assert "head.weight" not in load_file(str(hf_dir / "model.safetensors"))  # a bare export has no task head
+
+
+def finetuned_run(root: Path, portable: Path, **spec_changes) -> tuple[Path, torch.Tensor]:
+    """A saved tools/finetune.py seed directory with non-trivial LoRA / head weights, and the
+    TaskModel's outputs on SEQUENCES (what megamerge predicts)."""
+    spec = {"model": str(portable), "family": "mergedna", "method": "lora", "task_type": "classification",
+            "num_outputs": 3, "pooling": "mean_tokens", "from_scratch": False, "seed": 0, "eval_compression": None,
+            "lora_rank": 4, "lora_alpha": 8.0, "target_modules": list(DEFAULT_TARGETS), "adapt_tokenizer": False,
+            **spec_changes}
+    model = build_task_model(spec)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or name.startswith("head."):
+                p.normal_(std=0.2)  # fresh LoRA B is zero: a no-op adapter would prove nothing
+        expected = model.eval()(megamerge_ids(SEQUENCES))
+    directory = save_seed_run(model, spec, root / "seed0", [np.zeros(1)])
+    return directory, expected
+
+
+def test_lora_sequence_classifier_matches_megamerge(exported, tmp_path):
+    """A LoRA run with the tokenizer adapted, mean_bases pooling and its own eval compression: the
+    exported backbone + head, plus the run's adapter loaded unchanged by peft, predict the same."""
+    _, portable, _ = exported
+    run_dir, expected = finetuned_run(tmp_path, portable, pooling="mean_bases", adapt_tokenizer=True,
+                                      eval_compression=0.75)
+    hf_dir = export_finetuned(run_dir, tmp_path / "hf")
+    out = run_worker(tmp_path, hf_dir, ["AutoModelForSequenceClassification"], adapter=run_dir)
+    assert close(out["AutoModelForSequenceClassification.logits"], expected) < TOLERANCE
+
+
+def test_per_base_classifier_matches_megamerge(exported, tmp_path):
+    """A full fine-tune of a per-base task: AutoModelForTokenClassification through both decoders."""
+    _, portable, _ = exported
+    run_dir, expected = finetuned_run(tmp_path, portable, method="full", task_type="per_base", num_outputs=2)
+    hf_dir = export_finetuned(run_dir, tmp_path / "hf")
+    out = run_worker(tmp_path, hf_dir, ["AutoModelForTokenClassification"])
+    base_valid = (megamerge_ids(SEQUENCES) != PAD)[..., None]
+    got = out["AutoModelForTokenClassification.logits"]
+    assert close(got * base_valid, expected * base_valid) < TOLERANCE
+
+
+def test_round_trip_to_portable_is_identical(exported, tmp_path):
+    _, portable, hf_dir = exported
+    back = import_from_hf(hf_dir, tmp_path / "portable")
+    original, returned = read_portable_weights(portable), read_portable_weights(back)
+    assert original.keys() == returned.keys()
+    assert all(torch.equal(original[k], returned[k]) for k in original)
+    assert read_portable_config(back) == read_portable_config(portable)
+    assert torch.equal(load_portable(back).encode(megamerge_ids(SEQUENCES))[0],
+                       load_portable(portable).encode(megamerge_ids(SEQUENCES))[0])
