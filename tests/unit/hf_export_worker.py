@@ -2,7 +2,8 @@
 megamerge fails, and saves every class's outputs for the test to compare against megamerge's.
 
 usage: python hf_export_worker.py REQUEST_JSON
-REQUEST_JSON: {"hf_dir", "out", "sequences", "classes": [auto class names], "adapter": dir or null}
+REQUEST_JSON: {"hf_dir", "out", "sequences", "classes": [auto class names], "adapter": dir or null,
+               "generate": new bases for a greedy model.generate from "prompts" (optional)}
 """
 
 import sys
@@ -37,6 +38,10 @@ def main(request_path: str) -> None:
             value = getattr(out, field, None)
             if value is not None:
                 results[f"{auto_name}.{field}"] = value.contiguous()
+        if request.get("generate"):
+            prompts = tokenizer(request["prompts"], return_tensors="pt")
+            generated = model.generate(**prompts, max_new_tokens=request["generate"], do_sample=False)
+            results[f"{auto_name}.generated"] = generated.contiguous()
     save_file(results, request["out"], metadata={"transformers": transformers.__version__})
 
 

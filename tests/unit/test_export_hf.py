@@ -19,9 +19,10 @@ from megamerge.finetune.adapters import DEFAULT_TARGETS
 from megamerge.finetune.build import build_task_model
 from megamerge.finetune.results import save_seed_run
 from megamerge.hf_export.export import export_finetuned, export_to_hf, import_from_hf
+from megamerge.models.carmania.generation import generate
 from megamerge.portable import load_portable, read_portable_config, read_portable_weights
 from megamerge.vocabulary import PAD, encode_tensor
-from tests.unit.finetune_tasks import micro_mergedna
+from tests.unit.finetune_tasks import micro_carmania, micro_mergedna
 
 WORKER = Path(__file__).with_name("hf_export_worker.py")
 TOLERANCE = 1e-5
@@ -34,10 +35,10 @@ def megamerge_ids(sequences: list[str]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD)  # [B, N]
 
 
-def run_worker(tmp: Path, hf_dir: Path, classes: list[str], adapter: Path | None = None) -> dict:
+def run_worker(tmp: Path, hf_dir: Path, classes: list[str], adapter: Path | None = None, **extra) -> dict:
     """The worker's outputs; it runs with cwd and HF caches in tmp and no repository on its path."""
     request = {"hf_dir": str(hf_dir), "out": str(tmp / "outputs.safetensors"), "sequences": SEQUENCES,
-               "classes": classes, "adapter": str(adapter) if adapter else None}
+               "classes": classes, "adapter": str(adapter) if adapter else None, **extra}
     (tmp / "request.json").write_text(json.dumps(request))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -134,3 +135,22 @@ def test_round_trip_to_portable_is_identical(exported, tmp_path):
     assert read_portable_config(back) == read_portable_config(portable)
     assert torch.equal(load_portable(back).encode(megamerge_ids(SEQUENCES))[0],
                        load_portable(portable).encode(megamerge_ids(SEQUENCES))[0])
+
+
+def test_carmania_causal_lm_matches_megamerge(tmp_path):
+    """Logits on a right-padded batch, and greedy generate() through transformers' loop with
+    megamerge's sliding-window cache (prompts longer than the window, 3 windows generated)."""
+    portable = micro_carmania(tmp_path / "portable")
+    hf_dir = export_to_hf(portable, tmp_path / "hf")
+    prompts = ["ACGTTGCAAGGCTTACGATCGANTTACG", "ttgacgatcgatcgatgcgcgcatatat"]
+    out = run_worker(tmp_path, hf_dir, ["AutoModelForCausalLM"], generate=48, prompts=prompts)
+    model = load_portable(portable)
+    ids = megamerge_ids(SEQUENCES)
+    with torch.no_grad():
+        expected = model(ids)  # [B, N, 4]
+    got = out["AutoModelForCausalLM.logits"]
+    assert got.shape[-1] == 7 and bool(torch.isinf(got[..., 4:]).all())  # N, PAD, MASK never predicted
+    valid = (ids != PAD)[..., None]
+    assert close(got[..., :4] * valid, expected * valid) < TOLERANCE
+    reference = generate(model, megamerge_ids(prompts), 48, temperature=0)
+    assert torch.equal(out["AutoModelForCausalLM.generated"], reference)
