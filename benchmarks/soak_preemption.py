@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -131,7 +132,9 @@ def main(argv=None) -> int:
         result = {
             "preemptions_sent": sent, "restarts": int(info.get("Restarts", "0")), "job_state": info.get("JobState"),
             "exit_code": info.get("ExitCode"), "train_iters": args.train_iters, "global_batch": GLOBAL_BATCH,
-            "ranks_x_workers": "2 x 2", **compare(reference, run, args.train_iters),
+            "ranks_x_workers": "2 x 2",
+            "stopped_at_iterations": [int(k) for k in re.findall(r"train\.py stopped at iteration (\d+)/", log)],
+            **compare(reference, run, args.train_iters),
             "wall_seconds": round(time.monotonic() - t0),
         }
         print(json.dumps(result, indent=2))
