@@ -2,8 +2,9 @@
 megamerge fails, and saves every class's outputs for the test to compare against megamerge's.
 
 usage: python hf_export_worker.py REQUEST_JSON
-REQUEST_JSON: {"hf_dir", "out", "sequences", "classes": [auto class names], "adapter": dir or null,
-               "generate": new bases for a greedy model.generate from "prompts" (optional)}
+REQUEST_JSON: a list of jobs (one interpreter start for all of them), each
+    {"hf_dir", "out", "sequences", "classes": [auto class names], "adapter": dir or null,
+     "generate": new bases for a greedy model.generate from "prompts" (optional)}
 """
 
 import sys
@@ -19,9 +20,7 @@ from safetensors.torch import save_file
 OUTPUT_FIELDS = ("last_hidden_state", "token_mask", "base_to_token", "base_hidden_state", "logits")
 
 
-def main(request_path: str) -> None:
-    with open(request_path) as f:
-        request = json.load(f)
+def run_job(request: dict) -> None:
     hf_dir = request["hf_dir"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=True)
     batch = tokenizer(request["sequences"], padding=True, return_tensors="pt")
@@ -46,4 +45,6 @@ def main(request_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    with open(sys.argv[1]) as f:
+        for job in json.load(f):
+            run_job(job)

@@ -20,7 +20,10 @@ from megamerge.finetune.build import build_task_model
 from megamerge.finetune.results import save_seed_run
 from megamerge.hf_export.export import export_finetuned, export_to_hf, import_from_hf
 from megamerge.models.carmania.generation import generate
-from megamerge.portable import load_portable, read_portable_config, read_portable_weights
+from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.model import MergeDNA
+from megamerge.models.mergedna.token_merging import unmerge
+from megamerge.portable import load_portable, read_portable_config, read_portable_weights, save_portable
 from megamerge.vocabulary import PAD, encode_tensor
 from tests.unit.finetune_tasks import micro_carmania, micro_mergedna
 
@@ -35,17 +38,22 @@ def megamerge_ids(sequences: list[str]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD)  # [B, N]
 
 
-def run_worker(tmp: Path, hf_dir: Path, classes: list[str], adapter: Path | None = None, **extra) -> dict:
-    """The worker's outputs; it runs with cwd and HF caches in tmp and no repository on its path."""
-    request = {"hf_dir": str(hf_dir), "out": str(tmp / "outputs.safetensors"), "sequences": SEQUENCES,
-               "classes": classes, "adapter": str(adapter) if adapter else None, **extra}
-    (tmp / "request.json").write_text(json.dumps(request))
+def run_worker_jobs(tmp: Path, jobs: list[dict]) -> list[dict]:
+    """Each job's outputs; the worker runs with cwd and HF caches in tmp and no repository on its path.
+    A job: hf_dir, classes, and optionally adapter, generate + prompts."""
+    requests = [{"out": str(tmp / f"outputs{i}.safetensors"), "sequences": SEQUENCES, "adapter": None,
+                 **{k: str(v) if isinstance(v, Path) else v for k, v in job.items()}} for i, job in enumerate(jobs)]
+    (tmp / "request.json").write_text(json.dumps(requests))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run([sys.executable, str(WORKER), str(tmp / "request.json")], cwd=tmp, env=env, check=False,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return load_file(str(tmp / "outputs.safetensors"))
+    return [load_file(r["out"]) for r in requests]
+
+
+def run_worker(tmp: Path, hf_dir: Path, classes: list[str], adapter: Path | None = None, **extra) -> dict:
+    return run_worker_jobs(tmp, [{"hf_dir": hf_dir, "classes": classes, "adapter": adapter, **extra}])[0]
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,23 +76,36 @@ def test_worker_cannot_import_megamerge(tmp_path):
     assert proc.returncode != 0 and "megamerge" in proc.stderr
 
 
-def test_mergedna_classes_match_megamerge(exported, tmp_path):
-    _, portable, hf_dir = exported
-    model = load_portable(portable)
+def test_mergedna_model_matches_encode(exported, tmp_path):
+    """AutoModel on a right-padded batch, with the paper's merge and with megamerge's options (rotary
+    merge: each base's unmerged state is rotated back by its own offset; global ranking)."""
+    _, paper_portable, paper_hf = exported
+    torch.manual_seed(1)
+    options = MergeDNAConfig.from_dict(read_portable_config(paper_portable)["model_config"])
+    options.rotary_merge, options.merge_selection = True, "global_rank"
+    options_portable = save_portable(MergeDNA(options), tmp_path / "options_portable")
+    options_hf = export_to_hf(options_portable, tmp_path / "options_hf")
+    outputs = run_worker_jobs(tmp_path, [{"hf_dir": paper_hf, "classes": ["AutoModel"]},
+                                         {"hf_dir": options_hf, "classes": ["AutoModel"]}])
     ids = megamerge_ids(SEQUENCES)
-    out = run_worker(tmp_path, hf_dir, ["AutoModel"])
-    assert torch.equal(out["input_ids"], ids)
-    assert torch.equal(out["attention_mask"].bool(), ids != PAD)
-    with torch.no_grad():
-        hidden, assign, token_valid = model.encode(ids)
-    assert torch.equal(out["AutoModel.token_mask"], token_valid)
-    assert torch.equal(out["AutoModel.base_to_token"], assign)
-    valid = token_valid[..., None]
-    assert close(out["AutoModel.last_hidden_state"] * valid, hidden * valid) < TOLERANCE
-    per_base = hidden.gather(1, assign[..., None].expand(-1, -1, hidden.shape[-1]))  # paper unmerge
-    base_valid = (ids != PAD)[..., None]
-    assert close(out["AutoModel.base_hidden_state"] * base_valid, per_base * base_valid) < TOLERANCE
-    assert "head.weight" not in load_file(str(hf_dir / "model.safetensors"))  # a bare export has no task head
+    for portable, hf_dir, out in zip((paper_portable, options_portable), (paper_hf, options_hf), outputs):
+        model = load_portable(portable)
+        assert torch.equal(out["input_ids"], ids)
+        assert torch.equal(out["attention_mask"].bool(), ids != PAD)
+        with torch.no_grad():
+            tokens = model.local_encoder(ids, model.token_targets((ids != PAD).sum(1)))
+            latent, _ = model.latent_encoder(tokens)
+        assert torch.equal(out["AutoModel.token_mask"], latent.valid)
+        assert torch.equal(out["AutoModel.base_to_token"], latent.assign)
+        valid = latent.valid[..., None]
+        assert close(out["AutoModel.last_hidden_state"] * valid, latent.x * valid) < TOLERANCE
+        B, N = ids.shape
+        base_pos = torch.arange(N, dtype=torch.float32).expand(B, N)
+        per_base = unmerge(latent.x, latent.assign, base_pos, latent.pos, model.cfg.merge_theta)  # [B, N, D]
+        base_valid = (ids != PAD)[..., None]
+        assert close(out["AutoModel.base_hidden_state"] * base_valid, per_base * base_valid) < TOLERANCE
+        assert "head.weight" not in load_file(str(hf_dir / "model.safetensors"))  # no task head here
+    assert not torch.equal(outputs[0]["AutoModel.base_to_token"], outputs[1]["AutoModel.base_to_token"])
 
 
 def finetuned_run(root: Path, portable: Path, **spec_changes) -> tuple[Path, torch.Tensor]:
