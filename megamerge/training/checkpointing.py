@@ -104,8 +104,9 @@ def disk_is_full(error: BaseException, path: Path) -> bool:
 def describe_failed_save(save_dir: Path, tag: str, error: BaseException) -> str:
     """Remove the partial `save_dir/tag` (it would keep a full disk full, and has no completion
     marker, so nothing loads it) and say why the save failed and which checkpoint `latest` names."""
-    cause = ("no space left on the device" if disk_is_full(error, save_dir)
-             else f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    cause = ("no space left on the device" if disk_is_full(error, save_dir)  # a peer's crash reads as a lost
+             else f"{type(error).__name__}: {first_line[:200]}")  # gloo connection on the other ranks
     try:
         usage = shutil.disk_usage(save_dir)
         space = f" ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB before cleaning up)"

@@ -46,3 +46,4 @@ def test_disk_full_during_a_save_names_it_removes_the_partial_step_and_exits_non
     assert (save / "global_step2" / "megamerge_complete").is_file()
     assert not (save / "global_step4").exists(), sorted(p.name for p in save.iterdir())
     assert not (save / "exit_status.json").exists()  # no "stopped cleanly" for a launcher to requeue on
+    print("\n".join(line for line in output.splitlines() if "train.py: error" in line))
