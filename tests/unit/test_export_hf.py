@@ -61,53 +61,6 @@ def close(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export_hf")
-    portable = micro_mergedna(root / "portable")
-    return root, portable, export_to_hf(portable, root / "hf")
-
-
-def test_worker_cannot_import_megamerge(tmp_path):
-    """The isolation the other tests rely on: the worker's interpreter refuses megamerge."""
-    code = f"exec(open({str(WORKER)!r}).read().split('import json')[0]); import megamerge"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode != 0 and "megamerge" in proc.stderr
-
-
-def test_mergedna_model_matches_encode(exported, tmp_path):
-    """AutoModel on a right-padded batch, with the paper's merge and with megamerge's options (rotary
-    merge: each base's unmerged state is rotated back by its own offset; global ranking)."""
-    _, paper_portable, paper_hf = exported
-    torch.manual_seed(1)
-    options = MergeDNAConfig.from_dict(read_portable_config(paper_portable)["model_config"])
-    options.rotary_merge, options.merge_selection = True, "global_rank"
-    options_portable = save_portable(MergeDNA(options), tmp_path / "options_portable")
-    options_hf = export_to_hf(options_portable, tmp_path / "options_hf")
-    outputs = run_worker_jobs(tmp_path, [{"hf_dir": paper_hf, "classes": ["AutoModel"]},
-                                         {"hf_dir": options_hf, "classes": ["AutoModel"]}])
-    ids = megamerge_ids(SEQUENCES)
-    for portable, hf_dir, out in zip((paper_portable, options_portable), (paper_hf, options_hf), outputs):
-        model = load_portable(portable)
-        assert torch.equal(out["input_ids"], ids)
-        assert torch.equal(out["attention_mask"].bool(), ids != PAD)
-        with torch.no_grad():
-            tokens = model.local_encoder(ids, model.token_targets((ids != PAD).sum(1)))
-            latent, _ = model.latent_encoder(tokens)
-        assert torch.equal(out["AutoModel.token_mask"], latent.valid)
-        assert torch.equal(out["AutoModel.base_to_token"], latent.assign)
-        valid = latent.valid[..., None]
-        assert close(out["AutoModel.last_hidden_state"] * valid, latent.x * valid) < TOLERANCE
-        B, N = ids.shape
-        base_pos = torch.arange(N, dtype=torch.float32).expand(B, N)
-        per_base = unmerge(latent.x, latent.assign, base_pos, latent.pos, model.cfg.merge_theta)  # [B, N, D]
-        base_valid = (ids != PAD)[..., None]
-        assert close(out["AutoModel.base_hidden_state"] * base_valid, per_base * base_valid) < TOLERANCE
-        assert "head.weight" not in load_file(str(hf_dir / "model.safetensors"))  # no task head here
-    assert not torch.equal(outputs[0]["AutoModel.base_to_token"], outputs[1]["AutoModel.base_to_token"])
-
-
 def finetuned_run(root: Path, portable: Path, **spec_changes) -> tuple[Path, torch.Tensor]:
     """A saved tools/finetune.py seed directory with non-trivial LoRA / head weights, and the
     TaskModel's outputs on SEQUENCES (what megamerge predicts)."""
@@ -125,47 +78,91 @@ def finetuned_run(root: Path, portable: Path, **spec_changes) -> tuple[Path, tor
     return directory, expected
 
 
-def test_lora_sequence_classifier_matches_megamerge(exported, tmp_path):
-    """A LoRA run with the tokenizer adapted, mean_bases pooling and its own eval compression: the
-    exported backbone + head, plus the run's adapter loaded unchanged by peft, predict the same."""
-    _, portable, _ = exported
-    run_dir, expected = finetuned_run(tmp_path, portable, pooling="mean_bases", adapt_tokenizer=True,
-                                      eval_compression=0.75)
-    hf_dir = export_finetuned(run_dir, tmp_path / "hf")
-    out = run_worker(tmp_path, hf_dir, ["AutoModelForSequenceClassification"], adapter=run_dir)
-    assert close(out["AutoModelForSequenceClassification.logits"], expected) < TOLERANCE
+CARMANIA_PROMPTS = ["ACGTTGCAAGGCTTACGATCGANTTACG", "ttgacgatcgatcgatgcgcgcatatat"]  # longer than its window
+CARMANIA_NEW = 48  # 3 windows
 
 
-def test_per_base_classifier_matches_megamerge(exported, tmp_path):
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Every exported directory the tests check, and what the worker computed from each, in one
+    worker run (an interpreter start with torch and transformers costs seconds)."""
+    root = tmp_path_factory.mktemp("export_hf")
+    dirs = {"paper": micro_mergedna(root / "paper")}
+    torch.manual_seed(1)
+    options = MergeDNAConfig.from_dict(read_portable_config(dirs["paper"])["model_config"])
+    options.rotary_merge, options.merge_selection = True, "global_rank"
+    dirs["options"] = save_portable(MergeDNA(options), root / "options")
+    dirs["carmania"] = micro_carmania(root / "carmania")
+    hf = {name: export_to_hf(path, root / f"{name}_hf") for name, path in dirs.items()}
+    # LoRA with the tokenizer adapted, mean_bases pooling and the run's own eval compression.
+    lora_run, lora_expected = finetuned_run(root / "lora", dirs["paper"], pooling="mean_bases",
+                                            adapt_tokenizer=True, eval_compression=0.75)
+    per_base_run, per_base_expected = finetuned_run(root / "per_base", dirs["paper"], method="full",
+                                                    task_type="per_base", num_outputs=2)
+    hf["lora"] = export_finetuned(lora_run, root / "lora_hf")
+    hf["per_base"] = export_finetuned(per_base_run, root / "per_base_hf")
+    jobs = {
+        "paper": {"hf_dir": hf["paper"], "classes": ["AutoModel"]},
+        "options": {"hf_dir": hf["options"], "classes": ["AutoModel"]},
+        "lora": {"hf_dir": hf["lora"], "classes": ["AutoModelForSequenceClassification"], "adapter": lora_run},
+        "per_base": {"hf_dir": hf["per_base"], "classes": ["AutoModelForTokenClassification"]},
+        "carmania": {"hf_dir": hf["carmania"], "classes": ["AutoModelForCausalLM"], "generate": CARMANIA_NEW,
+                     "prompts": CARMANIA_PROMPTS},
+    }
+    outputs = dict(zip(jobs, run_worker_jobs(root, list(jobs.values()))))
+    expected = {"lora": lora_expected, "per_base": per_base_expected}
+    return {"dirs": dirs, "hf": hf, "outputs": outputs, "expected": expected, "root": root}
+
+
+def test_worker_cannot_import_megamerge(tmp_path):
+    """The isolation the other tests rely on: the worker's interpreter refuses megamerge."""
+    code = f"exec(open({str(WORKER)!r}).read().split('import json')[0]); import megamerge"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode != 0 and "megamerge" in proc.stderr
+
+
+@pytest.mark.parametrize("variant", ["paper", "options"])
+def test_mergedna_model_matches_encode(exports, variant):
+    """AutoModel on a right-padded batch, with the paper's merge and with megamerge's options (rotary
+    merge: each base's unmerged state is rotated back by its own offset; global ranking)."""
+    out, model = exports["outputs"][variant], load_portable(exports["dirs"][variant])
+    ids = megamerge_ids(SEQUENCES)
+    assert torch.equal(out["input_ids"], ids)
+    assert torch.equal(out["attention_mask"].bool(), ids != PAD)
+    with torch.no_grad():
+        tokens = model.local_encoder(ids, model.token_targets((ids != PAD).sum(1)))
+        latent, _ = model.latent_encoder(tokens)
+    assert torch.equal(out["AutoModel.token_mask"], latent.valid)
+    assert torch.equal(out["AutoModel.base_to_token"], latent.assign)
+    valid = latent.valid[..., None]
+    assert close(out["AutoModel.last_hidden_state"] * valid, latent.x * valid) < TOLERANCE
+    B, N = ids.shape
+    base_pos = torch.arange(N, dtype=torch.float32).expand(B, N)
+    per_base = unmerge(latent.x, latent.assign, base_pos, latent.pos, model.cfg.merge_theta)  # [B, N, D]
+    base_valid = (ids != PAD)[..., None]
+    assert close(out["AutoModel.base_hidden_state"] * base_valid, per_base * base_valid) < TOLERANCE
+    assert "head.weight" not in load_file(str(exports["hf"][variant] / "model.safetensors"))  # no task head
+
+
+def test_lora_sequence_classifier_matches_megamerge(exports):
+    """The exported backbone + head, plus the run's adapter loaded unchanged by peft, predict as
+    megamerge's TaskModel does."""
+    got = exports["outputs"]["lora"]["AutoModelForSequenceClassification.logits"]
+    assert close(got, exports["expected"]["lora"]) < TOLERANCE
+
+
+def test_per_base_classifier_matches_megamerge(exports):
     """A full fine-tune of a per-base task: AutoModelForTokenClassification through both decoders."""
-    _, portable, _ = exported
-    run_dir, expected = finetuned_run(tmp_path, portable, method="full", task_type="per_base", num_outputs=2)
-    hf_dir = export_finetuned(run_dir, tmp_path / "hf")
-    out = run_worker(tmp_path, hf_dir, ["AutoModelForTokenClassification"])
     base_valid = (megamerge_ids(SEQUENCES) != PAD)[..., None]
-    got = out["AutoModelForTokenClassification.logits"]
-    assert close(got * base_valid, expected * base_valid) < TOLERANCE
+    got = exports["outputs"]["per_base"]["AutoModelForTokenClassification.logits"]
+    assert close(got * base_valid, exports["expected"]["per_base"] * base_valid) < TOLERANCE
 
 
-def test_round_trip_to_portable_is_identical(exported, tmp_path):
-    _, portable, hf_dir = exported
-    back = import_from_hf(hf_dir, tmp_path / "portable")
-    original, returned = read_portable_weights(portable), read_portable_weights(back)
-    assert original.keys() == returned.keys()
-    assert all(torch.equal(original[k], returned[k]) for k in original)
-    assert read_portable_config(back) == read_portable_config(portable)
-    assert torch.equal(load_portable(back).encode(megamerge_ids(SEQUENCES))[0],
-                       load_portable(portable).encode(megamerge_ids(SEQUENCES))[0])
-
-
-def test_carmania_causal_lm_matches_megamerge(tmp_path):
+def test_carmania_causal_lm_matches_megamerge(exports):
     """Logits on a right-padded batch, and greedy generate() through transformers' loop with
-    megamerge's sliding-window cache (prompts longer than the window, 3 windows generated)."""
-    portable = micro_carmania(tmp_path / "portable")
-    hf_dir = export_to_hf(portable, tmp_path / "hf")
-    prompts = ["ACGTTGCAAGGCTTACGATCGANTTACG", "ttgacgatcgatcgatgcgcgcatatat"]
-    out = run_worker(tmp_path, hf_dir, ["AutoModelForCausalLM"], generate=48, prompts=prompts)
-    model = load_portable(portable)
+    megamerge's sliding-window cache, equal to megamerge's own generation."""
+    out, model = exports["outputs"]["carmania"], load_portable(exports["dirs"]["carmania"])
     ids = megamerge_ids(SEQUENCES)
     with torch.no_grad():
         expected = model(ids)  # [B, N, 4]
@@ -173,5 +170,16 @@ def test_carmania_causal_lm_matches_megamerge(tmp_path):
     assert got.shape[-1] == 7 and bool(torch.isinf(got[..., 4:]).all())  # N, PAD, MASK never predicted
     valid = (ids != PAD)[..., None]
     assert close(got[..., :4] * valid, expected * valid) < TOLERANCE
-    reference = generate(model, megamerge_ids(prompts), 48, temperature=0)
+    reference = generate(model, megamerge_ids(CARMANIA_PROMPTS), CARMANIA_NEW, temperature=0)
     assert torch.equal(out["AutoModelForCausalLM.generated"], reference)
+
+
+@pytest.mark.parametrize("name", ["paper", "carmania", "per_base"])
+def test_round_trip_to_portable_is_identical(exports, tmp_path, name):
+    """--from-hf gives back the portable tensors and config (a fine-tuned run: its backbone, not the head)."""
+    back = import_from_hf(exports["hf"][name], tmp_path / "portable")
+    source = exports["dirs"].get(name) or exports["root"] / "per_base" / "seed0" / "model"
+    original, returned = read_portable_weights(source), read_portable_weights(back)
+    assert original.keys() == returned.keys()
+    assert all(torch.equal(original[k], returned[k]) for k in original)
+    assert read_portable_config(back) == read_portable_config(source)
