@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", type=Path, help="portable model directory to export")
     source.add_argument("--finetuned", type=Path,
                         help="a tools/finetune.py seed directory (OUT/seed<k>): export its backbone and head; "
-                             "a LoRA adapter stays there for peft to load")
+                             "a LoRA adapter is copied to OUT/lora_adapter for peft to load")
     source.add_argument("--from-hf", type=Path, help="exported HF directory to turn back into a portable one")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--num-labels", type=int, default=2,

@@ -26,6 +26,7 @@ from megamerge.portable import CONFIG, FORMAT, WEIGHTS, read_portable_config, re
 from megamerge.vocabulary import PAD
 
 HF_WEIGHTS = "model.safetensors"
+LORA_ADAPTER_DIR = "lora_adapter"
 TASK_HEAD_PREFIX = "head."
 
 # Dependency order: a module comes after every module it takes names from.
@@ -141,7 +142,7 @@ def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, 
 def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str | Path | None = None) -> Path:
     """Export a tools/finetune.py run (OUT/seed<k>/): the backbone it fine-tuned (full: its own copy;
     lora and probe: the portable model it started from, or `model_dir`) with its task head. A LoRA
-    adapter stays in seed_dir, in peft's files: PeftModel.from_pretrained(exported model, seed_dir)."""
+    adapter is copied as peft saved it into out_dir/lora_adapter, for PeftModel.from_pretrained."""
     seed_dir = Path(seed_dir)
     spec_path = seed_dir / SPEC_FILE
     if not spec_path.is_file():
@@ -159,7 +160,12 @@ def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str |
     overrides = {} if spec["eval_compression"] is None else {"eval_compression": spec["eval_compression"]}
     task = "AutoModelForTokenClassification" if spec["task_type"] == "per_base" else \
         "AutoModelForSequenceClassification"
-    return export_to_hf(backbone, out_dir, head=head, pooling=spec["pooling"], task=task, config_overrides=overrides)
+    out = export_to_hf(backbone, out_dir, head=head, pooling=spec["pooling"], task=task, config_overrides=overrides)
+    if spec["method"] == "lora":  # peft's own files, unchanged: PeftModel.from_pretrained(model, out / "lora_adapter")
+        (out / LORA_ADAPTER_DIR).mkdir(exist_ok=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copyfile(seed_dir / name, out / LORA_ADAPTER_DIR / name)
+    return out
 
 
 def import_from_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:

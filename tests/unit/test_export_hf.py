@@ -104,7 +104,8 @@ def exports(tmp_path_factory):
     jobs = {
         "paper": {"hf_dir": hf["paper"], "classes": ["AutoModel"]},
         "options": {"hf_dir": hf["options"], "classes": ["AutoModel"]},
-        "lora": {"hf_dir": hf["lora"], "classes": ["AutoModelForSequenceClassification"], "adapter": lora_run},
+        "lora": {"hf_dir": hf["lora"], "classes": ["AutoModelForSequenceClassification"],
+                 "adapter": hf["lora"] / "lora_adapter"},
         "per_base": {"hf_dir": hf["per_base"], "classes": ["AutoModelForTokenClassification"]},
         "carmania": {"hf_dir": hf["carmania"], "classes": ["AutoModelForCausalLM"], "generate": CARMANIA_NEW,
                      "prompts": CARMANIA_PROMPTS},
