@@ -52,7 +52,16 @@ finetune-demo: setup
 	test $(DEMO_DIR)/portable/config.json -nt $(DEMO_DIR)/checkpoints/latest || { rm -rf $(DEMO_DIR)/portable && \
 		$(BIN)/python tools/convert_checkpoint.py --load $(DEMO_DIR)/checkpoints --out $(DEMO_DIR)/portable; }
 	test -f $(DEMO_DIR)/tasks/species/test.csv || $(BIN)/python data_prep/synthetic.py --task species --seed 0 \
-		--species 4 --seq-length 256 --train-per-class 250 --eval-per-class 100 --out $(DEMO_DIR)/tasks/species
+		--species 4 --seq-length 128 --train-per-class 100 --eval-per-class 50 --out $(DEMO_DIR)/tasks/species
 	rm -rf $(DEMO_DIR)/finetune  # a fresh comparison: the suite would otherwise resume earlier runs
 	$(BIN)/python tools/evaluate_suite.py --model $(DEMO_DIR)/portable --tasks $(DEMO_DIR)/tasks \
-		--out $(DEMO_DIR)/finetune --compare-scratch --method lora --epochs 3 --seeds 2
+		--out $(DEMO_DIR)/finetune --compare-scratch --method lora --lr 1e-3 --epochs 3 --seeds 2
+
+# Offline installs for GPU nodes: binary wheels of every runtime dependency beyond torch (deepspeed
+# built here as a pure-Python wheel) for a manylinux x86-64 CPython PYVER (default: this machine's).
+# benchmarks/wheelhouse.py says how the node installs them; benchmarks/README.md runs gpu_check.py.
+PYVER      ?= $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEELHOUSE ?= wheelhouse/py$(PYVER)
+.PHONY: wheelhouse
+wheelhouse: setup
+	$(BIN)/python benchmarks/wheelhouse.py build --out $(WHEELHOUSE) --python-version $(PYVER)
