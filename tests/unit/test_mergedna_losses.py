@@ -122,6 +122,7 @@ OVERFIT_CASES = {
 }
 
 
+@pytest.mark.slow  # up to 400 training steps per row: minutes on a shared 2-core machine
 @pytest.mark.parametrize("case", sorted(OVERFIT_CASES))
 def test_tiny_model_overfits_one_batch(case):
     """4 random sequences of 512 bases: MTR must fall below the case's threshold (nats/base), so
