@@ -56,3 +56,12 @@ finetune-demo: setup
 	rm -rf $(DEMO_DIR)/finetune  # a fresh comparison: the suite would otherwise resume earlier runs
 	$(BIN)/python tools/evaluate_suite.py --model $(DEMO_DIR)/portable --tasks $(DEMO_DIR)/tasks \
 		--out $(DEMO_DIR)/finetune --compare-scratch --method lora --lr 1e-3 --epochs 3 --seeds 2
+
+# Offline installs for GPU nodes: binary wheels of every runtime dependency beyond torch (deepspeed
+# built here as a pure-Python wheel) for a manylinux x86-64 CPython PYVER (default: this machine's).
+# benchmarks/wheelhouse.py says how the node installs them; benchmarks/README.md runs gpu_check.py.
+PYVER      ?= $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEELHOUSE ?= wheelhouse/py$(PYVER)
+.PHONY: wheelhouse
+wheelhouse: setup
+	$(BIN)/python benchmarks/wheelhouse.py build --out $(WHEELHOUSE) --python-version $(PYVER)

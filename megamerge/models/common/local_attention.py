@@ -4,6 +4,8 @@ A query at position i sees keys j with  -right <= i - j <= left  (MergeDNA: left
 CARMANIA: left = w - 1, right = 0, i.e. causal). Keys marked invalid (padding) are never seen.
 
 * CUDA + fp16/bf16 + flash-attn importable: flash-attn's varlen kernel with `window_size`.
+* CUDA without flash-attn, when `set_local_attention_kernel("flex")` chose it (benchmarks/gpu_check.py
+  times both): flex_attention under a sliding-window block mask, which has a CUDA backward.
 * Everywhere else: a blocked formulation. The sequence is cut into query blocks of `block`
   positions; each block attends, through batched SDPA calls over chunks of blocks, to the
   `block + left + right` keys that can reach it, under a static band mask. Cost is
@@ -27,6 +29,49 @@ except Exception:  # noqa: BLE001
 
 def flash_attn_available() -> bool:
     return _flash_varlen is not None
+
+
+_KERNELS = ("blocked", "flex")
+_kernel = "blocked"  # the CUDA fallback without flash-attn; "flex" where measured faster
+
+
+def set_local_attention_kernel(name: str) -> None:
+    """Choose the CUDA kernel used when flash-attn is absent: "blocked" (default) or "flex"."""
+    global _kernel
+    if name not in _KERNELS:
+        raise ValueError(f"local attention kernel {name!r}: choose one of {', '.join(_KERNELS)}")
+    if name == "flex" and not flex_attention_available():
+        raise ValueError("local attention kernel 'flex': torch.nn.attention.flex_attention is not importable")
+    _kernel = name
+
+
+def flex_attention_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
+    except Exception:  # noqa: BLE001 - torch < 2.5
+        return False
+    return True
+
+
+_compiled_flex = None
+
+
+def flex_local_attention(q, k, v, key_valid, left: int, right: int) -> torch.Tensor:  # [B, H, L, hd]
+    """flex_attention under the band mask; only the blocks the band touches are computed. Compiled
+    once (dynamic shapes: token counts change every step), as flex_attention is only fast compiled."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=True)
+    B, _, L, _ = q.shape
+
+    def band(b, h, q_idx, kv_idx):
+        dist = q_idx - kv_idx
+        return (dist <= left) & (dist >= -right) & (key_valid[b, kv_idx] | (dist == 0))
+
+    block_mask = create_block_mask(band, B, None, L, L, device=q.device)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
 
 
 def _use_flash(q: torch.Tensor) -> bool:
@@ -190,12 +235,15 @@ def _flash_varlen_attention(q, k, v, key_valid, window: tuple[int, int], causal:
 
 
 def local_attention(q, k, v, key_valid, left: int, right: int) -> torch.Tensor:
-    """Dispatch: flash-attn on CUDA half precision, the exact blocked kernel elsewhere."""
+    """Dispatch: flash-attn on CUDA half precision, else flex_attention on CUDA if chosen, else
+    the exact blocked kernel."""
     if _use_flash(q):
         return _flash_varlen_attention(q, k, v, key_valid, (left, right), causal=right == 0)
     if k.shape[1] != q.shape[1]:  # grouped-query attention: share each K/V head across its group
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    if _kernel == "flex" and q.is_cuda:
+        return flex_local_attention(q, k, v, key_valid, left, right)
     return blocked_local_attention(q, k, v, key_valid, left, right)
 
 
