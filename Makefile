@@ -27,9 +27,10 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest -q tests
 
-# The fast loop while editing: in-process tests only (tests/distributed and tests/system launch processes).
+# The fast loop while editing: in-process tests that take seconds (tests/distributed and tests/system
+# launch processes; a few unit tests are marked slow by hand).
 test-unit: setup
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/unit -m "not slow"
 
 # The 20-minute real-genome run is separate: $(BIN)/python benchmarks/pretrain_real_genomes.py
 bench: setup
