@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -127,9 +128,11 @@ def run_measurement(spec: dict, timeout: float) -> dict:
             return {**spec, "status": "timeout", "reason": f"over its {timeout:.0f} s share of the budget"}
         text = Path(result.name).read_text()
     if proc.returncode != 0 or not text:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
-        oom = any("out of memory" in line.lower() for line in tail)
-        return {**spec, "status": "out of memory" if oom else "failed", "reason": " | ".join(tail)[-600:],
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        oom = any("out of memory" in line.lower() for line in lines[-10:])
+        errors = [line for line in lines if re.search(r"\w+(Error|Exception)\b", line)]  # the cause, not the tail
+        reason = " | ".join(errors[-3:] if errors else lines[-6:])[-900:]
+        return {**spec, "status": "out of memory" if oom else "failed", "reason": reason,
                 "wall_s": round(time.monotonic() - started, 1)}
     return {**json.loads(text), "wall_s": round(time.monotonic() - started, 1)}
 

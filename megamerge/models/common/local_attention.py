@@ -58,12 +58,13 @@ _compiled_flex = None
 
 def flex_local_attention(q, k, v, key_valid, left: int, right: int) -> torch.Tensor:  # [B, H, L, hd]
     """flex_attention under the band mask; only the blocks the band touches are computed. Compiled
-    once (dynamic shapes: token counts change every step), as flex_attention is only fast compiled."""
+    once, as flex_attention is only fast compiled (token counts change every step: torch.compile
+    turns to dynamic shapes after the first recompile)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     global _compiled_flex
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=True)
+        _compiled_flex = torch.compile(flex_attention)
     B, _, L, _ = q.shape
 
     def band(b, h, q_idx, kv_idx):
