@@ -12,6 +12,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,3 +79,22 @@ def run_workers(module: str, nproc: int, *args: object, timeout: int = 600) -> s
                           env=subprocess_env(), capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, describe(proc)
     return proc
+
+
+@contextmanager
+def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real file system of `size` (e.g. "48m") mounted at `mount` for the test, to fill on
+    purpose; skips the test where mounting needs a root it does not have."""
+    import pytest
+
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -9,28 +9,15 @@ requeue into the same full disk)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
-from tests.helpers import TINY_ARGS, describe, run_train
+from tests.helpers import TINY_ARGS, describe, run_train, small_tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "48m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_disk_full_during_a_save_names_it_removes_the_partial_step_and_exits_non_zero(small_disk, tmp_path):

@@ -5,7 +5,6 @@ and the input intact."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, small_tmpfs
 from tests.unit.test_fault_prepare import tree
 
 PREPARE = [sys.executable, str(REPO / "data_prep" / "prepare.py"), "--no-progress", "--seq-len", "256"]
@@ -21,18 +20,8 @@ PREPARE = [sys.executable, str(REPO / "data_prep" / "prepare.py"), "--no-progres
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "384k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def fasta(path: Path, bases: int, seed: int) -> Path:
