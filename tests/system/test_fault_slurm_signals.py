@@ -14,8 +14,7 @@ import pytest
 
 from tests.helpers import REPO
 from tests.system import slurm_cluster
-from tests.system.test_slurm import (  # noqa: F401  (cluster and corpus are fixtures used by name)
-    cluster,
+from tests.system.test_slurm import (  # noqa: F401  (corpus is a fixture used by name)
     corpus,
     job_log,
     sbatch_command,

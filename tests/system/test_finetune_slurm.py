@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,24 +26,6 @@ SCRIPT = REPO / "slurm" / "finetune_suite.sh"
 # Small enough for 2 shared cores: 2 seeds x 1 epoch of 48 sequences per arm and task.
 FINETUNE_ARGS = ["--method", "lora", "--epochs", "1", "--seeds", "2", "--batch-size", "16"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # includes a first-time apt install
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    reason = slurm_cluster.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    slurm_cluster.ensure_installed(timeout=600)
-    root = Path(tempfile.mkdtemp(prefix="mm-slurm-ft-"))  # short path: munge's socket name has a length limit
-    c = slurm_cluster.SlurmCluster(root)
-    try:
-        c.start()
-        yield c
-    finally:
-        killed = c.stop()
-        still = [name for name, p in c.procs.items() if p.poll() is None]
-        shutil.rmtree(root, ignore_errors=True)
-        assert not still and not killed, f"daemons still running {still} or killed {killed} after teardown"
 
 
 @pytest.fixture(scope="module")

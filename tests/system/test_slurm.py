@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,26 +28,6 @@ TEMPLATE = REPO / "slurm" / "pretrain_380m.sh"
 GLOBAL_BATCH = 8
 REQUEUE_RELEASE_DELAY_S = 3.0  # > slurmd's 1-second credential-revocation resolution
 pytestmark = pytest.mark.timeout(1200)  # includes a first-time apt install
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    reason = slurm_cluster.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    slurm_cluster.ensure_installed(timeout=600)
-    root = Path(tempfile.mkdtemp(prefix="mm-slurm-"))  # short path: munge's socket name has a length limit
-    c = slurm_cluster.SlurmCluster(root)
-    try:
-        c.start()
-        yield c
-    finally:
-        pids = {name: p.pid for name, p in c.procs.items()}
-        killed = c.stop()
-        still = [name for name, p in c.procs.items() if p.poll() is None]
-        shutil.rmtree(root, ignore_errors=True)
-        assert not still, f"daemons still running after teardown: {still} (pids {pids})"
-        assert not killed, f"daemons ignored SIGTERM and were killed: {killed}"
 
 
 @pytest.fixture(scope="module")
