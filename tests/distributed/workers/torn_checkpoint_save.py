@@ -17,6 +17,12 @@ from megamerge.training.ds_config import resolve_ds_config
 from megamerge.training.objective import PretrainingObjective
 
 
+class SimulatedCrash(BaseException):
+    """The process dying mid-write: a BaseException, so that `checkpointing.save`'s clean-up of a
+    failed save (which handles Exceptions, a full disk above all) does not run, as it could not after
+    a real crash, and the torn step directory stays on disk."""
+
+
 def main(save: Path) -> None:
     init_distributed()
     args = SimpleNamespace(tensor_model_parallel_size=1, pipeline_model_parallel_size=1, micro_batch_size=2,
@@ -45,12 +51,12 @@ def main(save: Path) -> None:
             return
         path = Path(f)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        raise RuntimeError("simulated crash while writing " + path.name)
+        raise SimulatedCrash("simulated crash while writing " + path.name)
     torch.save = torn_save
     try:
         checkpointing.save(first, save, 2, {"iteration": 2}, {"data": {}, "rng": checkpointing.rng_state()})
         raise SystemExit("the simulated crash did not happen")
-    except RuntimeError as e:
+    except SimulatedCrash as e:
         print("crashed:", e)
     torch.save = real_save
 
