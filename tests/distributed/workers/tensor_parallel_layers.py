@@ -113,6 +113,7 @@ def worker(out_path: Path) -> None:
     if rank == 0:
         out_path.write_text(json.dumps(gathered))
     dist.barrier()
+    dist.destroy_process_group()  # as the other workers: no gloo thread left to abort the exit
 
 
 if __name__ == "__main__":
