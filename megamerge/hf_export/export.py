@@ -104,10 +104,11 @@ def modeling_source(family: str) -> str:
 
 def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, torch.Tensor] | None = None,
                  num_labels: int = 2, pooling: str = "mean_tokens", task: str = "AutoModel",
-                 config_overrides: dict | None = None) -> Path:
+                 config_overrides: dict | None = None, label_scale: tuple[float, float] = (0.0, 1.0)) -> Path:
     """Write the transformers directory of a portable model; `head` ({"head.weight", "head.bias"})
     is a fine-tuned task head stored with the weights, `task` the auto class config.json's
-    `architectures` names, `config_overrides` MergeDNAConfig fields a fine-tuning run changed."""
+    `architectures` names, `config_overrides` MergeDNAConfig fields a fine-tuning run changed,
+    `label_scale` a regression head's (label mean, label std)."""
     portable = read_portable_config(portable_dir)
     portable["model_config"] = {**portable["model_config"], **(config_overrides or {})}
     family = portable["family"]
@@ -124,7 +125,8 @@ def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, 
         task = "AutoModelForCausalLM"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    extra = {"pooling": pooling, "num_labels": num_labels} if family == "mergedna" else {"pad_token_id": PAD}
+    extra = {"pooling": pooling, "num_labels": num_labels, "label_mean": label_scale[0], "label_std": label_scale[1]} \
+        if family == "mergedna" else {"pad_token_id": PAD}
     config = getattr(spec.config_module, spec.config_class)(
         **{spec.config_key: portable["model_config"]}, **extra, architectures=[classes[task]],
         auto_map={"AutoConfig": f"configuration_{family}.{spec.config_class}",
@@ -160,7 +162,9 @@ def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str |
     overrides = {} if spec["eval_compression"] is None else {"eval_compression": spec["eval_compression"]}
     task = "AutoModelForTokenClassification" if spec["task_type"] == "per_base" else \
         "AutoModelForSequenceClassification"
-    out = export_to_hf(backbone, out_dir, head=head, pooling=spec["pooling"], task=task, config_overrides=overrides)
+    label_scale = (spec["label_mean"], spec["label_std"]) if spec["task_type"] == "regression" else (0.0, 1.0)
+    out = export_to_hf(backbone, out_dir, head=head, pooling=spec["pooling"], task=task, config_overrides=overrides,
+                       label_scale=label_scale)
     if spec["method"] == "lora":  # peft's own files, unchanged: PeftModel.from_pretrained(model, out / "lora_adapter")
         (out / LORA_ADAPTER_DIR).mkdir(exist_ok=True)
         for name in ("adapter_config.json", "adapter_model.safetensors"):

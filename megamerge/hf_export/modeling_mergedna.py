@@ -118,6 +118,8 @@ class MergeDNAForSequenceClassification(MergeDNAPreTrainedModel):
                 labels: torch.Tensor | None = None, **kwargs):
         states, weights = mergedna_sequence_states(self, padded_ids(input_ids, attention_mask), self.config.pooling)
         logits = self.head(pool(states, weights, self.config.pooling))  # [B, C]
+        if self.config.num_labels == 1:  # regression: back from standardised targets to label units
+            logits = logits * self.config.label_std + self.config.label_mean
         loss = None
         if labels is not None:
             if self.config.num_labels == 1:

@@ -78,6 +78,7 @@ def finetuned_run(root: Path, portable: Path, **spec_changes) -> tuple[Path, tor
     return directory, expected
 
 
+REGRESSION_MEAN, REGRESSION_STD = 2.5, 0.3  # as tools/finetune.py records them from train's labels
 CARMANIA_PROMPTS = ["ACGTTGCAAGGCTTACGATCGANTTACG", "ttgacgatcgatcgatgcgcgcatatat"]  # longer than its window
 CARMANIA_NEW = 48  # 3 windows
 
@@ -99,7 +100,12 @@ def exports(tmp_path_factory):
                                             adapt_tokenizer=True, eval_compression=0.75)
     per_base_run, per_base_expected = finetuned_run(root / "per_base", dirs["paper"], method="full",
                                                     task_type="per_base", num_outputs=2)
+    # A regression probe: its head learnt standardised targets; the export answers in label units.
+    regression_run, regression_standardised = finetuned_run(
+        root / "regression", dirs["paper"], method="probe", task_type="regression", num_outputs=1,
+        label_mean=REGRESSION_MEAN, label_std=REGRESSION_STD)
     hf["lora"] = export_finetuned(lora_run, root / "lora_hf")
+    hf["regression"] = export_finetuned(regression_run, root / "regression_hf")
     hf["per_base"] = export_finetuned(per_base_run, root / "per_base_hf")
     jobs = {
         "paper": {"hf_dir": hf["paper"], "classes": ["AutoModel"]},
@@ -107,11 +113,13 @@ def exports(tmp_path_factory):
         "lora": {"hf_dir": hf["lora"], "classes": ["AutoModelForSequenceClassification"],
                  "adapter": hf["lora"] / "lora_adapter"},
         "per_base": {"hf_dir": hf["per_base"], "classes": ["AutoModelForTokenClassification"]},
+        "regression": {"hf_dir": hf["regression"], "classes": ["AutoModelForSequenceClassification"]},
         "carmania": {"hf_dir": hf["carmania"], "classes": ["AutoModelForCausalLM"], "generate": CARMANIA_NEW,
                      "prompts": CARMANIA_PROMPTS},
     }
     outputs = dict(zip(jobs, run_worker_jobs(root, list(jobs.values()))))
-    expected = {"lora": lora_expected, "per_base": per_base_expected}
+    expected = {"lora": lora_expected, "per_base": per_base_expected,
+                "regression": regression_standardised * REGRESSION_STD + REGRESSION_MEAN}
     return {"dirs": dirs, "hf": hf, "outputs": outputs, "expected": expected, "root": root}
 
 
@@ -151,6 +159,15 @@ def test_lora_sequence_classifier_matches_megamerge(exports):
     megamerge's TaskModel does."""
     got = exports["outputs"]["lora"]["AutoModelForSequenceClassification.logits"]
     assert close(got, exports["expected"]["lora"]) < TOLERANCE
+
+
+def test_regression_head_answers_in_label_units(exports):
+    """tools/finetune.py standardises regression targets with train's mean and std and maps its
+    predictions back; the exported model does the same, so it predicts what megamerge predicts."""
+    got = exports["outputs"]["regression"]["AutoModelForSequenceClassification.logits"]  # [B, 1], transformers'
+    assert close(got[:, 0], exports["expected"]["regression"]) < TOLERANCE
+    config = json.loads((exports["hf"]["regression"] / "config.json").read_text())
+    assert (config["label_mean"], config["label_std"]) == (REGRESSION_MEAN, REGRESSION_STD)
 
 
 def test_per_base_classifier_matches_megamerge(exports):
