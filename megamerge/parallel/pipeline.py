@@ -8,21 +8,24 @@ balances them over the stages by parameter count), each kind run by one class he
 
 One micro-batch carries all three passes side by side, as a tuple of tensors (the `Carry`):
 stream 1 (MTR), stream 2 (latent MTR: starts at the first latent block from stream 1's
-detached input, is merged globally at `latent_merge_layer`, unmerged after the latent norm) and
+detached input, is merged globally at each of `cfg.latent_merge_points` - after every latent block
+with the paper's per_block schedule, so the merge state (the composed map, merged positions and
+sizes) crosses stage boundaries in the carry - and is unmerged after the latent norm) and
 stream 3 (AMTM on the masked input). Every floating-point tensor in the carry has a gradient;
 float metadata that has none (positions, sizes) travels bit-cast to int32, masks as uint8, so the
 engine neither waits for gradients that never come nor needs its bool-tensor flag.
 
-The AMTM mask is the catch: it is drawn from pass 2's latent merge map S', which is computed on
-the stage holding `latent_merge_layer`, but it is applied to the input on stage 0. Before each
+The AMTM mask is the catch: it is drawn from pass 2's latent merge map S', which is complete on
+the stage holding the last merge point, but it is applied to the input on stage 0. Before each
 `train_batch`, `amtm_masks` runs a no-grad preview of pass 2 for the step's micro-batches: stage
-0 encodes the input, the stages up to the merge point run the latent blocks below it on stream 2
-only (point-to-point sends), the merge stage broadcasts S' over the pipeline group, and stage 0
-draws the mask with the function `MergeDNA.compute_losses` calls. The preview runs with the
-weights the step will use and every op is deterministic, so the map equals the one the training
-forward computes and PP > 1 gives the losses of PP = 1. Its price is one extra no-grad forward
-of the Local Encoder and of the latent blocks below the merge point (about 1/6 of a step's FLOPs
-for the paper's layout); it holds no activations.
+0 encodes the input, the stages up to the last merge point run the latent blocks below it on
+stream 2 only, merging where the training forward merges (point-to-point sends carry the state
+and the map so far), the merge stage broadcasts S' over the pipeline group, and stage 0 draws the
+mask with the function `MergeDNA.compute_losses` calls. The preview runs with the weights the step
+will use and every op is deterministic, so the map equals the one the training forward computes
+and PP > 1 gives the losses of PP = 1. Its price is one extra no-grad forward of the Local Encoder
+and of the latent blocks below the last merge point (every latent-encoder block with per_block,
+half of them with single_layer's default); it holds no activations.
 
 The objective itself (draws, merges, losses) is not here: every stage calls the pieces in
 megamerge/models/mergedna/objective.py that `MergeDNA.compute_losses` calls too. What is here is
@@ -62,7 +65,7 @@ from megamerge.models.mergedna.pipeline_layers import (
     LOCAL_DECODER,
     LOCAL_ENCODER,
     PipelineLayer,
-    latent_merge_layer_index,
+    latent_merge_layer_indices,
     pipeline_layers,
 )
 from megamerge.models.mergedna.token_merging import TokenState
@@ -113,10 +116,11 @@ class Carry:
     s1: TokenState  # pass 1 (MTR)
     s3: TokenState  # pass 3 (AMTM)
     phase: int = NOT_STARTED
-    x2: torch.Tensor | None = None  # [B, L or K, D]
-    pos2: torch.Tensor | None = None  # [B, K] merged positions (MERGED)
-    valid2: torch.Tensor | None = None  # [B, K] (MERGED)
-    latent_map: torch.Tensor | None = None  # [B, L] -> [0, K) (MERGED)
+    x2: torch.Tensor | None = None  # [B, L or T, D]
+    pos2: torch.Tensor | None = None  # [B, T] merged positions (MERGED; T = K after the last merge)
+    sizes2: torch.Tensor | None = None  # [B, T] bases per merged token (MERGED)
+    valid2: torch.Tensor | None = None  # [B, T] (MERGED)
+    latent_map: torch.Tensor | None = None  # [B, L] -> [0, T), the merges so far composed (MERGED)
     latent_lengths: torch.Tensor | None = None  # [B] K_b (MERGED, UNMERGED)
 
     @staticmethod
@@ -134,7 +138,8 @@ class Carry:
         if self.phase == PRE_MERGE:
             out += [self.x2]
         elif self.phase == MERGED:
-            out += [self.x2, _bits(self.pos2), self.valid2.to(torch.uint8), self.latent_map, self.latent_lengths]
+            out += [self.x2, _bits(self.pos2), _bits(self.sizes2), self.valid2.to(torch.uint8), self.latent_map,
+                    self.latent_lengths]
         elif self.phase == UNMERGED:
             out += [self.x2, self.latent_lengths]
         return tuple(out)
@@ -147,17 +152,24 @@ class Carry:
         if phase == PRE_MERGE:
             (c.x2,) = rest
         elif phase == MERGED:
-            c.x2, pos2, valid2, c.latent_map, c.latent_lengths = rest
-            c.pos2, c.valid2 = _unbits(pos2), valid2.bool()
+            c.x2, pos2, sizes2, valid2, c.latent_map, c.latent_lengths = rest
+            c.pos2, c.sizes2, c.valid2 = _unbits(pos2), _unbits(sizes2), valid2.bool()
         elif phase == UNMERGED:
             c.x2, c.latent_lengths = rest
         return c
 
 
-def _merge_stream2(cfg: MergeDNAConfig, c: Carry) -> None:
-    merged, c.latent_map = merge_latent(cfg, replace(c.s1, x=c.x2))
-    c.x2, c.pos2, c.valid2, c.latent_lengths = merged.x, merged.pos, merged.valid, merged.lengths
-    c.phase = MERGED
+def _stream2_state(c: Carry) -> TokenState:
+    """Stream 2 as the TokenState LatentEncoder holds at this point of pass 2."""
+    if c.phase != MERGED:
+        return replace(c.s1, x=c.x2)
+    return TokenState(x=c.x2, pos=c.pos2, sizes=c.sizes2, valid=c.valid2, assign=c.latent_map.gather(1, c.s1.assign))
+
+
+def _merge_stream2(cfg: MergeDNAConfig, c: Carry, point: int) -> None:
+    merged, c.latent_map = merge_latent(cfg, _stream2_state(c), c.latent_map, c.s1.valid, point)
+    c.x2, c.pos2, c.sizes2, c.valid2 = merged.x, merged.pos, merged.sizes, merged.valid
+    c.latent_lengths, c.phase = merged.lengths, MERGED
 
 
 def _stream2_rope_valid(cfg: MergeDNAConfig, c: Carry):
@@ -170,6 +182,15 @@ def _stream2_key_bias(cfg: MergeDNAConfig, c: Carry) -> torch.Tensor | None:
     if c.phase == MERGED:  # the merged tokens attend size-proportionally (as LatentEncoder)
         return latent_key_bias(cfg, c.latent_map, c.s1.valid, c.x2.shape[1])
     return None
+
+
+@dataclass
+class PreviewPass2:
+    """Pass 2 in the AMTM preview, as it travels between stages."""
+
+    state: TokenState  # stream 2 now: [B, T, D]
+    token_valid: torch.Tensor  # [B, L] bool, the frozen tokens pass 2 started from
+    latent_map: torch.Tensor | None = None  # [B, L] -> [0, T), None before the first merge
 
 
 class _PipeLayer(nn.Module):
@@ -205,8 +226,8 @@ class LatentEncoderBlockPipe(_PipeLayer):
         cfg, c = self.cfg, Carry.from_tuple(carry)
         if c.phase == NOT_STARTED:  # pass 2 runs on the frozen tokenizer output
             c.x2, c.phase = c.s1.x.detach(), PRE_MERGE
-        if self.index == cfg.latent_merge_layer:
-            _merge_stream2(cfg, c)
+        if self.index in cfg.latent_merge_points:
+            _merge_stream2(cfg, c, self.index)
         rope1 = rope_angles(c.s1.pos, cfg.head_dim, cfg.rope_theta)
         rope3 = rope_angles(c.s3.pos, cfg.head_dim, cfg.rope_theta)
         c.s1 = replace(c.s1, x=self.block(c.s1.x, rope1, c.s1.valid))
@@ -215,12 +236,18 @@ class LatentEncoderBlockPipe(_PipeLayer):
         return c.to_tuple()
 
     @torch.no_grad()
-    def preview(self, state: TokenState) -> tuple[TokenState, torch.Tensor | None]:
-        """Stream 2 below the merge point; returns the latent map once this layer merges."""
-        if self.index == self.cfg.latent_merge_layer:
-            return state, merge_latent(self.cfg, state)[1]
-        rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
-        return replace(state, x=self.block(state.x, rope, state.valid)), None
+    def preview(self, p: PreviewPass2) -> bool:
+        """Stream 2 below the last merge point, as forward runs it; True once S' is complete."""
+        cfg = self.cfg
+        if self.index in cfg.latent_merge_points:
+            p.state, p.latent_map = merge_latent(cfg, p.state, p.latent_map, p.token_valid, self.index)
+            if self.index == cfg.latent_merge_points[-1]:
+                return True
+        key_bias = None if p.latent_map is None else latent_key_bias(cfg, p.latent_map, p.token_valid,
+                                                                     p.state.x.shape[1])
+        rope = rope_angles(p.state.pos, cfg.head_dim, cfg.rope_theta)
+        p.state = replace(p.state, x=self.block(p.state.x, rope, p.state.valid, key_bias))
+        return False
 
 
 class LatentEncoderNormPipe(_PipeLayer):
@@ -228,17 +255,20 @@ class LatentEncoderNormPipe(_PipeLayer):
 
     def forward(self, carry: tuple) -> tuple:
         cfg, c = self.cfg, Carry.from_tuple(carry)
-        if c.phase != MERGED:  # latent_merge_layer == latent_encoder_layers: merge after the last block
-            _merge_stream2(cfg, c)
+        if cfg.latent_encoder_layers in cfg.latent_merge_points:  # the merge after the last block
+            _merge_stream2(cfg, c, cfg.latent_encoder_layers)
         c.s1 = replace(c.s1, x=self.norm(c.s1.x))
         c.s3 = replace(c.s3, x=self.norm(c.s3.x))
         c.x2 = unmerge_latent(cfg, self.norm(c.x2), c.pos2, c.latent_map, c.s1.pos)
-        c.phase, c.pos2, c.valid2, c.latent_map = UNMERGED, None, None, None
+        c.phase, c.pos2, c.sizes2, c.valid2, c.latent_map = UNMERGED, None, None, None, None
         return c.to_tuple()
 
     @torch.no_grad()
-    def preview(self, state: TokenState) -> tuple[TokenState, torch.Tensor]:
-        return state, merge_latent(self.cfg, state)[1]
+    def preview(self, p: PreviewPass2) -> bool:
+        """Reached only when the last merge point is after the last block."""
+        n = self.cfg.latent_encoder_layers
+        p.state, p.latent_map = merge_latent(self.cfg, p.state, p.latent_map, p.token_valid, n)
+        return True
 
 
 class LatentDecoderBlockPipe(_PipeLayer):
@@ -298,9 +328,9 @@ class MergeDNAPipeline:
         if grid.get_stage_id() != parallel.pp_rank or grid.pp_group != parallel.pp_ranks:
             raise RuntimeError("DeepSpeed's pipeline grid disagrees with megamerge's process groups "
                                f"(stage {grid.get_stage_id()} vs {parallel.pp_rank})")
-        merge_layer = latent_merge_layer_index(cfg)
+        last_merge_layer = latent_merge_layer_indices(cfg)[-1]  # where S' is complete
         parts = self.module.parts
-        self.merge_stage = next(s for s in range(parallel.pp) if parts[s] <= merge_layer < parts[s + 1])
+        self.merge_stage = next(s for s in range(parallel.pp) if parts[s] <= last_merge_layer < parts[s + 1])
         self.stage = parallel.pp_rank
         self.local_layers = list(self.module.forward_funcs)
 
@@ -314,50 +344,64 @@ class MergeDNAPipeline:
         return outputs[0] * float("nan") if self.poison_loss else outputs[0]
 
     # ----------------------------------------------------------------------- the AMTM preview
-    def _send_state(self, s: TokenState, dst: int) -> None:
-        header = torch.tensor([*s.x.shape, s.assign.shape[1]], dtype=torch.long, device=s.x.device)
+    def _send_preview(self, p: PreviewPass2, dst: int) -> None:
+        s = p.state
+        has_map = p.latent_map is not None
+        header = torch.tensor([*s.x.shape, s.assign.shape[1], p.token_valid.shape[1], int(has_map)],
+                              dtype=torch.long, device=s.x.device)
         dist.send(header, dst)
-        for t in (s.x.float().contiguous(), s.pos.float().contiguous(), s.sizes.float().contiguous(),
-                  s.valid.to(torch.uint8), s.assign.contiguous()):
+        tensors = [s.x.float().contiguous(), s.pos.float().contiguous(), s.sizes.float().contiguous(),
+                   s.valid.to(torch.uint8), s.assign.contiguous(), p.token_valid.to(torch.uint8)]
+        for t in tensors + ([p.latent_map.contiguous()] if has_map else []):
             dist.send(t, dst)
 
-    def _recv_state(self, src: int, dtype, device) -> TokenState:
-        header = torch.empty(4, dtype=torch.long, device=device)
+    def _recv_preview(self, src: int, dtype, device) -> PreviewPass2:
+        header = torch.empty(6, dtype=torch.long, device=device)
         dist.recv(header, src)
-        B, L, D, N = header.tolist()
-        x, pos, sizes = (torch.empty(*shape, device=device) for shape in ((B, L, D), (B, L), (B, L)))
-        valid = torch.empty(B, L, dtype=torch.uint8, device=device)
+        B, T, D, N, L, has_map = header.tolist()
+        x, pos, sizes = (torch.empty(*shape, device=device) for shape in ((B, T, D), (B, T), (B, T)))
+        valid, token_valid = (torch.empty(B, width, dtype=torch.uint8, device=device) for width in (T, L))
         assign = torch.empty(B, N, dtype=torch.long, device=device)
-        for t in (x, pos, sizes, valid, assign):
+        latent_map = torch.empty(B, L, dtype=torch.long, device=device) if has_map else None
+        for t in (x, pos, sizes, valid, assign, token_valid) + ((latent_map,) if has_map else ()):
             dist.recv(t, src)
-        return TokenState(x=x.to(dtype), pos=pos, sizes=sizes, valid=valid.bool(), assign=assign)
+        state = TokenState(x=x.to(dtype), pos=pos, sizes=sizes, valid=valid.bool(), assign=assign)
+        return PreviewPass2(state, token_valid.bool(), latent_map)
+
+    def _preview_latent_map(self, input_ids: torch.Tensor, seeds: torch.Tensor, dtype, device):
+        """This stage's share of pass 2's preview: (pass 1's tokens on stage 0, else None; S' [B, L]
+        on the merge stage, else None)."""
+        ranks, modules = self.parallel.pp_ranks, self.local_layers
+        frozen, p, rest = None, None, modules
+        if self.stage == 0:
+            frozen = modules[0].preview(input_ids, seeds)
+            p, rest = PreviewPass2(frozen, frozen.valid), modules[1:]
+        elif self.stage <= self.merge_stage:
+            p = self._recv_preview(ranks[self.stage - 1], dtype, device)
+        if self.stage > self.merge_stage:
+            return frozen, None
+        done = False
+        for m in rest:
+            if m.preview(p):
+                done = True
+                break
+        if not done:
+            self._send_preview(p, ranks[self.stage + 1])
+        return frozen, p.latent_map if done else None
 
     @torch.no_grad()
     def amtm_masks(self, batches: list[tuple[torch.Tensor, torch.Tensor]], training: bool) -> list[torch.Tensor]:
         """The AMTM base masks [B, N] for these (input_ids, seeds) micro-batches, on stage 0 (an
         empty list elsewhere). Collective over the pipeline group."""
         ranks = self.parallel.pp_ranks
-        modules = self.local_layers
-        for m in modules:
+        for m in self.local_layers:
             m.train(training)
         param = next(self.module.parameters())
         dtype, device = param.dtype, param.device
         masks = []
         for input_ids, seeds in batches:
             input_ids, seeds = input_ids.to(device), seeds.to(device)
-            frozen, latent_map = None, None
-            if self.stage == 0:
-                frozen = modules[0].preview(input_ids, seeds)
-                state, rest = frozen, modules[1:]
-            elif self.stage <= self.merge_stage:
-                state, rest = self._recv_state(ranks[self.stage - 1], dtype, device), modules
-            if self.stage <= self.merge_stage:
-                for m in rest:
-                    state, latent_map = m.preview(state)
-                    if latent_map is not None:
-                        break
-                if self.stage < self.merge_stage:
-                    self._send_state(state, ranks[self.stage + 1])
+            frozen, latent_map = self._preview_latent_map(input_ids, seeds, dtype, device)
             # S' goes back from the merge stage to everyone in the pipeline group (stage 0 uses it).
             shape = torch.tensor(latent_map.shape if latent_map is not None else (0, 0), dtype=torch.long,
                                  device=device)

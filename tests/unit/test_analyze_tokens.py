@@ -30,7 +30,7 @@ from tools import analyze_tokens
 
 WINDOW = 1000  # records of 2,500 bases: two full windows and a shorter one
 SMALL = {"dim": 32, "n_heads": 2, "ffn_dim": 64, "local_encoder_layers": 2, "latent_encoder_layers": 1,
-         "latent_merge_layer": 0, "latent_decoder_layers": 1, "local_decoder_layers": 1, "grouping_dim": 8}
+         "latent_merge_schedule": "single_layer", "latent_merge_layer": 0, "latent_decoder_layers": 1, "local_decoder_layers": 1, "grouping_dim": 8}
 
 
 # ----------------------------------------------------------------------------- hand-checked

@@ -37,9 +37,17 @@ class MergeDNAConfig:
 
     # Latent MTR and AMTM
     latent_compression: float = 0.5  # K = ceil(this * L) latent tokens after global merging
-    # Not yet an option (issue 15 row 3): the paper merges ToMe-style inside the Latent Encoder, a
-    # share after each block, until K; megamerge merges in one burst of bipartite rounds after this
-    # many blocks (None: half). The size-proportional attention of ToMe is the option below.
+    # Pass 2's (latent MTR's) merge down to K. "per_block" (the paper, Sec. 3.3: the Latent Encoder
+    # merges ToMe-style): after every Latent Encoder block, bipartite soft matching merges a share of
+    # each sample's L_b - K_b merges (never more than half the tokens in one step), so the sequence
+    # shrinks block by block to K at the encoder's end. Reading: ToMe merges inside each block between
+    # attention and MLP, scored on the attention keys; megamerge merges between blocks, scored on the
+    # cosine of the block's output hidden states (keys are head-sharded under tensor parallelism, and
+    # the block stays one module shared by every pass). "single_layer" (megamerge's extension): one
+    # burst of bipartite rounds to K before block `latent_merge_layer`.
+    latent_merge_schedule: str = "per_block"
+    # single_layer only: the merge comes before this latent-encoder block (None: half the blocks;
+    # latent_encoder_layers: after the last block). A per_block config leaves it None.
     latent_merge_layer: int | None = None
     # After the latent merge, attention adds log(size) to each key's logits (ToMe's proportional
     # attention, size = the local tokens a latent token stands for), the paper's ToMe-style latent
@@ -54,7 +62,7 @@ class MergeDNAConfig:
 
     def __post_init__(self):
         self.compression_range = tuple(self.compression_range)
-        if self.latent_merge_layer is None:
+        if self.latent_merge_layer is None and self.latent_merge_schedule == "single_layer":
             self.latent_merge_layer = self.latent_encoder_layers // 2
         self.validate()
 
@@ -69,10 +77,17 @@ class MergeDNAConfig:
 
     def paper_deviations(self) -> list[str]:
         """The options in which this config departs from the MergeDNA paper, as "field=value"
-        (empty: the paper's method). Sizes and loss weights are choices the paper leaves open. The
-        latent merge's schedule (see latent_merge_layer) has no paper setting yet, so it is not listed."""
+        (empty: the paper's method). Sizes and loss weights are choices the paper leaves open."""
         return [f"{name}={getattr(self, name)}" for name, paper in PAPER_OPTIONS.items()
                 if getattr(self, name) != paper]
+
+    @property
+    def latent_merge_points(self) -> tuple[int, ...]:
+        """Where pass 2 merges, in order: point p merges before latent-encoder block p, and p ==
+        latent_encoder_layers after the last block (at the latent norm)."""
+        if self.latent_merge_schedule == "per_block":
+            return tuple(range(1, self.latent_encoder_layers + 1))
+        return (self.latent_merge_layer,)
 
     def validate(self) -> None:
         def bad(msg: str):
@@ -113,10 +128,23 @@ class MergeDNAConfig:
                      "local_decoder_layers"):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1")
-        if not (0 <= self.latent_merge_layer <= self.latent_encoder_layers):
-            bad(f"latent_merge_layer={self.latent_merge_layer} must lie in [0, latent_encoder_layers]")
+        self._validate_latent_merge(bad)
         if self.latent_mtr_weight < 0 or self.tm_weight < 0:
             bad("loss weights must be >= 0")
+
+    def _validate_latent_merge(self, bad) -> None:
+        if self.latent_merge_schedule == "single_layer":
+            if not (0 <= self.latent_merge_layer <= self.latent_encoder_layers):
+                bad(f"latent_merge_layer={self.latent_merge_layer} must lie in [0, latent_encoder_layers]")
+            return
+        if self.latent_merge_layer is not None:
+            bad(f"latent_merge_layer={self.latent_merge_layer} applies to latent_merge_schedule=single_layer only "
+                "(per_block merges after every latent-encoder block); leave it unset or choose single_layer")
+        floor = 0.5**self.latent_encoder_layers
+        if self.latent_compression < floor:
+            bad(f"latent_compression={self.latent_compression} is below {floor:.3g}: with "
+                f"latent_merge_schedule=per_block each of the {self.latent_encoder_layers} latent-encoder "
+                "blocks can at most halve the tokens")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> MergeDNAConfig:
@@ -146,10 +174,12 @@ PAPER_OPTIONS = {
     "merge_selection": "per_window",
     "amtm_normalization": "per_masked_token",
     "size_proportional_attention": True,
+    "latent_merge_schedule": "per_block",
 }
 OPTION_CHOICES = {
     "merge_selection": ("per_window", "global_rank"),
     "amtm_normalization": ("per_masked_token", "per_masked_base"),
+    "latent_merge_schedule": ("per_block", "single_layer"),
 }
 # What megamerge did before each option was named: the value a saved config without the field means.
 BEFORE_PAPER_OPTIONS = {
@@ -157,6 +187,7 @@ BEFORE_PAPER_OPTIONS = {
     "merge_selection": "global_rank",
     "amtm_normalization": "per_masked_base",
     "size_proportional_attention": False,
+    "latent_merge_schedule": "single_layer",
 }
 
 

@@ -3,8 +3,9 @@
 model cut across processes) call, so a change to a draw, a merge rule or a loss is made once:
 
     token_targets        how many tokens L_b the Local Encoder merges each sample to
-    merge_latent         pass 2's global merge of the frozen tokens down to K_b = latent_token_count
-    latent_key_bias      pass 2's size-proportional attention after that merge (log group size)
+    merge_latent         one of pass 2's global merges of the frozen tokens, down to K_b = latent_token_count
+                         after the last (cfg.latent_merge_points: after every latent block, or one burst)
+    latent_key_bias      pass 2's size-proportional attention after a merge (log group size)
     unmerge_latent       pass 2's K groups back to the L tokens (on the frozen tokens' frame)
     amtm_base_mask       pass 3's masked bases, drawn from pass 2's latent groups
     mask_bases           the masked input of pass 3
@@ -22,7 +23,13 @@ from megamerge.models.common.losses import base_cross_entropy
 from megamerge.models.common.transition_loss import transition_matrix_loss
 from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.masking import amtm_token_mask
-from megamerge.models.mergedna.token_merging import TokenState, global_merge_to, group_sizes, unmerge
+from megamerge.models.mergedna.token_merging import (
+    TokenState,
+    global_merge_to,
+    group_sizes,
+    per_block_length,
+    unmerge,
+)
 from megamerge.vocabulary import MASK, base_targets
 
 
@@ -44,15 +51,26 @@ def token_targets(cfg: MergeDNAConfig, base_lengths: torch.Tensor, seeds: torch.
     return target.clamp(min=1).long()
 
 
-def latent_token_count(cfg: MergeDNAConfig, tokens: TokenState) -> torch.Tensor:
-    """K_b [B] long: the latent tokens pass 2 merges each sample's L_b tokens down to."""
-    return (cfg.latent_compression * tokens.lengths.float()).ceil().clamp(min=1).long()
+def latent_token_count(cfg: MergeDNAConfig, token_lengths: torch.Tensor) -> torch.Tensor:
+    """K_b [B] long: the latent tokens pass 2 merges each sample's token_lengths [B] (L_b) down to."""
+    return (cfg.latent_compression * token_lengths.float()).ceil().clamp(min=1).long()
 
 
-def merge_latent(cfg: MergeDNAConfig, tokens: TokenState) -> tuple[TokenState, torch.Tensor]:
-    """Pass 2's global merge (ToMe, no window) of tokens [B, L, D] -> (merged [B, K, D], the map
-    [B, L] -> [0, K) from each token to its latent group)."""
-    return global_merge_to(tokens, latent_token_count(cfg, tokens), cfg.merge_theta)
+def merge_latent(cfg: MergeDNAConfig, tokens: TokenState, latent_map: torch.Tensor | None, token_valid: torch.Tensor,
+                 point: int) -> tuple[TokenState, torch.Tensor]:
+    """Pass 2's global merge (ToMe, no window) at latent merge point `point` (one of
+    cfg.latent_merge_points) of its current tokens [B, T, D] (T = L before the first merge), whose
+    map from the frozen tokens token_valid [B, L] is latent_map [B, L] -> [0, T) (None before the
+    first merge). Returns (merged [B, T', D], the composed map [B, L] -> [0, T')); after the last
+    point T' = K_b per sample. per_block: this point's share (token_merging.per_block_length);
+    single_layer: the whole way to K_b in one burst."""
+    start = token_valid.sum(1)  # [B] L_b
+    target = latent_token_count(cfg, start)  # [B] K_b
+    points = cfg.latent_merge_points
+    if cfg.latent_merge_schedule == "per_block":
+        target = per_block_length(start, target, tokens.lengths, points.index(point), len(points))
+    merged, step_map = global_merge_to(tokens, target, cfg.merge_theta)
+    return merged, step_map if latent_map is None else step_map.gather(1, latent_map)
 
 
 def unmerge_latent(cfg: MergeDNAConfig, merged_x: torch.Tensor, merged_pos: torch.Tensor,
@@ -86,7 +104,7 @@ def amtm_loss(cfg: MergeDNAConfig, masked_logits: torch.Tensor, targets: torch.T
 
 def latent_key_bias(cfg: MergeDNAConfig, latent_map: torch.Tensor, token_valid: torch.Tensor,
                     n_groups: int) -> torch.Tensor | None:
-    """Pass 2's attention bias after the latent merge [B, K]: log of how many local tokens (of
+    """Pass 2's attention bias after a latent merge [B, K]: log of how many local tokens (of
     token_valid [B, L], mapped by latent_map [B, L]) each latent token stands for, ToMe's
     size-proportional attention; None with size_proportional_attention off."""
     if not cfg.size_proportional_attention:

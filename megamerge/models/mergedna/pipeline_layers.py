@@ -43,12 +43,13 @@ def pipeline_layers(cfg: MergeDNAConfig) -> list[PipelineLayer]:
     return layers
 
 
-def latent_merge_layer_index(cfg: MergeDNAConfig) -> int:
-    """The pipeline layer at whose start pass 2 merges globally: latent-encoder block
-    `latent_merge_layer`, or the latent norm when the merge comes after the last block."""
+def latent_merge_layer_indices(cfg: MergeDNAConfig) -> tuple[int, ...]:
+    """The pipeline layers at whose start pass 2 merges, one per cfg.latent_merge_points, in order:
+    latent-encoder block p, or the latent norm for the merge after the last block."""
+    positions = {}
     for position, layer in enumerate(pipeline_layers(cfg)):
-        if layer.kind == LATENT_ENCODER_BLOCK and layer.index == cfg.latent_merge_layer:
-            return position
-        if layer.kind == LATENT_ENCODER_NORM:
-            return position
-    raise AssertionError("pipeline_layers has no latent-encoder norm")
+        if layer.kind == LATENT_ENCODER_BLOCK:
+            positions[layer.index] = position
+        elif layer.kind == LATENT_ENCODER_NORM:
+            positions[cfg.latent_encoder_layers] = position
+    return tuple(positions[point] for point in cfg.latent_merge_points)

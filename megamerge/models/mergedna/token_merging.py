@@ -28,7 +28,8 @@ size-weighted average, and `unmerge` rotates back by each base's own offset. The
 still a size-weighted average and unmerging still a gather (BENCHMARKS.md compares it with the
 plain average).
 * `global_merge_to`: ToMe's bipartite matching without a window, repeated until K tokens remain
-  (latent MTR). Tokens stay in base order; groups need not be contiguous.
+  (latent MTR). Tokens stay in base order; groups need not be contiguous. `per_block_length`
+  spreads the merges to K over several such steps (the paper's merge after every latent block).
 """
 
 from __future__ import annotations
@@ -246,6 +247,24 @@ def global_merge_to(
         if torch.equal(before, state.lengths):
             break  # nothing left that can merge (single-token rows)
     return state, token_map
+
+
+def per_block_length(
+    start: torch.Tensor,  # [B] long, L_b: tokens before the first step
+    final: torch.Tensor,  # [B] long, K_b: tokens after the last step
+    current: torch.Tensor,  # [B] long, tokens now (before step `step`)
+    step: int,
+    steps: int,
+) -> torch.Tensor:  # [B] long
+    """Tokens each sample keeps after merge step `step` of `steps`: ToMe's even share (a constant
+    r per block, here (L_b - K_b) / steps, cumulative and rounded), kept within what one bipartite
+    step can do (at most half the tokens leave: >= ceil(current / 2)) and what the remaining steps
+    can still undo (<= K_b * 2^(steps - 1 - step), so the last step lands on K_b exactly whenever
+    K_b >= L_b / 2^steps)."""
+    share = start - torch.div((start - final) * (step + 1), steps, rounding_mode="floor")
+    at_most_half = current - torch.div(current, 2, rounding_mode="floor")
+    reachable = final * 2 ** (steps - 1 - step)
+    return torch.minimum(torch.maximum(share, at_most_half), reachable)
 
 
 def group_sizes(token_map: torch.Tensor, valid: torch.Tensor, n_groups: int) -> torch.Tensor:
