@@ -62,6 +62,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latent-attention", default="size_proportional", choices=["size_proportional", "plain"],
                    help="MergeDNA latent MTR: after the latent merge, attention adds log(tokens merged) to each "
                         "key's logits (ToMe, the paper's) or plain attention (megamerge's earlier behaviour)")
+    g.add_argument("--latent-merge-schedule", default="per_block", choices=["per_block", "single_layer"],
+                   help="MergeDNA latent MTR: merge a share of the tokens after every Latent Encoder block down to "
+                        "K = L/2 (ToMe-style, the paper's) or megamerge's one burst before block L/2")
     g.add_argument("--checkpoint-activations", action="store_true",
                    help="recompute each Transformer block in the backward pass")
 

@@ -29,7 +29,8 @@ def model_config(args):
         overrides[field] = value
     method_flags = {"merge_rule": "paper_average", "merge_selection": "per_window",
                     "amtm_normalization": "per_masked_token",
-                    "latent_attention": "size_proportional"}  # MergeDNA's options, at their defaults
+                    "latent_attention": "size_proportional",
+                    "latent_merge_schedule": "per_block"}  # MergeDNA's options, at their defaults
     if family.name != "mergedna":
         for flag, default in method_flags.items():
             if getattr(args, flag) != default:
@@ -39,7 +40,8 @@ def model_config(args):
         overrides.update(latent_mtr_weight=args.latent_mtr_weight, compression_range=tuple(args.compression_range),
                          rotary_merge=args.merge_rule == "rotary", merge_selection=args.merge_selection,
                          amtm_normalization=args.amtm_normalization,
-                         size_proportional_attention=args.latent_attention == "size_proportional")
+                         size_proportional_attention=args.latent_attention == "size_proportional",
+                         latent_merge_schedule=args.latent_merge_schedule)
     if args.tm_weight is not None:
         overrides["tm_weight"] = args.tm_weight
     return config_from_preset(args.model, **overrides)
