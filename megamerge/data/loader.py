@@ -12,6 +12,11 @@ it had delivered (reading, not decoding, them: cost grows with the position insi
 epoch) and rotates worker ids so the round robin continues where it stopped. The batches that
 follow are exactly those the uninterrupted run would have produced, on every rank.
 
+Species. Every batch says which species each row came from; `samples_by_species` counts them
+since the start of the run (saved with the state). With `species_weights` the loader draws each
+sample's species by weight instead of reading the split as written (species_mixing.py); each
+worker's state then holds where each species' sub-stream stands.
+
 Changing the setup. The order depends on the data-parallel world size, the number of workers,
 the micro-batch size, the seed and the shard set, so a state saved under different values is
 refused with a message saying which one differs (the trainer may then start the data stream
@@ -29,13 +34,18 @@ from torch.utils.data import DataLoader
 
 from megamerge.data.dataset import LoaderConfig, ShardStreamDataset, WorkerBatch, WorkerState
 from megamerge.data.shards import fingerprint, load_manifest, split_shards
+from megamerge.data.species_mixing import (
+    check_enough_samples,
+    resolve_species_weights,
+    train_samples_by_species,
+)
 
 STATE_FORMAT = "megamerge.data.PretrainLoader"
 STATE_VERSION = 1
 # The fields whose change alters the sample order (or the samples themselves).
 ORDER_FIELDS = (
     "world_size", "rank", "workers", "micro_batch", "seq_len", "seed", "shuffle", "shuffle_buffer",
-    "epochs", "drop_last", "random_crop", "reverse_complement",
+    "epochs", "drop_last", "random_crop", "reverse_complement", "species_weights",
 )  # fmt: skip
 
 
@@ -55,8 +65,16 @@ def _leave_stop_signals_to_the_rank(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _order_value(config: dict, name: str):
+    """An ORDER_FIELDS value as a state holds it: species weights as a {species: probability}
+    dict (None when off, and in states saved before they existed)."""
+    value = config.get(name)
+    return dict(value) if name == "species_weights" and value is not None else value
+
+
 class PretrainLoader:
-    """Iterate for LongTensor [B, N] batches (or (batch, metadata) with `with_meta`)."""
+    """Iterate for LongTensor [B, N] batches; with `with_softmask` and/or `with_meta`, for tuples
+    (batch, soft-mask BoolTensor [B, N], metadata), holding those of the last two asked for."""
 
     def __init__(self, config: LoaderConfig, num_workers: int = 0, prefetch_factor: int = 4,
                  pin_memory: bool = False, multiprocessing_context=None):  # fmt: skip
@@ -75,6 +93,7 @@ class PretrainLoader:
         self.next_worker = 0
         self.batches = 0
         self.samples = 0
+        self.samples_by_species: dict[str, int] = {}
         self.corrupt_shard_paths: list[str] = []
 
     @property
@@ -106,7 +125,9 @@ class PretrainLoader:
         try:
             for batch in source:
                 self._advance(batch)
-                yield (batch.ids, batch.meta) if self.config.with_meta else batch.ids
+                extras = ((batch.softmask,) if self.config.with_softmask else ()) + (
+                    (batch.meta,) if self.config.with_meta else ())
+                yield (batch.ids, *extras) if extras else batch.ids
         finally:
             del source  # shuts the worker processes down even if the caller stopped early
         if self.config.epochs is not None:  # a finite pass ran to the end: the next one starts afresh
@@ -117,6 +138,8 @@ class PretrainLoader:
         self.next_worker = (batch.worker + 1) % self.config.workers
         self.batches += 1
         self.samples += batch.ids.shape[0]
+        for species in batch.species:
+            self.samples_by_species[species] = self.samples_by_species.get(species, 0) + 1
         self.corrupt_shard_paths.extend(batch.new_corrupt)
 
     # ------------------------------------------------------------------------------------- state
@@ -127,11 +150,12 @@ class PretrainLoader:
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "dataset": self.dataset_fingerprint,
-            **{name: config[name] for name in ORDER_FIELDS},
+            **{name: _order_value(config, name) for name in ORDER_FIELDS},
             "worker_states": [asdict(state) for state in self.workers],
             "next_worker": self.next_worker,
             "batches": self.batches,
             "samples": self.samples,
+            "samples_by_species": dict(self.samples_by_species),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -145,15 +169,17 @@ class PretrainLoader:
             )
         if state["dataset"] != self.dataset_fingerprint:
             raise ValueError("data loader state belongs to a different shard set (the corpus was re-cut)")
-        current = asdict(self.config)
-        differing = [name for name in ORDER_FIELDS if state[name] != current[name]]
+        current = {name: _order_value(asdict(self.config), name) for name in ORDER_FIELDS}
+        saved = {name: _order_value(state, name) for name in ORDER_FIELDS}
+        differing = [name for name in ORDER_FIELDS if saved[name] != current[name]]
         if differing:
-            details = ", ".join(f"{name}: saved {state[name]!r}, now {current[name]!r}" for name in differing)
+            details = ", ".join(f"{name}: saved {saved[name]!r}, now {current[name]!r}" for name in differing)
             raise ValueError(f"data loader state does not match this loader ({details})")
         self.workers = [WorkerState(**worker) for worker in state["worker_states"]]
         self.next_worker = state["next_worker"]
         self.batches = state["batches"]
         self.samples = state["samples"]
+        self.samples_by_species = dict(state.get("samples_by_species", {}))  # counted afresh from an older state
         self.corrupt_shard_paths = []
 
 
@@ -174,6 +200,8 @@ def build_pretrain_loader(
     reverse_complement: bool = False,
     strict: bool = False,
     with_meta: bool = False,
+    with_softmask: bool = False,
+    species_weights: str | dict | None = None,
     **loader_kwargs,
 ) -> PretrainLoader:
     """Loader over `data_dir/{split}` shards of a prepared corpus.
@@ -181,6 +209,8 @@ def build_pretrain_loader(
     Defaults: seq_len from the manifest; rank / world_size from torch.distributed when it is
     initialised (else 0 / 1); train shuffles and runs forever (epochs=None), other splits are one
     ordered pass (epochs=1). `strict` raises on a corrupt shard instead of skipping it.
+    `species_weights` ("uniform", "by_bases", a JSON file's path or a {species: weight} dict)
+    draws each sample's species by weight (species_mixing.py; endless streams only).
     """
     if rank is None or world_size is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -189,13 +219,20 @@ def build_pretrain_loader(
     if seq_len is None:
         seq_len = int(load_manifest(data_dir)["parameters"]["seq_len"])
     training = split == "train"
+    shards = tuple(split_shards(data_dir, split))
+    workers = max(1, num_workers)
+    weights = None
+    if species_weights is not None:
+        available = train_samples_by_species(shards)
+        weights = resolve_species_weights(species_weights, available)
+        check_enough_samples(weights, available, world_size * workers)
     config = LoaderConfig(
-        shards=tuple(split_shards(data_dir, split)),
+        shards=shards,
         micro_batch=micro_batch,
         seq_len=seq_len,
         rank=rank,
         world_size=world_size,
-        workers=max(1, num_workers),
+        workers=workers,
         seed=seed,
         shuffle=training if shuffle is None else shuffle,
         shuffle_buffer=shuffle_buffer,
@@ -205,6 +242,8 @@ def build_pretrain_loader(
         reverse_complement=reverse_complement,
         strict=strict,
         with_meta=with_meta,
+        with_softmask=with_softmask,
+        species_weights=weights,
     )
     return PretrainLoader(config, num_workers=num_workers, **loader_kwargs)
 

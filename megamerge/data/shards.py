@@ -1,5 +1,10 @@
 """The shard list of a prepared corpus, and reading one shard's samples through webdataset.
 
+A sample's `seq` member holds one byte per base: the base code (A=0 C=1 G=2 T=3 N=4) in the low
+three bits, and SOFTMASK_BIT set where the input had the base in lower case (soft-masked repeats);
+shards written before soft-masking was kept have no bit set. `split_softmask` is the one decoder
+of that byte: nothing downstream of it ever sees a code >= 8.
+
 A shard is read with webdataset's tar iterators under an error handler that records the first
 failure and stops that shard, so a truncated or corrupt tar can never stall the stream. Each
 sample is also checked against its metadata (both members present, length, CRC32), and a shard
@@ -16,11 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from webdataset.tariterators import tarfile_samples
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "megamerge-shards"
 REQUIRED_META = {"species": str, "record": str, "start": int, "length": int, "crc32": int}
+CODE_BITS = 0x07  # a shard byte's base code
+SOFTMASK_BIT = 0x08  # set on a base that was lower case (soft-masked) in the input FASTA
 
 
 class CorruptShardError(RuntimeError):
@@ -32,13 +40,21 @@ class ShardEntry:
     path: str
     samples: int
     sha256: str
+    # ((species, samples), ...) from the manifest; None for a manifest written before prepare.py kept it
+    samples_by_species: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True)
 class RawSample:
     key: str
-    seq: bytes  # uint8 tokenizer codes
+    seq: bytes  # one byte per base: code | SOFTMASK_BIT (split_softmask decodes it)
     meta: dict
+
+
+def split_softmask(seq: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's shard bytes [L] -> (base codes uint8 [L], soft-masked bool [L])."""
+    raw = np.frombuffer(seq, np.uint8) if isinstance(seq, bytes) else seq
+    return raw & CODE_BITS, (raw & SOFTMASK_BIT).astype(bool)
 
 
 def load_manifest(data_dir: str | Path) -> dict:
@@ -54,13 +70,18 @@ def load_manifest(data_dir: str | Path) -> dict:
 def split_shards(data_dir: str | Path, split: str) -> list[ShardEntry]:
     manifest = load_manifest(data_dir)
     entries = [
-        ShardEntry(str(Path(data_dir) / shard["path"]), int(shard["samples"]), shard["sha256"])
+        ShardEntry(str(Path(data_dir) / shard["path"]), int(shard["samples"]), shard["sha256"],
+                   _species_counts(shard.get("samples_by_species")))
         for shard in manifest["shards"]
         if shard["split"] == split
     ]
     if not entries:
         raise ValueError(f"{data_dir}: the manifest lists no '{split}' shards")
     return entries
+
+
+def _species_counts(counts: dict | None) -> tuple[tuple[str, int], ...] | None:
+    return None if counts is None else tuple(sorted((str(k), int(v)) for k, v in counts.items()))
 
 
 def fingerprint(entries: list[ShardEntry] | tuple[ShardEntry, ...]) -> str:
@@ -76,18 +97,26 @@ def read_shard(
     part: int,
     parts: int,
     on_corrupt: Callable[[ShardEntry, str], None],
+    species: str | None = None,
 ) -> Iterator[RawSample]:
-    """Samples number `part`, `part + parts`, ... of a shard; damage is reported once, then the shard
-    ends (samples before the damage are still delivered)."""
+    """Samples number `part`, `part + parts`, ... of a shard (of its samples of `species` only,
+    when given); damage is reported once, then the shard ends (samples before the damage are
+    still delivered)."""
     errors: list[str] = []
 
     def stop_shard(exn: Exception) -> bool:
         errors.append(f"{type(exn).__name__}: {exn}")
         return False  # webdataset: do not continue with this tar
 
-    index = -1
+    index, kept = -1, -1
     for index, sample in enumerate(tarfile_samples([{"url": entry.path}], handler=stop_shard)):
-        if index % parts != part:
+        if species is None:
+            kept = index
+        elif _species_of(sample) == species:
+            kept += 1
+        else:
+            continue
+        if kept % parts != part:
             continue
         problem = _check(sample)
         if problem:
@@ -98,6 +127,16 @@ def read_shard(
         errors.append(f"holds {index + 1} samples, the manifest lists {entry.samples}")
     if errors:
         on_corrupt(entry, errors[0])
+
+
+def _species_of(sample: dict) -> str | None:
+    """The sample's species, or None when its metadata cannot say (it is then skipped here and
+    its damage reported by the sub-stream of no species; the whole-split stream checks it)."""
+    try:
+        meta = json.loads(sample.get("json", b""))
+    except ValueError:
+        return None
+    return meta.get("species") if isinstance(meta, dict) else None
 
 
 def _check(sample: dict) -> str | None:

@@ -14,6 +14,7 @@ sample of the split exactly once.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -38,12 +39,20 @@ class StreamSpec:
     seed: int = 0
     shuffle: bool = True
     shuffle_buffer: int = 1000
+    # Names a sub-stream (species_mixing.py: one per species) so that its shuffles differ from the
+    # other sub-streams'; "" is the plain stream of the whole split.
+    key: str = ""
+
+    def random_key(self, epoch: int) -> list[int]:
+        if not self.key:
+            return [self.seed, epoch]
+        return [self.seed, epoch, int.from_bytes(hashlib.blake2b(self.key.encode(), digest_size=8).digest(), "little")]
 
 
 def epoch_units(spec: StreamSpec, epoch: int) -> list[Unit]:
     order = list(range(len(spec.shards)))
     if spec.shuffle:
-        order = np.random.default_rng([spec.seed, epoch]).permutation(len(order)).tolist()
+        order = np.random.default_rng(spec.random_key(epoch)).permutation(len(order)).tolist()
     parts = math.ceil(spec.n_slots / len(order))  # > 1 only when shards are fewer than slots
     return [Unit(shard, part, parts) for shard in order for part in range(parts)]
 
@@ -72,7 +81,8 @@ def slot_epoch(
     samples = (sample for unit in slot_units(spec, epoch, slot) for sample in read_unit(unit))
     if not spec.shuffle or spec.shuffle_buffer <= 1:
         return samples
-    return shuffle_buffer(samples, spec.shuffle_buffer, random.Random(f"{spec.seed}/{epoch}/{slot}"))
+    rng = random.Random(f"{spec.seed}/{epoch}/{slot}" + (f"/{spec.key}" if spec.key else ""))
+    return shuffle_buffer(samples, spec.shuffle_buffer, rng)
 
 
 class Position:
