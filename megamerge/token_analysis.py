@@ -246,7 +246,7 @@ def species_compression(model, data_dir: Path, split: str, max_samples: int, bat
                         progress: bool = True) -> dict:
     """Compression (bases per token) per species over up to max_samples samples of a prepared
     shards directory's split, each sample tokenized whole as the trainer would see it."""
-    from megamerge.data.shards import CorruptShardError, read_shard, split_shards
+    from megamerge.data.shards import CorruptShardError, read_shard, split_shards, split_softmask
 
     def refuse(entry, problem):
         raise CorruptShardError(f"{entry.path}: {problem}")
@@ -262,7 +262,7 @@ def species_compression(model, data_dir: Path, split: str, max_samples: int, bat
               disable=not progress) as bar:
         batch: list = []
         for done, sample in enumerate(samples, start=1):
-            batch.append((sample.meta["species"], np.frombuffer(sample.seq, dtype=np.uint8)))
+            batch.append((sample.meta["species"], split_softmask(sample.seq)[0]))  # codes, soft-mask bit dropped
             if len(batch) == batch_size or done == max_samples:
                 _add_species_batch(model, batch, device, totals)
                 bar.update(len(batch))
