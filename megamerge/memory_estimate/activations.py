@@ -26,8 +26,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from megamerge.models.common.local_attention import default_block
 from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.objective import latent_token_count
+from megamerge.models.mergedna.token_merging import per_block_length
 
 FP32 = 4  # RoPE tables, 1/rms, log-sum-exp, the merge arithmetic and the loss run in fp32 in every precision
 PASSES = ("MTR", "latent MTR", "AMTM")
@@ -68,8 +72,15 @@ class TokenCounts:
     bases: int  # N
     local_encoder: tuple[int, ...]  # tokens entering each local-encoder layer; the last entry is L
     latent: int  # L
-    latent_steps: tuple[int, ...]  # widths entering each global-merge step of latent MTR
+    latent_merges: tuple[LatentMerge, ...]  # latent MTR's merges, one per cfg.latent_merge_points
     latent_merged: int  # K
+
+
+@dataclass(frozen=True)
+class LatentMerge:
+    point: int  # merges before latent-encoder block `point` (latent_encoder_layers: after the last)
+    step_widths: tuple[int, ...]  # widths entering each of its bipartite steps
+    width: int  # tokens after it
 
 
 def token_counts(cfg: MergeDNAConfig, seq: int) -> TokenCounts:
@@ -82,12 +93,26 @@ def token_counts(cfg: MergeDNAConfig, seq: int) -> TokenCounts:
         r = min(-(-remaining // (cfg.local_encoder_layers - i)), T // 2)  # a layer at most halves
         widths.append(T - r)
     L = widths[-1]
-    K = math.ceil(cfg.latent_compression * L)
-    steps, T = [], L
-    while T > K:  # global_merge_to: bipartite steps, each merging at most the even half
-        steps.append(T)
-        T -= min(T - K, T // 2)
-    return TokenCounts(seq, tuple(widths), L, tuple(steps), T)
+    merges = latent_merges(cfg, L)
+    return TokenCounts(seq, tuple(widths), L, merges, merges[-1].width)
+
+
+def latent_merges(cfg: MergeDNAConfig, L: int) -> tuple[LatentMerge, ...]:
+    """Latent MTR's merge points for a row of L tokens, with the widths objective.merge_latent
+    steps through (per_block: its share each block; single_layer: the whole way in one burst)."""
+    start = torch.tensor([L])
+    K = int(latent_token_count(cfg, start))
+    points, T, out = cfg.latent_merge_points, L, []
+    for step, point in enumerate(points):
+        target = K
+        if cfg.latent_merge_schedule == "per_block":
+            target = int(per_block_length(start, start.new_tensor([K]), start.new_tensor([T]), step, len(points)))
+        steps = []
+        while T > target:  # global_merge_to: bipartite steps, each merging at most the even half
+            steps.append(T)
+            T -= min(T - target, T // 2)
+        out.append(LatentMerge(point, tuple(steps), T))
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------- per-site terms
@@ -184,15 +209,18 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels) -> list[Site]
                 other(p, "local_encoder", "local_encoder", local_merge_bytes(cfg, T_in, T_out, k))
         # Latent Encoder
         other(p, "latent_encoder", "latent_encoder", rope_table_bytes(cfg, L), part="blocks")
-        merge_at = cfg.latent_merge_layer if not full_pass else cfg.latent_encoder_layers
+        merges = {} if full_pass else {m.point: m for m in t.latent_merges}
+        width = L
         for i in range(cfg.latent_encoder_layers):
-            if i == merge_at:
-                other(p, "latent_encoder", "latent_encoder", sum(rotation_bytes(cfg, w) for w in t.latent_steps))
-                other(p, "latent_encoder", "latent_encoder", rope_table_bytes(cfg, K), part="blocks")
-            block(p, "latent_encoder", "latent_encoder", L if i < merge_at else K, local=False,
+            if i in merges:
+                other(p, "latent_encoder", "latent_encoder", sum(rotation_bytes(cfg, w) for w in merges[i].step_widths))
+                width = merges[i].width
+                other(p, "latent_encoder", "latent_encoder", rope_table_bytes(cfg, width), part="blocks")
+            block(p, "latent_encoder", "latent_encoder", width, local=False,
                   input_already_held=(not full_pass and i == 0))
-        if merge_at == cfg.latent_encoder_layers and not full_pass:  # merge after the last block
-            other(p, "latent_encoder", "latent_norm", sum(rotation_bytes(cfg, w) for w in t.latent_steps))
+        if cfg.latent_encoder_layers in merges:  # the merge after the last block
+            last = merges[cfg.latent_encoder_layers]
+            other(p, "latent_encoder", "latent_norm", sum(rotation_bytes(cfg, w) for w in last.step_widths))
         top = L if full_pass else K
         other(p, "latent_encoder", "latent_norm", top * norm_bytes(cfg, k))  # final norm
         if not full_pass:  # unmerge K -> L: the gather keeps its source, rotate back by each offset

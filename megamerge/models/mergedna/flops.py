@@ -1,7 +1,8 @@
 """Model FLOPs of one MergeDNA training step, for MFU (design notes, section 5).
 
 Each module is counted at its own length: local modules at N bases, latent modules at L tokens
-(and K in the global-merge pass). 2 FLOPs per multiply-add; forward + backward = 3x forward;
+(in the global-merge pass, the Latent Encoder blocks at the widths the merge schedule leaves them:
+shrinking evenly from L towards K block by block with per_block, L then K with single_layer). 2 FLOPs per multiply-add; forward + backward = 3x forward;
 pass 2 reuses pass 1's (detached) tokenizer output, so the Local Encoder counts only in
 passes 1 and 3.
 """
@@ -38,10 +39,20 @@ def mergedna_step_flops(cfg: MergeDNAConfig, n: float, l: float, k: float) -> fl
     local_decoder = cfg.local_decoder_layers * block_forward_flops(cfg, n, min(span, n)) + 2 * n * cfg.dim * 4
     full_pass = (local_encoder(n) + latent(l, cfg.latent_encoder_layers)
                  + latent(l, cfg.latent_decoder_layers) + local_decoder)
-    m = cfg.latent_merge_layer
-    merge_pass = (latent(l, m) + latent(k, cfg.latent_encoder_layers - m)
-                  + latent(l, cfg.latent_decoder_layers) + local_decoder)
+    merging_encoder = sum(latent(width, 1) for width in latent_merge_widths(cfg, l, k))
+    merge_pass = merging_encoder + latent(l, cfg.latent_decoder_layers) + local_decoder
     return 3 * (2 * full_pass + merge_pass)
+
+
+def latent_merge_widths(cfg: MergeDNAConfig, l: float, k: float) -> list[float]:
+    """The tokens each Latent Encoder block sees in the global-merge pass (from l down to k at
+    cfg.latent_merge_points; per_block's even share of the merges, token_merging.per_block_length,
+    without its rounding)."""
+    n = cfg.latent_encoder_layers
+    if cfg.latent_merge_schedule == "per_block":  # points 1..n: block i follows i merges
+        return [l - i * (l - k) / n for i in range(n)]
+    m = cfg.latent_merge_layer
+    return [l] * m + [k] * (n - m)
 
 
 def peak_flops_per_device(override_tflops: float | None, device_name: str | None) -> float | None:
