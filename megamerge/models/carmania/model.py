@@ -77,12 +77,16 @@ class Carmania(nn.Module):
             h = layer(h, rope, valid)
         return self.output(self.norm(h))
 
-    def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None) -> dict:
+    def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None,
+                       base_weights: torch.Tensor | None = None) -> dict:
         """input_ids [B, N] -> {"loss", "nt", "tm", ...}. `seeds` is accepted for the trainer's
-        common interface; CARMANIA's objective draws no random numbers."""
+        common interface; CARMANIA's objective draws no random numbers. `base_weights` [B, N]
+        weigh each predicted base's next-token term (common/losses.py); the transition loss
+        compares whole 4x4 matrices, has no per-base term, and is not weighted."""
         del seeds
         logits = self(input_ids)  # [B, N, 4]
-        nt, correct, scored = base_cross_entropy(logits[:, :-1], base_targets(input_ids[:, 1:]))
+        weights = None if base_weights is None else base_weights[:, 1:]  # the weight of the base predicted
+        nt, correct, scored = base_cross_entropy(logits[:, :-1], base_targets(input_ids[:, 1:]), weights=weights)
         tm = transition_matrix_loss(logits, input_ids, next_token=True)
         return {
             "loss": nt + self.cfg.tm_weight * tm,

@@ -90,10 +90,12 @@ class MergeDNA(nn.Module):
         return latent.x, latent.assign, latent.valid
 
     # ------------------------------------------------------------------------------ losses
-    def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None) -> dict:
+    def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None,
+                       base_weights: torch.Tensor | None = None) -> dict:
         """The three passes on input_ids [B, N] (objective.py holds their shared pieces). `seeds`
         [B] (common/keyed_random.sample_seeds) makes every random draw a function of the sample
-        alone; without it the global RNG is used."""
+        alone; without it the global RNG is used. `base_weights` [B, N] weigh each base's loss
+        terms (soft-masked repeats, common/losses.py); None weighs all alike."""
         cfg = self.cfg
         base_valid = check_input_ids(input_ids)
         token_targets = self.token_targets(base_valid.sum(1), seeds)
@@ -116,7 +118,7 @@ class MergeDNA(nn.Module):
         masked_logits = self.decode(masked_latent, base_valid)
 
         out = objective.objective_outputs(cfg, input_ids, base_valid, logits, latent_logits, masked_logits,
-                                          base_mask, tokens.lengths, merged.lengths)
+                                          base_mask, tokens.lengths, merged.lengths, base_weights)
         out["bases_per_token"] = float(out["bases_per_token"])
         out["latent_bases_per_token"] = float(out["latent_bases_per_token"])
         out["token_lengths"] = tokens.sizes[tokens.valid].detach()

@@ -86,14 +86,16 @@ def amtm_token_count(cfg: MergeDNAConfig, token_lengths: torch.Tensor) -> torch.
 
 
 def amtm_loss(cfg: MergeDNAConfig, masked_logits: torch.Tensor, targets: torch.Tensor, base_mask: torch.Tensor,
-              token_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              token_lengths: torch.Tensor, base_weights: torch.Tensor | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """AMTM on masked_logits [B, N, 4]: (loss, masked-base mean cross-entropy, correct, scored).
     Paper reading (Sec. 3.3, Eq. 7, L_AMTM = -1/K sum over masked positions): the cross-entropy is
     summed over every masked base and divided by K, the number of masked tokens (over the batch:
     sum_b K_b, each sample's K_b = amtm_token_count of its L_b tokens); "per_masked_base" divides
     by the number of masked bases instead. The per-base mean is returned either way, for the
-    masked-base accuracy and perplexity that evaluation reports."""
-    per_base, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask)
+    masked-base accuracy and perplexity that evaluation reports. `base_weights` [B, N] weigh each
+    masked base's term (losses.py: the normaliser, bases or K, stays unweighted)."""
+    per_base, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask, weights=base_weights)
     if cfg.amtm_normalization == "per_masked_base":
         return per_base, per_base, correct, scored
     has_mask = base_mask.any(1)  # an all-N sample has tokens but no base to mask, and adds no K_b
@@ -140,12 +142,14 @@ def objective_outputs(
     base_mask: torch.Tensor,  # [B, N] bool: pass 3's masked bases, the only ones it scores
     token_lengths: torch.Tensor,  # [B] L_b
     latent_lengths: torch.Tensor,  # [B] K_b
+    base_weights: torch.Tensor | None = None,  # [B, N] float: soft-masked bases' loss weight (None: all 1)
 ) -> dict[str, torch.Tensor]:
     """The losses (0-dim tensors; "loss" carries the gradient) and metrics of one step."""
     targets = base_targets(input_ids)
-    mtr, _, _ = base_cross_entropy(logits, targets)
-    latent_mtr, _, _ = base_cross_entropy(latent_logits, targets)
-    amtm, amtm_per_base, correct, scored = amtm_loss(cfg, masked_logits, targets, base_mask, token_lengths)
+    mtr, _, _ = base_cross_entropy(logits, targets, weights=base_weights)
+    latent_mtr, _, _ = base_cross_entropy(latent_logits, targets, weights=base_weights)
+    amtm, amtm_per_base, correct, scored = amtm_loss(cfg, masked_logits, targets, base_mask, token_lengths,
+                                                     base_weights)
     n_bases = base_valid.sum(1).float()
     out = {
         "loss": mtr + cfg.latent_mtr_weight * latent_mtr + amtm,
