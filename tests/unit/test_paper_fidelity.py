@@ -1,5 +1,6 @@
 """MergeDNA's departures from the paper (issue 15) are named options whose default is the paper's
-method: the unmerge rule, the local merge selection, the AMTM normalisation. Each is checked for
+method: the unmerge rule, the local merge selection, the AMTM normalisation, the latent merge's
+schedule and its size-proportional attention. Each is checked for
 its defining behaviour, finite losses and the latent-MTR gradient isolation in both settings; old
 configs load with the behaviour they were trained with; each family carries its paper's optimiser."""
 
@@ -21,6 +22,7 @@ OPTIONS = {
     "merge_selection": ("per_window", "global_rank"),
     "amtm_normalization": ("per_masked_token", "per_masked_base"),
     "size_proportional_attention": (True, False),
+    "latent_merge_schedule": ("per_block", "single_layer"),
 }
 SETTINGS = [(name, value) for name, values in OPTIONS.items() for value in values]
 
@@ -50,9 +52,11 @@ def test_carmania_presets_report_no_deviation(name):
 
 def test_deviations_name_each_departing_option():
     cfg = MergeDNAConfig.from_preset("tiny", rotary_merge=True, merge_selection="global_rank",
-                                     amtm_normalization="per_masked_base", size_proportional_attention=False)
+                                     amtm_normalization="per_masked_base", size_proportional_attention=False,
+                                     latent_merge_schedule="single_layer")
     assert cfg.paper_deviations() == ["rotary_merge=True", "merge_selection=global_rank",
-                                      "amtm_normalization=per_masked_base", "size_proportional_attention=False"]
+                                      "amtm_normalization=per_masked_base", "size_proportional_attention=False",
+                                      "latent_merge_schedule=single_layer"]
 
 
 def test_unknown_option_value_is_refused_with_the_choices():
@@ -67,6 +71,7 @@ def test_a_config_saved_before_the_options_loads_with_its_old_behaviour():
     old = MergeDNAConfig.from_dict(saved)
     assert (old.rotary_merge, old.merge_selection, old.amtm_normalization, old.size_proportional_attention) == (
         True, "global_rank", "per_masked_base", False)
+    assert (old.latent_merge_schedule, old.latent_merge_layer) == ("single_layer", old.latent_encoder_layers // 2)
     assert len(old.paper_deviations()) == len(OPTIONS)
     new = MergeDNAConfig.from_preset("tiny")
     assert MergeDNAConfig.from_dict(new.to_dict()) == new  # a current config round-trips unchanged
@@ -77,9 +82,11 @@ def test_train_flags_select_each_option():
 
     assert model_config(parse_args(["--mock-data"])).paper_deviations() == []
     cfg = model_config(parse_args(["--mock-data", "--merge-rule", "rotary", "--merge-selection", "global_rank",
-                                   "--amtm-normalization", "per_masked_base", "--latent-attention", "plain"]))
+                                   "--amtm-normalization", "per_masked_base", "--latent-attention", "plain",
+                                   "--latent-merge-schedule", "single_layer"]))
     assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization, cfg.size_proportional_attention) == (
         True, "global_rank", "per_masked_base", False)
+    assert (cfg.latent_merge_schedule, cfg.latent_merge_layer) == ("single_layer", cfg.latent_encoder_layers // 2)
 
 
 @pytest.mark.parametrize("model,expected", [
@@ -235,6 +242,112 @@ def test_size_proportional_attention_changes_only_the_latent_mtr_pass():
     assert not torch.equal(paper["latent_mtr"], plain["latent_mtr"])
 
 
+# ------------------------------------------------------------------------------ latent merge schedule
+def _latent_pass(schedule: str, lengths: list[int], latent_compression: float = 0.5):
+    """Pass 2's Latent Encoder on random tokens with per-sample lengths L_b: (the tokens, the
+    merged state, the composed map, and what each block received: (width, valid, key bias))."""
+    model = _tiny(latent_merge_schedule=schedule, latent_compression=latent_compression)
+    B, L, D = len(lengths), max(lengths), model.cfg.dim
+    valid = torch.arange(L)[None] < torch.tensor(lengths)[:, None]  # [B, L]
+    tokens = TokenState(x=torch.randn(B, L, D, generator=torch.Generator().manual_seed(5)) * valid[..., None],
+                        pos=torch.arange(L).float().expand(B, L) * 2 + 0.5, sizes=valid.float() * 2, valid=valid,
+                        assign=(torch.arange(2 * L) // 2).clamp(max=L - 1).expand(B, 2 * L))
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda _, a: seen.append((a[0].shape[1], a[2], a[3])))
+             for b in model.latent_encoder.blocks]
+    try:
+        merged, latent_map = model.latent_encoder(tokens, merge_latent=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    return model.cfg, tokens, merged, latent_map, seen
+
+
+@pytest.mark.parametrize("schedule", OPTIONS["latent_merge_schedule"])
+@pytest.mark.parametrize("latent_compression", [0.5, 0.3])
+def test_latent_merge_reaches_k_per_sample_with_groups_covering_every_token_once(schedule, latent_compression):
+    lengths = [61, 40, 17, 2, 1]
+    cfg, tokens, merged, latent_map, _ = _latent_pass(schedule, lengths, latent_compression)
+    L_b = torch.tensor(lengths)
+    K_b = objective.latent_token_count(cfg, L_b)
+    assert torch.equal(merged.lengths, K_b)  # exactly K_b = ceil(latent_compression * L_b) for every sample
+    assert torch.equal(merged.valid, torch.arange(merged.valid.shape[1])[None] < K_b[:, None])
+    for b, (l_b, k_b) in enumerate(zip(lengths, K_b.tolist())):
+        groups = latent_map[b, :l_b]
+        assert groups.min() >= 0 and groups.max() < k_b
+        assert torch.equal(groups.unique(), torch.arange(k_b))  # every group holds at least one token
+    counts = objective.group_sizes(latent_map, tokens.valid, merged.valid.shape[1])  # [B, K]
+    assert torch.equal(counts.sum(1), L_b.float())  # every valid token in exactly one group
+    # The composed map is the merged state's: sizes add up, positions are size-weighted means.
+    sizes = torch.zeros_like(merged.sizes).scatter_add(1, latent_map, tokens.sizes)
+    assert torch.equal(sizes, merged.sizes)
+    pos = torch.zeros_like(merged.pos).scatter_add(1, latent_map, tokens.sizes * tokens.pos)
+    assert torch.allclose(pos / sizes.clamp_min(1), merged.pos, atol=1e-4)
+    back = objective.unmerge_latent(cfg, merged.x, merged.pos, latent_map, tokens.pos)  # [B, L, D]
+    assert torch.equal(back, merged.x.gather(1, latent_map[..., None].expand(-1, -1, cfg.dim)))
+
+
+@pytest.mark.parametrize("schedule", OPTIONS["latent_merge_schedule"])
+def test_latent_merge_schedule_shrinks_the_sequence_where_it_says(schedule):
+    lengths = [64, 50, 9]
+    cfg, _, merged, _, seen = _latent_pass(schedule, lengths)
+    counts = [valid.sum(1).tolist() for _, valid, _ in seen]  # tokens each block sees, per sample
+    n = cfg.latent_encoder_layers
+    if schedule == "per_block":  # block 0 sees L_b, then every block fewer, never less than half as many
+        assert counts[0] == lengths
+        for before, after in zip(counts, counts[1:] + [merged.lengths.tolist()]):
+            assert all(a < b or b == k for a, b, k in zip(after, before, merged.lengths.tolist()))
+            assert all(2 * a >= b for a, b in zip(after, before))
+        assert [counts[i][0] for i in range(n)] == [64, 56, 48, 40]  # ToMe's constant r = (64 - 32) / 4
+    else:  # one burst before block latent_merge_layer
+        m = cfg.latent_merge_layer
+        assert counts == [lengths] * m + [merged.lengths.tolist()] * (n - m)
+
+
+@pytest.mark.parametrize("schedule", OPTIONS["latent_merge_schedule"])
+def test_every_merged_block_attends_to_each_token_as_often_as_the_local_tokens_it_stands_for(schedule):
+    """After each merge, exp(key bias) of a latent token is the count of local tokens in it (the
+    composed map, not the last step's), so the size-proportional bias equals s copies (the test
+    above on full_attention) of the local tokens."""
+    lengths = [64, 37]
+    _, _, _, _, seen = _latent_pass(schedule, lengths)
+    merged_blocks = [(width, valid, bias) for width, valid, bias in seen if bias is not None]
+    assert len(merged_blocks) == (3 if schedule == "per_block" else 2)
+    for _, valid, bias in merged_blocks:
+        stands_for = bias.exp() * valid  # [B, T]
+        assert torch.allclose(stands_for.sum(1), torch.tensor(lengths).float())
+        assert torch.allclose(stands_for, stands_for.round()) and bool((stands_for[valid] >= 1).all())
+        assert bool((stands_for[valid] > 1).any())
+
+
+def test_latent_merge_layer_belongs_to_the_single_layer_schedule():
+    assert MergeDNAConfig.from_preset("tiny").latent_merge_layer is None
+    assert MergeDNAConfig.from_preset("tiny", latent_merge_schedule="single_layer").latent_merge_layer == 2
+    with pytest.raises(ValueError, match="latent_merge_layer=1 applies to latent_merge_schedule=single_layer"):
+        MergeDNAConfig.from_preset("tiny", latent_merge_layer=1)
+    with pytest.raises(ValueError, match="latent_compression=0.05 is below 0.0625"):
+        MergeDNAConfig.from_preset("tiny", latent_compression=0.05)
+    MergeDNAConfig.from_preset("tiny", latent_merge_schedule="single_layer", latent_compression=0.05)  # a burst can
+
+
+def test_single_layer_is_the_burst_megamerge_ran_before():
+    """The old code path, written out: global_merge_to to K at block latent_merge_layer."""
+    from dataclasses import replace
+
+    from megamerge.models.common.rope import rope_angles
+    from megamerge.models.mergedna.token_merging import global_merge_to
+
+    cfg, tokens, merged, latent_map, _ = _latent_pass("single_layer", [40, 33])
+    enc, state, bias = _tiny(latent_merge_schedule="single_layer").latent_encoder, tokens, None
+    for i, block in enumerate(enc.blocks):
+        if i == cfg.latent_merge_layer:
+            state, ref_map = global_merge_to(state, objective.latent_token_count(cfg, tokens.lengths))
+            bias = objective.latent_key_bias(cfg, ref_map, tokens.valid, state.x.shape[1])
+        state = replace(state, x=block(state.x, rope_angles(state.pos, cfg.head_dim, cfg.rope_theta), state.valid, bias))
+    assert torch.equal(ref_map, latent_map)
+    assert torch.equal(enc.norm(state.x), merged.x)
+
+
 # ------------------------------------------------------------------------------ every setting
 @pytest.mark.parametrize("option,value", SETTINGS)
 def test_losses_are_finite_and_latent_mtr_leaves_the_local_encoder_alone(option, value):
@@ -263,7 +376,8 @@ def test_portable_config_records_the_deviations_and_from_pretrained_keeps_them(t
 
     from megamerge.portable import load_portable, save_portable
 
-    for name, overrides in (("paper", {}), ("rotary", {"rotary_merge": True})):
+    for name, overrides in (("paper", {}), ("rotary", {"rotary_merge": True}),
+                            ("burst", {"latent_merge_schedule": "single_layer"})):
         save_portable(_tiny(**overrides), tmp_path / name)
         written = json.loads((tmp_path / name / "config.json").read_text())
         expected = [f"{k}={v}" for k, v in overrides.items()]
@@ -277,7 +391,7 @@ def test_a_portable_directory_from_before_the_options_loads_as_it_was_trained(tm
     from megamerge.portable import load_portable, save_portable
 
     model = _tiny(rotary_merge=True, merge_selection="global_rank", amtm_normalization="per_masked_base",
-                  size_proportional_attention=False)
+                  size_proportional_attention=False, latent_merge_schedule="single_layer")
     save_portable(model, tmp_path)
     path = tmp_path / "config.json"
     config = json.loads(path.read_text())

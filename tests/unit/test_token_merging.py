@@ -8,6 +8,7 @@ from megamerge.models.mergedna.token_merging import (
     global_merge_to,
     group_sizes,
     local_window_merge,
+    per_block_length,
 )
 from megamerge.vocabulary import PAD
 
@@ -107,3 +108,28 @@ def test_global_merge_reaches_k_and_preserves_mass():
     # total mass of the vectors is preserved by a size-weighted average
     assert torch.allclose((merged.x * merged.sizes[..., None]).sum(1),
                           (state.x * valid[..., None]).sum(1), atol=1e-4)
+
+
+def test_per_block_schedule_lands_on_k_and_never_halves_more_than_once_a_step():
+    """Every sample, any K_b >= L_b / 2^steps: the last step ends at K_b exactly, no step removes more
+    than half the tokens (a bipartite step cannot) and, with K = L/2, the steps share the merges
+    evenly (ToMe's constant r per block, within one token)."""
+    g = torch.Generator().manual_seed(0)
+    for steps in (1, 2, 4, 20):
+        start = torch.randint(1, 3000, (256,), generator=g)
+        ratio = 0.5**steps + torch.rand(256, generator=g) * (1 - 0.5**steps)
+        final = (ratio * start).ceil().long().clamp(min=1)
+        current = start.clone()
+        for step in range(steps):
+            after = per_block_length(start, final, current, step, steps)
+            assert bool((after <= current).all()) and bool((2 * after >= current).all())
+            current = after
+        assert torch.equal(current, final)
+    half = torch.tensor([4096, 1001])
+    current, removed = half, []
+    for step in range(20):
+        after = per_block_length(half, (half + 1) // 2, current, step, 20)
+        removed.append(current - after)
+        current = after
+    removed = torch.stack(removed, 1)  # [B, steps]
+    assert bool((removed.max(1).values - removed.min(1).values <= 1).all())

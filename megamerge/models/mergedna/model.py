@@ -3,16 +3,18 @@ trained with three passes per step (arXiv 2511.14806):
 
 1. MTR: reconstruct every base from the merged tokens.
 2. Latent MTR (weight lambda): the tokenizer is frozen (its pass-1 output, detached); the Latent
-   Encoder additionally merges globally down to K = L/2, the K groups are unmerged back to L
-   and decoded as in MTR.
+   Encoder additionally merges globally, a share after every block, down to K = L/2, the K groups
+   are unmerged back to L and decoded as in MTR.
 3. AMTM: mask the bases of tokens drawn with P proportional to 1/g^2 (g from pass 2's latent
    groups), run the whole network on the masked input without latent merging, and score only
    the masked bases.
 
 The defaults are the paper's method; megamerge's variants are named options of MergeDNAConfig
 (`paper_deviations()` lists those a config selects): rotary_merge (the paper: plain average, each
-base gets its token's vector on unmerge), merge_selection (the paper: top r_l pairs per window) and
-amtm_normalization (the paper: summed over masked bases, divided by the masked tokens K).
+base gets its token's vector on unmerge), merge_selection (the paper: top r_l pairs per window),
+amtm_normalization (the paper: summed over masked bases, divided by the masked tokens K),
+latent_merge_schedule (the paper: ToMe-style merges after every Latent Encoder block) and
+size_proportional_attention (the paper: ToMe's log-size key bias after each latent merge).
 """
 
 from __future__ import annotations
