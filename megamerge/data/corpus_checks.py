@@ -8,7 +8,8 @@ checks, in order: --micro-batch-size (and --global-batch-size) >= 1; --data is a
 a prepare.py manifest that lists train shards which exist; --seq-length equals the manifest's
 seq_len (shorter only with --allow-seq-length-crop); --load's `latest`, when there is one, names a
 complete checkpoint. Each failure is one line naming the flag and the path (and, for a missing
-step, the steps that do exist).
+step, the steps that do exist); --species-weights names species the train split holds, with usable
+weights (species_mixing.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ import re
 import sys
 from pathlib import Path
 
-from megamerge.data.shards import MANIFEST_FORMAT, MANIFEST_NAME
+from megamerge.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, split_shards
+from megamerge.data.species_mixing import (
+    SpeciesWeightsError,
+    resolve_species_weights,
+    train_samples_by_species,
+)
 from megamerge.training.checkpointing import COMPLETE_MARKER
 
 CROP_FLAG = "--allow-seq-length-crop"
@@ -96,6 +102,13 @@ def check_seq_length(data: str | Path, manifest: dict, seq_length: int, allow_cr
             "purpose")
 
 
+def check_species_weights(data: str | Path, value: str) -> None:
+    try:
+        resolve_species_weights(value, train_samples_by_species(split_shards(data, "train")))
+    except SpeciesWeightsError as e:
+        raise TrainingInputError(str(e)) from None
+
+
 def complete_steps(load: Path) -> list[str]:
     """The checkpoint tags in `load` that finished writing, oldest first."""
     tags = [p for p in load.iterdir() if STEP_DIR.fullmatch(p.name) and (p / COMPLETE_MARKER).is_file()]
@@ -130,6 +143,8 @@ def check_training_inputs(args: argparse.Namespace) -> None:
         manifest = read_corpus_manifest(args.data)
         check_train_shards(args.data, manifest)
         check_seq_length(args.data, manifest, args.seq_length, getattr(args, "allow_seq_length_crop", False))
+        if getattr(args, "species_weights", None) is not None:
+            check_species_weights(args.data, args.species_weights)
     if getattr(args, "load", None):
         check_load_dir(args.load)
 

@@ -80,6 +80,13 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
                    help="accept a --seq-length shorter than the corpus's seq_len: every sample is cropped to it")
     g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
     g.add_argument("--strict-data", action="store_true", help="stop on a corrupt shard instead of skipping it")
+    g.add_argument("--species-weights", default=None, metavar="FILE|uniform|by_bases",
+                   help="draw each training sample's species by weight: a JSON file {species: weight}, 'uniform' "
+                        "or 'by_bases' (each species by its train bases); default: read the shards as written")
+    g.add_argument("--softmask-loss-weight", type=float, default=1.0, metavar="W",
+                   help="multiply the loss terms of bases soft-masked (lower case) in the input FASTA by W (MTR, "
+                        "latent MTR, AMTM, CARMANIA's next-token loss; the normalisers stay unweighted); Evo 2 "
+                        "uses 0.1")
 
 
 def _batch_flags(p: argparse.ArgumentParser) -> None:
@@ -164,6 +171,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.finetune and not args.load:
         parser.error("--finetune needs --load")
+    if args.species_weights is not None and args.mock_data:
+        parser.error("--species-weights needs --data: --mock-data has no species")
+    if not (args.softmask_loss_weight >= 0 and args.softmask_loss_weight < float("inf")):
+        parser.error(f"--softmask-loss-weight must be a finite number >= 0, got {args.softmask_loss_weight}")
     return args
 
 

@@ -39,21 +39,28 @@ class TrainBatches:
 
             self.loader = build_pretrain_loader(
                 args.data, "train", micro_batch=micro, seq_len=args.seq_length, rank=dp_rank, world_size=dp,
-                num_workers=args.num_workers, seed=args.seed, strict=args.strict_data,
+                num_workers=args.num_workers, seed=args.seed, strict=args.strict_data, with_softmask=True,
+                species_weights=getattr(args, "species_weights", None),
             )
 
-    def next(self, iteration: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, iteration: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(input_ids [micro, N], global indices [micro], soft-masked bases [micro, N] bool or None)."""
         index = global_indices(iteration, micro_step, self.accumulation, self.dp, self.dp_rank, self.micro)
         if self.mock:
-            return self.mock.batch(index), index
+            return self.mock.batch(index), index, None
         if self._iter is None:
             self._iter = iter(self.loader)
-        ids = next(self._iter)
-        return ids, index[: ids.shape[0]]
+        ids, softmask = next(self._iter)
+        return ids, index[: ids.shape[0]], softmask
 
     @property
     def corrupt_shards(self) -> int:
         return self.loader.corrupt_shards if self.loader else 0
+
+    @property
+    def samples_by_species(self) -> dict[str, int]:
+        """This rank's training samples per species since the run began (none with --mock-data)."""
+        return dict(self.loader.samples_by_species) if self.loader else {}
 
     def state_dict(self) -> dict:
         return self.loader.state_dict() if self.loader else {}

@@ -98,3 +98,14 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def all_gather_counts(counts: dict[str, int]) -> dict[str, int]:
+    """{key: count} summed over every rank (the keys may differ between ranks), sorted by key."""
+    gathered: list[dict[str, int] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, counts)
+    total: dict[str, int] = {}
+    for rank_counts in gathered:
+        for key, count in rank_counts.items():
+            total[key] = total.get(key, 0) + count
+    return dict(sorted(total.items()))

@@ -41,6 +41,9 @@ class MetricsLogger:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("iteration", "split") and value is not None:
                     self.tb.add_scalar(f"{split}/{key}", value, step)
+                elif isinstance(value, dict):  # e.g. samples_by_species: one curve per species
+                    for name, count in value.items():
+                        self.tb.add_scalar(f"{split}/{key}/{name}", count, step)
             if token_lengths is not None and token_lengths.numel():
                 self.tb.add_histogram(f"{split}/token_length_bases", token_lengths.float().cpu(), step)
             self.tb.flush()

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from megamerge import __version__
 from megamerge.data.corpus_checks import refuse_bad_training_inputs
 from megamerge.models.common.keyed_random import sample_seeds
+from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.mergedna.flops import peak_flops_per_device
 from megamerge.models.registry import family_of_preset
 from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
@@ -36,6 +37,7 @@ from megamerge.training import checkpointing, evaluation
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 from megamerge.training.batches import TrainBatches, ValidBatches
 from megamerge.training.distributed import (
+    all_gather_counts,
     all_reduce_mean,
     all_reduce_sum,
     init_distributed,
@@ -219,10 +221,13 @@ class Trainer:
                 self.save(f"--save-interval {args.save_interval}")
         return self.finish("finished")
 
-    def micro_batch(self, iteration: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input_ids [micro, N], seeds [micro]) on this rank's device."""
-        ids, index = self.train_batches.next(iteration, micro_step)
-        return ids.to(self.env.device), sample_seeds(self.args.seed, index).to(self.env.device)
+    def micro_batch(self, iteration: int, micro_step: int) -> tuple[torch.Tensor, ...]:
+        """(input_ids [micro, N], seeds [micro]) on this rank's device, and the per-base loss
+        weights [micro, N] of --softmask-loss-weight when any base gets a weight other than 1."""
+        ids, index, softmask = self.train_batches.next(iteration, micro_step)
+        batch = (ids.to(self.env.device), sample_seeds(self.args.seed, index).to(self.env.device))
+        weights = softmask_base_weights(softmask, self.args.softmask_loss_weight)
+        return batch if weights is None else (*batch, weights.to(self.env.device))
 
     def train_step(self) -> StepResult:
         """One optimizer step over `accumulation` micro-batches. DeepSpeed's ZeRO optimizer skips
@@ -235,7 +240,7 @@ class Trainer:
         poison = iteration in self.inject_nan
         losses, token_lengths = defaultdict(float), None
         if self.pipeline is not None:  # the engine runs the micro-batches through the stages itself
-            batches = [self.micro_batch(iteration, m) for m in range(self.accumulation)]
+            batches = [self.micro_batch(iteration, m)[:2] for m in range(self.accumulation)]  # no weights: PP refuses them
             out = self.pipeline.train_step(self.engine, batches, poison_loss=poison)
             losses.update((key, out[key]) for key in self.logged_keys)
         else:
@@ -284,6 +289,7 @@ class Trainer:
             **{k: means[k] for k in self.family.ratio_keys},
             "bases_per_second": samples_per_second * n, "samples_per_second": samples_per_second,
             "mfu": mfu, "skipped_iters": self.state.skipped_iters, "corrupt_shards": self.corrupt_shards_seen(),
+            "samples_by_species": self.samples_by_species_seen(),
         }
         self.logger.log(record, step.token_lengths)
         self.progress.line(iteration, means["loss"], samples_per_second * n,
@@ -297,6 +303,13 @@ class Trainer:
         counts every shard tp x pp times."""
         (total,) = all_reduce_sum([float(self.train_batches.corrupt_shards)], self.env.device)
         return round(total) // (self.parallel.tp * self.parallel.pp)
+
+    def samples_by_species_seen(self) -> dict[str, int]:
+        """Training samples drawn per species since the run began, over all data-parallel replicas
+        (each counted once: its tensor- and pipeline-parallel ranks read the same samples)."""
+        replicas = self.parallel.tp * self.parallel.pp
+        return {species: count // replicas
+                for species, count in all_gather_counts(self.train_batches.samples_by_species).items()}
 
     # ------------------------------------------------------------------ evaluate and stop
     def evaluation_due(self, stopping: Stop | None) -> bool:
