@@ -1,16 +1,21 @@
 """The zarr v3 genome store: the durable, random-access copy of a corpus that shards are cut from.
 
-Layout of `genomes.zarr`:
-    /                     attrs: format, megamerge_version, on_invalid, files (one summary per input)
-    /<file>/              one group per input file ("000000", "000001", ... in input order),
-                          attrs: species, source_file, file_name, sha256, records, counts
-    /<file>/<record>      one compressed uint8 array per record ("000000", ... in file order) holding
-                          the tokenizer codes (A=0 C=1 G=2 T=3 N=4); attrs: species, source_file,
-                          sha256, record_id, description, length, n_count, iupac_count,
-                          lower_count, invalid_count
+Layout of `genomes.zarr` (format_version 2; data_prep/README.md shows how to read it with zarr alone):
+    /                          attrs: format, format_version, megamerge_version, on_invalid,
+                               sequence_encoding, files (one summary per input file, with its group)
+    /<file>/                   one group per input file ("000000", "000001", ... in input order),
+                               attrs: group, species, source_file, file_name, sha256, bytes, records,
+                               empty_records, counts
+    /<file>/seq                uint8 [bases of the file]: every record back to back, one byte a base,
+                               code (A=0 C=1 G=2 T=3 N=4) | 0x08 where the input was lower case;
+                               1 Mbp chunks in 64 Mbp shard files (data_prep/sequence_array.py)
+    /<file>/record_offsets     int64 [records + 1]: record i is seq[offsets[i]:offsets[i + 1]]
+    /<file>/record_ids         string [records]: first word of each header
+    /<file>/record_descriptions  string [records]: the whole header line
+    /<file>/record_counts      int64 [records, 4]: per record n, iupac, lower, invalid (attr `columns`)
 
-Case and the identity of ambiguity codes are gone from the arrays (they are N); their counts stay
-in the attributes.
+So a file costs a fixed handful of files in the store (one per array document and per shard), not
+a few per record. The identity of ambiguity codes is gone (they are N); their counts stay.
 """
 
 from __future__ import annotations
@@ -21,45 +26,56 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 import megamerge
 from data_prep.fasta import read_fasta, sha256_of
-from data_prep.normalize import BaseCounts
-from data_prep.zarr_reader import ZarrReader, ZarrReadError
-from data_prep.zarr_writer import ZarrWriter
+from data_prep.normalize import ALPHABET, SOFTMASK_BIT, BaseCounts
+from data_prep.sequence_array import SequenceWriter, iter_slices
+from data_prep.store_files import open_for_writing
 
 STORE_FORMAT = "megamerge-genome-store"
-STORE_FORMAT_VERSION = 1
-ARRAY_CHUNK = 1 << 20  # bases per zarr chunk: the random-access granularity
-# Bit-shuffled LZ4: codes use 3 of 8 bits, so this packs to ~2 bits/base (3.9x; zstd gets 4.0x
-# but compresses 1.5x slower), and it decompresses at ~1 GB/s, far faster than FASTA.gz parses.
-COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)
+STORE_FORMAT_VERSION = 2
+COUNT_COLUMNS = ("n", "iupac", "lower", "invalid")  # record_counts columns, BaseCounts field names
+SEQUENCE_ENCODING = {
+    "codes": {chr(base): code for code, base in enumerate(ALPHABET)},
+    "softmask_bit": SOFTMASK_BIT,
+    "note": "seq holds one byte per base: the code OR-ed with softmask_bit where the input was lower "
+    "case; IUPAC ambiguity codes (and, with --on-invalid n, invalid characters) are N",
+}
+# byte -> letter: the code's letter, lower case with the soft-mask bit; '?' for a byte no writer makes
+_LETTERS = ALPHABET + b"???" + ALPHABET.lower() + b"???"
+_DECODE = _LETTERS + b"?" * (256 - len(_LETTERS))
 
 
 @dataclass
 class StoredRecord:
     group: str
-    name: str
+    index: int  # position in its file (and in the group's record arrays)
     species: str
     record_id: str
     source_file: str
-    attrs: dict
-    codes: np.ndarray  # uint8 [L]
+    counts: BaseCounts
+    codes: np.ndarray  # uint8 [L], codes with the soft-mask bit
 
     @property
-    def array_path(self) -> str:
-        return f"{self.group}/{self.name}"
+    def locator(self) -> str:
+        """GROUP/INDEX, the `array` field of the record's shard samples."""
+        return f"{self.group}/{self.index:06d}"
+
+
+def decode(codes: np.ndarray) -> str:
+    """Store bytes -> bases as text, lower case where soft-masked."""
+    return np.ascontiguousarray(codes, np.uint8).tobytes().translate(_DECODE).decode("ascii")
 
 
 def create_store(path: Path) -> None:
-    ZarrWriter(path).write_group("", {})
+    open_for_writing(path)
 
 
 class FileIngest:
     """Parse one FASTA file into group `group` of the store. Iterating writes the records one by
     one and yields each as a `StoredRecord`, so shards can be cut while the file is ingested
-    without reading the arrays back; `summary` is complete once iteration ends."""
+    without reading the store back; `summary` is complete once iteration ends."""
 
     def __init__(self, store_path: str, group: str, fasta_path: str, species: str, on_invalid: str):
         self.store_path, self.group, self.species, self.on_invalid = store_path, group, species, on_invalid
@@ -69,46 +85,48 @@ class FileIngest:
     def __iter__(self) -> Iterator[StoredRecord]:
         path = self.path
         file_sha = sha256_of(path)
-        # zarr's create_array costs milliseconds per record; ZarrWriter writes the same bytes.
-        writer = ZarrWriter(self.store_path)
-        writer.write_group(self.group, {})  # the group exists from the start; summary at the end
+        group = open_for_writing(self.store_path).create_group(self.group)  # attributes at the end
+        sequence = SequenceWriter(group)
         totals = BaseCounts()
-        record_ids: list[str] = []
-        empty_records = 0
+        offsets, ids, descriptions, counts = [0], [], [], []
         for record in read_fasta(path, self.on_invalid):
-            counts = record.counts
-            attrs = {
-                "species": self.species,
-                "source_file": str(path),
-                "sha256": file_sha,
-                "record_id": record.record_id,
-                "description": record.description,
-                "length": counts.length,
-                "n_count": counts.n,
-                "iupac_count": counts.iupac,
-                "lower_count": counts.lower,
-                "invalid_count": counts.invalid,
-            }
-            name = f"{record.index:06d}"
-            writer.write_uint8_array(f"{self.group}/{name}", record.codes, ARRAY_CHUNK, COMPRESSOR, attrs)
-            if not counts.length:
-                empty_records += 1
-            totals.add(counts)
-            record_ids.append(record.record_id)
-            yield StoredRecord(self.group, name, self.species, record.record_id, str(path), attrs, record.codes)
-        summary = {
+            sequence.append(record.codes)
+            offsets.append(offsets[-1] + record.counts.length)
+            ids.append(record.record_id)
+            descriptions.append(record.description)
+            counts.append([getattr(record.counts, column) for column in COUNT_COLUMNS])
+            totals.add(record.counts)
+            yield StoredRecord(self.group, record.index, self.species, record.record_id, str(path),
+                               record.counts, record.codes)  # fmt: skip
+        if sequence.close() != offsets[-1]:
+            raise AssertionError(f"{path}: {sequence.written} bases stored for {offsets[-1]} read")
+        _write_record_arrays(group, offsets, ids, descriptions, counts)
+        self.summary = {
             "group": self.group,
             "species": self.species,
             "source_file": str(path),
             "file_name": path.name,
             "sha256": file_sha,
             "bytes": path.stat().st_size,
-            "records": len(record_ids),
-            "empty_records": empty_records,
+            "records": len(ids),
+            "empty_records": int(np.count_nonzero(np.diff(offsets) == 0)),
             "counts": totals.as_dict(),
         }
-        writer.write_group(self.group, summary)
-        self.summary = summary
+        group.attrs.update(self.summary)
+
+
+def _write_record_arrays(group: zarr.Group, offsets: list, ids: list, descriptions: list, counts: list) -> None:
+    records = len(ids)
+    chunk = (max(1, min(records, 1 << 20)),)  # one chunk file per array up to a million records
+    group.create_array("record_offsets", data=np.asarray(offsets, np.int64), chunks=(chunk[0] + 1,))
+    for name, values in (("record_ids", ids), ("record_descriptions", descriptions)):
+        if records:
+            group.create_array(name, data=np.asarray(values, dtype=np.dtypes.StringDType()), chunks=chunk)
+        else:
+            group.create_array(name, shape=(0,), dtype=str, chunks=chunk)
+    table = np.asarray(counts, np.int64).reshape(records, len(COUNT_COLUMNS))
+    group.create_array("record_counts", data=table, chunks=(chunk[0], len(COUNT_COLUMNS)),
+                       attributes={"columns": list(COUNT_COLUMNS)})
 
 
 def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_invalid: str) -> dict:
@@ -121,46 +139,74 @@ def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_i
 
 def finalize_store(path: Path, files: list[dict], on_invalid: str) -> None:
     """Write the root attributes; until then readers refuse the store as unfinished."""
-    ZarrWriter(path).write_group(
-        "",
+    open_for_writing(path).attrs.update(
         {
             "format": STORE_FORMAT,
             "format_version": STORE_FORMAT_VERSION,
             "megamerge_version": megamerge.__version__,
             "on_invalid": on_invalid,
+            "sequence_encoding": SEQUENCE_ENCODING,
             "files": files,
-        },
+        }
     )
 
 
 class GenomeStore:
-    """Read side: file summaries from the root attributes, records streamed in corpus order."""
+    """Read side: file summaries from the root attributes, records streamed in corpus order, and
+    any record or slice by species and record id."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
             raise FileNotFoundError(f"{self.path}: not a zarr genome store (no zarr.json)")
-        # Whole-record reads go through ZarrReader (zarr's codecs on this thread; ~1.5 ms of CPU
-        # less per record than zarr-python's API); zarr-python serves random-access slices.
-        self.reader = ZarrReader(self.path)
         try:
-            attrs = self.reader.attributes("")
-        except ZarrReadError as exc:
-            raise ValueError(str(exc)) from None
+            self.root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        except Exception as exc:  # noqa: BLE001 - zarr raises several types for a bad document
+            raise ValueError(f"{self.path / 'zarr.json'}: not a zarr v3 group ({exc})") from None
+        attrs = dict(self.root.attrs)
         if attrs.get("format") != STORE_FORMAT:
             raise ValueError(f"{self.path}: not a megamerge genome store (unfinished or foreign)")
         if attrs.get("format_version") != STORE_FORMAT_VERSION:
-            raise ValueError(f"{self.path}: store format {attrs.get('format_version')} is not supported")
+            raise ValueError(f"{self.path}: store format {attrs.get('format_version')} is not supported "
+                             f"(this megamerge reads {STORE_FORMAT_VERSION}); prepare it again from the FASTA")  # fmt: skip
         self.attrs = attrs
         self.files: list[dict] = attrs["files"]
+        self._ids: dict[str, dict[str, int]] = {}  # group -> record id -> first index
 
     def iter_records(self) -> Iterator[StoredRecord]:
         for summary in self.files:
-            group = summary["group"]
-            for name in self.reader.child_arrays(group):
-                codes, attrs = self.reader.read_uint8_array(f"{group}/{name}")
-                yield StoredRecord(group, name, attrs["species"], attrs["record_id"], attrs["source_file"], attrs, codes)
+            group = self.root[summary["group"]]
+            offsets = group["record_offsets"][:]
+            ids, counts = group["record_ids"][:], group["record_counts"][:]
+            for index, codes in enumerate(iter_slices(group["seq"], offsets)):
+                record_counts = BaseCounts(int(codes.size), *map(int, counts[index]))
+                yield StoredRecord(summary["group"], index, summary["species"], str(ids[index]),
+                                   summary["source_file"], record_counts, codes)  # fmt: skip
 
-    def read(self, array_path: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Random access to a slice of one record (only the chunks it touches are decoded)."""
-        return zarr.open_array(store=str(self.path), path=array_path, mode="r", zarr_format=3)[start:stop]
+    def locate(self, species: str, record_id: str) -> tuple[str, int]:
+        """(group, index) of the first record `record_id` among the files of `species`."""
+        groups = [summary["group"] for summary in self.files if summary["species"] == species]
+        if not groups:
+            raise KeyError(f"{self.path}: no species {species!r} (has {sorted({f['species'] for f in self.files})})")
+        for group in groups:
+            if group not in self._ids:
+                ids = self.root[group]["record_ids"][:]
+                self._ids[group] = {}
+                for index, name in enumerate(ids.tolist()):
+                    self._ids[group].setdefault(name, index)
+            if record_id in self._ids[group]:
+                return group, self._ids[group][record_id]
+        raise KeyError(f"{self.path}: species {species!r} has no record {record_id!r}")
+
+    def codes(self, species: str, record_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Bytes of record[start:stop] as stored (code | soft-mask bit); only the chunks it
+        touches are read. start/stop are clipped to the record like a Python slice."""
+        group, index = self.locate(species, record_id)
+        begin, end = (int(x) for x in self.root[group]["record_offsets"][index : index + 2])
+        first, last, _ = slice(start, stop).indices(end - begin)
+        return self.root[group]["seq"][begin + first : begin + max(first, last)]
+
+    def sequence(self, species: str, record_id: str, start: int = 0, stop: int | None = None) -> str:
+        """record[start:stop] as text: the input's bases, lower case where soft-masked, ambiguity
+        codes as N."""
+        return decode(self.codes(species, record_id, start, stop))

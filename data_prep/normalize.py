@@ -8,8 +8,11 @@ IUPAC codes. A numpy LUT plus byte histogram (np.bincount widens every base to i
 
 * A/C/G/T in either case -> 0..3 (the ids of `megamerge.vocabulary`), N/n -> 4;
 * IUPAC ambiguity codes R Y S W K M B D H V in either case -> N (4), counted as `iupac`;
-* lower-case letters are soft-masking: accepted, upper-cased, counted as `lower`;
-* anything else is invalid: an error, or N under `on_invalid="n"` (counted as `invalid`).
+* lower-case letters are soft-masking: accepted, counted as `lower`, and kept as the soft-mask bit
+  (SOFTMASK_BIT, 0x08) OR-ed into the code: `byte & CODE_BITS` is the code, `byte & SOFTMASK_BIT`
+  the mask. This is the byte of the genome store's `seq` arrays and of the shards' `.seq` members;
+  upper-case input gives the plain codes 0..4;
+* anything else is invalid: an error, or N (unmasked) under `on_invalid="n"` (counted as `invalid`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import numpy as np
 ALPHABET = b"ACGTN"
 N = 4
 INVALID = 255
+SOFTMASK_BIT = 0x08  # OR-ed into the code of a base that was lower case (soft-masked) in the input
+CODE_BITS = 0x07  # byte & CODE_BITS is the base code
 IUPAC_AMBIGUITY = b"RYSWKMBDHV"
 
 CODES = np.full(256, INVALID, dtype=np.uint8)
@@ -31,12 +36,15 @@ for _code, _ch in enumerate(ALPHABET):
 for _ch in IUPAC_AMBIGUITY + IUPAC_AMBIGUITY.lower():
     CODES[_ch] = N
 
-# The same mappings as translate() tables, and the flag table of soft-masked (lower-case) bases.
-_CODE_TABLE = CODES.tobytes()
-_CODE_TABLE_INVALID_AS_N = np.where(CODES == INVALID, N, CODES).astype(np.uint8).tobytes()
 _IS_LOWER = np.zeros(256, dtype=np.uint8)
 _IS_LOWER[ord("a") : ord("z") + 1] = 1
 _IS_LOWER &= (CODES != INVALID).astype(np.uint8)  # an invalid lower-case byte is only "invalid"
+# CODES with the soft-mask bit on lower-case letters: what normalize() writes.
+MASKED_CODES = np.where(_IS_LOWER == 1, CODES | SOFTMASK_BIT, CODES).astype(np.uint8)
+
+# The same mappings as translate() tables, and the flag table of soft-masked (lower-case) bases.
+_CODE_TABLE = MASKED_CODES.tobytes()
+_CODE_TABLE_INVALID_AS_N = np.where(MASKED_CODES == INVALID, N, MASKED_CODES).astype(np.uint8).tobytes()
 _LOWER_TABLE = _IS_LOWER.tobytes()
 
 
@@ -68,13 +76,14 @@ class InvalidBaseError(ValueError):
 
 
 def normalize(raw: bytes | np.ndarray, on_invalid: str = "error") -> tuple[np.ndarray, BaseCounts]:
-    """Raw sequence bytes (line breaks already removed) -> (uint8 codes [L], writable; counts)."""
+    """Raw sequence bytes (line breaks already removed) -> (uint8 codes [L] with the soft-mask bit,
+    writable; counts)."""
     if on_invalid not in ("error", "n"):
         raise ValueError(f"on_invalid must be 'error' or 'n', got {on_invalid!r}")
     raw = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
     codes = bytearray(raw).translate(_CODE_TABLE)  # bytearray: the codes come out writable
     invalid = codes.count(INVALID)
-    n_or_iupac = codes.count(N)
+    n_or_iupac = codes.count(N) + codes.count(N | SOFTMASK_BIT)
     n = raw.count(b"N") + raw.count(b"n") if n_or_iupac else 0
     counts = BaseCounts(
         length=len(raw),

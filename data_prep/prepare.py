@@ -33,8 +33,14 @@ from data_prep.accounting import SpeciesStats, totals_of
 from data_prep.chunking import DROP_REASONS, ChunkSpec, cut_record
 from data_prep.empty_split import why_no_training_samples
 from data_prep.fasta import InputError, load_species_map, scan_inputs, species_for
-from data_prep.genome_store import FileIngest, GenomeStore, create_store, finalize_store, ingest_file
-from data_prep.normalize import ALPHABET
+from data_prep.genome_store import (
+    SEQUENCE_ENCODING,
+    FileIngest,
+    GenomeStore,
+    create_store,
+    finalize_store,
+    ingest_file,
+)
 from data_prep.output_dir import (
     MANIFEST_FORMAT,
     SPLITS,
@@ -165,17 +171,17 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
     notes = {"empty_records": [], "duplicate_ids": [], "longest_record": 0}
     bar = tqdm(total=total_bases, unit="bp", unit_scale=True, desc="cut", disable=args.no_progress or None)
     for record in records:
-        attrs = record.attrs
+        counts = record.counts
         stats = per_species.setdefault(record.species, SpeciesStats())
         stats.records += 1
-        stats.input_bases += attrs["length"]
-        stats.n_bases += attrs["n_count"]
-        stats.iupac_bases += attrs["iupac_count"]
-        stats.lower_bases += attrs["lower_count"]
-        stats.invalid_bases += attrs["invalid_count"]
-        notes["longest_record"] = max(notes["longest_record"], attrs["length"])
-        where = f"{Path(record.source_file).name}: record {record.record_id!r} ({record.array_path})"
-        if attrs["length"] == 0:
+        stats.input_bases += counts.length
+        stats.n_bases += counts.n
+        stats.iupac_bases += counts.iupac
+        stats.lower_bases += counts.lower
+        stats.invalid_bases += counts.invalid
+        notes["longest_record"] = max(notes["longest_record"], counts.length)
+        where = f"{Path(record.source_file).name}: record {record.record_id!r} ({record.locator})"
+        if counts.length == 0:
             stats.empty_records += 1
             notes["empty_records"].append(where)
         if record.record_id in seen_ids:
@@ -191,13 +197,13 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
         meta = {
             "species": record.species,
             "record": record.record_id,
-            "record_index": int(record.name),
+            "record_index": record.index,
             "source": Path(record.source_file).name,
-            "array": record.array_path,
+            "array": record.locator,
         }
         writers[split].write_chunks(record.codes, result.starts.tolist(), result.lengths.tolist(), meta)
         stats.samples[split] += len(result.starts)
-        bar.update(attrs["length"])
+        bar.update(counts.length)
     bar.close()
     shards = [shard for split in SPLITS for shard in writers[split].close()]
     return per_species, shards, notes
@@ -225,11 +231,14 @@ def build_manifest(args, store_ref: str, store: GenomeStore, per_species, shards
         "sequence_encoding": {
             "member": "seq",
             "dtype": "uint8",
-            "codes": {chr(base): i for i, base in enumerate(ALPHABET)},
-            "note": "one byte per base; IUPAC ambiguity codes (and, with --on-invalid n, invalid "
-            "characters) are N; case is dropped. Tails shorter than seq_len are stored unpadded.",
+            "codes": SEQUENCE_ENCODING["codes"],
+            "softmask_bit": SEQUENCE_ENCODING["softmask_bit"],
+            "note": "one byte per base: the code, OR-ed with softmask_bit where the input was lower case "
+            "(byte & 7 is the code, (byte >> 3) & 1 the soft-mask flag); IUPAC ambiguity codes (and, with "
+            "--on-invalid n, invalid characters) are N. Tails shorter than seq_len are stored unpadded.",
         },
-        "metadata_member": "json: species, record, record_index, source, array, start, length, crc32",
+        "metadata_member": "json: species, record, record_index, source, array (GROUP/INDEX: the record's "
+        "group in the store and its index in that group's record arrays), start, length, crc32",
         "store": store_ref,
         "drop_reasons": list(DROP_REASONS),
         "species": {name: stats.as_dict() for name, stats in sorted(per_species.items())},

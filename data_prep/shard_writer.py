@@ -1,7 +1,8 @@
 """Writing WebDataset tar shards for one split.
 
 Each sample is two tar members sharing a key:
-    KEY.seq   the chunk as raw uint8 tokenizer codes (A=0 C=1 G=2 T=3 N=4), one byte per base;
+    KEY.seq   the chunk as uint8 tokenizer codes (A=0 C=1 G=2 T=3 N=4), one byte per base, OR-ed with
+              0x08 (data_prep.normalize.SOFTMASK_BIT) where the input was lower case;
     KEY.json  {"species", "record", "record_index", "source", "array", "start", "length", "crc32"}
 where "array" is the record's path in genomes.zarr and "crc32" the zlib CRC of the .seq bytes, which
 the loader checks to catch corruption that tar headers do not.
@@ -32,6 +33,7 @@ class ShardInfo:
     samples: int
     bytes: int
     sha256: str
+    samples_by_species: dict[str, int]  # lets the loader weight species without opening the shard
 
 
 def _header_template() -> bytes:
@@ -83,11 +85,13 @@ class _OpenShard:
         self.digest = hashlib.sha256()  # hashed as written: the shard is never read back
         self.bytes = 0
         self.samples = 0
+        self.samples_by_species: dict[str, int] = {}
 
-    def add(self, key: str, seq: bytes, meta: bytes) -> None:
+    def add(self, key: str, seq: bytes, meta: bytes, species: str) -> None:
         seq_member = tar_member(f"{key}.seq".encode("ascii"), seq)
         self._write(seq_member + tar_member(f"{key}.json".encode("ascii"), meta))  # one write, not six
         self.samples += 1
+        self.samples_by_species[species] = self.samples_by_species.get(species, 0) + 1
 
     def close(self) -> None:
         self._write(bytes(2 * tarfile.BLOCKSIZE))  # end-of-archive marker
@@ -119,12 +123,13 @@ class SplitShardWriter:
         JSON is encoded once."""
         # json.dumps of the record's fields, minus the closing brace: the per-chunk fields follow.
         prefix = json.dumps(meta, separators=(",", ":")).encode()[:-1] + (b"," if meta else b"")
+        species = meta.get("species", "")
         for start, length in zip(starts, lengths):
             seq = codes[start : start + length].tobytes()
             slot = self._rng.randrange(len(self._slots))
             shard = self._slots[slot] or self._open(slot)  # lazily: a small split leaves no empty shard
             suffix = b'"start":%d,"length":%d,"crc32":%d}' % (start, len(seq), zlib.crc32(seq))
-            self._add(slot, shard, seq, prefix + suffix)
+            self._add(slot, shard, seq, prefix + suffix, species)
 
     def _open(self, slot: int) -> _OpenShard:
         shard = _OpenShard(self.root / self.split / f"shard-{self._next_shard:06d}.tar")
@@ -132,8 +137,8 @@ class SplitShardWriter:
         self._next_shard += 1
         return shard
 
-    def _add(self, slot: int, shard: _OpenShard, seq: bytes, meta: bytes) -> None:
-        shard.add(f"{self._next_key:010d}", seq, meta)
+    def _add(self, slot: int, shard: _OpenShard, seq: bytes, meta: bytes, species: str) -> None:
+        shard.add(f"{self._next_key:010d}", seq, meta, species)
         self._next_key += 1
         if shard.samples >= self.samples_per_shard:
             self._close(slot)
@@ -149,6 +154,7 @@ class SplitShardWriter:
                 samples=shard.samples,
                 bytes=shard.bytes,
                 sha256=shard.digest.hexdigest(),
+                samples_by_species=dict(sorted(shard.samples_by_species.items())),
             )
         )
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import tarfile
 import zlib
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_prep.chunking import ChunkSpec, chunk_bounds, cut_record, n_counts, union_length
-from data_prep.normalize import ALPHABET, CODES, INVALID, InvalidBaseError, N, normalize
+from data_prep.normalize import ALPHABET, CODES, INVALID, SOFTMASK_BIT, InvalidBaseError, N, normalize
 from data_prep.shard_writer import SplitShardWriter, ustar_header
 from data_prep.split import SplitSpec, record_id_fraction
 from megamerge import vocabulary
@@ -33,8 +34,9 @@ def test_codes_agree_with_tokenizer():
 
 
 def test_normalize_counts_and_codes():
-    codes, counts = normalize(b"ACGTacgtNnRYkmBDHVww")
-    assert codes.tolist() == [0, 1, 2, 3, 0, 1, 2, 3] + [4] * 12
+    codes, counts = normalize(b"ACGTacgtNnRYkmBDHVww")  # lower case: the code | SOFTMASK_BIT (8)
+    assert SOFTMASK_BIT == 8 and codes.tolist() == [0, 1, 2, 3, 8, 9, 10, 11, 4, 12, 4, 4, 12, 12, 4, 4, 4, 4, 12, 12]
+    assert int(((codes >> 3) & 1).sum()) == counts.lower
     assert (counts.length, counts.n, counts.iupac, counts.lower, counts.invalid) == (20, 2, 10, 9, 0)
 
 
@@ -52,11 +54,12 @@ def test_normalize_invalid_reports_first_offset():
 def test_normalize_matches_its_per_character_definition(raw):
     expected_codes, n, iupac, lower, invalid = [], 0, 0, 0, 0
     for char in raw.decode("latin-1"):
+        mask = SOFTMASK_BIT if char.islower() else 0
         if char.upper() in "ACGTN":
-            expected_codes.append("ACGTN".index(char.upper()))
+            expected_codes.append("ACGTN".index(char.upper()) | mask)
             n += char in "Nn"
         elif char.upper() in "RYSWKMBDHV":
-            expected_codes.append(N)
+            expected_codes.append(N | mask)
             iupac += 1
         else:
             expected_codes.append(N)
@@ -91,16 +94,18 @@ def test_cut_record_matches_brute_force_accounting():
     rng = np.random.default_rng(0)
     for _ in range(400):
         length = int(rng.integers(0, 400))
-        codes = np.where(rng.random(length) < rng.random(), N, rng.integers(0, 4, length)).astype(np.uint8)
+        codes = np.where(rng.random(length) < rng.random() ** 2, N, rng.integers(0, 4, length)).astype(np.uint8)
+        is_n = codes == N  # before soft-masking: a masked N (12) is still N
+        codes |= np.where(rng.random(length) < rng.random(), SOFTMASK_BIT, 0).astype(np.uint8)
         seq_len = int(rng.integers(1, 60))
         spec = ChunkSpec(seq_len, int(rng.integers(0, seq_len)), int(rng.integers(0, seq_len + 1)), rng.random())
         starts, ends = chunk_bounds(length, spec)
         if length:  # chunks tile the record: start at 0, end at the record end, no gaps
             assert starts[0] == 0 and ends[-1] == length and (starts[1:] <= ends[:-1]).all()
-        expected = np.array([(codes[s:e] == N).sum() for s, e in zip(starts, ends)], dtype=np.int64)
+        expected = np.array([is_n[s:e].sum() for s, e in zip(starts, ends)], dtype=np.int64)
         assert n_counts(codes, starts, ends).tolist() == expected.tolist()
         cut = cut_record(codes, spec)
-        kept, n_fraction, short_tail = _brute_force_accounting(codes, spec)
+        kept, n_fraction, short_tail = _brute_force_accounting(codes & 7, spec)
         assert (cut.kept_bases, cut.dropped_bases["n_fraction"], cut.dropped_bases["short_tail"]) == (
             kept, n_fraction, short_tail)  # fmt: skip
         assert cut.kept_bases + sum(cut.dropped_bases.values()) == length
@@ -145,6 +150,8 @@ def test_shard_writer_writes_every_chunk_with_its_json_and_reports_true_hashes(t
         again.write_chunks(codes, starts, lengths, meta)
     shards = writer.close()
     assert [vars(s) for s in shards] == [vars(s) for s in again.close()] and len(shards) >= 2  # deterministic
+    assert sum((Counter(s.samples_by_species) for s in shards), Counter()) == Counter({"A": 3, "B": 1})
+    assert all(sum(s.samples_by_species.values()) == s.samples for s in shards)
     expected = {(r["record"], start): dict(r, start=start, length=length)
                 for r, starts, lengths in records for start, length in zip(starts, lengths)}  # fmt: skip
     seen = set()

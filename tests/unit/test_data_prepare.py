@@ -5,16 +5,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 from data_prep.chunking import DROP_REASONS
 from data_prep.genome_store import GenomeStore
-from data_prep.normalize import CODES
+from data_prep.normalize import MASKED_CODES
 from data_prep.synthetic import REGION_TYPES
 from tests.data_helpers import read_shards, reference_fasta_counts, run_prepare
 from tests.helpers import REPO
@@ -87,16 +89,26 @@ def test_manifest_accounting_and_shards_match_the_input(synthetic_genomes, synth
         intervals: dict[str, list] = {}
         for meta, seq in by_species[species]:
             original = record_seqs[meta["record"]][meta["start"] : meta["start"] + meta["length"]]
-            assert seq == CODES[np.frombuffer(original, np.uint8)].tobytes()  # upper-cased codes
             codes = np.frombuffer(seq, np.uint8)
-            assert (codes == 4).mean() <= 0.5 and len(seq) >= 64
+            assert seq == MASKED_CODES[np.frombuffer(original, np.uint8)].tobytes()  # codes | soft-mask bit
+            assert np.array_equal((codes >> 3) & 1, np.frombuffer(original, np.uint8) >= ord("a"))
+            assert ((codes & 7) == 4).mean() <= 0.5 and len(seq) >= 64
             intervals.setdefault(meta["record"], []).append((meta["start"], meta["start"] + len(seq)))
         # kept_bases, recomputed from what the shards actually hold
         assert stats["kept_bases"] == sum(_covered(v) for v in intervals.values())
         assert stats["samples"]["train"] == len(by_species[species])
 
+    encoding = manifest["sequence_encoding"]
+    assert encoding["softmask_bit"] == 8 and encoding["codes"] == {"A": 0, "C": 1, "G": 2, "T": 3, "N": 4}
+    assert any(np.frombuffer(seq, np.uint8).max() >= 8 for _, seq in samples)  # the synthetic repeats
     listed = {s["path"]: s for s in manifest["shards"]}
     assert sum(s["samples"] for s in listed.values()) == len(samples)
+    for path, shard in listed.items():  # per-shard species counts, for weighting without opening shards
+        drawn: dict[str, int] = {}
+        for meta, _ in samples:
+            if meta["shard"] == path:
+                drawn[meta["species"]] = drawn.get(meta["species"], 0) + 1
+        assert shard["samples_by_species"] == drawn and sum(drawn.values()) == shard["samples"]
     for path, shard in listed.items():
         assert hashlib.sha256((synthetic_corpus / path).read_bytes()).hexdigest() == shard["sha256"]
         assert Path(path).parent.name == shard["split"] and Path(path).name.startswith("shard-")
@@ -108,32 +120,86 @@ def test_manifest_accounting_and_shards_match_the_input(synthetic_genomes, synth
     assert sum(len(v) > 1 for v in species_per_shard.values()) >= 4  # a 4 x 16-sample mixing window
 
 
+def _expected_text(seq: bytes) -> str:
+    """What the store gives back for input bases: case kept, IUPAC codes as N (of the same case)."""
+    return bytes(b if b in b"ACGTNacgtn" else (ord("n") if b >= 97 else ord("N")) for b in seq).decode()
+
+
 def test_genome_store_holds_records_and_attributes(synthetic_genomes, synthetic_corpus):
     root = zarr.open_group(str(synthetic_corpus / "genomes.zarr"), mode="r")
     files = root.attrs["files"]
-    assert len(files) == 3
+    assert len(files) == 3 and root.attrs["sequence_encoding"]["softmask_bit"] == 8
+    store = GenomeStore(synthetic_corpus / "genomes.zarr")
     for summary in files:
         fasta = reference_fasta_counts(Path(summary["source_file"]))
         sha = hashlib.sha256(Path(summary["source_file"]).read_bytes()).hexdigest()
         group = root[summary["group"]]
-        names = sorted(group.array_keys())
-        assert len(names) == fasta["records"]
-        for name, record_id, seq in zip(names, fasta["ids"], fasta["seqs"]):
-            array = group[name]
-            attrs = array.attrs.asdict()
-            assert array.dtype == np.uint8 and array.compressors  # compressed
-            assert attrs["record_id"] == record_id and attrs["sha256"] == sha
-            assert attrs["species"] == summary["species"] and attrs["source_file"] == summary["source_file"]
-            assert attrs["length"] == len(seq) and attrs["lower_count"] == sum(c >= 97 for c in seq)
-            assert attrs["n_count"] == seq.upper().count(b"N") and attrs["iupac_count"] == 0
-            assert np.array_equal(array[:], CODES[np.frombuffer(seq, np.uint8)])
+        assert dict(group.attrs) == summary and summary["sha256"] == sha
+        assert sorted(group.array_keys()) == ["record_counts", "record_descriptions", "record_ids",
+                                              "record_offsets", "seq"]  # fmt: skip
+        offsets = group["record_offsets"][:]
+        assert list(group["record_ids"][:]) == fasta["ids"] and offsets[0] == 0
+        assert np.array_equal(np.diff(offsets), [len(seq) for seq in fasta["seqs"]])
+        columns = group["record_counts"].attrs["columns"]
+        seq_array = group["seq"]
+        assert seq_array.dtype == np.uint8 and seq_array.shape == (offsets[-1],) and seq_array.compressors
+        for index, (record_id, seq) in enumerate(zip(fasta["ids"], fasta["seqs"])):
+            counts = dict(zip(columns, group["record_counts"][index].tolist()))
+            assert counts["lower"] == sum(c >= 97 for c in seq) and counts["n"] == seq.upper().count(b"N")
+            assert str(group["record_descriptions"][index]).split()[0] == record_id
+            stored = seq_array[offsets[index] : offsets[index + 1]]
+            assert np.array_equal(stored, MASKED_CODES[np.frombuffer(seq, np.uint8)])
+            # GenomeStore: whole records and slices as text, lower case where soft-masked
+            assert store.sequence(summary["species"], record_id) == _expected_text(seq)
+            assert store.sequence(summary["species"], record_id, 5, 900) == _expected_text(seq[5:900])
+            assert store.sequence(summary["species"], record_id, len(seq) - 3) == _expected_text(seq[-3:])
+    # Whole records in corpus order, read in blocks (what --from-store cuts from)
+    records = list(store.iter_records())
+    assert [r.locator for r in records] == [f"{f['group']}/{i:06d}" for f in files for i in range(f["records"])]
+    for record in records:
+        text = store.sequence(record.species, record.record_id)
+        assert np.array_equal(record.codes, store.codes(record.species, record.record_id)) and len(text) == record.counts.length
 
-    # The read side: whole records in corpus order (zarr_reader), and random-access slices.
-    store = GenomeStore(synthetic_corpus / "genomes.zarr")
-    for record in store.iter_records():
-        array = root[record.array_path]
-        assert np.array_equal(record.codes, array[:]) and record.attrs == array.attrs.asdict()
-        assert np.array_equal(store.read(record.array_path, 5, 900), array[5:900])
+
+def test_genome_store_file_count_follows_genomes_not_records(tmp_path):
+    """A draft assembly of many scaffolds costs a fixed handful of files, and unknown names are
+    named in the error."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for index in range(3000):
+        bases = rng.choice(list("ACGTacgt"), size=int(rng.integers(20, 200)))
+        lines += [f">scaffold_{index} draft", "".join(bases)]
+    (tmp_path / "draft.fa").write_text("\n".join(lines) + "\n")
+    run_prepare("--input", tmp_path / "draft.fa", "--out", tmp_path / "out", "--seq-len", "64")
+    store_dir = tmp_path / "out" / "genomes.zarr"
+    assert sum(1 for p in store_dir.rglob("*") if p.is_file()) <= 12  # root + 5 arrays of one genome
+    store = GenomeStore(store_dir)
+    expected = "".join(lines[2 * 1234 + 1])
+    assert store.sequence("draft", "scaffold_1234") == expected
+    with pytest.raises(KeyError, match="no record 'scaffold_x'"):
+        store.sequence("draft", "scaffold_x")
+    with pytest.raises(KeyError, match="no species 'other'"):
+        store.sequence("other", "scaffold_1")
+
+
+def test_readme_reads_the_store_with_zarr_alone(synthetic_genomes, synthetic_corpus, tmp_path):
+    """The data_prep/README.md snippet, run as written in a fresh interpreter on a real store: a
+    genome found by species and a record by name, with nothing but zarr and numpy."""
+    readme = (REPO / "data_prep" / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    snippet = next(block for block in blocks if "record_offsets" in block)
+    path = sorted(synthetic_genomes.glob("*.fa.gz"))[1]
+    fasta = reference_fasta_counts(path)
+    record_id, seq = fasta["ids"][1], fasta["seqs"][1]
+    species = path.name.removesuffix(".fa.gz")
+    first_line, rest = snippet.split("\n", 1)
+    assert first_line.startswith("path, species, record_id = ")
+    store = str(synthetic_corpus / "genomes.zarr")
+    script = tmp_path / "read_store.py"
+    script.write_text(f"path, species, record_id = {store!r}, {species!r}, {record_id!r}\n{rest}print(bases)\n")
+    bases = subprocess.run([sys.executable, str(script)], check=True, capture_output=True, text=True,
+                           cwd=tmp_path).stdout.strip()  # fmt: skip
+    assert bases == _expected_text(seq) and any(c.islower() for c in bases)
 
 
 def test_recut_from_store_equals_fresh_prepare(synthetic_genomes, synthetic_corpus, tmp_path):
