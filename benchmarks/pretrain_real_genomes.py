@@ -7,7 +7,9 @@ BENCHMARKS.md.
 
 The budget is enforced, not hoped for: train.py gets `--exit-duration-in-mins` (the budget less a
 margin for the final validation pass and checkpoint), so on a slower or busier machine the run
-does fewer iterations instead of running over.
+does fewer iterations instead of running over. `--budget-mins 0` drops the time budget: the run does
+all `--train-iters`, an iteration budget that compares runs fairly on a machine whose load varies
+(benchmarks/ablation.py runs this recipe that way, per variant); `--extra-train-args` adds train.py flags.
 
 Files are labelled Genus_species (so the two yeast files form one held-out species, and the three
 E. coli genomes one training species).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ from benchmarks.benchmarks_md import machine_line, update_section
 from benchmarks.markov_baseline import markov_baseline
 
 SHARED_GENOMES = REPO.parent / "shared" / "data" / "genomes"
+GLOBAL_BATCH = 8  # sequences per optimizer step, whatever the number of ranks
 
 
 def species_label(path: Path) -> str:
@@ -38,6 +42,31 @@ def species_label(path: Path) -> str:
     if len(words) >= 2 and words[0][:1].isupper() and words[1][:1].islower():
         return f"{words[0]}_{words[1]}"
     return words[0]
+
+
+def genome_files(genomes: Path) -> list[Path]:
+    return sorted(p for p in genomes.iterdir() if p.name.endswith((".gz", ".fa", ".fna", ".fasta")))
+
+
+def prepare_corpus(files: list[Path], corpus: Path, valid_species: str, seq_length: int) -> None:
+    """Shards of `seq_length` bases from `files`, labelled Genus_species, `valid_species` held out."""
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    species_map = corpus.parent / "species.tsv"
+    species_map.write_text("".join(f"{p.name}\t{species_label(p)}\n" for p in files))
+    subprocess.run([sys.executable, "data_prep/prepare.py", "--input", *map(str, files), "--out", str(corpus),
+                    "--overwrite", "--seq-len", str(seq_length), "--species-map", str(species_map),
+                    "--valid-species", valid_species, "--samples-per-shard", "1024"], cwd=REPO, check=True)
+
+
+def pretrain_args(corpus: Path, ckpt: Path, seq_length: int, train_iters: int, log_interval: int = 50) -> list[str]:
+    """train.py and its flags for this benchmark's recipe: tiny, global batch 8 (micro-batch 4), lr 2e-3
+    cosine to 2e-4 after a 10% warm-up, validation on the whole held-out split at the end."""
+    return ["megamerge/train.py", "--ds_config", "ds_configs/cpu.json", "--model", "tiny", "--data", str(corpus),
+            "--seq-length", str(seq_length), "--micro-batch-size", "4", "--global-batch-size", str(GLOBAL_BATCH),
+            "--train-iters", str(train_iters), "--lr", "2e-3", "--min-lr", "2e-4",
+            "--lr-warmup-iters", str(train_iters // 10), "--weight-decay", "0.01",
+            "--eval-interval", str(train_iters), "--eval-iters", "100000", "--log-interval", str(log_interval),
+            "--save", str(ckpt), "--save-interval", str(train_iters), "--num-workers", "1"]
 
 
 def main(argv=None) -> int:
@@ -49,10 +78,13 @@ def main(argv=None) -> int:
     ap.add_argument("--train-iters", type=int, default=900,
                     help="the lr schedule's length; the time budget may stop the run earlier")
     ap.add_argument("--budget-mins", type=float, default=20.0,
-                    help="wall-clock budget of the training command, start-up to final checkpoint")
+                    help="wall-clock budget of the training command, start-up to final checkpoint; 0: none, "
+                         "the run does all --train-iters (an iteration budget)")
     ap.add_argument("--final-margin-mins", type=float, default=1.5,
                     help="part of the budget kept for the final validation pass and checkpoint")
-    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--nproc", type=int, default=2, help="ranks; the global batch stays 8 sequences")
+    ap.add_argument("--extra-train-args", default="",
+                    help="more train.py flags, one shell-quoted string, e.g. '--merge-rule rotary'")
     ap.add_argument("--max-order", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -62,29 +94,19 @@ def main(argv=None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     corpus, ckpt = out / "corpus", out / "checkpoints"
-    files = sorted(p for p in args.genomes.iterdir() if p.name.endswith((".gz", ".fa", ".fna", ".fasta")))
-    species_map = out / "species.tsv"
-    species_map.write_text("".join(f"{p.name}\t{species_label(p)}\n" for p in files))
-    py = sys.executable
+    files = genome_files(args.genomes)
     print("== preparing shards", flush=True)
-    subprocess.run([py, "data_prep/prepare.py", "--input", *map(str, files), "--out", str(corpus), "--overwrite",
-                    "--seq-len", str(args.seq_length), "--species-map", str(species_map),
-                    "--valid-species", args.valid_species, "--samples-per-shard", "1024"], cwd=REPO, check=True)
+    prepare_corpus(files, corpus, args.valid_species, args.seq_length)
     manifest = json.loads((corpus / "manifest.json").read_text())
 
     print("== pre-training", flush=True)
     subprocess.run(["rm", "-rf", str(ckpt)], check=True)
     t0 = time.time()
-    subprocess.run([str(Path(py).parent / "deepspeed"), "--num_gpus", str(args.nproc), "megamerge/train.py",
-                    "--ds_config", "ds_configs/cpu.json", "--model", "tiny", "--data", str(corpus),
-                    "--seq-length", str(args.seq_length), "--micro-batch-size", "4",
-                    "--global-batch-size", str(4 * args.nproc), "--train-iters", str(args.train_iters),
-                    "--lr", "2e-3", "--min-lr", "2e-4", "--lr-warmup-iters", str(args.train_iters // 10),
-                    "--weight-decay", "0.01", "--eval-interval", str(args.train_iters), "--eval-iters", "100000",
-                    "--log-interval", "50", "--save", str(ckpt), "--save-interval", str(args.train_iters),
-                    "--num-workers", "1",
-                    "--exit-duration-in-mins", str(args.budget_mins - args.final_margin_mins)],
-                   cwd=REPO, check=True)
+    budget = (["--exit-duration-in-mins", str(args.budget_mins - args.final_margin_mins)]
+              if args.budget_mins > 0 else [])
+    subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(args.nproc),
+                    *pretrain_args(corpus, ckpt, args.seq_length, args.train_iters),
+                    *budget, *shlex.split(args.extra_train_args)], cwd=REPO, check=True)
     minutes = (time.time() - t0) / 60
     status = json.loads((ckpt / "exit_status.json").read_text())
     iters_done = status["iteration"]
@@ -104,8 +126,8 @@ def main(argv=None) -> int:
         f"{totals['kept_bases']:,} kept), sequences of {args.seq_length}; held-out species "
         f"**{args.valid_species}** (validation), all others train. Species are labelled Genus_species."),
         (f"Model: `tiny` (2.0M parameters), {iters_done} iterations (of a {args.train_iters}-iteration lr "
-        f"schedule; stop: {status['reason']}) x {4 * args.nproc} sequences "
-        f"({iters_done * 4 * args.nproc * args.seq_length / 1e6:.1f}M bases seen), "
+        f"schedule; stop: {status['reason']}) x {GLOBAL_BATCH} sequences "
+        f"({iters_done * GLOBAL_BATCH * args.seq_length / 1e6:.1f}M bases seen), "
         f"{minutes:.1f} minutes wall-clock for the training command (budget {args.budget_mins:g})."),
         "",
         "| model | validation metric | perplexity (per base) | accuracy |",
