@@ -31,6 +31,7 @@ from tqdm import tqdm
 import megamerge
 from data_prep.accounting import SpeciesStats, totals_of
 from data_prep.chunking import DROP_REASONS, ChunkSpec, cut_record
+from data_prep.corpus_parts import files_of_part, group_name, parse_part
 from data_prep.empty_split import why_no_training_samples
 from data_prep.fasta import InputError, load_species_map, scan_inputs, species_for
 from data_prep.genome_store import (
@@ -106,11 +107,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "were slower than 1 up to 29 Mbp and about equal at 100 Mbp (BENCHMARKS.md), so raise it for multi-GB corpora of "
              "many large files on many cores",
     )  # fmt: skip
+    parser.add_argument(
+        "--part", type=parse_part, metavar="K/N",
+        help="prepare only part K of N of the input files (balanced by size; groups and sample keys as in the "
+             "whole corpus), for data_prep/merge_parts.py to join (slurm/prepare_corpus.sh runs the parts)",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.part and args.from_store is not None:
+        parser.error("--part splits the FASTA inputs of --input; a --from-store re-cut reads one store whole")
     if args.min_len is None:
         args.min_len = args.seq_len // 4
     return args
@@ -119,9 +127,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------- ingest
 
 
-def ingest_jobs(files: list[Path], species: list[str], store_path: Path, args) -> list[tuple]:
-    return [(str(store_path), f"{i:06d}", str(path), sp, args.on_invalid) for i, (path, sp) in
-            enumerate(zip(files, species))]  # fmt: skip
+def ingest_jobs(files: list[Path], species: list[str], groups: list[int], store_path: Path, args) -> list[tuple]:
+    return [(str(store_path), group_name(i), str(files[i]), species[i], args.on_invalid) for i in groups]
+
+
+def part_groups(args: argparse.Namespace, files: list[Path]) -> list[int]:
+    """Indices of the input files this run reads: all of them, or those of --part K/N."""
+    if args.part is None:
+        return list(range(len(files)))
+    return files_of_part([path.stat().st_size for path in files], *args.part)
+
+
+def record_where(file_name: str, record_id: str, locator: str) -> str:
+    """A record as the manifest's empty_records and duplicate_ids name it."""
+    return f"{file_name}: record {record_id!r} ({locator})"
 
 
 def ingest_parallel(jobs: list[tuple], args: argparse.Namespace) -> list[dict]:
@@ -180,7 +199,7 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
         stats.lower_bases += counts.lower
         stats.invalid_bases += counts.invalid
         notes["longest_record"] = max(notes["longest_record"], counts.length)
-        where = f"{Path(record.source_file).name}: record {record.record_id!r} ({record.locator})"
+        where = record_where(Path(record.source_file).name, record.record_id, record.locator)
         if counts.length == 0:
             stats.empty_records += 1
             notes["empty_records"].append(where)
@@ -201,7 +220,8 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
             "source": Path(record.source_file).name,
             "array": record.locator,
         }
-        writers[split].write_chunks(record.codes, result.starts.tolist(), result.lengths.tolist(), meta)
+        writers[split].write_chunks(record.codes, result.starts.tolist(), result.lengths.tolist(), meta,
+                                    record.locator.replace("/", "-"))  # a '/' in a tar member name is a folder
         stats.samples[split] += len(result.starts)
         bar.update(counts.length)
     bar.close()
@@ -299,12 +319,12 @@ def plan_output(args: argparse.Namespace) -> Plan:
     return Plan(work, work / STORE_NAME, STORE_NAME, False, scan.files, scan.skipped)
 
 
-def _ingest_and_cut(args: argparse.Namespace, files: list[Path], store_path: Path, work: Path, timing: dict,
-                    started: float):
+def _ingest_and_cut(args: argparse.Namespace, files: list[Path], groups: list[int], store_path: Path, work: Path,
+                    timing: dict, started: float):
     mapping = load_species_map(args.species_map) if args.species_map else {}
-    species = [species_for(path, mapping) for path in files]
+    species = [species_for(path, mapping) for path in files]  # of every file: --valid-species names any
     create_store(store_path)
-    jobs = ingest_jobs(files, species, store_path, args)
+    jobs = ingest_jobs(files, species, groups, store_path, args)
     summaries: list[dict] = []
     if min(args.workers, len(jobs)) > 1:
         summaries = ingest_parallel(jobs, args)
@@ -330,7 +350,9 @@ def run(args: argparse.Namespace) -> dict:
     published = False
     try:
         if args.from_store is None:
-            per_species, shards, notes = _ingest_and_cut(args, plan.files, store_path, work, timing, started)
+            groups = part_groups(args, plan.files)
+            per_species, shards, notes = _ingest_and_cut(args, plan.files, groups, store_path, work, timing,
+                                                         started)
         else:
             try:
                 store = GenomeStore(store_path)
@@ -340,12 +362,15 @@ def run(args: argparse.Namespace) -> dict:
             species = {f["species"] for f in store.files}
             per_species, shards, notes = cut(store.iter_records(), set(species), total, work, args)
             timing["cut"] = round(time.perf_counter() - started, 3)
-        if not any(shard.split == "train" for shard in shards):
+        if args.part is None and not any(shard.split == "train" for shard in shards):  # parts: merge_parts.py
             raise InputError(f"no training samples: {why_no_training_samples(per_species, notes, args)}")
         store = GenomeStore(store_path)
         timing["total"] = round(time.perf_counter() - started, 3)
         manifest = build_manifest(args, plan.store_ref, store, per_species, shards, notes, timing)
         manifest["skipped_files"] = plan.skipped
+        if args.part is not None:
+            manifest["part"] = {"part": args.part[0], "parts": args.part[1], "groups": list(map(group_name, groups)),
+                                "input_files": list(map(str, plan.files))}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if plan.in_place:
             publish_in_place(work, out)

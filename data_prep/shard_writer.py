@@ -1,6 +1,10 @@
 """Writing WebDataset tar shards for one split.
 
-Each sample is two tar members sharing a key:
+Each sample is two tar members sharing a key, RECORD-START: the record's key in the corpus (prepare.py:
+its GROUP-INDEX in genomes.zarr) and the chunk's start, zero-padded to 10 digits. A key names its sample
+whatever order samples are written in, so it is the same in a one-process run and in a corpus
+prepared in parts (data_prep/merge_parts.py), and unique in the corpus: the loader seeds each
+sample's crop and reverse-complement draws from it.
     KEY.seq   the chunk as uint8 tokenizer codes (A=0 C=1 G=2 T=3 N=4), one byte per base, OR-ed with
               0x08 (data_prep.normalize.SOFTMASK_BIT) where the input was lower case;
     KEY.json  {"species", "record", "record_index", "source", "array", "start", "length", "crc32"}
@@ -114,13 +118,13 @@ class SplitShardWriter:
         self._slots: list[_OpenShard | None] = [None] * mix
         self._rng = random.Random(f"{seed}/{split}")
         self._next_shard = 0
-        self._next_key = 0
         self.shards: list[ShardInfo] = []
 
-    def write_chunks(self, codes: np.ndarray, starts: list[int], lengths: list[int], meta: dict) -> None:
-        """The chunks codes[start : start + length] of one record, in order, each as a sample whose
-        JSON is `dict(meta, start=, length=, crc32=)` in compact form; the record's part of that
-        JSON is encoded once."""
+    def write_chunks(self, codes: np.ndarray, starts: list[int], lengths: list[int], meta: dict,
+                     record_key: str) -> None:
+        """The chunks codes[start : start + length] of one record, in order, each as a sample keyed
+        `record_key`-START whose JSON is `dict(meta, start=, length=, crc32=)` in compact form; the
+        record's part of that JSON is encoded once. `record_key` must be unique in the corpus."""
         # json.dumps of the record's fields, minus the closing brace: the per-chunk fields follow.
         prefix = json.dumps(meta, separators=(",", ":")).encode()[:-1] + (b"," if meta else b"")
         species = meta.get("species", "")
@@ -129,7 +133,7 @@ class SplitShardWriter:
             slot = self._rng.randrange(len(self._slots))
             shard = self._slots[slot] or self._open(slot)  # lazily: a small split leaves no empty shard
             suffix = b'"start":%d,"length":%d,"crc32":%d}' % (start, len(seq), zlib.crc32(seq))
-            self._add(slot, shard, seq, prefix + suffix, species)
+            self._add(slot, shard, f"{record_key}-{start:010d}", seq, prefix + suffix, species)
 
     def _open(self, slot: int) -> _OpenShard:
         shard = _OpenShard(self.root / self.split / f"shard-{self._next_shard:06d}.tar")
@@ -137,9 +141,8 @@ class SplitShardWriter:
         self._next_shard += 1
         return shard
 
-    def _add(self, slot: int, shard: _OpenShard, seq: bytes, meta: bytes, species: str) -> None:
-        shard.add(f"{self._next_key:010d}", seq, meta, species)
-        self._next_key += 1
+    def _add(self, slot: int, shard: _OpenShard, key: str, seq: bytes, meta: bytes, species: str) -> None:
+        shard.add(key, seq, meta, species)
         if shard.samples >= self.samples_per_shard:
             self._close(slot)
 

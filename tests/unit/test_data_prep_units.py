@@ -144,10 +144,10 @@ def test_shard_writer_writes_every_chunk_with_its_json_and_reports_true_hashes(t
                ({"species": "B", "record": "r2", "record_index": 1}, [100], [7])]  # fmt: skip
     writer = SplitShardWriter(tmp_path, "train", samples_per_shard=3, mix=2, seed=1)
     for meta, starts, lengths in records:
-        writer.write_chunks(codes, starts, lengths, meta)
+        writer.write_chunks(codes, starts, lengths, meta, f"000000-{meta['record_index']:06d}")
     again = SplitShardWriter(tmp_path / "again", "train", samples_per_shard=3, mix=2, seed=1)
     for meta, starts, lengths in records:
-        again.write_chunks(codes, starts, lengths, meta)
+        again.write_chunks(codes, starts, lengths, meta, f"000000-{meta['record_index']:06d}")
     shards = writer.close()
     assert [vars(s) for s in shards] == [vars(s) for s in again.close()] and len(shards) >= 2  # deterministic
     assert sum((Counter(s.samples_by_species) for s in shards), Counter()) == Counter({"A": 3, "B": 1})
@@ -165,6 +165,7 @@ def test_shard_writer_writes_every_chunk_with_its_json_and_reports_true_hashes(t
                 assert seq_name[:-4] == json_name[:-5] and seq_name.endswith(".seq")
                 raw = tar.extractfile(json_name).read()
                 meta = json.loads(raw)
+                assert seq_name == f"000000-{meta['record_index']:06d}-{meta['start']:010d}.seq"  # order-free key
                 seq = tar.extractfile(seq_name).read()
                 assert raw == json.dumps(meta, separators=(",", ":")).encode()  # compact, ASCII-escaped
                 assert meta == dict(expected[meta["record"], meta["start"]], crc32=zlib.crc32(seq))
