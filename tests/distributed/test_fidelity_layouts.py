@@ -1,6 +1,6 @@
 """DP, TP and PP reproduce the unsplit model with megamerge's extensions selected (issue 15): the
-rotary merge, the global merge ranking, AMTM averaged per masked base and plain attention after
-the latent merge, all at once. The paper's
+rotary merge, the global merge ranking, AMTM averaged per masked base, plain attention after
+the latent merge and the latent merge as one burst at half depth (single_layer), all at once. The paper's
 settings of the same options are the defaults, which tests/distributed/test_parallel_tp.py,
 test_parallel_pp.py, test_parallel_train.py and test_train_runs.py check; together every option is
 covered in both settings. The same workers run here, given the options as a JSON argument."""
@@ -14,9 +14,10 @@ import pytest
 from tests.helpers import TINY_ARGS, describe, read_metrics, run_train, run_workers
 
 EXTENSIONS = {"rotary_merge": True, "merge_selection": "global_rank", "amtm_normalization": "per_masked_base",
-              "size_proportional_attention": False}
+              "size_proportional_attention": False, "latent_merge_schedule": "single_layer"}
 EXTENSION_FLAGS = ["--merge-rule", "rotary", "--merge-selection", "global_rank",
-                   "--amtm-normalization", "per_masked_base", "--latent-attention", "plain"]
+                   "--amtm-normalization", "per_masked_base", "--latent-attention", "plain",
+                   "--latent-merge-schedule", "single_layer"]
 KEYS = ("loss", "mtr", "latent_mtr", "amtm")
 
 

@@ -33,6 +33,8 @@ def test_pp2_gradients_match_pp1(measured):
 
 
 def test_both_stages_hold_layers_and_the_merge_is_not_on_stage_0(measured):
-    # The tiny model merges after 2 of 4 latent blocks; stage 0 holds the local encoder and
-    # some latent blocks, so the map really has to come back across the pipeline.
+    # The tiny model's latent MTR merges after every latent block (the paper's per_block); stage 0
+    # holds the local encoder and some of them, so the merge state crosses the stage boundary in the
+    # carry and the AMTM preview, and the map really has to come back across the pipeline.
     assert measured["stage_params"][0] > 0 and measured["stage_params"][1] > 0
+    assert measured["merge_stages"][0] == 0 and measured["merge_stages"][-1] == 1

@@ -16,6 +16,7 @@ import torch
 
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.keyed_random import sample_seeds
+from megamerge.models.mergedna.pipeline_layers import latent_merge_layer_indices
 from megamerge.training.mock_data import MockGenome
 
 SEQ, MICRO, ACCUM, ITERS = 128, 2, 2, 1
@@ -52,6 +53,7 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None) -> N
         apply_tensor_parallel(model, parallel.tp_group)
     names = {id(p): n for n, p in model.named_parameters()}
     pipe = MergeDNAPipeline(model, parallel)
+    parts = pipe.module.parts
     params = list(pipe.module.parameters())
     config = {"train_micro_batch_size_per_gpu": MICRO, "gradient_accumulation_steps": ACCUM,
               "train_batch_size": MICRO * ACCUM, "gradient_clipping": 0.0, "zero_optimization": {"stage": 1},
@@ -95,6 +97,8 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None) -> N
             "max_grad_diff": merged[worst][0], "worst_grad": worst, "max_grad": max(v[1] for v in merged.values()),
             "n_compared": sum(len(d) for d in grad_report), "n_params": len(ref_params),
             "stage_params": [len(d) for d in grad_report if d],
+            "merge_stages": [next(s for s in range(pp) if parts[s] <= i < parts[s + 1])
+                             for i in latent_merge_layer_indices(cfg)],  # the stage of each merge point
         }))
     dist.barrier()
 
