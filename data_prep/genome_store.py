@@ -59,8 +59,12 @@ class StoredRecord:
 
     @property
     def locator(self) -> str:
-        """GROUP/INDEX, the `array` field of the record's shard samples."""
-        return f"{self.group}/{self.index:06d}"
+        return record_locator(self.group, self.index)
+
+
+def record_locator(group: str, index: int) -> str:
+    """GROUP/INDEX, the `array` field of the record's shard samples."""
+    return f"{group}/{index:06d}"
 
 
 def decode(codes: np.ndarray) -> str:

@@ -107,6 +107,10 @@ class _OpenShard:
         self.bytes += len(data)
 
 
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
 class SplitShardWriter:
     def __init__(self, out_dir: Path, split: str, samples_per_shard: int, mix: int = 16, seed: int = 0):
         if samples_per_shard < 1 or mix < 1:
@@ -136,7 +140,7 @@ class SplitShardWriter:
             self._add(slot, shard, f"{record_key}-{start:010d}", seq, prefix + suffix, species)
 
     def _open(self, slot: int) -> _OpenShard:
-        shard = _OpenShard(self.root / self.split / f"shard-{self._next_shard:06d}.tar")
+        shard = _OpenShard(self.root / self.split / shard_name(self._next_shard))
         self._slots[slot] = shard
         self._next_shard += 1
         return shard
