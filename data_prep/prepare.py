@@ -187,6 +187,7 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
     }
     per_species: dict[str, SpeciesStats] = {}
     seen_ids: set[str] = set()
+    file_names: dict[str, str] = {}  # source path -> file name: once per file, not per record
     notes = {"empty_records": [], "duplicate_ids": [], "longest_record": 0}
     bar = tqdm(total=total_bases, unit="bp", unit_scale=True, desc="cut", disable=args.no_progress or None)
     for record in records:
@@ -199,7 +200,9 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
         stats.lower_bases += counts.lower
         stats.invalid_bases += counts.invalid
         notes["longest_record"] = max(notes["longest_record"], counts.length)
-        where = record_where(Path(record.source_file).name, record.record_id, record.locator)
+        source = file_names.get(record.source_file) or file_names.setdefault(record.source_file,
+                                                                            Path(record.source_file).name)  # fmt: skip
+        where = record_where(source, record.record_id, record.locator)
         if counts.length == 0:
             stats.empty_records += 1
             notes["empty_records"].append(where)
@@ -208,7 +211,7 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
             notes["duplicate_ids"].append(where)
         seen_ids.add(record.record_id)
 
-        result = cut_record(record.codes, chunk_spec)
+        result = cut_record(record.codes, chunk_spec, counts.n_like)
         stats.kept_bases += result.kept_bases
         for reason, count in result.dropped_bases.items():
             stats.dropped_bases[reason] += count
@@ -217,7 +220,7 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
             "species": record.species,
             "record": record.record_id,
             "record_index": record.index,
-            "source": Path(record.source_file).name,
+            "source": source,
             "array": record.locator,
         }
         writers[split].write_chunks(record.codes, result.starts.tolist(), result.lengths.tolist(), meta,

@@ -104,11 +104,16 @@ def test_cut_record_matches_brute_force_accounting():
             assert starts[0] == 0 and ends[-1] == length and (starts[1:] <= ends[:-1]).all()
         expected = np.array([is_n[s:e].sum() for s, e in zip(starts, ends)], dtype=np.int64)
         assert n_counts(codes, starts, ends).tolist() == expected.tolist()
-        cut = cut_record(codes, spec)
         kept, n_fraction, short_tail = _brute_force_accounting(codes & 7, spec)
-        assert (cut.kept_bases, cut.dropped_bases["n_fraction"], cut.dropped_bases["short_tail"]) == (
-            kept, n_fraction, short_tail)  # fmt: skip
-        assert cut.kept_bases + sum(cut.dropped_bases.values()) == length
+        # with and without the N count the caller knows (0: the fast path of records without N)
+        for cut in (cut_record(codes, spec), cut_record(codes, spec, int(is_n.sum()))):
+            assert (cut.kept_bases, cut.dropped_bases["n_fraction"], cut.dropped_bases["short_tail"]) == (
+                kept, n_fraction, short_tail)  # fmt: skip
+            assert cut.kept_bases + sum(cut.dropped_bases.values()) == length
+        plain = rng.integers(0, 4, length).astype(np.uint8)  # no N at all: both paths again
+        fast, full = cut_record(plain, spec, 0), cut_record(plain, spec)
+        assert (fast.kept_bases, fast.dropped_bases) == (full.kept_bases, full.dropped_bases)
+        assert fast.starts.tolist() == full.starts.tolist() and fast.lengths.tolist() == full.lengths.tolist()
 
 
 def test_overlap_counts_kept_bases_once():
