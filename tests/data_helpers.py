@@ -1,13 +1,16 @@
 """Helpers of the data-pipeline tests: run prepare.py in-process, read shards back with plain
-tarfile, count a FASTA naively, and read the shared data's MANIFEST.md. The synthetic genome and
+tarfile, compare a corpus prepared in parts with one run, count a FASTA naively, and read the shared
+data's MANIFEST.md. The synthetic genome and
 corpus fixtures built on them live in tests/conftest.py."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,48 @@ def read_shards(out_dir: Path, split: str | None = None) -> list[tuple[dict, byt
                 meta["shard"] = shard["path"]
                 samples.append((meta, members[name[: -len(".json")] + ".seq"]))
     return samples
+
+
+def file_contents(directory: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under `directory`."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def keyed_samples(corpus: Path) -> dict[str, dict[str, tuple[bytes, bytes]]]:
+    """split -> sample key -> (.seq bytes, .json bytes) of a prepared corpus; fails on a key seen twice."""
+    samples: dict[str, dict[str, tuple[bytes, bytes]]] = {"train": {}, "valid": {}}
+    for shard in json.loads((corpus / "manifest.json").read_text())["shards"]:
+        with tarfile.open(corpus / shard["path"]) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        for name, payload in members.items():
+            if name.endswith(".seq"):
+                key = name[: -len(".seq")]
+                assert key not in samples[shard["split"]], f"{corpus}: sample key {key} twice"
+                samples[shard["split"]][key] = (payload, members[f"{key}.json"])
+    return samples
+
+
+def assert_same_corpus(whole: Path, merged: Path) -> None:
+    """A corpus prepared in parts and merged (data_prep/merge_parts.py) is the one-process run's: the
+    store byte for byte, every sample's key, bytes and metadata, the accounting. Only the shard files
+    holding the samples differ (each part mixes its own samples, so its last shards are partly full)."""
+    assert file_contents(whole / "genomes.zarr") == file_contents(merged / "genomes.zarr")
+    whole_samples = keyed_samples(whole)
+    assert whole_samples == keyed_samples(merged) and whole_samples["train"]
+    one, two = (json.loads((c / "manifest.json").read_text()) for c in (whole, merged))
+    for field in ("species", "totals", "files", "empty_records", "duplicate_ids", "skipped_files",
+                  "sequence_encoding", "store", "format", "format_version", "drop_reasons"):
+        assert two[field] == one[field], field
+    assert {k: v for k, v in two["parameters"].items() if k != "out"} == {
+        k: v for k, v in one["parameters"].items() if k != "out"}
+    for split in ("train", "valid"):
+        assert two["splits"][split]["samples"] == one["splits"][split]["samples"]
+        per_species = [sum((Counter(s["samples_by_species"]) for s in m["shards"] if s["split"] == split), Counter())
+                       for m in (one, two)]
+        assert per_species[0] == per_species[1]
+    for shard in two["shards"]:  # listed sizes and hashes are those of the files
+        data = (merged / shard["path"]).read_bytes()
+        assert len(data) == shard["bytes"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
 
 
 def reference_fasta_counts(path: Path) -> dict:
