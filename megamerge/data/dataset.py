@@ -15,6 +15,7 @@ from megamerge.data.augment import AugmentSpec, augment
 from megamerge.data.collate import collate_codes, collate_softmask
 from megamerge.data.shards import CorruptShardError, ShardEntry, read_shard, split_softmask
 from megamerge.data.species_mixing import SpeciesDraw, worker_sample_index
+from megamerge.data.species_shards import read_species_shard
 from megamerge.data.stream import Position, StreamSpec, Unit, slot_samples
 
 log = logging.getLogger("megamerge.data")
@@ -128,7 +129,7 @@ class _MixedSource:
         position = Position(*self.positions.get(species, (0, 0)))
 
         def read_unit(unit: Unit):
-            return read_shard(spec.shards[unit.shard], unit.part, unit.parts, self.report(position), species)
+            return read_species_shard(spec.shards[unit.shard], species, unit.part, unit.parts, self.report(position))
 
         return slot_samples(spec, self.slot, position, None, read_unit)
 

@@ -97,28 +97,20 @@ def read_shard(
     part: int,
     parts: int,
     on_corrupt: Callable[[ShardEntry, str], None],
-    species: str | None = None,
 ) -> Iterator[RawSample]:
-    """Samples number `part`, `part + parts`, ... of a shard (of its samples of `species` only,
-    when given); damage is reported once, then the shard ends (samples before the damage are
-    still delivered)."""
+    """Samples number `part`, `part + parts`, ... of a shard; damage is reported once, then the shard
+    ends (samples before the damage are still delivered)."""
     errors: list[str] = []
 
     def stop_shard(exn: Exception) -> bool:
         errors.append(f"{type(exn).__name__}: {exn}")
         return False  # webdataset: do not continue with this tar
 
-    index, kept = -1, -1
+    index = -1
     for index, sample in enumerate(tarfile_samples([{"url": entry.path}], handler=stop_shard)):
-        if species is None:
-            kept = index
-        elif _species_of(sample) == species:
-            kept += 1
-        else:
+        if index % parts != part:
             continue
-        if kept % parts != part:
-            continue
-        problem = _check(sample)
+        problem = check_sample(sample)
         if problem:
             errors.append(f"sample {sample.get('__key__')!r}: {problem}")
             break
@@ -129,17 +121,8 @@ def read_shard(
         on_corrupt(entry, errors[0])
 
 
-def _species_of(sample: dict) -> str | None:
-    """The sample's species, or None when its metadata cannot say (it is then skipped here and
-    its damage reported by the sub-stream of no species; the whole-split stream checks it)."""
-    try:
-        meta = json.loads(sample.get("json", b""))
-    except ValueError:
-        return None
-    return meta.get("species") if isinstance(meta, dict) else None
-
-
-def _check(sample: dict) -> str | None:
+def check_sample(sample: dict) -> str | None:
+    """What is wrong with a sample {"__key__", "seq", "json"}, or None."""
     if "seq" not in sample or "json" not in sample:
         return f"incomplete sample (members: {sorted(k for k in sample if not k.startswith('__'))})"
     try:

@@ -8,7 +8,9 @@ import json
 import math
 import tarfile
 from collections import Counter
+from dataclasses import replace
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +18,9 @@ import torch
 
 from megamerge.data import build_pretrain_loader
 from megamerge.data.augment import COMPLEMENT
-from megamerge.data.shards import SOFTMASK_BIT
+from megamerge.data.shards import SOFTMASK_BIT, read_shard, split_shards
 from megamerge.data.species_mixing import SpeciesDraw, SpeciesWeightsError
+from megamerge.data.species_shards import read_species_shard
 from megamerge.training.batches import global_indices
 from tests.mixed_corpus import write_mixed_corpus
 
@@ -164,3 +167,26 @@ def test_unusable_corpora_and_values_are_refused(corpus, tmp_path):
     with pytest.raises(SpeciesWeightsError, match="has no samples_by_species"):
         build_pretrain_loader(old, micro_batch=4, num_workers=0, species_weights="uniform")
     assert next(iter(build_pretrain_loader(old, micro_batch=4, num_workers=0))).shape == (4, 64)  # without: as before
+
+
+def test_species_reader_keeps_exactly_the_species_samples_and_reports_damage(corpus, tmp_path):
+    entries = split_shards(corpus, "train")
+    never = []
+    for entry in entries:
+        every = list(read_shard(entry, 0, 1, lambda *_: never.append(1)))
+        for species in SIZES:
+            mine = [s for s in every if s.meta["species"] == species]
+            for part, parts in ((0, 1), (1, 3)):
+                got = list(read_species_shard(entry, species, part, parts, lambda *_: never.append(1)))
+                assert [(s.key, s.seq, s.meta) for s in got] == [(s.key, s.seq, s.meta) for s in mine[part::parts]]
+    assert not never
+    data = bytearray(Path(entries[0].path).read_bytes())
+    damaged = {"truncated": data[: len(data) // 2], "checksum": data[:100] + b"X" + data[101:]}
+    for name, payload in damaged.items():
+        path = tmp_path / f"{name}.tar"
+        path.write_bytes(bytes(payload))
+        reports: list[str] = []
+        got = list(read_species_shard(replace(entries[0], path=str(path)), "big", 0, 1,
+                                      lambda entry, reason, into=reports: into.append(reason)))
+        assert len(reports) == 1, (name, reports)
+        assert ("checksum mismatch at byte 0" in reports[0]) if name == "checksum" else got
