@@ -11,6 +11,14 @@ The draw is a hash of (seed, global sample index), the index the trainer gives t
 depends on nothing a resume or another rank could change, so a resumed run draws the same species
 and the sub-streams (disjoint between slots, as the plain stream is) stay disjoint between ranks.
 
+Cost. A sub-stream reads every sample of the shards that list its species to keep its own
+(species_shards.py walks past the others cheaply, but still walks), so a drawn sample costs
+sum_s p_s * (samples in the shards listing s) / (samples of s) samples walked: small species in
+widely mixed shards are the expensive ones (BENCHMARKS.md, Species mixing). A damaged shard is
+reported by each species sub-stream that reads it, so `corrupt_shards` may count it more than once.
+Each species' shuffle buffer holds shuffle_buffer / (number of species) samples, so that all of
+them together hold about what the plain stream's one buffer does.
+
 Weights come from a JSON file {species: weight} or a shorthand: `uniform` (every train species
 alike) or `by_bases` (each species by its train samples, i.e. its share of the train bases: every
 sample but a record's tail is seq_len bases long).
