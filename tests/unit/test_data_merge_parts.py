@@ -165,3 +165,15 @@ def test_parts_are_balanced_by_size_and_cover_every_file_once():
     for bad in ("0/2", "3/2", "2", "a/b"):
         with pytest.raises(Exception, match="K/N|between 1 and N"):
             parse_part(bad)
+
+
+def test_prepare_refuses_a_part_of_a_re_cut_or_a_malformed_part(corpus_inputs, tmp_path, capsys):
+    from data_prep import prepare
+
+    genomes, _ = corpus_inputs
+    with pytest.raises(SystemExit):
+        prepare.parse_args(["--from-store", str(tmp_path), "--out", str(tmp_path / "o"), "--part", "1/2"])
+    assert "--part splits the FASTA inputs of --input" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        prepare.parse_args(["--input", str(genomes), "--out", str(tmp_path / "o"), "--part", "3/2"])
+    assert "part 3/2: K must be between 1 and N" in capsys.readouterr().err
