@@ -1,10 +1,11 @@
 """Reading FASTA input, plain or compressed: file discovery, species labels, and a record iterator
 whose every failure is an `InputError` naming the file (and the record and offset when there is one).
 
-The parser is dnaio (Cython, maintained with cutadapt): it was measured against pyfastx and
-Biopython (see BENCHMARKS.md) and, unlike pyfastx, it reports a truncated gzip member instead of
-silently returning the sequence read so far. It strips CR of CRLF line endings. Decompression is
-xopen's (gzip/bgzip, bz2, xz, zstd; data_prep/compression.py decides what is readable).
+Records are split by data_prep/fasta_records.py: dnaio's FASTA semantics (the parser chosen by
+measurement against pyfastx and Biopython, BENCHMARKS.md) at the speed of bytes operations, since
+dnaio's FASTA loop is pure Python per line. Decompression is xopen's (gzip/bgzip, bz2, xz, zstd;
+data_prep/compression.py decides what is readable), which, unlike pyfastx, reports a truncated
+gzip member instead of silently returning the sequence read so far.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dnaio
 import numpy as np
 from xopen import xopen
 
@@ -26,6 +26,7 @@ from data_prep.compression import (
     compression_suffix,
     is_bgzf,
 )
+from data_prep.fasta_records import FastaFormatError, iter_fasta
 from data_prep.normalize import BaseCounts, InvalidBaseError, normalize
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fsa", ".ffn", ".frn", ".mfa", ".seq")
@@ -180,15 +181,10 @@ def read_fasta(path: Path, on_invalid: str = "error") -> Iterator[Record]:
     record_id = ""
     total_bases = 0
     try:
-        with dnaio.open(path, mode="r", fileformat="fasta", open_threads=0) as reader:
-            for index, record in enumerate(reader):
-                header = record.name
+        with xopen(path, "rb", threads=0) as handle:
+            for index, (header, sequence) in enumerate(iter_fasta(handle)):
                 record_id = header.split(maxsplit=1)[0] if header.strip() else ""
-                try:
-                    raw = record.sequence.encode("ascii")
-                except UnicodeEncodeError as exc:
-                    raise InvalidBaseError(record.sequence[exc.start], exc.start, 0) from None
-                codes, counts = normalize(raw, on_invalid)
+                codes, counts = normalize(sequence, on_invalid)
                 total_bases += counts.length
                 yield Record(index, record_id, header, codes, counts)
     except InvalidBaseError as exc:
@@ -200,7 +196,7 @@ def read_fasta(path: Path, on_invalid: str = "error") -> Iterator[Record]:
         raise InputError(
             f"{path}: truncated or corrupt file ({exc}); {index + 1} records were read before the damage"
         ) from None
-    except (dnaio.exceptions.FileFormatError, UnicodeDecodeError, ValueError) as exc:
+    except (FastaFormatError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: not valid FASTA ({exc})") from None
     if index < 0:
         raise InputError(f"{path}: no FASTA records")
