@@ -39,6 +39,13 @@ MODES = (None, "uniform", "by_bases")
 LAYOUTS = {"prepare-like (16 open shards of 256)": {"mix": 16, "samples_per_shard": 256},
            "fully mixed (32 shards, every species in each)": {"shards": 32}}
 
+NOTE = """Species weights cost reading, not drawing: each species' sub-stream walks the shards that list it
+and keeps only its own samples (megamerge/data/species_shards.py seeks past the others' sequences, tens of
+microseconds a sample against about a millisecond for a delivered one). `uniform` lifts the small species,
+which sit in shards mostly filled by others, hence the larger read factor; a corpus whose shards hold few
+species keeps it low. Even the slowest column is far above what a training step consumes (a 380m step on
+an H200 at ~40k bases/s is ~10 samples/s; BENCHMARKS.md, GPU check)."""
+
 
 def species_sizes(total: int, count: int = 8) -> dict[str, int]:
     return {f"species{i}": max(1, total >> (i + 1)) for i in range(count)}
@@ -111,7 +118,7 @@ read per sample delivered (from the manifest):
 
 | shard layout | weights off | `uniform` | `by_bases` |
 |---|---|---|---|
-""" + "\n".join(rows)
+""" + "\n".join(rows) + "\n\n" + NOTE
     print(body)
     if not args.no_write:
         update_section(SECTION, body)
