@@ -116,7 +116,7 @@ class FileIngest:
             "empty_records": int(np.count_nonzero(np.diff(offsets) == 0)),
             "counts": totals.as_dict(),
         }
-        group.attrs.update(self.summary)
+        group.update_attributes(self.summary)  # one write; attrs.update writes once per key
 
 
 def _write_record_arrays(group: zarr.Group, offsets: list, ids: list, descriptions: list, counts: list) -> None:
@@ -143,7 +143,7 @@ def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_i
 
 def finalize_store(path: Path, files: list[dict], on_invalid: str) -> None:
     """Write the root attributes; until then readers refuse the store as unfinished."""
-    open_for_writing(path).attrs.update(
+    open_for_writing(path).update_attributes(  # one write; attrs.update writes once per key
         {
             "format": STORE_FORMAT,
             "format_version": STORE_FORMAT_VERSION,
