@@ -244,11 +244,12 @@ imports included (a fixed cost of about half a second, large against a 29 Mbp co
 |---|---:|---|---|---:|---:|---:|---:|:-:|
 {prep_rows}
 
-Record arrays are written by `data_prep/zarr_writer.py` (zarr's own metadata, codecs and store, on the
-calling thread; byte-identical to `create_array` + `array[:] = codes`, which cost 3-5 ms of CPU per record).
-What remains per record is mostly the file system: a directory, `zarr.json` and a `c/` directory per array
-and one file per 1 Mbp chunk, each written and renamed; so inputs of many thousands of tiny records
-(ESTs, reads) still prepare below these rates. Where the time goes: section "Data preparation profile".
+Each input file is one group of the genome store: its records back to back in one sharded `seq` array
+plus five small record arrays, written through zarr's public API on the calling thread
+(`data_prep/store_files.py`), so the store costs a fixed handful of files per genome whatever its record
+count (subsection "Genome store at corpus scale" below). Records are split from the decompressed text
+in blocks with bytes operations (`data_prep/fasta_records.py`, dnaio's semantics). Where the time went
+before issue 16: section "Data preparation profile".
 With one process, shards are cut while records are ingested (never read back from the store);
 `--workers N` parses N files in parallel processes and then cuts from the store.
 
@@ -258,8 +259,8 @@ With one process, shards are cut while records are ingested (never read back fro
 |---|---:|---:|---:|---:|---:|
 {workers_table}
 
-Two spawned workers each pay the interpreter's start-up and imports, and their records are read back
-from the store (`data_prep/zarr_reader.py`) to be cut in order. With 2 cores that made them slower
+Two spawned workers each pay the interpreter's start-up and imports, and their genomes are read back
+from the store (in 64 Mbp blocks) to be cut in order. With 2 cores that made them slower
 than one process up to the real genomes and about even at 100 Mbp, for more CPU: hence the default
 of 1. As the command, the fixed start-up (~0.5 s) is what keeps the small corpora under 20 MB/s per
 core; at 100 Mbp the command runs at the steady-state rate.
