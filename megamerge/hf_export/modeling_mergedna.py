@@ -49,7 +49,8 @@ class MergeDNAPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
 
     def _build_backbone(self, config: MergeDNAHFConfig, decoders: bool) -> None:
-        self.cfg = MergeDNAConfig(**config.mergedna)
+        # from_dict: an export written before an option existed loads with the behaviour it was trained with
+        self.cfg = MergeDNAConfig.from_dict(config.mergedna)
         self.local_encoder = LocalEncoder(self.cfg)
         self.latent_encoder = LatentEncoder(self.cfg)
         if decoders:
