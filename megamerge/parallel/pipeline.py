@@ -113,6 +113,7 @@ class Carry:
 
     input_ids: torch.Tensor  # [B, N] long
     base_mask: torch.Tensor  # [B, N] bool, AMTM's masked bases
+    base_weights: torch.Tensor  # [B, N] float, each base's loss weight (soft-masked repeats; all 1: unweighted)
     s1: TokenState  # pass 1 (MTR)
     s3: TokenState  # pass 3 (AMTM)
     phase: int = NOT_STARTED
@@ -133,7 +134,7 @@ class Carry:
         return TokenState(x=x, pos=_unbits(pos), sizes=_unbits(sizes), valid=valid.bool(), assign=assign)
 
     def to_tuple(self) -> tuple:
-        out = [torch.tensor([self.phase]), self.input_ids, self.base_mask.to(torch.uint8),
+        out = [torch.tensor([self.phase]), self.input_ids, self.base_mask.to(torch.uint8), _bits(self.base_weights),
                *self._state_tensors(self.s1), *self._state_tensors(self.s3)]
         if self.phase == PRE_MERGE:
             out += [self.x2]
@@ -147,8 +148,9 @@ class Carry:
     @classmethod
     def from_tuple(cls, t: tuple) -> Carry:
         phase = int(t[0][0])
-        c = cls(input_ids=t[1], base_mask=t[2].bool(), s1=cls._state(t[3:8]), s3=cls._state(t[8:13]), phase=phase)
-        rest = t[13:]
+        c = cls(input_ids=t[1], base_mask=t[2].bool(), base_weights=_unbits(t[3]), s1=cls._state(t[4:9]),
+                s3=cls._state(t[9:14]), phase=phase)
+        rest = t[14:]
         if phase == PRE_MERGE:
             (c.x2,) = rest
         elif phase == MERGED:
@@ -209,11 +211,11 @@ class LocalEncoderPipe(_PipeLayer):
         return token_targets(self.cfg, check_input_ids(input_ids).sum(1), seeds, self.training)
 
     def forward(self, inputs: tuple) -> tuple:
-        input_ids, seeds, base_mask = inputs
+        input_ids, seeds, base_mask, base_weights = inputs
         targets = self._token_targets(input_ids, seeds)
         base_mask = base_mask.bool()
-        c = Carry(input_ids=input_ids, base_mask=base_mask, s1=self.local_encoder(input_ids, targets),
-                  s3=self.local_encoder(mask_bases(input_ids, base_mask), targets))
+        c = Carry(input_ids=input_ids, base_mask=base_mask, base_weights=_unbits(base_weights),
+                  s1=self.local_encoder(input_ids, targets), s3=self.local_encoder(mask_bases(input_ids, base_mask), targets))
         return c.to_tuple()
 
     @torch.no_grad()
@@ -293,8 +295,9 @@ class LocalDecoderPipe(_PipeLayer):
         logits = decode(c.s1.x, c.s1.pos, c.s1.assign, base_valid)
         latent_logits = decode(c.x2, c.s1.pos, c.s1.assign, base_valid)  # pass 2 on the frozen tokens' frame
         masked_logits = decode(c.s3.x, c.s3.pos, c.s3.assign, base_valid)
+        weights = None if bool((c.base_weights == 1).all()) else c.base_weights  # all 1: the unweighted path
         out = objective_outputs(self.cfg, c.input_ids, base_valid, logits, latent_logits, masked_logits,
-                                c.base_mask, c.s1.lengths, c.latent_lengths)
+                                c.base_mask, c.s1.lengths, c.latent_lengths, weights)
         stats = torch.stack([out[k].float() for k in OUTPUT_KEYS[1:]]).detach()
         return torch.cat([out["loss"].reshape(1), stats])
 
@@ -390,16 +393,16 @@ class MergeDNAPipeline:
         return frozen, p.latent_map if done else None
 
     @torch.no_grad()
-    def amtm_masks(self, batches: list[tuple[torch.Tensor, torch.Tensor]], training: bool) -> list[torch.Tensor]:
-        """The AMTM base masks [B, N] for these (input_ids, seeds) micro-batches, on stage 0 (an
-        empty list elsewhere). Collective over the pipeline group."""
+    def amtm_masks(self, batches: list[tuple[torch.Tensor, ...]], training: bool) -> list[torch.Tensor]:
+        """The AMTM base masks [B, N] for these (input_ids, seeds[, base_weights]) micro-batches, on
+        stage 0 (an empty list elsewhere). Collective over the pipeline group."""
         ranks = self.parallel.pp_ranks
         for m in self.local_layers:
             m.train(training)
         param = next(self.module.parameters())
         dtype, device = param.dtype, param.device
         masks = []
-        for input_ids, seeds in batches:
+        for input_ids, seeds, *_ in batches:
             input_ids, seeds = input_ids.to(device), seeds.to(device)
             frozen, latent_map = self._preview_latent_map(input_ids, seeds, dtype, device)
             # S' goes back from the merge stage to everyone in the pipeline group (stage 0 uses it).
@@ -415,12 +418,14 @@ class MergeDNAPipeline:
 
     # ----------------------------------------------------------------------- steps
     def _iterator(self, batches, masks):
-        for m, (ids, seeds) in enumerate(batches):
+        for m, (ids, seeds, *weights) in enumerate(batches):
             mask = masks[m] if masks else torch.zeros_like(ids, dtype=torch.uint8)
-            yield (ids, seeds, mask.to(torch.uint8)), torch.zeros(1)
+            base_weights = weights[0] if weights and weights[0] is not None else torch.ones(ids.shape)
+            yield (ids, seeds, mask.to(torch.uint8), _bits(base_weights.to(ids.device))), torch.zeros(1)
 
     def train_step(self, engine, batches, poison_loss: bool = False) -> dict[str, float]:
-        """One optimizer step over `batches` (one per gradient-accumulation micro-step). Returns
+        """One optimizer step over `batches`, (input_ids, seeds[, base_weights]) each (one per
+        gradient-accumulation micro-step; base_weights as compute_losses takes them). Returns
         the micro-batch-averaged, data-parallel-averaged losses on every rank. `poison_loss`
         makes the backward start from NaN (fault injection for the NaN guard's test); the
         reported losses stay finite, as in the unsplit path."""

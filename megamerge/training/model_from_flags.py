@@ -50,10 +50,6 @@ def model_config(args):
 def check_parallel_layout(args, cfg, world_size: int) -> None:
     """Everything that would otherwise hang or assert inside a process group, checked first."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
-    if pp > 1 and getattr(args, "softmask_loss_weight", 1.0) != 1.0:
-        raise ConfigError(f"--softmask-loss-weight {args.softmask_loss_weight} is not supported with "
-                          f"--pipeline-model-parallel-size {pp} yet (the pipeline stages do not carry the "
-                          "per-base weights); use tensor or data parallelism, or weight 1")
     try:
         check_pipeline_stages(cfg, pp)
         data_parallel_size(world_size, tp, pp)

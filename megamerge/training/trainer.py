@@ -240,7 +240,7 @@ class Trainer:
         poison = iteration in self.inject_nan
         losses, token_lengths = defaultdict(float), None
         if self.pipeline is not None:  # the engine runs the micro-batches through the stages itself
-            batches = [self.micro_batch(iteration, m)[:2] for m in range(self.accumulation)]  # no weights: PP refuses them
+            batches = [self.micro_batch(iteration, m) for m in range(self.accumulation)]
             out = self.pipeline.train_step(self.engine, batches, poison_loss=poison)
             losses.update((key, out[key]) for key in self.logged_keys)
         else:

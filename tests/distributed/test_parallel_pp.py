@@ -1,5 +1,6 @@
 """Pipeline parallelism (2 stages, alone and with TP=2) against the unsplit model, in real gloo runs:
-tests/distributed/workers/pipeline_parallel_mergedna.py on 2 ranks for PP=2, 4 ranks for TP=2 x PP=2.
+tests/distributed/workers/pipeline_parallel_mergedna.py on 2 ranks for PP=2, 4 ranks for TP=2 x PP=2,
+and PP=2 with soft-masked bases weighted 0.1 (--softmask-loss-weight: the weights cross the stages).
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import pytest
 
 from tests.helpers import run_workers
 
-LAYOUTS = {"pp2": (1, 2), "tp2pp2": (2, 2)}
+LAYOUTS = {"pp2": (1, 2, 1.0), "tp2pp2": (2, 2, 1.0), "pp2_softmask": (1, 2, 0.1)}  # tp, pp, soft-mask weight
 
 
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
 def measured(request, tmp_path_factory):
-    tp, pp = LAYOUTS[request.param]
+    tp, pp, softmask_weight = LAYOUTS[request.param]
     out = tmp_path_factory.mktemp(request.param) / "measured.json"
-    run_workers("tests.distributed.workers.pipeline_parallel_mergedna", tp * pp, out, tp, pp)
+    run_workers("tests.distributed.workers.pipeline_parallel_mergedna", tp * pp, out, tp, pp, "{}", softmask_weight)
     return json.loads(out.read_text())
 
 

@@ -11,8 +11,6 @@ import pytest
 
 from megamerge.data.corpus_checks import TrainingInputError, check_training_inputs
 from megamerge.training.arguments import parse_args
-from megamerge.training.ds_config import ConfigError
-from megamerge.training.model_from_flags import check_parallel_layout, model_config
 from tests.helpers import REPO, TRAIN, subprocess_env
 from tests.mixed_corpus import write_mixed_corpus
 
@@ -20,15 +18,6 @@ from tests.mixed_corpus import write_mixed_corpus
 def test_defaults_leave_training_as_it_was():
     args = parse_args(["--mock-data"])
     assert args.species_weights is None and args.softmask_loss_weight == 1.0
-
-
-def test_pipeline_parallelism_refuses_a_softmask_weight_it_cannot_carry():
-    flags = ["--mock-data", "--pipeline-model-parallel-size", "2", "--ds_config", "ds_configs/zero1_pp.json"]
-    check_parallel_layout(parse_args(flags), model_config(parse_args(flags)), 2)  # weight 1: fine
-    weighted = parse_args([*flags, "--softmask-loss-weight", "0.1"])
-    with pytest.raises(ConfigError, match="--softmask-loss-weight 0.1 is not supported with "
-                                          "--pipeline-model-parallel-size 2"):
-        check_parallel_layout(weighted, model_config(weighted), 2)
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -16,6 +16,7 @@ import torch
 
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.keyed_random import sample_seeds
+from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.mergedna.pipeline_layers import latent_merge_layer_indices
 from megamerge.training.mock_data import MockGenome
 
@@ -25,15 +26,21 @@ SEQ, MICRO, ACCUM, ITERS = 128, 2, 2, 1
 LRS = (0.02,)
 
 
-def _batches(it: int):
+def _batches(it: int, softmask_weight: float):
+    """(ids, seeds) per micro-step, with per-base loss weights when softmask_weight != 1: the
+    middle third of every row weighs softmask_weight, as a soft-masked repeat would."""
     out = []
     for m in range(ACCUM):
         index = torch.arange(MICRO) + (it * ACCUM + m) * MICRO
-        out.append((MockGenome(SEQ, seed=5).batch(index), sample_seeds(5, index)))
+        ids = MockGenome(SEQ, seed=5).batch(index)
+        softmask = torch.zeros(ids.shape, dtype=torch.bool)
+        softmask[:, SEQ // 3 : 2 * SEQ // 3] = True
+        weights = softmask_base_weights(softmask, softmask_weight)
+        out.append((ids, sample_seeds(5, index)) + (() if weights is None else (weights,)))
     return out
 
 
-def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None) -> None:
+def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None, softmask_weight: float = 1.0) -> None:
     import deepspeed
     import torch.distributed as dist
 
@@ -66,15 +73,15 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None) -> N
 
     forward, grad_report = None, None
     for it in range(ITERS):
-        batches = _batches(it)
+        batches = _batches(it, softmask_weight)
         for group in (*engine.optimizer.param_groups, *ref_opt.param_groups):
             group["lr"] = LRS[it]
         before = {names[id(p)]: p.detach().clone() for p in pipe.module.parameters()}
         got = pipe.train_step(engine, batches)
         ref_opt.zero_grad(set_to_none=True)
         sums = {k: 0.0 for k in ("loss", "mtr", "latent_mtr", "amtm")}
-        for ids, seeds in batches:
-            o = ref.compute_losses(ids, seeds)
+        for batch in batches:
+            o = ref.compute_losses(*batch)
             (o["loss"] / ACCUM).backward()
             for k in sums:
                 sums[k] += float(o[k]) / ACCUM
@@ -106,4 +113,5 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None) -> N
 
 if __name__ == "__main__":
     worker(Path(sys.argv[1]), tp=int(sys.argv[2]), pp=int(sys.argv[3]),
-           overrides=json.loads(sys.argv[4]) if len(sys.argv) > 4 else None)
+           overrides=json.loads(sys.argv[4]) if len(sys.argv) > 4 else None,
+           softmask_weight=float(sys.argv[5]) if len(sys.argv) > 5 else 1.0)
