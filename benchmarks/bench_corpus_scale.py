@@ -3,14 +3,15 @@
 commit against an older revision, written to the `Data pipeline` section of BENCHMARKS.md.
 
     python benchmarks/bench_corpus_scale.py --baseline 3812f89 --repeats 3
-    python benchmarks/bench_corpus_scale.py --baseline 3812f89 --gbp-corpus --no-write
+    python benchmarks/bench_corpus_scale.py --corpora gbp --no-write      # the 1 Gbp corpus, this commit only
 
 Inputs, generated under a temporary directory and deleted afterwards (never committed):
   * the issue's draft assembly: 30,000 records of uniform random length in [1500, 8000], uniform
     random ACGT, 80 bases a line, gzip level 1 (one file, ~142 Mbp);
   * the real genomes in ../shared/data/genomes, read in place;
-  * with --gbp-corpus, a 1 Gbp corpus of 100,000 records (10 files of 10,000 records of uniform
-    random length in [5000, 15000], same alphabet and format), timed once per version.
+  * with `--corpora gbp`, a 1 Gbp corpus of 100,000 records (10 files of 10,000 records of uniform
+    random length in [5000, 15000], same alphabet and format), timed once, for the baseline too only
+    with --gbp-baseline (the old store writes 100,000 arrays: half an hour on a loaded 2-core machine).
 Per run: CPU seconds of the `python data_prep/prepare.py` command (getrusage of the child: start-up
 included), MB of sequence per CPU second, files and bytes of genomes.zarr (bytes as stored, and
 per base). Versions are interleaved run by run so they share the machine's load.
@@ -136,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="REV", help="also time prepare.py of this git revision")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seq-len", type=int, default=4096)
-    parser.add_argument("--gbp-corpus", action="store_true", help="also the 1 Gbp corpus of 100,000 records")
+    parser.add_argument("--corpora", nargs="+", choices=("draft", "real", "gbp"), default=["draft", "real"],
+                        help="inputs: the 30,000-scaffold draft, the real genomes, the 1 Gbp corpus")
+    parser.add_argument("--gbp-baseline", action="store_true", help="time the baseline on the 1 Gbp corpus too")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
 
@@ -146,35 +149,36 @@ def main(argv: list[str] | None = None) -> int:
         versions = {"this commit": REPO}
         if args.baseline:
             versions[f"{args.baseline} (before)"] = export_revision(args.baseline, tmp / "baseline")
-        draft = tmp / "draft_30000.fa.gz"
-        write_draft_assembly(draft, 30_000, 1500, 8000, seed=0)
         load_before = load_average()
-        corpora = [("draft assembly, 30,000 scaffolds of 1.5-8 kb (1 file)", [draft], 1, args.repeats)]
-        if SHARED_GENOMES.is_dir():
+        corpora = []
+        if "draft" in args.corpora:
+            draft = tmp / "draft_30000.fa.gz"
+            write_draft_assembly(draft, 30_000, 1500, 8000, seed=0)
+            corpora.append(("draft assembly, 30,000 scaffolds of 1.5-8 kb (1 file)", [draft], 1, versions, args.repeats))
+        if "real" in args.corpora and SHARED_GENOMES.is_dir():
             corpora.append(("real genomes, shared/data/genomes (26 files, 210 records)", [SHARED_GENOMES], 26,
-                            args.repeats))  # fmt: skip
-        for label, inputs, files, repeats in corpora:
-            results = bench(versions, inputs, tmp, repeats, args.seq_len)
-            print(label, results)
+                            versions, args.repeats))  # fmt: skip
+        if "gbp" in args.corpora:
+            parts = [tmp / f"corpus_{index:02d}.fa.gz" for index in range(10)]
+            for index, part in enumerate(tqdm(parts, desc="1 Gbp corpus")):
+                write_draft_assembly(part, 10_000, 5000, 15000, seed=1 + index)
+            gbp_versions = versions if args.gbp_baseline else {"this commit": REPO}
+            corpora.append(("1 Gbp corpus, 100,000 records of 5-15 kb (10 files)", parts, 10, gbp_versions, 1))
+        for label, inputs, files, corpus_versions, repeats in corpora:  # the 1 Gbp corpus: one run
+            results = bench(corpus_versions, inputs, tmp, repeats, args.seq_len)
+            print(label, results, flush=True)
             rows += table_rows(label, files, results, repeats)
+            for path in inputs:  # generated inputs go as soon as they are measured
+                if path.parent == tmp:
+                    path.unlink()
         load_after = load_average()
-        draft.unlink()
-        if args.gbp_corpus:
-            parts = []
-            for index in tqdm(range(10), desc="1 Gbp corpus"):
-                parts.append(tmp / f"corpus_{index:02d}.fa.gz")
-                write_draft_assembly(parts[-1], 10_000, 5000, 15000, seed=1 + index)
-            results = bench(versions, parts, tmp, 1, args.seq_len)
-            print("1 Gbp", results)
-            rows += table_rows("1 Gbp corpus, 100,000 records of 5-15 kb (10 files)", 10, results, 1)
-            load_after += f" (after the 1 Gbp runs: {load_average()})"
 
     body = f"""
 ### {SUBSECTION}
 
 `python data_prep/prepare.py --seq-len {args.seq_len}`, this commit against the store before it.
 
-Command: `python benchmarks/bench_corpus_scale.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats}{" --gbp-corpus" if args.gbp_corpus else ""}`.
+Command: `python benchmarks/bench_corpus_scale.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats} --corpora {" ".join(args.corpora)}{" --gbp-baseline" if args.gbp_baseline else ""}`.
 Machine: {machine_line()}; load average (1/5/15 min) before / after: {load_before} / {load_after} on
 {os.cpu_count()} cores shared with other work. CPU seconds of the whole command (start-up included; user +
 system of every thread, getrusage of the child), median of the runs; versions interleaved run by run.
