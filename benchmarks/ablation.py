@@ -15,11 +15,12 @@ same command resumes:
   c) tokens    OUT/<variant>/tokens/          tools/analyze_tokens.py on a synthetic genome with ground
                truth (data_prep/synthetic.py --regions-bed, generated once under OUT/synthetic/)
   d) finetune  OUT/<variant>/finetune/<task>/ tools/finetune.py, LoRA, a fixed budget, on GUE tasks
-               (read in place; dev capped to its first --dev-rows rows, a derived file under OUT/tasks/);
-               with --scratch-variants also OUT/<variant>/finetune_scratch/<task>/ (--from-scratch)
-  e) report    OUT/ablation.json and OUT/ablation.md: one row per variant found under OUT
+               (read in place; dev capped to its first --dev-rows rows, a derived file under OUT/tasks/)
+  e) scratch   OUT/<variant>/finetune_scratch/<task>/ the same with --from-scratch, for the variants in
+               --scratch-variants (the same architecture, randomly initialised: the downstream reference)
+  f) report    OUT/ablation.json and OUT/ablation.md: one row per variant found under OUT
 Every subprocess runs with OMP_NUM_THREADS=1 under `nice`, one at a time per driver; run two drivers
-over disjoint --variants to use two cores.
+over disjoint --variants or --stages to use two cores.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ REPEAT_CLASSES = ("tandem_repeat", "low_complexity")
 DENSE_CLASS = "background"  # data_prep/synthetic.py's high-entropy class
 LATENT_MERGE_FLAG = "--latent-merge-schedule"
 SYNTHETIC_FASTA = "synth_sp00.upper.fa"
-STAGES = ("pretrain", "portable", "tokens", "finetune")
+STAGES = ("pretrain", "portable", "tokens", "finetune", "scratch")
 
 
 class AblationError(Exception):
@@ -304,12 +305,10 @@ def run_variant(name: str, args: argparse.Namespace) -> None:
                     "--fasta", str(synthetic / SYNTHETIC_FASTA), "--bed", str(synthetic / "synth_sp00.regions.bed"),
                     "--window", str(SEQ_LENGTH), "--out", str(vdir / "tokens"), "--no-progress"],
                    vdir / "tokens.log", args.nice)
-    if "finetune" in args.stages:
-        for task in args.tasks:
-            finetune(vdir, task, args, scratch=False)
-        if name in args.scratch_variants:
-            for task in args.tasks:
-                finetune(vdir, task, args, scratch=True)
+    for task in args.tasks if "finetune" in args.stages else []:
+        finetune(vdir, task, args, scratch=False)
+    for task in args.tasks if "scratch" in args.stages and name in args.scratch_variants else []:
+        finetune(vdir, task, args, scratch=True)
 
 
 # ------------------------------------------------------------------------------- report
