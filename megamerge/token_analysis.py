@@ -79,11 +79,13 @@ def read_bed(path: Path) -> list[Region]:
 
 
 def read_fasta_codes(path: Path) -> dict[str, np.ndarray]:
-    """record id -> uint8 tokenizer codes (IUPAC ambiguity codes become N, as in data_prep)."""
+    """record id -> uint8 tokenizer codes (IUPAC ambiguity codes become N, as in data_prep; the
+    soft-mask bit read_fasta sets on lower-case bases is dropped)."""
     from data_prep.fasta import InputError, read_fasta
+    from megamerge.data.shards import split_softmask
 
     try:
-        records = {r.record_id: r.codes for r in read_fasta(Path(path))}
+        records = {r.record_id: split_softmask(r.codes)[0] for r in read_fasta(Path(path))}
     except InputError as e:
         raise TokenAnalysisError(str(e)) from None
     if not records:

@@ -35,6 +35,7 @@ DEFAULT_WINDOW = 4096
 def read_sequences(path: Path) -> list[Sequence]:
     from data_prep.fasta import InputError, read_fasta
     from data_prep.normalize import InvalidBaseError, normalize
+    from megamerge.data.shards import split_softmask
 
     if not path.is_file():
         raise EmbedError(f"--input {path}: no such file")
@@ -47,12 +48,13 @@ def read_sequences(path: Path) -> list[Sequence]:
             for row_number, row in enumerate(reader):
                 try:
                     codes, _ = normalize(row["sequence"].strip().encode("ascii", "replace"))
+                    codes = split_softmask(codes)[0]  # lower case is soft-masked there; the model takes the code
                 except InvalidBaseError as e:
                     raise EmbedError(f"{path}: row {row_number}: {e}") from None
                 out.append(Sequence(str(row_number), codes, row.get("label")))
     else:
         try:
-            out = [Sequence(r.record_id, r.codes) for r in read_fasta(path)]
+            out = [Sequence(r.record_id, split_softmask(r.codes)[0]) for r in read_fasta(path)]
         except InputError as e:
             raise EmbedError(str(e)) from None
     empty = [s.seq_id for s in out if s.codes.size == 0]
