@@ -22,6 +22,7 @@ from megamerge.data.shards import SOFTMASK_BIT, read_shard, split_shards
 from megamerge.data.species_mixing import SpeciesDraw, SpeciesWeightsError
 from megamerge.data.species_shards import read_species_shard
 from megamerge.training.batches import global_indices
+from megamerge.vocabulary import encode
 from tests.mixed_corpus import write_mixed_corpus
 
 SIZES = {"big": 600, "mid": 150, "small": 30}
@@ -190,3 +191,25 @@ def test_species_reader_keeps_exactly_the_species_samples_and_reports_damage(cor
                                       lambda entry, reason, into=reports: into.append(reason)))
         assert len(reports) == 1, (name, reports)
         assert ("checksum mismatch at byte 0" in reports[0]) if name == "checksum" else got
+
+
+def test_prepared_corpus_softmask_matches_the_lower_case_of_the_input(synthetic_corpus):
+    """The contract with data_prep: the loader's soft-mask flags are the input's lower case,
+    base for base (GenomeStore gives the input's text back), and its codes the upper-cased bases."""
+    from data_prep.genome_store import GenomeStore
+
+    store = GenomeStore(synthetic_corpus / "genomes.zarr")
+    loader = build_pretrain_loader(synthetic_corpus, micro_batch=8, num_workers=0, reverse_complement=True,
+                                   with_softmask=True, with_meta=True, epochs=1, shuffle=False)
+    masked = total = 0
+    for ids, softmask, meta in loader:
+        for row, m in enumerate(meta):
+            text = store.sequence(m["species"], m["record"], m["start"], m["start"] + m["length"])
+            codes, lower = encode(text), np.array([c.islower() for c in text])
+            if m["rc"]:
+                codes, lower = COMPLEMENT[codes[::-1]], lower[::-1]
+            n = len(text)
+            assert ids[row, :n].tolist() == codes.tolist() and softmask[row, :n].tolist() == lower.tolist()
+            assert not softmask[row, n:].any()
+            masked, total = masked + int(lower.sum()), total + n
+    assert 0 < masked < total  # the synthetic genomes soft-mask their repeats
