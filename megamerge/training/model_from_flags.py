@@ -14,6 +14,15 @@ from megamerge.parallel.process_groups import data_parallel_size
 from megamerge.training.arguments import MODEL_DIM_FLAGS
 from megamerge.training.ds_config import ConfigError
 
+# train.py's flags that select MergeDNA's method options, at their defaults (the paper's).
+MERGEDNA_METHOD_FLAGS = {"merge_rule": "paper_average", "merge_selection": "per_window",
+                         "amtm_normalization": "per_masked_token", "latent_attention": "size_proportional",
+                         "latent_merge_schedule": "per_block"}
+
+
+def method_flag_names() -> list[str]:
+    return [f"--{flag.replace('_', '-')}" for flag in MERGEDNA_METHOD_FLAGS]
+
 
 def model_config(args):
     """The preset's config (either family) with the flags that apply to it."""
@@ -27,12 +36,8 @@ def model_config(args):
         if field not in fields:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
         overrides[field] = value
-    method_flags = {"merge_rule": "paper_average", "merge_selection": "per_window",
-                    "amtm_normalization": "per_masked_token",
-                    "latent_attention": "size_proportional",
-                    "latent_merge_schedule": "per_block"}  # MergeDNA's options, at their defaults
     if family.name != "mergedna":
-        for flag, default in method_flags.items():
+        for flag, default in MERGEDNA_METHOD_FLAGS.items():
             if getattr(args, flag) != default:
                 raise ConfigError(f"--{flag.replace('_', '-')} applies to MergeDNA models, not {family.name} "
                                   f"({args.model})")

@@ -48,7 +48,7 @@ from megamerge.training.ds_config import ConfigError, resolve_ds_config
 from megamerge.training.engine import build_engine
 from megamerge.training.lr_schedule import learning_rate
 from megamerge.training.metrics import IntervalMeans, MetricsLogger, Progress
-from megamerge.training.model_from_flags import check_parallel_layout, model_config
+from megamerge.training.model_from_flags import check_parallel_layout, method_flag_names, model_config
 from megamerge.training.run_state import RunState
 from megamerge.training.signals import Stop, StopRequest
 
@@ -180,7 +180,7 @@ class Trainer:
             saved_deviations = type(self.cfg).from_dict(saved_cfg).paper_deviations()
             raise ConfigError(f"checkpoint {self.args.load}/{tag} was trained with a different model config "
                               f"(its departures from the paper: {saved_deviations or 'none'}; train.py's "
-                              f"--merge-rule, --merge-selection, --amtm-normalization select them); saved {saved_cfg}")
+                              f"{', '.join(method_flag_names())} select them); saved {saved_cfg}")
 
     def save(self, reason: str) -> None:
         """A checkpoint of the engine, the run state and every rank's data position and RNG states

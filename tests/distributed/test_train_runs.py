@@ -161,12 +161,15 @@ def test_resuming_another_model_is_refused_before_deepspeed_loads_it(tmp_path):
     first = run_train(1, [*TINY_ARGS, "--train-iters", "1", "--global-batch-size", "2", "--micro-batch-size", "2", "--save", "ck"], tmp_path)
     assert first.returncode == 0, describe(first)
     for flags, message in ((["--model", "carmania-tiny"], "holds a mergedna model, but --model carmania-tiny"),
-                           (["--ffn-hidden-size", "256"], "was trained with a different model config")):
+                           (["--ffn-hidden-size", "256"], "was trained with a different model config"),
+                           (["--latent-merge-schedule", "single_layer"], "was trained with a different model config")):
         proc = run_train(1, [*TINY_ARGS, "--train-iters", "2", "--global-batch-size", "2", "--micro-batch-size", "2", "--load", "ck",
                              *flags], tmp_path)
         assert proc.returncode == 2, describe(proc)
         assert f"checkpoint ck/global_step1 {message}" in proc.stderr, describe(proc)
         assert "Traceback" not in proc.stderr, describe(proc)
+        if "different model config" in message:  # names every flag that selects a method option
+            assert "--latent-merge-schedule" in proc.stderr and "--latent-attention" in proc.stderr, describe(proc)
 
 
 def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):
