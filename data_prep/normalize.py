@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# The ids of megamerge.vocabulary (tests check they agree). Not imported from there: the tokenizer
-# pulls in torch, which would add seconds to every prepare.py start and every ingest worker.
-ALPHABET = b"ACGTN"
-N = 4
+from megamerge.base_codes import ALPHABET as BASE_ALPHABET
+from megamerge.base_codes import CODE_BITS, SOFTMASK_BIT  # noqa: F401 (re-exported to data_prep)
+
+# From megamerge.base_codes, not megamerge.vocabulary: the vocabulary pulls in torch, which would
+# add seconds to every prepare.py start and every ingest worker.
+ALPHABET = BASE_ALPHABET.encode()
+N = ALPHABET.index(b"N")
 INVALID = 255
-SOFTMASK_BIT = 0x08  # OR-ed into the code of a base that was lower case (soft-masked) in the input
-CODE_BITS = 0x07  # byte & CODE_BITS is the base code
 IUPAC_AMBIGUITY = b"RYSWKMBDHV"
 
 CODES = np.full(256, INVALID, dtype=np.uint8)

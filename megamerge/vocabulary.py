@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from megamerge.base_codes import ALPHABET
+
 A, C, G, T, N, PAD, MASK = 0, 1, 2, 3, 4, 5, 6
 BASES = "ACGT"
-ALPHABET = "ACGTN"
 VOCAB_SIZE = 7
 NUM_BASE_CLASSES = 4  # what the heads predict; N, PAD and MASK are never targets
 IGNORE_INDEX = -100

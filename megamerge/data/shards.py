@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from webdataset.tariterators import tarfile_samples
 
+from megamerge.base_codes import CODE_BITS, SOFTMASK_BIT
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "megamerge-shards"
 REQUIRED_META = {"species": str, "record": str, "start": int, "length": int, "crc32": int}
-CODE_BITS = 0x07  # a shard byte's base code
-SOFTMASK_BIT = 0x08  # set on a base that was lower case (soft-masked) in the input FASTA
 
 
 class CorruptShardError(RuntimeError):

@@ -196,10 +196,8 @@ def test_species_reader_keeps_exactly_the_species_samples_and_reports_damage(cor
 def test_prepared_corpus_softmask_matches_the_lower_case_of_the_input(synthetic_corpus):
     """The contract with data_prep: the loader's soft-mask flags are the input's lower case,
     base for base (GenomeStore gives the input's text back), and its codes the upper-cased bases."""
-    from data_prep import normalize
     from data_prep.genome_store import GenomeStore
 
-    assert normalize.SOFTMASK_BIT == SOFTMASK_BIT  # the writer's bit is the reader's
     store = GenomeStore(synthetic_corpus / "genomes.zarr")
     loader = build_pretrain_loader(synthetic_corpus, micro_batch=8, num_workers=0, reverse_complement=True,
                                    with_softmask=True, with_meta=True, epochs=1, shuffle=False)
