@@ -279,8 +279,9 @@ def pretrain(vdir: Path, corpus: Path, flags: list[str], args: argparse.Namespac
 
 def finetune(vdir: Path, task: str, args: argparse.Namespace, scratch: bool) -> None:
     out = vdir / ("finetune_scratch" if scratch else "finetune") / task
-    if (out / "results.json").exists():
-        return
+    results = out / "results.json"
+    if results.exists() and json.loads(results.read_text())["settings"]["seeds"] == list(range(args.seeds)):
+        return  # done with these seeds; with other --seeds it runs again (finetune.py rewrites OUT)
     run_logged([sys.executable, "tools/finetune.py", "--model", str(vdir / "portable"),
                 "--task", str(args.out / "tasks" / task), "--out", str(out), "--method", "lora",
                 "--lr", str(args.lr), "--epochs", str(args.epochs), "--seeds", str(args.seeds),
