@@ -1,7 +1,7 @@
 """The ablation of issue 15: the paper's MergeDNA against each of megamerge's variants, one at a time
 and all together, with an equal pre-training budget, then the learned tokenizer and downstream MCC.
 
-    python benchmarks/ablation.py --variants paper_single_layer,rotary --train-iters 150
+    python benchmarks/ablation.py --variants paper,single_layer,rotary --train-iters 100
     python benchmarks/ablation.py --report-only          # tabulate whatever has finished
     python benchmarks/ablation.py --list-variants
 
