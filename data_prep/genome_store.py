@@ -1,6 +1,6 @@
 """The zarr v3 genome store: the durable, random-access copy of a corpus that shards are cut from.
 
-Layout of `genomes.zarr` (format_version 2; data_prep/README.md shows how to read it with zarr alone):
+Layout of `genomes.zarr` (format_version 3; data_prep/README.md shows how to read it with zarr alone):
     /                          attrs: format, format_version, megamerge_version, on_invalid,
                                sequence_encoding, files (one summary per input file, with its group)
     /<file>/                   one group per input file ("000000", "000001", ... in input order),
@@ -9,13 +9,15 @@ Layout of `genomes.zarr` (format_version 2; data_prep/README.md shows how to rea
     /<file>/seq                uint8 [bases of the file]: every record back to back, one byte a base,
                                code (A=0 C=1 G=2 T=3 N=4) | 0x08 where the input was lower case;
                                1 Mbp chunks in 64 Mbp shard files (data_prep/sequence_array.py)
-    /<file>/record_offsets     int64 [records + 1]: record i is seq[offsets[i]:offsets[i + 1]]
-    /<file>/record_ids         string [records]: first word of each header
-    /<file>/record_descriptions  string [records]: the whole header line
-    /<file>/record_counts      int64 [records, 4]: per record n, iupac, lower, invalid (attr `columns`)
+    /<file>/record_table       int64 [records, 6]: start, stop, n, iupac, lower, invalid (attr `columns`):
+                               record i is seq[start:stop], with its base counts
+    /<file>/record_names       string [records, 2]: id (first word of the header), description (the
+                               whole header line) (attr `columns`)
 
 So a file costs a fixed handful of files in the store (one per array document and per shard), not
-a few per record. The identity of ambiguity codes is gone (they are N); their counts stay.
+a few per record. Record metadata is two arrays, not one per field: creating a zarr array costs
+~2 ms of CPU whatever its size, which on a corpus of small genomes is a real share of the run
+(BENCHMARKS.md). The identity of ambiguity codes is gone (they are N); their counts stay.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from data_prep.sequence_array import SequenceWriter, iter_slices
 from data_prep.store_files import open_for_writing
 
 STORE_FORMAT = "megamerge-genome-store"
-STORE_FORMAT_VERSION = 2
-COUNT_COLUMNS = ("n", "iupac", "lower", "invalid")  # record_counts columns, BaseCounts field names
+STORE_FORMAT_VERSION = 3
+COUNT_COLUMNS = ("n", "iupac", "lower", "invalid")  # BaseCounts field names
+TABLE_COLUMNS = ("start", "stop", *COUNT_COLUMNS)  # record_table columns
+NAME_COLUMNS = ("id", "description")  # record_names columns
 SEQUENCE_ENCODING = {
     "codes": {chr(base): code for code, base in enumerate(ALPHABET)},
     "softmask_bit": SOFTMASK_BIT,
@@ -121,16 +125,24 @@ class FileIngest:
 
 def _write_record_arrays(group: zarr.Group, offsets: list, ids: list, descriptions: list, counts: list) -> None:
     records = len(ids)
-    chunk = (max(1, min(records, 1 << 20)),)  # one chunk file per array up to a million records
-    group.create_array("record_offsets", data=np.asarray(offsets, np.int64), chunks=(chunk[0] + 1,))
-    for name, values in (("record_ids", ids), ("record_descriptions", descriptions)):
-        if records:
-            group.create_array(name, data=np.asarray(values, dtype=np.dtypes.StringDType()), chunks=chunk)
-        else:
-            group.create_array(name, shape=(0,), dtype=str, chunks=chunk)
-    table = np.asarray(counts, np.int64).reshape(records, len(COUNT_COLUMNS))
-    group.create_array("record_counts", data=table, chunks=(chunk[0], len(COUNT_COLUMNS)),
-                       attributes={"columns": list(COUNT_COLUMNS)})
+    rows = max(1, min(records, 1 << 20))  # one chunk file per array up to a million records
+    table = np.empty((records, len(TABLE_COLUMNS)), np.int64)  # [records, 6]
+    table[:, 0], table[:, 1] = offsets[:-1], offsets[1:]
+    table[:, 2:] = np.asarray(counts, np.int64).reshape(records, len(COUNT_COLUMNS))
+    group.create_array("record_table", data=table, chunks=(rows, len(TABLE_COLUMNS)),
+                       attributes={"columns": list(TABLE_COLUMNS)})  # fmt: skip
+    names = {"chunks": (rows, len(NAME_COLUMNS)), "attributes": {"columns": list(NAME_COLUMNS)}}
+    if records:
+        text = np.asarray([ids, descriptions], dtype=np.dtypes.StringDType()).T  # [records, 2]
+        group.create_array("record_names", data=np.ascontiguousarray(text), **names)
+    else:
+        group.create_array("record_names", shape=(0, len(NAME_COLUMNS)), dtype=str, **names)
+
+
+def record_offsets(table: np.ndarray) -> np.ndarray:
+    """record_table [records, 6] -> int64 [records + 1]: record i is seq[offsets[i]:offsets[i + 1]]
+    (records lie back to back)."""
+    return np.append(table[:, 0], table[-1, 1] if len(table) else 0)
 
 
 def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_invalid: str) -> dict:
@@ -180,10 +192,9 @@ class GenomeStore:
     def iter_records(self) -> Iterator[StoredRecord]:
         for summary in self.files:
             group = self.root[summary["group"]]
-            offsets = group["record_offsets"][:]
-            ids, counts = group["record_ids"][:], group["record_counts"][:]
-            for index, codes in enumerate(iter_slices(group["seq"], offsets)):
-                record_counts = BaseCounts(int(codes.size), *map(int, counts[index]))
+            table, ids = group["record_table"][:], group["record_names"][:, 0]
+            for index, codes in enumerate(iter_slices(group["seq"], record_offsets(table))):
+                record_counts = BaseCounts(int(codes.size), *map(int, table[index, 2:]))
                 yield StoredRecord(summary["group"], index, summary["species"], str(ids[index]),
                                    summary["source_file"], record_counts, codes)  # fmt: skip
 
@@ -194,7 +205,7 @@ class GenomeStore:
             raise KeyError(f"{self.path}: no species {species!r} (has {sorted({f['species'] for f in self.files})})")
         for group in groups:
             if group not in self._ids:
-                ids = self.root[group]["record_ids"][:]
+                ids = self.root[group]["record_names"][:, 0]
                 self._ids[group] = {}
                 for index, name in enumerate(ids.tolist()):
                     self._ids[group].setdefault(name, index)
@@ -206,7 +217,7 @@ class GenomeStore:
         """Bytes of record[start:stop] as stored (code | soft-mask bit); only the chunks it
         touches are read. start/stop are clipped to the record like a Python slice."""
         group, index = self.locate(species, record_id)
-        begin, end = (int(x) for x in self.root[group]["record_offsets"][index : index + 2])
+        begin, end = (int(x) for x in self.root[group]["record_table"][index, :2])
         first, last, _ = slice(start, stop).indices(end - begin)
         return self.root[group]["seq"][begin + first : begin + max(first, last)]
 

@@ -246,10 +246,10 @@ def recount_records(store: GenomeStore, per_species: dict[str, SpeciesStats]) ->
     duplicates = dict.fromkeys(per_species, 0)
     for summary in store.files:
         group = store.root[summary["group"]]
-        lengths = group["record_offsets"][:]
-        lengths = lengths[1:] - lengths[:-1]
+        table = group["record_table"][:]  # [records, 6]: start, stop, counts
+        lengths = table[:, 1] - table[:, 0]
         notes["longest_record"] = max(notes["longest_record"], int(lengths.max(initial=0)))
-        for index, record_id in enumerate(group["record_ids"][:].tolist()):
+        for index, record_id in enumerate(group["record_names"][:, 0].tolist()):
             where = record_where(summary["file_name"], record_id, record_locator(summary["group"], index))
             if lengths[index] == 0:
                 empty[summary["species"]] += 1

@@ -2,7 +2,7 @@
 public API.
 
 One uint8 array per input file holds all its records back to back (record i is
-`seq[record_offsets[i]:record_offsets[i + 1]]`), one byte per base: the code (A=0 C=1 G=2 T=3 N=4)
+`seq[start:stop]` of row i of `record_table`), one byte per base: the code (A=0 C=1 G=2 T=3 N=4)
 OR-ed with 0x08 where the input was lower case (`data_prep.normalize`). Inner chunks of CHUNK bases
 are the random-access unit; zarr v3's sharding codec packs SHARD bases of them into one file, so a
 genome costs one file per 64 Mbp however many records it has. A genome shorter than one shard is

@@ -135,18 +135,19 @@ def test_genome_store_holds_records_and_attributes(synthetic_genomes, synthetic_
         sha = hashlib.sha256(Path(summary["source_file"]).read_bytes()).hexdigest()
         group = root[summary["group"]]
         assert dict(group.attrs) == summary and summary["sha256"] == sha
-        assert sorted(group.array_keys()) == ["record_counts", "record_descriptions", "record_ids",
-                                              "record_offsets", "seq"]  # fmt: skip
-        offsets = group["record_offsets"][:]
-        assert list(group["record_ids"][:]) == fasta["ids"] and offsets[0] == 0
-        assert np.array_equal(np.diff(offsets), [len(seq) for seq in fasta["seqs"]])
-        columns = group["record_counts"].attrs["columns"]
+        assert sorted(group.array_keys()) == ["record_names", "record_table", "seq"]
+        table, names = group["record_table"][:], group["record_names"][:]
+        assert group["record_table"].attrs["columns"] == ["start", "stop", "n", "iupac", "lower", "invalid"]
+        assert group["record_names"].attrs["columns"] == ["id", "description"]
+        offsets = np.append(table[:, 0], table[-1, 1])
+        assert list(names[:, 0]) == fasta["ids"] and offsets[0] == 0
+        assert np.array_equal(table[:, 1] - table[:, 0], [len(seq) for seq in fasta["seqs"]])
         seq_array = group["seq"]
         assert seq_array.dtype == np.uint8 and seq_array.shape == (offsets[-1],) and seq_array.compressors
         for index, (record_id, seq) in enumerate(zip(fasta["ids"], fasta["seqs"])):
-            counts = dict(zip(columns, group["record_counts"][index].tolist()))
+            counts = dict(zip(group["record_table"].attrs["columns"][2:], table[index, 2:].tolist()))
             assert counts["lower"] == sum(c >= 97 for c in seq) and counts["n"] == seq.upper().count(b"N")
-            assert str(group["record_descriptions"][index]).split()[0] == record_id
+            assert str(names[index, 1]).split()[0] == record_id
             stored = seq_array[offsets[index] : offsets[index + 1]]
             assert np.array_equal(stored, MASKED_CODES[np.frombuffer(seq, np.uint8)])
             # GenomeStore: whole records and slices as text, lower case where soft-masked
@@ -172,7 +173,8 @@ def test_genome_store_file_count_follows_genomes_not_records(tmp_path):
     (tmp_path / "draft.fa").write_text("\n".join(lines) + "\n")
     run_prepare("--input", tmp_path / "draft.fa", "--out", tmp_path / "out", "--seq-len", "64")
     store_dir = tmp_path / "out" / "genomes.zarr"
-    assert sum(1 for p in store_dir.rglob("*") if p.is_file()) <= 12  # root + 5 arrays of one genome
+    # root and group zarr.json, 3 array documents, 2 record chunks, 1 seq shard
+    assert sum(1 for p in store_dir.rglob("*") if p.is_file()) == 8
     store = GenomeStore(store_dir)
     expected = "".join(lines[2 * 1234 + 1])
     assert store.sequence("draft", "scaffold_1234") == expected
@@ -187,7 +189,7 @@ def test_readme_reads_the_store_with_zarr_alone(synthetic_genomes, synthetic_cor
     genome found by species and a record by name, with nothing but zarr and numpy."""
     readme = (REPO / "data_prep" / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
-    snippet = next(block for block in blocks if "record_offsets" in block)
+    snippet = next(block for block in blocks if "record_table" in block)
     path = sorted(synthetic_genomes.glob("*.fa.gz"))[1]
     fasta = reference_fasta_counts(path)
     record_id, seq = fasta["ids"][1], fasta["seqs"][1]
