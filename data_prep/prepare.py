@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -23,6 +24,10 @@ from typing import NamedTuple
 
 if __package__ in (None, ""):  # run as a script: make `data_prep` and `megamerge` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    # numpy's OpenBLAS starts a busy-waiting thread per core on import, ~0.1 CPU s of a ~1.5 CPU s run on
+    # the real genomes (BENCHMARKS.md); data preparation does no linear algebra. Workers inherit it.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from tqdm import tqdm
 
