@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Pre-trained against from-scratch, per task, from tools/evaluate_suite.py runs: the table of
+BENCHMARKS.md "Fine-tuning (issue 14)".
+
+    python benchmarks/finetune_table.py runs/ft20/lora
+    python benchmarks/finetune_table.py runs/ft20/full_lr1e-3 runs/ft20/full_lr1e-4   # lr chosen on dev
+
+Each SUITE is an evaluate_suite.py --compare-scratch output directory (OUT/<arm>/<task>/results.json).
+With several suites (the same tasks at different settings, e.g. one learning rate each), each arm
+keeps, task by task, the suite with the higher dev mean of the headline metric; test is never used to
+choose. A row gives the test mean ± sample std over seeds, the seeds' values, and whether pre-training
+wins by the mean and by the median over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ARMS = ("pretrained", "scratch")
+
+
+def load_suite(suite: Path) -> dict[str, dict[str, dict]]:
+    """arm -> task name (its path under the arm) -> results.json."""
+    runs: dict[str, dict[str, dict]] = {arm: {} for arm in ARMS}
+    for arm in ARMS:
+        for path in sorted((suite / arm).glob("**/results.json")):
+            runs[arm][path.parent.relative_to(suite / arm).as_posix()] = json.loads(path.read_text())
+    return runs
+
+
+def test_values(results: dict) -> list[float]:
+    return [seed["test"][results["metric"]] for seed in results["per_seed"]]
+
+
+def chosen(candidates: list[tuple[str, dict]]) -> tuple[str, dict]:
+    """The (suite, results) with the highest dev mean: the dev split picks, test never does."""
+    return max(candidates, key=lambda item: item[1]["dev_mean"])
+
+
+def describe(name: str, results: dict, candidates: list[tuple[str, dict]]) -> str:
+    values = test_values(results)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    text = f"{statistics.fmean(values):.3f} ± {spread:.3f} (seeds {', '.join(f'{v:.3f}' for v in values)})"
+    if len(candidates) > 1:
+        devs = ", ".join(f"{suite}: {r['dev_mean']:.3f}" for suite, r in candidates)
+        text = f"{name} (dev {devs}) → {text}"
+    return text
+
+
+def table(suites: list[Path]) -> str:
+    loaded = {suite.name: load_suite(suite) for suite in suites}
+    tasks = sorted(set.intersection(*(set(runs[arm]) for runs in loaded.values() for arm in ARMS)))
+    if not tasks:
+        raise SystemExit(f"no task has results for both arms in every suite of {[str(s) for s in suites]}")
+    lines = ["| task | pre-trained | from scratch | pre-trained wins (mean / median) |", "|---|---|---|---|"]
+    means = {arm: [] for arm in ARMS}
+    wins = {"mean": 0, "median": 0}
+    for task in tasks:
+        cells, picked = [], {}
+        for arm in ARMS:
+            candidates = [(name, runs[arm][task]) for name, runs in loaded.items()]
+            name, results = chosen(candidates)
+            picked[arm] = test_values(results)
+            means[arm].append(statistics.fmean(picked[arm]))
+            cells.append(describe(name, results, candidates))
+        by_mean = statistics.fmean(picked["pretrained"]) > statistics.fmean(picked["scratch"])
+        by_median = statistics.median(picked["pretrained"]) > statistics.median(picked["scratch"])
+        wins["mean"] += by_mean
+        wins["median"] += by_median
+        lines.append(
+            f"| {task} | {cells[0]} | {cells[1]} | {'yes' if by_mean else 'no'} / {'yes' if by_median else 'no'} |"
+        )
+    lines.append(
+        f"| **mean over {len(tasks)} tasks** | {statistics.fmean(means['pretrained']):.3f} | "
+        f"{statistics.fmean(means['scratch']):.3f} | {wins['mean']} of {len(tasks)} / "
+        f"{wins['median']} of {len(tasks)} |"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "suites", nargs="+", type=Path, help="evaluate_suite.py --compare-scratch output directories"
+    )
+    args = parser.parse_args(argv)
+    print(table(args.suites))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
