@@ -388,8 +388,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_variants:
-        for name, v in VARIANTS.items():
-            print(f"{name:24s} {v.latent_merge:13s} {' '.join(v.flags) or '(defaults)'}: {v.description}")
+        for name, v in VARIANTS.items():  # the flags train.py gets, the latent merge schedule included
+            print(f"{name:24s} {' '.join(train_flags(name))}: {v.description}")
         return 0
     try:
         if not args.report_only:

@@ -14,6 +14,7 @@ from benchmarks.ablation import (
     capped_task,
     check_settings,
     finetune_summary,
+    main,
     markdown_table,
     pretraining_wins,
     suite_mean,
@@ -121,3 +122,12 @@ def test_a_variant_directory_refuses_other_settings(tmp_path):
     check_settings(tmp_path / "v", {"train_iters": 150})
     with pytest.raises(AblationError, match="other settings"):
         check_settings(tmp_path / "v", {"train_iters": 100})
+
+
+def test_list_variants_prints_each_variants_train_flags(capsys):
+    assert main(["--list-variants"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(VARIANTS)
+    for name in VARIANTS:
+        assert " ".join(train_flags(name)) in lines[name]
+    assert "--latent-merge-schedule single_layer" in lines["single_layer"]
