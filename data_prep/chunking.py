@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep.normalize import CODE_BITS, N
+from data_prep.normalize import N
+from megamerge.base_codes import CODE_BITS
 
 DROP_REASONS = ("n_fraction", "short_tail")
 

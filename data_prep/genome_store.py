@@ -31,9 +31,10 @@ import zarr
 
 import megamerge
 from data_prep.fasta import read_fasta, sha256_of
-from data_prep.normalize import ALPHABET, SOFTMASK_BIT, BaseCounts
+from data_prep.normalize import ALPHABET, BaseCounts
 from data_prep.sequence_array import SequenceWriter, iter_slices
 from data_prep.store_files import open_for_writing
+from megamerge.base_codes import SOFTMASK_BIT
 
 STORE_FORMAT = "megamerge-genome-store"
 STORE_FORMAT_VERSION = 3

@@ -37,7 +37,9 @@ from typing import NamedTuple
 if __package__ in (None, ""):  # run as a script: make `data_prep` and `megamerge` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # no linear algebra here either: see prepare.py
+    from data_prep import one_blas_thread
+
+    one_blas_thread()
 
 from tqdm import tqdm
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from megamerge.base_codes import ALPHABET as BASE_ALPHABET
-from megamerge.base_codes import CODE_BITS, SOFTMASK_BIT  # noqa: F401 (re-exported to data_prep)
+from megamerge.base_codes import SOFTMASK_BIT
 
 # From megamerge.base_codes, not megamerge.vocabulary: the vocabulary pulls in torch, which would
 # add seconds to every prepare.py start and every ingest worker.

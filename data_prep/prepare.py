@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -25,9 +24,9 @@ from typing import NamedTuple
 if __package__ in (None, ""):  # run as a script: make `data_prep` and `megamerge` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
-    # numpy's OpenBLAS starts a busy-waiting thread per core on import, ~0.1 CPU s of a ~1.5 CPU s run on
-    # the real genomes (BENCHMARKS.md); data preparation does no linear algebra. Workers inherit it.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from data_prep import one_blas_thread
+
+    one_blas_thread()
 
 from tqdm import tqdm
 
@@ -148,13 +147,13 @@ def record_where(file_name: str, record_id: str, locator: str) -> str:
 
 def ingest_parallel(jobs: list[tuple], args: argparse.Namespace) -> list[dict]:
     """Parse files in worker processes; each writes its own group of the store."""
-    total_bytes = sum(Path(job[2]).stat().st_size for job in jobs)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=args.no_progress or None)
-    summaries = []
     # Imported here: ~40 ms of start-up that the default single-process run does not need.
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    total_bytes = sum(Path(job[2]).stat().st_size for job in jobs)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=args.no_progress or None)
+    summaries = []
     # spawn, not fork: zarr runs an asyncio loop thread that must not be inherited mid-flight.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(args.workers, len(jobs)), mp_context=context) as pool:
