@@ -15,36 +15,31 @@ wins by the mean and by the median over seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
-ARMS = ("pretrained", "scratch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.ablation import finetune_summary
+from megamerge.finetune.suite import ARMS, read_result
 
 
 def load_suite(suite: Path) -> dict[str, dict[str, dict]]:
-    """arm -> task name (its path under the arm) -> results.json."""
-    runs: dict[str, dict[str, dict]] = {arm: {} for arm in ARMS}
-    for arm in ARMS:
-        for path in sorted((suite / arm).glob("**/results.json")):
-            runs[arm][path.parent.relative_to(suite / arm).as_posix()] = json.loads(path.read_text())
-    return runs
-
-
-def test_values(results: dict) -> list[float]:
-    return [seed["test"][results["metric"]] for seed in results["per_seed"]]
+    """arm -> task name (its path under the arm) -> finetune_summary of its results.json."""
+    return {arm: {path.parent.relative_to(suite / arm).as_posix(): finetune_summary(read_result(path))
+                  for path in sorted((suite / arm).glob("**/results.json"))}
+            for arm in ARMS}  # fmt: skip
 
 
 def chosen(candidates: list[tuple[str, dict]]) -> tuple[str, dict]:
-    """The (suite, results) with the highest dev mean: the dev split picks, test never does."""
+    """The (suite, summary) with the highest dev mean: the dev split picks, test never does."""
     return max(candidates, key=lambda item: item[1]["dev_mean"])
 
 
-def describe(name: str, results: dict, candidates: list[tuple[str, dict]]) -> str:
-    values = test_values(results)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    text = f"{statistics.fmean(values):.3f} ± {spread:.3f} (seeds {', '.join(f'{v:.3f}' for v in values)})"
+def describe(name: str, summary: dict, candidates: list[tuple[str, dict]]) -> str:
+    values = summary["seeds"]
+    text = f"{summary['mean']:.3f} ± {summary['std']:.3f} (seeds {', '.join(f'{v:.3f}' for v in values)})"
     if len(candidates) > 1:
         devs = ", ".join(f"{suite}: {r['dev_mean']:.3f}" for suite, r in candidates)
         text = f"{name} (dev {devs}) → {text}"
@@ -63,12 +58,14 @@ def table(suites: list[Path]) -> str:
         cells, picked = [], {}
         for arm in ARMS:
             candidates = [(name, runs[arm][task]) for name, runs in loaded.items()]
-            name, results = chosen(candidates)
-            picked[arm] = test_values(results)
-            means[arm].append(statistics.fmean(picked[arm]))
-            cells.append(describe(name, results, candidates))
-        by_mean = statistics.fmean(picked["pretrained"]) > statistics.fmean(picked["scratch"])
-        by_median = statistics.median(picked["pretrained"]) > statistics.median(picked["scratch"])
+            name, summary = chosen(candidates)
+            picked[arm] = summary
+            means[arm].append(summary["mean"])
+            cells.append(describe(name, summary, candidates))
+        by_mean = picked["pretrained"]["mean"] > picked["scratch"]["mean"]
+        by_median = statistics.median(picked["pretrained"]["seeds"]) > statistics.median(
+            picked["scratch"]["seeds"]
+        )
         wins["mean"] += by_mean
         wins["median"] += by_median
         lines.append(
