@@ -245,7 +245,7 @@ imports included (a fixed cost of about half a second, large against a 29 Mbp co
 {prep_rows}
 
 Each input file is one group of the genome store: its records back to back in one sharded `seq` array
-plus five small record arrays, written through zarr's public API on the calling thread
+plus two small record arrays (`record_table`, `record_names`), written through zarr's public API on the calling thread
 (`data_prep/store_files.py`), so the store costs a fixed handful of files per genome whatever its record
 count (subsection "Genome store at corpus scale" below). Records are split from the decompressed text
 in blocks with bytes operations (`data_prep/fasta_records.py`, dnaio's semantics). Where the time went
