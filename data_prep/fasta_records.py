@@ -31,39 +31,54 @@ class FastaFormatError(ValueError):
 def iter_fasta(handle: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """(name, sequence) per record of the decompressed FASTA `handle`: the name as dnaio gives it
     (the header line after '>', right-stripped), the sequence as ASCII bytes without line breaks."""
-    chunks: list[bytes] = []
+    pending: list[bytes] = []  # the text since the last record start, in the blocks it came in
     started = False
+    ends_line = False  # the previous block ended with a line break: a '>' opening this one starts a record
     while block := handle.read(BLOCK):
         if not started:  # leading blank lines, then the first record must open with '>'
             block = block.lstrip()
             if not block:
                 continue
             started = True
-        previous_tail = chunks[-1][-1:] if chunks else b""
-        chunks.append(block)
-        if b"\n>" not in previous_tail + block:
+        # Each byte is searched for record starts once (a 2-byte find costs as much as a copy).
+        starts = [0] if ends_line and block.startswith(b">") else []
+        found = block.find(b"\n>")
+        while found >= 0:
+            starts.append(found + 1)
+            found = block.find(b"\n>", found + 2)
+        ends_line = block.endswith(b"\n")
+        if not starts:
+            pending.append(block)
             continue
-        data = b"".join(chunks)
-        cut = data.rfind(b"\n>")
-        yield from _records(data[: cut + 1])
-        chunks = [data[cut + 1 :]]
-    if chunks:
-        yield from _records(b"".join(chunks))
+        if pending or starts[0]:  # the record (or the text before the first header) that ends here
+            pending.append(block[: starts[0]])
+            yield from _region(b"".join(pending))
+        for start, stop in zip(starts, starts[1:]):
+            yield from _record(block, start, stop)
+        pending = [block[starts[-1] :]]
+    if pending:
+        yield from _region(b"".join(pending))
 
 
-def _records(region: bytes) -> Iterator[tuple[str, bytes]]:
-    """Whole records: `region` starts with '>' at a line start and ends at a record end."""
-    if not region.startswith(b">"):
-        yield from _records_by_line(region)  # raises: text before the first header
-        return
-    for part in region[1:].split(b"\n>"):
-        newline = part.find(b"\n")
-        header, body = (part, b"") if newline < 0 else (part[:newline], part[newline + 1 :])
-        sequence = body.translate(None, _LINE_BREAKS)
-        if (sequence.isalpha() or not sequence) and b"\r" not in header.rstrip(b"\r"):
-            yield header.decode("ascii").rstrip(), sequence  # UnicodeDecodeError: dnaio refuses it too
-        else:
-            yield from _records_by_line(b">" + part)
+def _region(text: bytes) -> Iterator[tuple[str, bytes]]:
+    """Text holding no record start but possibly its first byte: one record, or what precedes the
+    first header (which only blank and comment lines may)."""
+    if text.startswith(b">"):
+        yield from _record(text, 0, len(text))
+    else:
+        yield from _records_by_line(text)  # raises: text before the first header
+
+
+def _record(text: bytes, start: int, stop: int) -> Iterator[tuple[str, bytes]]:
+    """The record text[start:stop], which opens with '>' at a line start and runs to a record end."""
+    newline = text.find(b"\n", start, stop)
+    header_end = stop if newline < 0 else newline
+    header = text[start + 1 : header_end]
+    sequence = text[header_end + 1 : stop].translate(None, _LINE_BREAKS)
+    if (sequence.isalpha() or not sequence) and b"\r" not in header.rstrip(b"\r"):
+        yield header.decode("ascii").rstrip(), sequence  # UnicodeDecodeError: dnaio refuses it too
+    else:
+        yield from _records_by_line(text[start:stop])
 
 
 def _records_by_line(text: bytes) -> Iterator[tuple[str, bytes]]:

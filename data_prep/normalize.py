@@ -1,10 +1,10 @@
 """Byte-level normalisation of FASTA sequence text into the tokenizer's uint8 codes.
 
-256-entry tables do all the work through `bytes.translate` and `bytes.count`, C loops over bytes
-with no Python loop per base: one translation to codes (whose count of N and of invalid codes give
-those counts), one to lower-case flags, and two counts of 'N'/'n' only in records that hold N or
-IUPAC codes. A numpy LUT plus byte histogram (np.bincount widens every base to int64 first) was
-1.8x slower on the real genomes (BENCHMARKS.md). Rules:
+One `bytes.translate` through a 256-entry table maps the text to codes (a C loop over bytes, no
+Python loop per base); the counts of invalid, N-like and soft-masked codes are three vectorised
+compares on those codes, and 'N'/'n' are counted in the text only in records that hold N or IUPAC
+codes. A numpy LUT plus byte histogram (np.bincount widens every base to int64 first) was 1.8x
+slower on the real genomes (BENCHMARKS.md). Rules:
 
 * A/C/G/T in either case -> 0..3 (the ids of `megamerge.vocabulary`), N/n -> 4;
 * IUPAC ambiguity codes R Y S W K M B D H V in either case -> N (4), counted as `iupac`;
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from megamerge.base_codes import ALPHABET as BASE_ALPHABET
-from megamerge.base_codes import SOFTMASK_BIT
+from megamerge.base_codes import CODE_BITS, SOFTMASK_BIT
 
 # From megamerge.base_codes, not megamerge.vocabulary: the vocabulary pulls in torch, which would
 # add seconds to every prepare.py start and every ingest worker.
@@ -43,10 +43,9 @@ _IS_LOWER &= (CODES != INVALID).astype(np.uint8)  # an invalid lower-case byte i
 # CODES with the soft-mask bit on lower-case letters: what normalize() writes.
 MASKED_CODES = np.where(_IS_LOWER == 1, CODES | SOFTMASK_BIT, CODES).astype(np.uint8)
 
-# The same mappings as translate() tables, and the flag table of soft-masked (lower-case) bases.
+# The same mappings as translate() tables.
 _CODE_TABLE = MASKED_CODES.tobytes()
 _CODE_TABLE_INVALID_AS_N = np.where(MASKED_CODES == INVALID, N, MASKED_CODES).astype(np.uint8).tobytes()
-_LOWER_TABLE = _IS_LOWER.tobytes()
 
 
 @dataclass
@@ -92,16 +91,14 @@ def normalize(raw: bytes | np.ndarray, on_invalid: str = "error") -> tuple[np.nd
         raise ValueError(f"on_invalid must be 'error' or 'n', got {on_invalid!r}")
     raw = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
     codes = bytearray(raw).translate(_CODE_TABLE)  # bytearray: the codes come out writable
-    invalid = codes.count(INVALID)
-    n_or_iupac = codes.count(N) + codes.count(N | SOFTMASK_BIT)
+    array = np.frombuffer(codes, dtype=np.uint8)  # [L]
+    # Counted on the codes by numpy's vectorised compares, which beat bytes.count passes (BENCHMARKS.md,
+    # "Data preparation profile"). INVALID (255) has the soft-mask bit set and low bits that are not N.
+    invalid = int(np.count_nonzero(array == INVALID))
+    n_or_iupac = int(np.count_nonzero((array & CODE_BITS) == N))
     n = raw.count(b"N") + raw.count(b"n") if n_or_iupac else 0
-    counts = BaseCounts(
-        length=len(raw),
-        n=n,
-        iupac=n_or_iupac - n,
-        lower=raw.translate(_LOWER_TABLE).count(1),
-        invalid=invalid,
-    )
+    lower = int(np.count_nonzero(array >= SOFTMASK_BIT)) - invalid
+    counts = BaseCounts(length=len(raw), n=n, iupac=n_or_iupac - n, lower=lower, invalid=invalid)
     if invalid:
         if on_invalid == "error":
             first = codes.index(INVALID)
