@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import BinaryIO
 
 BLOCK = 1 << 23  # bytes read at a time; a record longer than this is assembled from several blocks
@@ -53,7 +54,7 @@ def iter_fasta(handle: BinaryIO) -> Iterator[tuple[str, bytes]]:
         if pending or starts[0]:  # the record (or the text before the first header) that ends here
             pending.append(block[: starts[0]])
             yield from _region(b"".join(pending))
-        for start, stop in zip(starts, starts[1:]):
+        for start, stop in pairwise(starts):
             yield from _record(block, start, stop)
         pending = [block[starts[-1] :]]
     if pending:
