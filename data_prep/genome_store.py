@@ -33,7 +33,7 @@ import megamerge
 from data_prep.fasta import read_fasta, sha256_of
 from data_prep.normalize import ALPHABET, BaseCounts
 from data_prep.sequence_array import SequenceWriter, iter_slices
-from data_prep.store_files import open_for_writing
+from data_prep.store_files import open_for_writing, run
 from megamerge.base_codes import SOFTMASK_BIT
 
 STORE_FORMAT = "megamerge-genome-store"
@@ -94,7 +94,7 @@ class FileIngest:
     def __iter__(self) -> Iterator[StoredRecord]:
         path = self.path
         file_sha = sha256_of(path)
-        group = open_for_writing(self.store_path).create_group(self.group)  # attributes at the end
+        group = run(open_for_writing(self.store_path).create_group(self.group))  # attributes at the end
         sequence = SequenceWriter(group)
         totals = BaseCounts()
         offsets, ids, descriptions, counts = [0], [], [], []
@@ -121,23 +121,23 @@ class FileIngest:
             "empty_records": int(np.count_nonzero(np.diff(offsets) == 0)),
             "counts": totals.as_dict(),
         }
-        group.update_attributes(self.summary)  # one write; attrs.update writes once per key
+        run(group.update_attributes(self.summary))
 
 
-def _write_record_arrays(group: zarr.Group, offsets: list, ids: list, descriptions: list, counts: list) -> None:
+def _write_record_arrays(group: zarr.AsyncGroup, offsets: list, ids: list, descriptions: list, counts: list) -> None:
     records = len(ids)
     rows = max(1, min(records, 1 << 20))  # one chunk file per array up to a million records
     table = np.empty((records, len(TABLE_COLUMNS)), np.int64)  # [records, 6]
     table[:, 0], table[:, 1] = offsets[:-1], offsets[1:]
     table[:, 2:] = np.asarray(counts, np.int64).reshape(records, len(COUNT_COLUMNS))
-    group.create_array("record_table", data=table, chunks=(rows, len(TABLE_COLUMNS)),
-                       attributes={"columns": list(TABLE_COLUMNS)})  # fmt: skip
+    run(group.create_array("record_table", data=table, chunks=(rows, len(TABLE_COLUMNS)),
+                           attributes={"columns": list(TABLE_COLUMNS)}))  # fmt: skip
     names = {"chunks": (rows, len(NAME_COLUMNS)), "attributes": {"columns": list(NAME_COLUMNS)}}
     if records:
         text = np.asarray([ids, descriptions], dtype=np.dtypes.StringDType()).T  # [records, 2]
-        group.create_array("record_names", data=np.ascontiguousarray(text), **names)
+        run(group.create_array("record_names", data=np.ascontiguousarray(text), **names))
     else:
-        group.create_array("record_names", shape=(0, len(NAME_COLUMNS)), dtype=str, **names)
+        run(group.create_array("record_names", shape=(0, len(NAME_COLUMNS)), dtype=str, **names))
 
 
 def record_offsets(table: np.ndarray) -> np.ndarray:
@@ -156,16 +156,15 @@ def ingest_file(store_path: str, group: str, fasta_path: str, species: str, on_i
 
 def finalize_store(path: Path, files: list[dict], on_invalid: str) -> None:
     """Write the root attributes; until then readers refuse the store as unfinished."""
-    open_for_writing(path).update_attributes(  # one write; attrs.update writes once per key
-        {
-            "format": STORE_FORMAT,
-            "format_version": STORE_FORMAT_VERSION,
-            "megamerge_version": megamerge.__version__,
-            "on_invalid": on_invalid,
-            "sequence_encoding": SEQUENCE_ENCODING,
-            "files": files,
-        }
-    )
+    attributes = {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "megamerge_version": megamerge.__version__,
+        "on_invalid": on_invalid,
+        "sequence_encoding": SEQUENCE_ENCODING,
+        "files": files,
+    }
+    run(open_for_writing(path).update_attributes(attributes))  # one write of the root's zarr.json
 
 
 class GenomeStore:

@@ -21,6 +21,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from data_prep.store_files import run
+
 NAME = "seq"
 CHUNK = 1 << 20  # bases per inner chunk: the random-access granularity
 SHARD = 1 << 26  # bases per shard file
@@ -34,9 +36,9 @@ class SequenceWriter:
     """Appends records to `group/seq`, writing each shard once it is full and the rest at `close`,
     so memory holds at most one shard plus the record being added."""
 
-    def __init__(self, group: zarr.Group):
+    def __init__(self, group: zarr.AsyncGroup):
         self.group = group
-        self.array: zarr.Array | None = None  # created on the first write, once its length is known
+        self.array: zarr.AsyncArray | None = None  # created on the first write, once its length is known
         self.pending: list[np.ndarray] = []
         self.pending_bases = 0
         self.written = 0
@@ -60,12 +62,12 @@ class SequenceWriter:
         count = data.size if final else data.size - data.size % SHARD  # whole shards only until the end
         if count and self.array is None and final:  # the whole genome at once
             chunk, shard = chunk_layout(count)
-            self.array = self.group.create_array(NAME, data=data, chunks=(chunk,), shards=(shard,),
-                                                 compressors=[COMPRESSOR], fill_value=0, config=_CONFIG)  # fmt: skip
+            self.array = run(self.group.create_array(NAME, data=data, chunks=(chunk,), shards=(shard,),
+                                                     compressors=[COMPRESSOR], fill_value=0, config=_CONFIG))  # fmt: skip
             self.written = count
         elif count:
             self._grow(self.written + count)
-            self.array[self.written : self.written + count] = data[:count]
+            run(self.array.setitem(slice(self.written, self.written + count), data[:count]))
             self.written += count
         rest = data[count:]
         self.pending, self.pending_bases = ([rest] if rest.size else []), rest.size
@@ -73,10 +75,10 @@ class SequenceWriter:
     def _grow(self, length: int) -> None:
         if self.array is None:
             chunk, shard = chunk_layout(length)
-            self.array = self.group.create_array(NAME, shape=(length,), dtype="uint8", chunks=(chunk,),
-                                                 shards=(shard,), compressors=[COMPRESSOR], fill_value=0, config=_CONFIG)  # fmt: skip
+            self.array = run(self.group.create_array(NAME, shape=(length,), dtype="uint8", chunks=(chunk,),
+                                                     shards=(shard,), compressors=[COMPRESSOR], fill_value=0, config=_CONFIG))  # fmt: skip
         else:
-            self.array.resize((length,))
+            run(self.array.resize((length,)))
 
 
 def chunk_layout(length: int) -> tuple[int, int]:

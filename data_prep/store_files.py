@@ -1,25 +1,33 @@
 """Writing a zarr v3 directory store on the calling thread, through zarr's public API.
 
 zarr-python's `LocalStore` hands every file read, write and existence check to a thread pool, and
-every synchronous call hops to zarr's event-loop thread first: about 5 ms of CPU per array created
-on this machine, whatever its size (BENCHMARKS.md), so a store of a few arrays per genome over a
-corpus of many small genomes would spend more time in zarr than in parsing. `zarr.storage.MemoryStore`
-keeps its keys in any `MutableMapping` the caller passes (`store_dict`) and touches nothing else;
-`FileMapping` is that mapping with one file per key under a root directory, the same paths a
-`LocalStore` uses, so what it writes is a plain zarr directory store that `zarr.open_group(path)`
-reads. Files are written in place, not through a temporary name: prepare.py builds the whole
-output in a hidden directory and publishes it only when complete.
+its synchronous API hands every call to zarr's event-loop thread and waits for it: a fixed cost of a
+few ms of CPU per array created, whatever its size (BENCHMARKS.md), which on a corpus of many small
+genomes is a real share of the run. So the writers here touch neither:
+* `zarr.storage.MemoryStore` keeps its keys in any `MutableMapping` the caller passes (`store_dict`)
+  and touches nothing else; `FileMapping` is that mapping with one file per key under a root
+  directory, the same paths a `LocalStore` uses, so what it writes is a plain zarr directory store
+  that `zarr.open_group(path)` reads. Files are written in place, not through a temporary name:
+  prepare.py builds the whole output in a hidden directory and publishes it only when complete.
+* Groups and arrays are written through zarr's asynchronous API (`zarr.AsyncGroup`,
+  `zarr.AsyncArray`), each call awaited by `run` on an event loop of the calling thread's own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator, MutableMapping
+import threading
+from collections.abc import Awaitable, Iterator, MutableMapping
 from pathlib import Path
+from typing import TypeVar
 
 import zarr
 from zarr.buffer.cpu import Buffer
 from zarr.storage import MemoryStore
+
+T = TypeVar("T")
+_thread = threading.local()  # the event loop of each thread that writes
 
 
 class FileMapping(MutableMapping):
@@ -62,6 +70,14 @@ class FileMapping(MutableMapping):
         return sum(1 for _ in self)
 
 
-def open_for_writing(root: str | Path) -> zarr.Group:
-    """The root group of the store at `root` (created if missing), written on the calling thread."""
-    return zarr.open_group(MemoryStore(FileMapping(root)), mode="a", zarr_format=3)
+def run(awaitable: Awaitable[T]) -> T:
+    """Await a zarr coroutine on this thread's event loop (created on first use)."""
+    loop = getattr(_thread, "loop", None)
+    if loop is None:
+        loop = _thread.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(awaitable)
+
+
+def open_for_writing(root: str | Path) -> zarr.AsyncGroup:
+    """The root group of the store at `root` (created if missing), for writing through `run`."""
+    return run(zarr.api.asynchronous.open_group(store=MemoryStore(FileMapping(root)), mode="a", zarr_format=3))

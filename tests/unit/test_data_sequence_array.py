@@ -11,7 +11,7 @@ import zarr
 
 from data_prep import sequence_array
 from data_prep.sequence_array import SequenceWriter, chunk_layout, iter_slices
-from data_prep.store_files import open_for_writing
+from data_prep.store_files import open_for_writing, run
 
 
 @pytest.mark.parametrize("lengths", [[0, 5, 130, 1, 0, 64, 63, 200], [64], [3], [0], [64, 64, 1]])
@@ -19,7 +19,7 @@ def test_records_straddling_shards_come_back_exactly(tmp_path, lengths):
     rng = np.random.default_rng(len(lengths))
     records = [rng.integers(0, 13, n).astype(np.uint8) for n in lengths]
     with patch.object(sequence_array, "SHARD", 64), patch.object(sequence_array, "CHUNK", 16):
-        group = open_for_writing(tmp_path / "s.zarr").create_group("000000")
+        group = run(open_for_writing(tmp_path / "s.zarr").create_group("000000"))
         writer = SequenceWriter(group)
         for codes in records:
             writer.append(codes)
