@@ -77,9 +77,19 @@ def ustar_header(name: bytes, size: int) -> bytes:
     )
 
 
-def tar_member(name: bytes, payload: bytes) -> bytes:
-    """Header, payload and the zero padding up to the next 512-byte block."""
-    return ustar_header(name, len(payload)) + payload + _PADDING[: -len(payload) % tarfile.BLOCKSIZE]
+def sample_members(key: bytes, seq: bytes, meta: bytes) -> bytes:
+    """KEY.seq and KEY.json as tar members (each a header, its payload and the zero padding up to
+    the next 512-byte block), joined once: the per-sample path of a draft assembly's 10^5 samples."""
+    return b"".join(
+        (
+            ustar_header(key + b".seq", len(seq)),
+            seq,
+            _PADDING[: -len(seq) % tarfile.BLOCKSIZE],
+            ustar_header(key + b".json", len(meta)),
+            meta,
+            _PADDING[: -len(meta) % tarfile.BLOCKSIZE],
+        )
+    )
 
 
 class _OpenShard:
@@ -92,9 +102,8 @@ class _OpenShard:
         self.samples = 0
         self.samples_by_species: dict[str, int] = {}
 
-    def add(self, key: str, seq: bytes, meta: bytes, species: str) -> None:
-        seq_member = tar_member(f"{key}.seq".encode("ascii"), seq)
-        self._write(seq_member + tar_member(f"{key}.json".encode("ascii"), meta))  # one write, not six
+    def add(self, key: bytes, seq: bytes, meta: bytes, species: str) -> None:
+        self._write(sample_members(key, seq, meta))  # one write, not six
         self.samples += 1
         self.samples_by_species[species] = self.samples_by_species.get(species, 0) + 1
 
@@ -132,24 +141,22 @@ class SplitShardWriter:
         record's part of that JSON is encoded once. `record_key` must be unique in the corpus."""
         # json.dumps of the record's fields, minus the closing brace: the per-chunk fields follow.
         prefix = json.dumps(meta, separators=(",", ":")).encode()[:-1] + (b"," if meta else b"")
+        key_prefix = f"{record_key}-".encode("ascii")
         species = meta.get("species", "")
         for start, length in zip(starts, lengths):
             seq = codes[start : start + length].tobytes()
             slot = self._rng.randrange(len(self._slots))
             shard = self._slots[slot] or self._open(slot)  # lazily: a small split leaves no empty shard
             suffix = b'"start":%d,"length":%d,"crc32":%d}' % (start, len(seq), zlib.crc32(seq))
-            self._add(slot, shard, f"{record_key}-{start:010d}", seq, prefix + suffix, species)
+            shard.add(key_prefix + b"%010d" % start, seq, prefix + suffix, species)
+            if shard.samples >= self.samples_per_shard:
+                self._close(slot)
 
     def _open(self, slot: int) -> _OpenShard:
         shard = _OpenShard(self.root / self.split / shard_name(self._next_shard))
         self._slots[slot] = shard
         self._next_shard += 1
         return shard
-
-    def _add(self, slot: int, shard: _OpenShard, key: str, seq: bytes, meta: bytes, species: str) -> None:
-        shard.add(key, seq, meta, species)
-        if shard.samples >= self.samples_per_shard:
-            self._close(slot)
 
     def _close(self, slot: int) -> None:
         shard = self._slots[slot]
