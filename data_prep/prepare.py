@@ -208,13 +208,13 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
         notes["longest_record"] = max(notes["longest_record"], counts.length)
         source = file_names.get(record.source_file) or file_names.setdefault(record.source_file,
                                                                             Path(record.source_file).name)  # fmt: skip
-        where = record_where(source, record.record_id, record.locator)
+        locator = record.locator
         if counts.length == 0:
             stats.empty_records += 1
-            notes["empty_records"].append(where)
+            notes["empty_records"].append(record_where(source, record.record_id, locator))
         if record.record_id in seen_ids:
             stats.duplicate_ids += 1
-            notes["duplicate_ids"].append(where)
+            notes["duplicate_ids"].append(record_where(source, record.record_id, locator))
         seen_ids.add(record.record_id)
 
         result = cut_record(record.codes, chunk_spec, counts.n_like)
@@ -227,10 +227,10 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
             "record": record.record_id,
             "record_index": record.index,
             "source": source,
-            "array": record.locator,
+            "array": locator,
         }
         writers[split].write_chunks(record.codes, result.starts.tolist(), result.lengths.tolist(), meta,
-                                    record.locator.replace("/", "-"))  # a '/' in a tar member name is a folder
+                                    locator.replace("/", "-"))  # a '/' in a tar member name is a folder
         stats.samples[split] += len(result.starts)
         bar.update(counts.length)
     bar.close()

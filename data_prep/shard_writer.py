@@ -55,6 +55,7 @@ _FIXED_SUM = (
 )
 _MODE_TO_MTIME, _MTIME, _TYPE_ONWARDS = _TEMPLATE[100:124], _TEMPLATE[136:148], _TEMPLATE[156:]
 _PADDING = bytes(tarfile.BLOCKSIZE)
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per json.dumps call
 
 
 def ustar_header(name: bytes, size: int) -> bytes:
@@ -140,7 +141,7 @@ class SplitShardWriter:
         `record_key`-START whose JSON is `dict(meta, start=, length=, crc32=)` in compact form; the
         record's part of that JSON is encoded once. `record_key` must be unique in the corpus."""
         # json.dumps of the record's fields, minus the closing brace: the per-chunk fields follow.
-        prefix = json.dumps(meta, separators=(",", ":")).encode()[:-1] + (b"," if meta else b"")
+        prefix = _COMPACT_JSON.encode(meta).encode()[:-1] + (b"," if meta else b"")
         key_prefix = f"{record_key}-".encode("ascii")
         species = meta.get("species", "")
         for start, length in zip(starts, lengths):
