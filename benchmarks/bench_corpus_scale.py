@@ -13,8 +13,7 @@ Inputs, generated under a temporary directory and deleted afterwards (never comm
     random length in [5000, 15000], same alphabet and format), timed once, for the baseline too only
     with --gbp-baseline (the old store writes 100,000 arrays: half an hour on a loaded 2-core machine).
 Per run: CPU seconds of the `python data_prep/prepare.py` command (getrusage of the child: start-up
-included, with the project's modules byte-compiled first as after a user's first run), MB of
-sequence per CPU second, files and bytes of genomes.zarr (bytes as stored, and
+included), MB of sequence per CPU second, files and bytes of genomes.zarr (bytes as stored, and
 per base). Versions are interleaved run by run so they share the machine's load.
 """
 
@@ -95,14 +94,6 @@ def store_footprint(store: Path) -> tuple[int, int]:
     return files, allocated
 
 
-def compile_bytecode(repo: Path) -> None:
-    """Byte-compile the modules prepare.py imports, as a user's Python does on the first run: where
-    PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) every run would otherwise compile them again,
-    ~0.05-0.1 CPU s that no user pays twice."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "data_prep"), str(repo / "megamerge")],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-
-
 def run_once(repo: Path, inputs: list[Path], out: Path, seq_len: int) -> dict:
     command = [sys.executable, str(repo / "data_prep" / "prepare.py"), "--input", *map(str, inputs), "--out",
                str(out), "--seq-len", str(seq_len), "--no-progress"]  # fmt: skip
@@ -158,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         versions = {"this commit": REPO}
         if args.baseline:
             versions[f"{args.baseline} (before)"] = export_revision(args.baseline, tmp / "baseline")
-        for repo in versions.values():
-            compile_bytecode(repo)
         load_before = load_average()
         corpora = []
         if "draft" in args.corpora:
@@ -192,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 Command: `python benchmarks/bench_corpus_scale.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats} --corpora {" ".join(args.corpora)}{" --gbp-baseline" if args.gbp_baseline else ""}`.
 Machine: {machine_line()}; load average (1/5/15 min) before / after: {load_before} / {load_after} on
 {os.cpu_count()} cores shared with other work. CPU seconds of the whole command (start-up included; user +
-system of every thread, getrusage of the child; the project's modules byte-compiled first, as after a user's
-first run), median of the runs; versions interleaved run by run.
+system of every thread, getrusage of the child), median of the runs; versions interleaved run by run.
 Store files and bytes: regular files under `genomes.zarr` and the disk blocks they occupy.
 Targets: >= {TARGET_MB_PER_CPU_S:.0f} MB of sequence per CPU second, a few dozen files per input, <= {TARGET_BYTES_PER_BASE} bytes per base on random ACGT.
 
