@@ -92,8 +92,9 @@ def normalize(raw: bytes | np.ndarray, on_invalid: str = "error") -> tuple[np.nd
     raw = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
     codes = bytearray(raw).translate(_CODE_TABLE)  # bytearray: the codes come out writable
     array = np.frombuffer(codes, dtype=np.uint8)  # [L]
-    # Counted on the codes by numpy's vectorised compares, which beat bytes.count passes (BENCHMARKS.md,
-    # "Data preparation profile"). INVALID (255) has the soft-mask bit set and low bits that are not N.
+    # Counted on the codes by numpy's vectorised compares, a third of the time of bytes.count passes
+    # (BENCHMARKS.md, "Genome store at corpus scale"). INVALID (255) has the soft-mask bit set and low
+    # bits that are not N's.
     invalid = int(np.count_nonzero(array == INVALID))
     n_or_iupac = int(np.count_nonzero((array & CODE_BITS) == N))
     n = raw.count(b"N") + raw.count(b"n") if n_or_iupac else 0
