@@ -92,7 +92,7 @@ def normalize(raw: bytes | np.ndarray, on_invalid: str = "error") -> tuple[np.nd
     raw = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
     codes = bytearray(raw).translate(_CODE_TABLE)  # bytearray: the codes come out writable
     array = np.frombuffer(codes, dtype=np.uint8)  # [L]
-    # Counted on the codes by numpy's vectorised compares, a third of the time of bytes.count passes
+    # Counted on the codes by numpy's vectorised compares, cheaper than bytes.count passes
     # (BENCHMARKS.md, "Genome store at corpus scale"). INVALID (255) has the soft-mask bit set and low
     # bits that are not N's.
     invalid = int(np.count_nonzero(array == INVALID))
