@@ -23,13 +23,17 @@
 #   KEEP_PARTS=0              1: keep the parts after a successful merge (the corpus shares their files)
 #   OVERWRITE=0               1: the merge replaces an existing corpus at OUT (prepare.py's --overwrite rules)
 #   MAX_PARALLEL=             at most this many parts at once (sbatch --array=...%N); empty: no cap
+#   RESUME=                   the array job id of an earlier submission: rerun only its unfinished parts, then merge
 #   LOG_DIR=slurm/logs        per-job logs (created if missing)
 #   SBATCH_ARGS=              more sbatch flags for both submissions, word-split (partition, account, --mem)
 #   Site settings (PYTHON, SITE_ENV): slurm/common.sh.
 #
 # Logs: LOG_DIR/mm-prepare-<arrayid>_<K>.out per part, LOG_DIR/mm-prepare-merge-<jobid>.out for the merge.
 # Parts go to PARTS_DIR/<arrayid>/part-K-of-N, fresh for every submission, so a merge never picks up a
-# part of an earlier one; a failed part fails the merge with its name, and a resubmission redoes all parts.
+# part of an earlier one. A failed part fails the merge with its name; once its cause is fixed,
+# RESUME=<arrayid> with the same settings reruns only the parts that did not finish (into the same
+# folder) and merges again, where a plain resubmission would redo every part. merge_parts.py refuses
+# parts whose inputs or settings differ, so a resumed corpus is the one a single run makes.
 # The #SBATCH lines below are each element's request (one process; prepare.py parses and cuts on one
 # core, compression in zarr's threads takes a second); SBATCH_ARGS come later on the command line and win.
 #
@@ -51,6 +55,7 @@ set -euo pipefail
 : "${KEEP_PARTS:=0}"
 : "${OVERWRITE:=0}"
 : "${MAX_PARALLEL:=}"
+: "${RESUME:=}"
 : "${SBATCH_ARGS:=}"
 : "${LOG_DIR:=slurm/logs}"
 : "${PREPARE_STEP:=submit}"
@@ -86,6 +91,13 @@ part_dir() {  # part K of the array job $1
     printf '%s/%s/part-%d-of-%d\n' "$PARTS_DIR" "$1" "$2" "$PARTS"
 }
 
+unfinished_parts() {  # the numbers of the parts of array job $1 without a published part (prepare.py publishes whole)
+    local part
+    for ((part = 1; part <= PARTS; part++)); do
+        [[ -f $(part_dir "$1" "$part")/manifest.json ]] || echo "$part"
+    done
+}
+
 submit() {
     [[ -z ${SLURM_JOB_ID:-} ]] || mm_die "PREPARE_STEP=submit inside job $SLURM_JOB_ID: run \`bash slurm/prepare_corpus.sh\`, not sbatch"
     [[ $PARTS =~ ^[1-9][0-9]*$ ]] || mm_die "PARTS=$PARTS: expected a positive number of array elements"
@@ -100,21 +112,42 @@ submit() {
     local logs
     logs=$(mm_abspath "$LOG_DIR")
     mkdir -p "$logs" "$PARTS_DIR"  # SLURM does not create the log directory: a job without one fails silently
-    local -a extra
+    local -a extra rerun=()
     read -r -a extra <<<"$SBATCH_ARGS"
-    local array=1-$PARTS${MAX_PARALLEL:+%$MAX_PARALLEL}
-    local array_id merge_id
-    array_id=$(cd "$MEGAMERGE_HOME" && sbatch --parsable --array="$array" --output="$logs/%x-%A_%a.out" \
-        "${extra[@]}" --export=ALL,PREPARE_STEP=part,MEGAMERGE_HOME="$MEGAMERGE_HOME" \
-        "$MEGAMERGE_HOME/slurm/prepare_corpus.sh")
-    array_id=${array_id%%;*}
-    # afterany: the merge runs even when a part failed, and names the missing part instead of waiting forever.
-    merge_id=$(cd "$MEGAMERGE_HOME" && sbatch --parsable --dependency="afterany:$array_id" \
+    local parts_of=""  # the array job whose folder the parts go to: this submission's, or RESUME's
+    local array=1-$PARTS
+    if [[ -n $RESUME ]]; then
+        [[ $RESUME =~ ^[0-9]+$ ]] || mm_die "RESUME=$RESUME: expected the array job id an earlier submission printed"
+        [[ -d $PARTS_DIR/$RESUME ]] || mm_die "RESUME=$RESUME: no parts of that array job in $PARTS_DIR (same PARTS_DIR as then?)"
+        if squeue -h -j "$RESUME" -o %i 2>/dev/null | grep -q .; then
+            mm_die "RESUME=$RESUME: that array job still has parts queued or running; resume once it has ended"
+        fi
+        parts_of=$RESUME
+        mapfile -t rerun < <(unfinished_parts "$RESUME")
+        array=$(IFS=,; echo "${rerun[*]}")
+    fi
+    local array_id=none merge_id dependency=()
+    if [[ -z $RESUME || -n $array ]]; then
+        array_id=$(cd "$MEGAMERGE_HOME" && sbatch --parsable --array="$array${MAX_PARALLEL:+%$MAX_PARALLEL}" \
+            --output="$logs/%x-%A_%a.out" "${extra[@]}" \
+            --export=ALL,PREPARE_STEP=part,PARTS_OF="$parts_of",MEGAMERGE_HOME="$MEGAMERGE_HOME" \
+            "$MEGAMERGE_HOME/slurm/prepare_corpus.sh")
+        array_id=${array_id%%;*}
+        # afterany: the merge runs even when a part failed, and names the missing part instead of waiting forever.
+        dependency=(--dependency="afterany:$array_id")
+    fi
+    merge_id=$(cd "$MEGAMERGE_HOME" && sbatch --parsable "${dependency[@]}" \
         --job-name=mm-prepare-merge --output="$logs/%x-%j.out" --cpus-per-task=1 "${extra[@]}" \
-        --export=ALL,PREPARE_STEP=merge,ARRAY_JOB_ID="$array_id",MEGAMERGE_HOME="$MEGAMERGE_HOME" \
+        --export=ALL,PREPARE_STEP=merge,ARRAY_JOB_ID="${parts_of:-$array_id}",MEGAMERGE_HOME="$MEGAMERGE_HOME" \
         "$MEGAMERGE_HOME/slurm/prepare_corpus.sh")
     merge_id=${merge_id%%;*}
-    mm_log "submitted $PARTS parts of ${#given[@]} input(s) as array job $array_id ($array) and merge job $merge_id after it -> $OUT"
+    if [[ -n $RESUME && -z $array ]]; then
+        mm_log "resuming array job $RESUME: every part finished; merge job $merge_id -> $OUT"
+    elif [[ -n $RESUME ]]; then
+        mm_log "resuming array job $RESUME: rerunning part(s) $array of $PARTS as array job $array_id, merge job $merge_id after it -> $OUT"
+    else
+        mm_log "submitted $PARTS parts of ${#given[@]} input(s) as array job $array_id ($array) and merge job $merge_id after it -> $OUT"
+    fi
     echo "$array_id $merge_id"
 }
 
@@ -128,7 +161,10 @@ run_part() {
     data_env
     local part=${SLURM_ARRAY_TASK_ID:?not an array element}
     local out
-    out=$(part_dir "${SLURM_ARRAY_JOB_ID:?not an array element}" "$part")
+    out=$(part_dir "${PARTS_OF:-${SLURM_ARRAY_JOB_ID:?not an array element}}" "$part")
+    # A resumed part's earlier attempt may have been killed mid-build (time limit, node failure) and left
+    # its hidden build folder beside the part; nothing else writes this part now (RESUME checks the queue).
+    rm -rf -- "$(dirname "$out")/.$(basename "$out").partial-"*
     local -a given prepare_args
     mapfile -t given < <(inputs)
     read -r -a prepare_args <<<"$PREPARE_ARGS"
@@ -145,6 +181,12 @@ run_merge() {
     local part
     for ((part = 1; part <= PARTS; part++)); do parts+=("$(part_dir "$array_id" "$part")"); done
     [[ $OVERWRITE == 1 ]] && merge_args+=(--overwrite)
+    local -a unfinished
+    mapfile -t unfinished < <(unfinished_parts "$array_id")
+    if ((${#unfinished[@]})); then  # merge_parts.py names the first and fails; say how to go on
+        mm_log "part(s) ${unfinished[*]} of $PARTS did not finish (their logs: $(mm_abspath "$LOG_DIR")/mm-prepare-<job>_K.out);" \
+            "once the cause is fixed, RESUME=$array_id with the same settings reruns only them and merges"
+    fi
     mm_log "merging the $PARTS parts of array job $array_id into $OUT"
     "$PYTHON" "$MEGAMERGE_HOME/data_prep/merge_parts.py" --parts "${parts[@]}" "${merge_args[@]}"
     if [[ $KEEP_PARTS != 1 ]]; then  # the corpus holds its own links to every file: the parts can go
