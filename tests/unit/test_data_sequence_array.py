@@ -3,6 +3,7 @@ with shards and chunks made tiny so records straddle shards, chunks and read blo
 
 from __future__ import annotations
 
+import asyncio
 from unittest.mock import patch
 
 import numpy as np
@@ -41,3 +42,20 @@ def test_chunk_layout_fits_small_genomes_and_keeps_growable_ones_regular():
     assert chunk_layout(0) == (1, 1) and chunk_layout(1) == (1, 1)
     chunk, shard = chunk_layout(30_000_001)
     assert chunk == sequence_array.CHUNK and shard % chunk == 0 and 0 <= shard - 30_000_001 < chunk
+
+
+def test_store_writes_work_inside_a_running_event_loop(tmp_path):
+    """A Jupyter kernel runs an asyncio loop on the calling thread: the writers must not need that
+    thread to be free of one."""
+    records = [np.arange(n, dtype=np.uint8) % 13 for n in (5, 0, 70)]
+
+    async def inside_a_loop():
+        group = run(open_for_writing(tmp_path / "s.zarr").create_group("000000"))
+        writer = SequenceWriter(group)
+        for codes in records:
+            writer.append(codes)
+        return writer.close()
+
+    assert asyncio.run(inside_a_loop()) == 75
+    stored = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["000000/seq"][:]
+    assert np.array_equal(stored, np.concatenate(records))
