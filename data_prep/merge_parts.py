@@ -16,8 +16,8 @@ parts (copied where the parts are on another file system), so the merge costs no
 are left as they were: delete them once the corpus is in place.
 
 Refused, naming the part: a directory that is not a finished part, parts prepared with different
-settings or inputs, a part missing or given twice, an input file in no part or in two, a shard that is
-missing or not the size its manifest says. `--out` obeys prepare.py's rules (data_prep/README.md):
+settings or inputs, a part missing or given twice, an input file in no part or in two, or whose size
+changed after its part read it, a shard that is missing or not the size its manifest says. `--out` obeys prepare.py's rules (data_prep/README.md):
 built in a hidden directory beside it and moved into place when complete; an existing corpus is
 replaced only with --overwrite.
 """
@@ -170,6 +170,22 @@ def check_coverage(parts: list[Part]) -> None:
     for index, path in enumerate(inputs):
         if group_name(index) not in owner:
             raise InputError(f"input file {path} (group {group_name(index)}) is in no part")
+
+
+def check_inputs_unchanged(parts: list[Part]) -> None:
+    """Each input file still has the size it had when its part read it: a part that finished before a
+    file was replaced (as a resumed submission can) holds the old one. An input no longer at its path
+    (parts merged elsewhere) is not checked; a same-size edit would need every file read again."""
+    for part in parts:
+        for summary in part.manifest["files"]:
+            path = Path(summary["source_file"])
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            if size != summary["bytes"]:
+                raise InputError(f"input file {path} is {size:,} bytes now, {summary['bytes']:,} when part "
+                                 f"{part.label} ({part.path}) read it: replaced since; prepare that part again")
 
 
 def _part_store(part: Part) -> GenomeStore:
@@ -326,6 +342,7 @@ def run(args: argparse.Namespace) -> dict:
     check_part_numbers(parts)
     check_same_settings(parts)
     check_coverage(parts)
+    check_inputs_unchanged(parts)
     check_replaceable(args.out, args.overwrite)
     work = fresh_work_dir(args.out)
     published = False

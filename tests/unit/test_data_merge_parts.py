@@ -138,6 +138,21 @@ def test_refuses_parts_prepared_differently(corpus_inputs, prepared, tmp_path, c
     assert f"{late} (part 2/2) found other input files than {early} (part 1/2)" in error
 
 
+def test_refuses_an_input_replaced_after_its_part_read_it(corpus_inputs, tmp_path, capsys):
+    genomes, species_map = corpus_inputs
+    copied = tmp_path / "genomes"
+    shutil.copytree(genomes, copied)
+    parts = [tmp_path / "part1", tmp_path / "part2"]
+    for k, part in enumerate(parts, 1):
+        run_prepare("--input", copied, "--species-map", species_map, *SETTINGS, "--out", part, "--part", f"{k}/2")
+    replaced = Path(_manifest(parts[0])["files"][0]["source_file"])  # read by part 1, which is not rerun
+    replaced.write_text(replaced.read_text() + ">late\nACGT\n")
+    error = _refusal(capsys, "--parts", *parts, "--out", tmp_path / "out")
+    assert f"input file {replaced} is" in error and "when part 1/2" in error and "prepare that part again" in error
+    replaced.unlink()  # inputs no longer where they were (merged elsewhere): not checked
+    assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+
+
 def test_refuses_a_part_with_a_damaged_shard_or_store(prepared, tmp_path, capsys):
     _, part1, part2, _ = prepared
     damaged = tmp_path / "part2"
