@@ -6,6 +6,6 @@ import os
 
 def one_blas_thread() -> None:
     """For the data_prep commands, before numpy is imported: its OpenBLAS otherwise starts a busy-waiting
-    thread per core on import, ~0.1 CPU s of a ~1.5 CPU s prepare.py run on the real genomes
-    (BENCHMARKS.md), and data preparation does no linear algebra. Worker processes inherit it."""
+    thread per core on import (its cost: BENCHMARKS.md), and data preparation does no linear algebra.
+    Worker processes inherit it."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

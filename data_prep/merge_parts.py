@@ -17,9 +17,9 @@ are left as they were: delete them once the corpus is in place.
 
 Refused, naming the part: a directory that is not a finished part, parts prepared with different
 settings or inputs, a part missing or given twice, an input file in no part or in two, or whose size
-changed after its part read it, a shard that is missing or not the size its manifest says. `--out` obeys prepare.py's rules (data_prep/README.md):
-built in a hidden directory beside it and moved into place when complete; an existing corpus is
-replaced only with --overwrite.
+changed after its part read it, a shard that is missing or not the size its manifest says. `--out`
+obeys prepare.py's rules (data_prep/README.md): built in a hidden directory beside it and moved into
+place when complete; an existing corpus is replaced only with --overwrite.
 """
 
 from __future__ import annotations

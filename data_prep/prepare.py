@@ -154,7 +154,7 @@ def ingest_parallel(jobs: list[tuple], args: argparse.Namespace) -> list[dict]:
     total_bytes = sum(Path(job[2]).stat().st_size for job in jobs)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=args.no_progress or None)
     summaries = []
-    # spawn, not fork: zarr runs an asyncio loop thread that must not be inherited mid-flight.
+    # spawn, not fork: zarr's event-loop thread (store reads) and thread pools must not be inherited mid-flight.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(args.workers, len(jobs)), mp_context=context) as pool:
         futures = [pool.submit(ingest_file, *job) for job in jobs]

@@ -10,8 +10,8 @@ genomes is a real share of the run. So the writers here touch neither:
   that `zarr.open_group(path)` reads. Files are written in place, not through a temporary name:
   prepare.py builds the whole output in a hidden directory and publishes it only when complete.
 * Groups and arrays are written through zarr's asynchronous API (`zarr.AsyncGroup`,
-  `zarr.AsyncArray`), each call awaited by `run` on an event loop of the calling thread's own (or of
-  a helper thread, where the caller already runs a loop, as a Jupyter kernel does).
+  `zarr.AsyncArray`), each call awaited by `run` on an event loop of the calling thread's own (or on
+  a short-lived thread's, where the caller already runs a loop, as a Jupyter kernel does).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Awaitable, Iterator, MutableMapping
+from collections.abc import Coroutine, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import zarr
 from zarr.buffer.cpu import Buffer
@@ -30,8 +30,6 @@ from zarr.storage import MemoryStore
 
 T = TypeVar("T")
 _thread = threading.local()  # the event loop of each thread that writes
-_helper: ThreadPoolExecutor | None = None  # for callers inside a running event loop
-_helper_lock = threading.Lock()
 
 
 class FileMapping(MutableMapping):
@@ -74,29 +72,18 @@ class FileMapping(MutableMapping):
         return sum(1 for _ in self)
 
 
-def run(awaitable: Awaitable[T]) -> T:
-    """Await a zarr coroutine on an event loop of this thread's own (created on first use); where this
-    thread already runs a loop (a Jupyter kernel calling prepare.main), on a helper thread's instead."""
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await a zarr coroutine on an event loop of this thread's own (created on first use)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # the usual case: no loop running here
-        return _own_loop().run_until_complete(awaitable)
-    return _helper_thread().submit(lambda: _own_loop().run_until_complete(awaitable)).result()
-
-
-def _own_loop() -> asyncio.AbstractEventLoop:
-    loop = getattr(_thread, "loop", None)
-    if loop is None:
-        loop = _thread.loop = asyncio.new_event_loop()
-    return loop
-
-
-def _helper_thread() -> ThreadPoolExecutor:
-    global _helper
-    with _helper_lock:
-        if _helper is None:
-            _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="megamerge-zarr")
-        return _helper
+        loop = getattr(_thread, "loop", None)
+        if loop is None:
+            loop = _thread.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(coroutine)
+    # This thread runs a loop already (a Jupyter kernel calling prepare.main): await on another thread.
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        return helper.submit(asyncio.run, coroutine).result()
 
 
 def open_for_writing(root: str | Path) -> zarr.AsyncGroup:
