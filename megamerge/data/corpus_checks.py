@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from megamerge.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, split_shards
@@ -154,11 +155,22 @@ def _launch_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
+# How long a rank other than 0 waits to be stopped by its launcher (torchrun, srun --kill-on-bad-exit) after
+# rank 0 reported the same refusal. Exiting at once let torchrun kill rank 0 before it had printed (a CI run
+# lost the line); a rank still alive after this saw a refusal rank 0 did not (a node-local path), so reports it.
+OTHER_RANKS_WAIT_FOR_RANK0_S = 30.0
+
+
 def refuse_bad_training_inputs(args: argparse.Namespace, program: str = "train.py") -> None:
-    """Run `check_training_inputs`; on a failure, rank 0 prints the one line and every rank exits 2."""
+    """Run `check_training_inputs`; on a failure, rank 0 prints the one line and exits 2. Other ranks wait for
+    the launcher to stop them, and print their own line (naming the rank) only if it does not."""
     try:
         check_training_inputs(args)
     except TrainingInputError as e:
-        if _launch_rank() == 0:
+        rank = _launch_rank()
+        if rank == 0:
             print(f"{program}: error: {e}", file=sys.stderr, flush=True)
+        else:
+            time.sleep(OTHER_RANKS_WAIT_FOR_RANK0_S)
+            print(f"{program}: error (rank {rank}): {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

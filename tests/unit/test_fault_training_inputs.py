@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from megamerge.data import corpus_checks
 from megamerge.data.corpus_checks import TrainingInputError, check_training_inputs, refuse_bad_training_inputs
 from megamerge.training.checkpointing import COMPLETE_MARKER
 from tests.unit.test_fault_prepare import tree
@@ -105,25 +106,27 @@ def test_batch_sizes_below_one(flag):
     assert refused(mock_data=True, **{flag: 0}) == f"--{flag.replace('_', '-')} 0: must be at least 1"
 
 
-@pytest.mark.parametrize(("rank", "printed"), [("0", True), ("1", False)])
-def test_refusal_is_one_line_from_rank_0_and_exit_2(tmp_path, capsys, monkeypatch, rank, printed):
+@pytest.mark.parametrize(("rank", "prefix"), [("0", "train.py: error: "), ("1", "train.py: error (rank 1): ")])
+def test_refusal_is_one_line_and_exit_2_other_ranks_only_after_the_wait(tmp_path, capsys, monkeypatch, rank,
+                                                                         prefix):
     monkeypatch.setenv("RANK", rank)
+    waits = []
+    monkeypatch.setattr(corpus_checks.time, "sleep", waits.append)
     with pytest.raises(SystemExit) as caught:
         refuse_bad_training_inputs(flags(data=str(tmp_path / "nope")))
     assert caught.value.code == 2
-    err = capsys.readouterr().err
-    if printed:
-        nope = tmp_path / "nope"
-        assert err == (f"train.py: error: --data {nope}: no such directory; prepare a corpus with "
-                       f"data_prep/prepare.py --out {nope}\n")
-    else:
-        assert err == ""
+    nope = tmp_path / "nope"
+    assert capsys.readouterr().err == (f"{prefix}--data {nope}: no such directory; prepare a corpus with "
+                                       f"data_prep/prepare.py --out {nope}\n")
+    # rank 0 reports at once; another rank first gives its launcher time to stop it after rank 0's exit
+    assert waits == ([] if rank == "0" else [corpus_checks.OTHER_RANKS_WAIT_FOR_RANK0_S])
 
 
 def test_srun_rank_is_honoured_before_torch_distributed_is_up(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setattr(corpus_checks.time, "sleep", lambda seconds: None)
     with pytest.raises(SystemExit):
         refuse_bad_training_inputs(flags(micro_batch_size=0))
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err.startswith("train.py: error (rank 3): ")
     assert Path(tmp_path).exists()
