@@ -16,10 +16,11 @@ parts (copied where the parts are on another file system), so the merge costs no
 are left as they were: delete them once the corpus is in place.
 
 Refused, naming the part: a directory that is not a finished part, parts prepared with different
-settings or inputs, a part missing or given twice, an input file in no part or in two, or whose size
-changed after its part read it, a shard that is missing or not the size its manifest says. `--out`
-obeys prepare.py's rules (data_prep/README.md): built in a hidden directory beside it and moved into
-place when complete; an existing corpus is replaced only with --overwrite.
+settings or inputs, a part missing or given twice, an input file in no part or in two, or changed
+after its part read it (its size, and its sha256 unless --input-check size: the merge's one read of
+the inputs), a shard that is missing or not the size its manifest says. `--out` obeys prepare.py's
+rules (data_prep/README.md): built in a hidden directory beside it and moved into place when complete;
+an existing corpus is replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from tqdm import tqdm
 from data_prep.accounting import SpeciesStats
 from data_prep.corpus_parts import group_name
 from data_prep.empty_split import why_no_training_samples
-from data_prep.fasta import InputError
+from data_prep.fasta import InputError, sha256_of
 from data_prep.genome_store import GenomeStore, create_store, finalize_store, record_locator
 from data_prep.output_dir import (
     MANIFEST_FORMAT,
@@ -76,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the part directories (prepare.py --part K/N --out DIR), all N of them, any order")
     parser.add_argument("--out", required=True, type=Path, help="the corpus directory to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    parser.add_argument("--input-check", choices=("sha256", "size"), default="sha256",
+                        help="how an input file still at its path is compared with the one its part read: "
+                             "its sha256 (reads every input once more) or only its size")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -172,10 +176,11 @@ def check_coverage(parts: list[Part]) -> None:
             raise InputError(f"input file {path} (group {group_name(index)}) is in no part")
 
 
-def check_inputs_unchanged(parts: list[Part]) -> None:
-    """Each input file still has the size it had when its part read it: a part that finished before a
-    file was replaced (as a resumed submission can) holds the old one. An input no longer at its path
-    (parts merged elsewhere) is not checked; a same-size edit would need every file read again."""
+def check_inputs_unchanged(parts: list[Part], by_content: bool, progress: bool) -> None:
+    """Each input file is still the one its part read: the same size and, `by_content`, the same sha256.
+    A part that finished before a file was replaced (as a resumed submission can) holds the old one. An
+    input no longer at its path (parts merged elsewhere) is not checked."""
+    present = []  # (path, summary, part)
     for part in parts:
         for summary in part.manifest["files"]:
             path = Path(summary["source_file"])
@@ -186,6 +191,17 @@ def check_inputs_unchanged(parts: list[Part]) -> None:
             if size != summary["bytes"]:
                 raise InputError(f"input file {path} is {size:,} bytes now, {summary['bytes']:,} when part "
                                  f"{part.label} ({part.path}) read it: replaced since; prepare that part again")
+            present.append((path, summary, part))
+    if not by_content:
+        return
+    total = sum(summary["bytes"] for _, summary, _ in present)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="check inputs", disable=not progress or None) as bar:
+        for path, summary, part in present:
+            if sha256_of(path) != summary["sha256"]:
+                raise InputError(f"input file {path} is not the file part {part.label} ({part.path}) read (same "
+                                 f"size, other sha256): changed since; prepare that part again, or merge with "
+                                 f"--input-check size to accept it")
+            bar.update(summary["bytes"])
 
 
 def _part_store(part: Part) -> GenomeStore:
@@ -342,7 +358,7 @@ def run(args: argparse.Namespace) -> dict:
     check_part_numbers(parts)
     check_same_settings(parts)
     check_coverage(parts)
-    check_inputs_unchanged(parts)
+    check_inputs_unchanged(parts, args.input_check == "sha256", not args.no_progress)
     check_replaceable(args.out, args.overwrite)
     work = fresh_work_dir(args.out)
     published = False

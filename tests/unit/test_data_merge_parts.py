@@ -149,7 +149,17 @@ def test_refuses_an_input_replaced_after_its_part_read_it(corpus_inputs, tmp_pat
     replaced.write_text(replaced.read_text() + ">late\nACGT\n")
     error = _refusal(capsys, "--parts", *parts, "--out", tmp_path / "out")
     assert f"input file {replaced} is" in error and "when part 1/2" in error and "prepare that part again" in error
-    replaced.unlink()  # inputs no longer where they were (merged elsewhere): not checked
+    edited = Path(_manifest(parts[1])["files"][0]["source_file"])  # read by part 2: a same-size edit
+    edited_text = edited.read_text()
+    replaced.write_text(replaced.read_text()[: -len(">late\nACGT\n")])  # part 1's file as it read it
+    edited.write_text(edited_text[:-2] + ("A" if edited_text[-2] != "A" else "C") + "\n")
+    error = _refusal(capsys, "--parts", *parts, "--out", tmp_path / "out")
+    assert f"input file {edited} is not the file part 2/2" in error and "--input-check size" in error
+    # --input-check size compares sizes only: the edit goes through
+    assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "sized"), "--input-check", "size",
+                             "--no-progress"]) == 0
+    edited.unlink()  # inputs no longer where they were (merged elsewhere): not checked
+    replaced.unlink()
     assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
 
 
