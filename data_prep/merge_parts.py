@@ -179,11 +179,13 @@ def check_coverage(parts: list[Part]) -> None:
 def check_inputs_unchanged(parts: list[Part], by_content: bool, progress: bool) -> None:
     """Each input file is still the one its part read: the same size and, `by_content`, the same sha256.
     A part that finished before a file was replaced (as a resumed submission can) holds the old one. An
-    input no longer at its path (parts merged elsewhere) is not checked."""
+    input no longer at its path (parts merged elsewhere) is not checked; a relative one is found from the
+    directory its part ran in."""
     present = []  # (path, summary, part)
     for part in parts:
+        ran_in = Path(part.manifest["part"].get("working_directory", "."))
         for summary in part.manifest["files"]:
-            path = Path(summary["source_file"])
+            path = ran_in / summary["source_file"]
             try:
                 size = path.stat().st_size
             except OSError:

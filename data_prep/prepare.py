@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -379,7 +380,7 @@ def run(args: argparse.Namespace) -> dict:
         manifest["skipped_files"] = plan.skipped
         if args.part is not None:
             manifest["part"] = {"part": args.part[0], "parts": args.part[1], "groups": list(map(group_name, groups)),
-                                "input_files": list(map(str, plan.files))}
+                                "input_files": list(map(str, plan.files)), "working_directory": os.getcwd()}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if plan.in_place:
             publish_in_place(work, out)

@@ -163,6 +163,25 @@ def test_refuses_an_input_replaced_after_its_part_read_it(corpus_inputs, tmp_pat
     assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
 
 
+def test_a_relative_input_is_checked_where_its_part_ran(corpus_inputs, tmp_path, capsys, monkeypatch):
+    genomes, species_map = corpus_inputs
+    ran_in, merged_from = tmp_path / "ran_in", tmp_path / "elsewhere"
+    shutil.copytree(genomes, ran_in / "genomes")
+    merged_from.mkdir()
+    monkeypatch.chdir(ran_in)
+    for k in (1, 2):
+        run_prepare("--input", "genomes", "--species-map", species_map, *SETTINGS, "--out", tmp_path / f"part{k}",
+                    "--part", f"{k}/2")
+    parts = [tmp_path / "part1", tmp_path / "part2"]
+    relative = _manifest(parts[0])["files"][0]["source_file"]
+    assert not Path(relative).is_absolute()
+    edited = ran_in / relative
+    edited.write_text(edited.read_text() + ">late\nACGT\n")
+    monkeypatch.chdir(merged_from)  # where `relative` names nothing
+    error = _refusal(capsys, "--parts", *parts, "--out", tmp_path / "out")
+    assert f"input file {edited} is" in error and "when part 1/2" in error
+
+
 def test_refuses_a_part_with_a_damaged_shard_or_store(prepared, tmp_path, capsys):
     _, part1, part2, _ = prepared
     damaged = tmp_path / "part2"
