@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ablation import finetune_summary
-from megamerge.finetune.suite import ARMS, read_result
+from megamerge.finetune.suite import ARM_TITLES, ARMS, read_result
 
 
 def load_suite(suite: Path) -> dict[str, dict[str, dict]]:
@@ -51,17 +51,18 @@ def table(suites: list[Path]) -> str:
     tasks = sorted(set.intersection(*(set(runs[arm]) for runs in loaded.values() for arm in ARMS)))
     if not tasks:
         raise SystemExit(f"no task has results for both arms in every suite of {[str(s) for s in suites]}")
-    lines = ["| task | pre-trained | from scratch | pre-trained wins (mean / median) |", "|---|---|---|---|"]
+    lines = [f"| task | {' | '.join(ARM_TITLES[arm] for arm in ARMS)} | pre-trained wins (mean / median) |",
+             f"|---|{'---|' * len(ARMS)}---|"]
     means = {arm: [] for arm in ARMS}
     wins = {"mean": 0, "median": 0}
     for task in tasks:
-        cells, picked = [], {}
+        cells, picked = {}, {}
         for arm in ARMS:
             candidates = [(name, runs[arm][task]) for name, runs in loaded.items()]
             name, summary = chosen(candidates)
             picked[arm] = summary
             means[arm].append(summary["mean"])
-            cells.append(describe(name, summary, candidates))
+            cells[arm] = describe(name, summary, candidates)
         by_mean = picked["pretrained"]["mean"] > picked["scratch"]["mean"]
         by_median = statistics.median(picked["pretrained"]["seeds"]) > statistics.median(
             picked["scratch"]["seeds"]
@@ -69,11 +70,12 @@ def table(suites: list[Path]) -> str:
         wins["mean"] += by_mean
         wins["median"] += by_median
         lines.append(
-            f"| {task} | {cells[0]} | {cells[1]} | {'yes' if by_mean else 'no'} / {'yes' if by_median else 'no'} |"
+            f"| {task} | {' | '.join(cells[arm] for arm in ARMS)} | {'yes' if by_mean else 'no'} / "
+            f"{'yes' if by_median else 'no'} |"
         )
     lines.append(
-        f"| **mean over {len(tasks)} tasks** | {statistics.fmean(means['pretrained']):.3f} | "
-        f"{statistics.fmean(means['scratch']):.3f} | {wins['mean']} of {len(tasks)} / "
+        f"| **mean over {len(tasks)} tasks** | {' | '.join(f'{statistics.fmean(means[arm]):.3f}' for arm in ARMS)} | "
+        f"{wins['mean']} of {len(tasks)} / "
         f"{wins['median']} of {len(tasks)} |"
     )
     return "\n".join(lines)
