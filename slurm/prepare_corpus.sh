@@ -22,6 +22,7 @@
 #   PARTS_DIR=                where the parts are written, one folder per submission (default: OUT.parts)
 #   KEEP_PARTS=0              1: keep the parts after a successful merge (the corpus shares their files)
 #   OVERWRITE=0               1: the merge replaces an existing corpus at OUT (prepare.py's --overwrite rules)
+#   INPUT_CHECK=sha256        how the merge proves each input is the file its part read: sha256 or size
 #   MAX_PARALLEL=             at most this many parts at once (sbatch --array=...%N); empty: no cap
 #   RESUME=                   the array job id of an earlier submission: rerun only its unfinished parts, then merge
 #   LOG_DIR=slurm/logs        per-job logs (created if missing)
@@ -54,6 +55,7 @@ set -euo pipefail
 : "${PARTS_DIR:=}"
 : "${KEEP_PARTS:=0}"
 : "${OVERWRITE:=0}"
+: "${INPUT_CHECK:=sha256}"
 : "${MAX_PARALLEL:=}"
 : "${RESUME:=}"
 : "${SBATCH_ARGS:=}"
@@ -101,6 +103,7 @@ unfinished_parts() {  # the numbers of the parts of array job $1 without a publi
 submit() {
     [[ -z ${SLURM_JOB_ID:-} ]] || mm_die "PREPARE_STEP=submit inside job $SLURM_JOB_ID: run \`bash slurm/prepare_corpus.sh\`, not sbatch"
     [[ $PARTS =~ ^[1-9][0-9]*$ ]] || mm_die "PARTS=$PARTS: expected a positive number of array elements"
+    [[ $INPUT_CHECK == sha256 || $INPUT_CHECK == size ]] || mm_die "INPUT_CHECK=$INPUT_CHECK: expected sha256 or size"
     [[ -z $INPUT_LIST || -f $(mm_abspath "$INPUT_LIST") ]] || mm_die "INPUT_LIST=$INPUT_LIST is not a file"
     local -a given
     mapfile -t given < <(inputs)
@@ -177,7 +180,7 @@ run_part() {
 run_merge() {
     data_env
     local array_id=${ARRAY_JOB_ID:?the merge job needs ARRAY_JOB_ID (submit with bash slurm/prepare_corpus.sh)}
-    local -a parts merge_args=(--out "$OUT" --no-progress)
+    local -a parts merge_args=(--out "$OUT" --input-check "$INPUT_CHECK" --no-progress)
     local part
     for ((part = 1; part <= PARTS; part++)); do parts+=("$(part_dir "$array_id" "$part")"); done
     [[ $OVERWRITE == 1 ]] && merge_args+=(--overwrite)

@@ -120,6 +120,19 @@ def test_a_failed_part_fails_the_merge_naming_it_and_resume_reruns_only_it(clust
     assert merge_job["JobState"] == "FAILED", f"{merge_job}\n{context}"
     assert "--overwrite" in next(logs.glob(f"mm-prepare-merge-{merge_id}.out")).read_text(), context
 
+    # A file part 1 read, edited in place to the same size: the merge's sha256 check refuses part 1.
+    part_1_files = json.loads(part_1.read_text())["files"]
+    edited = Path(part_1_files[0]["source_file"])
+    data = bytearray(edited.read_bytes())
+    data[-1] ^= 1
+    edited.write_bytes(bytes(data))
+    _, merge_id, _ = _submit(cluster, tmp_path, said=f"resuming array job {array_id}: every part finished",
+                             RESUME=array_id, KEEP_PARTS="1", OVERWRITE="1", **settings)
+    merge_job, context = _wait(cluster, merge_id, logs)
+    assert merge_job["JobState"] == "FAILED", f"{merge_job}\n{context}"
+    merge_log = next(logs.glob(f"mm-prepare-merge-{merge_id}.out")).read_text()
+    assert f"input file {edited} is not the file part 1/2" in merge_log, merge_log
+
 
 @pytest.mark.parametrize(("resume", "error"), [
     ("4242", "RESUME=4242: no parts of that array job in"),
@@ -138,7 +151,7 @@ def test_template_parses_and_documents_settings():
     assert subprocess.run(["bash", "-n", str(SCRIPT)], check=False, capture_output=True).returncode == 0
     header = text.split("#SBATCH", 1)[0]
     for var in ("INPUT", "INPUT_LIST", "OUT", "PARTS", "PREPARE_ARGS", "PARTS_DIR", "KEEP_PARTS", "OVERWRITE",
-                "MAX_PARALLEL", "RESUME", "LOG_DIR", "SBATCH_ARGS"):
+                "INPUT_CHECK", "MAX_PARALLEL", "RESUME", "LOG_DIR", "SBATCH_ARGS"):
         assert f"#   {var}=" in header, f"{var} undocumented"
         assert f': "${{{var}:=' in text, f"{var} has no default"
     assert 'source "$MEGAMERGE_HOME/slurm/common.sh"' in text  # shared set-up is sourced, not copied
@@ -147,6 +160,7 @@ def test_template_parses_and_documents_settings():
 @pytest.mark.parametrize(("settings", "error"), [
     ({"SLURM_JOB_ID": "123"}, "not sbatch"),
     ({"PARTS": "0"}, "PARTS=0: expected a positive number"),
+    ({"INPUT_CHECK": "mtime"}, "INPUT_CHECK=mtime: expected sha256 or size"),
     ({"INPUT": "/nonexistent/genomes"}, "input /nonexistent/genomes does not exist"),
 ])
 def test_bad_submissions_are_refused_before_anything_is_submitted(settings, error):
