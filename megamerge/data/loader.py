@@ -102,8 +102,18 @@ class PretrainLoader:
         return min(state.epoch for state in self.workers)
 
     @property
+    def corrupt_shard_names(self) -> set[str]:
+        """The damaged shards this rank's workers have met, each once, by path. A worker state saved
+        before the paths were kept names the shards it had counted by rank, worker and number."""
+        names = {path for state in self.workers for path in state.corrupt_paths}
+        for worker, state in enumerate(self.workers):
+            names.update(f"(unnamed {i} of data-parallel rank {self.config.rank}, worker {worker})"
+                         for i in range(state.corrupt_shards - len(state.corrupt_paths)))  # fmt: skip
+        return names
+
+    @property
     def corrupt_shards(self) -> int:
-        return sum(state.corrupt_shards for state in self.workers)
+        return len(self.corrupt_shard_names)
 
     def __iter__(self):
         dataset = ShardStreamDataset(self.config, tuple(self.workers), self.next_worker)

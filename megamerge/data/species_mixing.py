@@ -14,8 +14,8 @@ and the sub-streams (disjoint between slots, as the plain stream is) stay disjoi
 Cost. A sub-stream reads every sample of the shards that list its species to keep its own
 (species_shards.py walks past the others cheaply, but still walks), so a drawn sample costs
 sum_s p_s * (samples in the shards listing s) / (samples of s) samples walked: small species in
-widely mixed shards are the expensive ones (BENCHMARKS.md, Species mixing). A damaged shard is
-reported by each species sub-stream that reads it, so `corrupt_shards` may count it more than once.
+widely mixed shards are the expensive ones (BENCHMARKS.md, Species mixing). A damaged shard that
+several species' sub-streams read is reported and counted once per worker (dataset.py).
 Each species' shuffle buffer holds shuffle_buffer / (number of species) samples, so that all of
 them together hold about what the plain stream's one buffer does.
 

@@ -54,8 +54,8 @@ class TrainBatches:
         return ids, index[: ids.shape[0]], softmask
 
     @property
-    def corrupt_shards(self) -> int:
-        return self.loader.corrupt_shards if self.loader else 0
+    def corrupt_shard_names(self) -> set[str]:
+        return self.loader.corrupt_shard_names if self.loader else set()
 
     @property
     def samples_by_species(self) -> dict[str, int]:

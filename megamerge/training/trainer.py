@@ -39,7 +39,6 @@ from megamerge.training.batches import TrainBatches, ValidBatches
 from megamerge.training.distributed import (
     all_gather_counts,
     all_reduce_mean,
-    all_reduce_sum,
     init_distributed,
     launched_world_size,
     share_cpu_cores,
@@ -298,11 +297,10 @@ class Trainer:
         self.interval.reset()
 
     def corrupt_shards_seen(self) -> int:
-        """Corrupt shards met so far by every worker of every rank. Each data-parallel replica reads
-        its own shards; its tensor- and pipeline-parallel ranks read the same ones, so the world's sum
-        counts every shard tp x pp times."""
-        (total,) = all_reduce_sum([float(self.train_batches.corrupt_shards)], self.env.device)
-        return round(total) // (self.parallel.tp * self.parallel.pp)
+        """Damaged shards met so far by any worker of any rank, each counted once: a data-parallel
+        replica's tensor- and pipeline-parallel ranks read the same shards, and in a later epoch a
+        shard can reach another worker or replica."""
+        return len(all_gather_counts(dict.fromkeys(self.train_batches.corrupt_shard_names, 1)))
 
     def samples_by_species_seen(self) -> dict[str, int]:
         """Training samples drawn per species since the run began, over all data-parallel replicas

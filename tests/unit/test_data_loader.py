@@ -169,6 +169,13 @@ def test_corrupt_shard_counts_survive_resume(synthetic_corpus, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == 50
     assert resumed.corrupt_shards == reference.corrupt_shards > 0  # counted once, not again on replay
     assert set(reference.corrupt_shard_paths) <= set(bad)
+    assert reference.corrupt_shard_names == set(reference.corrupt_shard_paths)  # each once, over the epochs
+    older = loader.state_dict()  # as saved before the paths were kept: the counts alone carry over
+    for worker in older["worker_states"]:
+        del worker["corrupt_paths"]
+    from_older = build()
+    from_older.load_state_dict(older)
+    assert from_older.corrupt_shards == loader.corrupt_shards > 0
 
 
 @pytest.mark.timeout(60)

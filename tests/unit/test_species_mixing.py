@@ -5,7 +5,9 @@ with their bases through crop and reverse complement, and one-line refusals of b
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 import tarfile
 from collections import Counter
 from dataclasses import replace
@@ -191,6 +193,26 @@ def test_species_reader_keeps_exactly_the_species_samples_and_reports_damage(cor
                                       lambda entry, reason, into=reports: into.append(reason)))
         assert len(reports) == 1, (name, reports)
         assert ("checksum mismatch at byte 0" in reports[0]) if name == "checksum" else got
+
+
+def test_a_damaged_shard_counts_once_across_species_streams_epochs_and_resume(corpus, tmp_path, caplog):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(corpus, damaged)
+    shard = Path(split_shards(damaged, "train")[0].path)  # holds every species (the fully mixed layout)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    caplog.set_level(logging.WARNING, logger="megamerge.data")
+
+    def build():
+        return build_pretrain_loader(damaged, micro_batch=8, num_workers=0, seed=2, species_weights="uniform")
+
+    loader = build()
+    list(islice(loader, 30))  # 240 samples: every sub-stream meets the shard, 'small' (30) in several epochs
+    assert loader.corrupt_shards == 1 and loader.corrupt_shard_paths == [str(shard)]
+    assert sum("corrupt shard" in r.getMessage() for r in caplog.records) == 1
+    resumed = build()
+    resumed.load_state_dict(json.loads(json.dumps(loader.state_dict())))
+    list(islice(resumed, 30))
+    assert resumed.corrupt_shards == 1 and resumed.corrupt_shard_paths == []
 
 
 def test_prepared_corpus_softmask_matches_the_lower_case_of_the_input(synthetic_corpus):
