@@ -132,11 +132,11 @@ def table_rows(label: str, inputs: int, results: dict, repeats: int) -> list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     parser.add_argument("--baseline", metavar="REV", help="also time prepare.py of this git revision")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per version and input (medians)")
+    parser.add_argument("--seq-len", type=int, default=4096, help="prepare.py --seq-len")
     parser.add_argument("--corpora", nargs="+", choices=("draft", "real", "gbp"), default=["draft", "real"],
                         help="inputs: the 30,000-scaffold draft, the real genomes, the 1 Gbp corpus")
     parser.add_argument("--gbp-baseline", action="store_true", help="time the baseline on the 1 Gbp corpus too")

@@ -73,7 +73,7 @@ def bench(label: str, inputs: list[Path], work: Path, parts: int, repeats: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="merge runs per setting and input")
     parser.add_argument("--parts", type=int, default=2, help="parts each input is prepared in")

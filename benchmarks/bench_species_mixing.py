@@ -77,7 +77,7 @@ def samples_per_second(corpus: Path, mode: str | None, seconds: float, num_worke
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--samples", type=int, default=8192, help="train samples in the corpus, all species")
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per measurement")
