@@ -360,8 +360,8 @@ def run(args: argparse.Namespace) -> dict:
     check_part_numbers(parts)
     check_same_settings(parts)
     check_coverage(parts)
+    check_replaceable(args.out, args.overwrite)  # before reading every input again
     check_inputs_unchanged(parts, args.input_check == "sha256", not args.no_progress)
-    check_replaceable(args.out, args.overwrite)
     work = fresh_work_dir(args.out)
     published = False
     try:
