@@ -73,10 +73,10 @@ class LoaderConfig:
 class WorkerState:
     epoch: int = 0
     consumed: int = 0  # samples of `epoch` already delivered
-    corrupt_shards: int = 0
-    # The damaged shards counted, so that each counts once however often this worker meets it again
-    # (every epoch, every species sub-stream that reads it). States saved before it existed lack it.
+    # The damaged shards this worker met, each once however often it meets it again (every epoch, every
+    # species sub-stream that reads it). A state saved before the paths were kept has only a count.
     corrupt_paths: list[str] = field(default_factory=list)
+    corrupt_shards: int = 0  # counted by such an older state, paths unknown
     # Species mixing only (then epoch and consumed stay 0): the samples this worker has delivered,
     # and where each species' sub-stream stands, {species: [epoch, samples of it consumed]}.
     drawn: int = 0
@@ -111,8 +111,9 @@ class _PlainSource:
             self.last = (epoch, consumed)
             yield epoch, sample
 
-    def state(self, corrupt: int, corrupt_paths: list[str]) -> WorkerState:
-        return WorkerState(self.last[0], self.last[1], corrupt, list(corrupt_paths))
+    def state(self, corrupt_paths: list[str], older_corrupt_count: int) -> WorkerState:
+        return WorkerState(self.last[0], self.last[1], corrupt_paths=list(corrupt_paths),
+                           corrupt_shards=older_corrupt_count)
 
 
 class _MixedSource:
@@ -152,8 +153,8 @@ class _MixedSource:
             self.drawn += 1
             yield epoch, sample
 
-    def state(self, corrupt: int, corrupt_paths: list[str]) -> WorkerState:
-        return WorkerState(corrupt_shards=corrupt, corrupt_paths=list(corrupt_paths), drawn=self.drawn,
+    def state(self, corrupt_paths: list[str], older_corrupt_count: int) -> WorkerState:
+        return WorkerState(corrupt_paths=list(corrupt_paths), corrupt_shards=older_corrupt_count, drawn=self.drawn,
                            species={species: list(at) for species, at in self.positions.items()})
 
 
@@ -175,19 +176,16 @@ class ShardStreamDataset(IterableDataset):
         worker = (physical + self.rotation) % config.workers
         slot = config.rank * config.workers + worker
         saved = self.resume[worker]
-        corrupt = saved.corrupt_shards
         counted = list(saved.corrupt_paths)
         new_corrupt: list[str] = []
 
         def report(position: Position):
             def on_corrupt(entry: ShardEntry, reason: str) -> None:
-                nonlocal corrupt
                 message = f"corrupt shard {entry.path}: {reason}"
                 if config.strict:
                     raise CorruptShardError(message + " (strict data mode)")
                 if position.replaying or entry.path in counted:  # counted before (the state was saved)
                     return
-                corrupt += 1
                 counted.append(entry.path)
                 new_corrupt.append(entry.path)
                 log.warning("%s; skipping the rest of it", message)
@@ -205,10 +203,10 @@ class ShardStreamDataset(IterableDataset):
             meta = dict(sample.meta, key=sample.key, crop=offset, rc=flipped, epoch=epoch) if config.with_meta else None
             rows.append((*split_softmask(raw), sample.meta.get("species"), meta))
             if len(rows) == config.micro_batch:
-                yield self._batch(rows, worker, source.state(corrupt, counted), new_corrupt)
+                yield self._batch(rows, worker, source.state(counted, saved.corrupt_shards), new_corrupt)
                 rows, new_corrupt = [], []
         if rows and not config.drop_last:
-            yield self._batch(rows, worker, source.state(corrupt, counted), new_corrupt)
+            yield self._batch(rows, worker, source.state(counted, saved.corrupt_shards), new_corrupt)
 
     def _batch(self, rows: list[tuple], worker: int, state: WorkerState, new_corrupt: list[str]) -> WorkerBatch:
         codes, softmask, species, metas = zip(*rows)

@@ -108,7 +108,7 @@ class PretrainLoader:
         names = {path for state in self.workers for path in state.corrupt_paths}
         for worker, state in enumerate(self.workers):
             names.update(f"(unnamed {i} of data-parallel rank {self.config.rank}, worker {worker})"
-                         for i in range(state.corrupt_shards - len(state.corrupt_paths)))  # fmt: skip
+                         for i in range(state.corrupt_shards))  # fmt: skip
         return names
 
     @property

@@ -172,7 +172,7 @@ def test_corrupt_shard_counts_survive_resume(synthetic_corpus, tmp_path):
     assert reference.corrupt_shard_names == set(reference.corrupt_shard_paths)  # each once, over the epochs
     older = loader.state_dict()  # as saved before the paths were kept: the counts alone carry over
     for worker in older["worker_states"]:
-        del worker["corrupt_paths"]
+        worker["corrupt_shards"] = len(worker.pop("corrupt_paths"))
     from_older = build()
     from_older.load_state_dict(older)
     assert from_older.corrupt_shards == loader.corrupt_shards > 0
