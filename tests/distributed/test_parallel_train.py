@@ -2,7 +2,8 @@
 
 One single-process run is the reference; TP=2, PP=2 and TP=2 x DP=2 (4 ranks, ZeRO-2) runs see
 the same global batches (samples are keyed by global index) and must reproduce its losses and
-gradient norms. Gradient clipping is off and the lr small: split reductions change the last ulp
+gradient norms (tight before the first update, bounded after it: see BEFORE_UPDATE_REL and
+AFTER_UPDATE_REL). Gradient clipping is off and the lr small: split reductions change the last ulp
 of gradients, and Adam's early steps (about lr x sign(g)) plus the hard merge ranking can amplify
 that; see tests/distributed/test_train_runs.py for the same reasoning under DP.
 """
@@ -40,6 +41,7 @@ def runs(tmp_path_factory):
     pp_config = cpu_pipeline_config(tmp)
     launches = {
         "single": (1, []),
+        "half_batch": (1, ["--micro-batch-size", "1", "--global-batch-size", "2"]),
         "tp2": (2, ["--tensor-model-parallel-size", "2", "--save-interval", "2"]),
         "pp2": (2, ["--pipeline-model-parallel-size", "2", "--ds_config", str(pp_config)]),
         "tp2dp2": (4, ["--tensor-model-parallel-size", "2", "--train-iters", "2"]),
@@ -61,29 +63,38 @@ def runs(tmp_path_factory):
     return out
 
 
+# Iteration 1 runs identical weights on identical samples: a layout changes only the float summation
+# order of its reductions, which moves losses and the gradient norm by at most a few ulps (measured:
+# 1.2e-7 of a loss of 5.3, grad norms equal to the digit, on AVX-512 and on ATen's `default` kernels).
+BEFORE_UPDATE_REL = 1e-5
+# After an optimizer step the weights of two layouts differ by that rounding, and the model's hard
+# choices (the local merge ranking, the AMTM draws) can turn an ulp into a different merge: the
+# measured effect, over ATen's `default`, AVX2 and AVX-512 kernels, is at most 1.5e-3 of a grad norm
+# and 1.6e-4 of a loss in three iterations. A layout bug is a different magnitude: a doubled norm is
+# +100%, counting TP-replicated parameters twice or dropping a rank's share of the batch moves the
+# norm by >10% (the negative control below), so the bound sits between the two.
+AFTER_UPDATE_REL = 2e-2
+
+
+def layout_mismatches(ref: dict, got: dict) -> list[tuple]:
+    """(iteration, key, reference, got) for every logged loss and grad norm of `got` outside the
+    bound of its iteration (the samples of an iteration are the same in every layout)."""
+    out = []
+    for it in sorted(got):
+        bound = BEFORE_UPDATE_REL if it == 1 else AFTER_UPDATE_REL
+        for key in (*KEYS, "grad_norm"):
+            if abs(ref[it][key] - got[it][key]) > bound * abs(ref[it][key]):
+                out.append((it, key, ref[it][key], got[it][key]))
+    return out
+
+
 @pytest.mark.parametrize("layout", ["tp2", "pp2"])
 def test_three_iterations_match_the_single_process_run(runs, layout):
+    """TP=2 and PP=2 (ZeRO-1 pipeline against ZeRO-2): the same losses and gradient norms."""
     ref, got = runs["single"], runs[layout]
     assert sorted(ref) == sorted(got) == list(range(1, ITERS + 1))
     assert ref[1]["loss"] != ref[ITERS]["loss"]
-    for it in ref:
-        for key in KEYS:
-            assert abs(ref[it][key] - got[it][key]) <= 1e-4, (layout, it, key, ref[it][key], got[it][key])
-    # first iteration = the forward of identical weights
-    for key in KEYS:
-        assert abs(ref[1][key] - got[1][key]) <= 1e-5, (layout, key)
-
-
-def test_pp2_gradient_norms_match(runs):
-    """Iteration 1 (identical weights) is PP's own claim: the same forward and backward, so the norm
-    agrees to the last digits. Later iterations follow two optimizer paths (ZeRO-1 pipeline vs
-    ZeRO-2), which differ in the last ulp (iteration 2's loss by ~2e-6 in both latent merge
-    schedules); Adam's early steps and the hard merges amplify that, more with the per_block latent
-    merge (iteration 3: 2.2e-4 relative, against 2.2e-6 with single_layer), so those get 1e-3."""
-    ref, got = runs["single"], runs["pp2"]
-    for it in ref:
-        tolerance = 1e-5 if it == 1 else 1e-3
-        assert abs(ref[it]["grad_norm"] - got[it]["grad_norm"]) <= tolerance * ref[it]["grad_norm"], it
+    assert not layout_mismatches(ref, got), layout
 
 
 def test_tp2_dp2_zero2_gradient_norm_equals_the_single_process_norm(runs):
@@ -91,26 +102,25 @@ def test_tp2_dp2_zero2_gradient_norm_equals_the_single_process_norm(runs):
     every rank; a wrong flag would count replicated parameters twice."""
     ref, got = runs["single"], runs["tp2dp2"]
     assert sorted(got) == [1, 2]
-    for it in got:
-        assert abs(ref[it]["grad_norm"] - got[it]["grad_norm"]) <= 1e-5 * ref[it]["grad_norm"], \
-            (it, ref[it]["grad_norm"], got[it]["grad_norm"])
-        for key in KEYS:
-            assert abs(ref[it][key] - got[it][key]) <= 1e-4, (it, key)
-    assert abs(ref[1]["grad_norm"] - runs["tp2"][1]["grad_norm"]) <= 1e-5 * ref[1]["grad_norm"]
+    assert not layout_mismatches(ref, got)
 
 
 def test_tp2_pp2_first_iteration_matches_the_single_process_run(runs):
     """TP=2 x PP=2 through train.py (4 ranks, ZeRO-1): identical weights give the same losses and
-    gradient norm. Only one iteration: after one Adam step the weights differ from the single
-    process by rounding (up to ~5e-7 here, like TP=2 alone), and the hard merge and AMTM choices
-    can turn that into ~1e-3 of loss at iteration 2 — the TP x PP run's own weights, loaded
-    into one process, reproduce its iteration-2 loss exactly. Its gradients are checked against the
-    unsplit model's in tests/distributed/test_parallel_pp.py."""
+    gradient norm. One iteration keeps the 4-rank launch short; its gradients are checked against
+    the unsplit model's in tests/distributed/test_parallel_pp.py."""
     ref, got = runs["single"], runs["tp2pp2"]
     assert sorted(got) == [1]
-    for key in KEYS:
-        assert abs(ref[1][key] - got[1][key]) <= 1e-5, key
-    assert abs(ref[1]["grad_norm"] - got[1]["grad_norm"]) <= 1e-5 * ref[1]["grad_norm"]
+    assert not layout_mismatches(ref, got)
+
+
+def test_the_bounds_catch_a_wrong_layout(runs):
+    """Negative control: a run that sees only one data-parallel rank's half of every global batch (a
+    wrong shard, or a missing all-reduce) fails at every iteration, and so does a doubled norm."""
+    ref, half = runs["single"], runs["half_batch"]
+    assert {it for it, *_ in layout_mismatches(ref, half)} == set(range(1, ITERS + 1))
+    doubled = {it: {**m, "grad_norm": 2 * m["grad_norm"]} for it, m in runs["tp2"].items()}
+    assert {it for it, *_ in layout_mismatches(ref, doubled)} == set(range(1, ITERS + 1))
 
 
 def test_tp2_checkpoint_resumes_at_tp2_with_identical_losses(runs):
