@@ -7,9 +7,10 @@ start-up, or a run that trains quietly on half-padded or half-dropped samples.
 checks, in order: --micro-batch-size (and --global-batch-size) >= 1; --data is a directory holding
 a prepare.py manifest that lists train shards which exist; --seq-length equals the manifest's
 seq_len (shorter only with --allow-seq-length-crop); --load's `latest`, when there is one, names a
-complete checkpoint. Each failure is one line naming the flag and the path (and, for a missing
-step, the steps that do exist); --species-weights names species the train split holds, with usable
-weights (species_mixing.py).
+complete checkpoint, and a --load without one is --save itself (a first attempt); --save holds no
+earlier run unless this run resumes it (or --start-over moves it aside). Each failure is one line
+naming the flag and the path (and, for a missing step, the steps that do exist); --species-weights
+names species the train split holds, with usable weights (species_mixing.py).
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ def complete_steps(load: Path) -> list[str]:
 
 
 def check_load_dir(load: str | Path) -> None:
-    """--load may be absent or hold no `latest` yet (a first run that will save there); if `latest`
-    exists it must name a complete checkpoint."""
+    """If --load's `latest` exists it must name a complete checkpoint (check_run_history says when
+    --load may have none)."""
     load = Path(load)
     if not load.exists():
         return
@@ -137,6 +138,77 @@ def check_load_dir(load: str | Path) -> None:
     raise TrainingInputError(f"--load {load}: {latest.name} names {tag!r}, which {what}; {have}{hint}")
 
 
+START_OVER_FLAG = "--start-over"
+
+
+def published_tag(directory: Path) -> str | None:
+    latest = directory / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def earlier_run(save: Path) -> str | None:
+    """What of an earlier training run `save` holds (its published checkpoint, complete steps, or logged
+    metrics), said in a few words; None when a run starting there rewinds nothing."""
+    if not save.is_dir():
+        return None
+    tag = published_tag(save)
+    if tag is not None:
+        return f"the checkpoint {tag} (its `latest`)"
+    steps = complete_steps(save)
+    if steps:
+        return f"complete checkpoints ({', '.join(steps)})"
+    metrics = save / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size:
+        return f"{metrics.name} of an earlier run"
+    return None
+
+
+def aside_path(save: Path, now: float | None = None) -> Path:
+    """Where --start-over moves an earlier run: a sibling named after the moment it was moved."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    return save.with_name(f"{save.name}.before-{stamp}")
+
+
+def check_run_history(args: argparse.Namespace) -> None:
+    """A run never rewinds another's history: a --load without a checkpoint is refused unless it is
+    --save itself (a first attempt that will save there, as slurm/ passes on every attempt), and a run
+    that does not resume --save's own checkpoint is refused when --save holds an earlier run, unless
+    --start-over moves that run aside."""
+    save, load = getattr(args, "save", None), getattr(args, "load", None)
+    resumes_save = bool(save and load) and Path(save).resolve() == Path(load).resolve()
+    start_over = getattr(args, "start_over", False)
+    if start_over and resumes_save:
+        raise TrainingInputError(f"{START_OVER_FLAG} with --load {load} equal to --save: moving the run aside "
+                                 "leaves nothing to resume; drop --load to start over, or drop "
+                                 f"{START_OVER_FLAG} to resume")
+    if load and not resumes_save and published_tag(Path(load)) is None:
+        what = "no such directory" if not Path(load).exists() else "holds no checkpoint (no `latest`)"
+        raise TrainingInputError(f"--load {load}: {what}; to start a new run leave --load out (--load equal "
+                                 "to --save is the first-attempt form that resumes once a checkpoint exists)")
+    if not save or (resumes_save and not getattr(args, "finetune", False)):
+        return
+    earlier = earlier_run(Path(save))
+    if earlier is None or start_over:
+        return
+    start = f"--finetune from --load {load}" if getattr(args, "finetune", False) else \
+        (f"from --load {load}" if load else "from scratch")
+    raise TrainingInputError(f"--save {save} holds {earlier}; starting {start} there would rewind it. Resume it "
+                             f"with --load {save}, give a new --save, or pass {START_OVER_FLAG} to move it "
+                             f"aside to {save}.before-<UTC time> first")
+
+
+def move_earlier_run_aside(save: str | Path) -> Path | None:
+    """--start-over: rename --save (when it holds an earlier run) to a fresh sibling; returns it."""
+    save = Path(save)
+    if earlier_run(save) is None:
+        return None
+    aside = aside_path(save)
+    while aside.exists():  # two start-overs within a second
+        aside = aside.with_name(aside.name + "+")
+    save.rename(aside)
+    return aside
+
+
 def check_training_inputs(args: argparse.Namespace) -> None:
     """Every check above, from train.py's parsed flags (`allow_seq_length_crop` may be absent)."""
     check_batch_flags(args)
@@ -148,6 +220,7 @@ def check_training_inputs(args: argparse.Namespace) -> None:
             check_species_weights(args.data, args.species_weights)
     if getattr(args, "load", None):
         check_load_dir(args.load)
+    check_run_history(args)
 
 
 def _launch_rank() -> int:

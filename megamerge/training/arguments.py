@@ -123,8 +123,13 @@ def _optimisation_flags(p: argparse.ArgumentParser) -> None:
 def _checkpoint_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save", default=None, help="checkpoint directory (also receives metrics.jsonl)")
-    g.add_argument("--load", default=None, help="resume from this checkpoint directory's `latest`")
+    g.add_argument("--load", default=None,
+                   help="resume from this checkpoint directory's `latest`; equal to --save, a first attempt "
+                        "that finds no checkpoint yet starts from scratch (as slurm/ launches)")
     g.add_argument("--finetune", action="store_true", help="with --load: weights only, fresh optimizer/data")
+    g.add_argument("--start-over", action="store_true",
+                   help="--save holds an earlier run that this one does not resume: move it aside to "
+                        "<save>.before-<UTC time> first (without this flag such a run is refused)")
     g.add_argument("--save-interval", type=int, default=1000)
     g.add_argument("--exit-interval", type=int, default=None,
                    help="save a checkpoint and exit cleanly once this iteration is reached")

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from megamerge import __version__
-from megamerge.data.corpus_checks import refuse_bad_training_inputs
+from megamerge.data.corpus_checks import START_OVER_FLAG, move_earlier_run_aside, refuse_bad_training_inputs
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.mergedna.flops import peak_flops_per_device
@@ -87,6 +87,8 @@ class Trainer:
         share_cpu_cores()
         logging.basicConfig(level=logging.INFO if self.rank0 else logging.WARNING,
                             format="%(asctime)s megamerge %(levelname)s %(message)s")
+        if args.start_over:
+            self.move_earlier_run_aside()
         self.parallel = initialize_model_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size)
         self.family = family_of_preset(args.model)  # its ModelSpec: what to log, how to evaluate, FLOPs
         self.logged_keys = (*self.family.loss_keys, *self.family.ratio_keys)
@@ -122,6 +124,14 @@ class Trainer:
         if self.args.checkpoint_activations:
             apply_activation_checkpointing(model)
         return model, total_parameters
+
+    def move_earlier_run_aside(self) -> None:
+        """--start-over: rank 0 renames --save's earlier run before any rank reads or writes there."""
+        if self.rank0 and self.args.save:
+            aside = move_earlier_run_aside(self.args.save)
+            if aside is not None:
+                log.info("%s: moved the earlier run in %s aside to %s", START_OVER_FLAG, self.args.save, aside)
+        dist.barrier()
 
     def recorded_args(self) -> dict:
         return {k: v for k, v in vars(self.args).items() if k != "local_rank"}

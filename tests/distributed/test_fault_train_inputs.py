@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import REPO, TORCHRUN, TRAIN, free_port, subprocess_env
+from tests.helpers import REPO, TORCHRUN, TRAIN, free_port, read_metrics, subprocess_env
+from tests.unit.test_fault_prepare import tree
 
 CHECKED_BEFORE_STARTUP_S = 60  # imports only; DeepSpeed's start-up alone took ~100 s in the issue
 
@@ -42,17 +43,45 @@ def test_seq_length_other_than_the_corpus_is_refused_naming_both(synthetic_corpu
     assert "--allow-seq-length-crop" in shorter.stderr
 
 
-def test_deliberate_crop_trains(synthetic_corpus, tmp_path):
-    env_port = str(free_port())
-    proc = subprocess.run([sys.executable, str(TRAIN), "--ds_config", str(REPO / "ds_configs" / "cpu.json"),
-                           "--model", "tiny", "--data", str(synthetic_corpus), "--seq-length", "256",
-                           "--allow-seq-length-crop", "--micro-batch-size", "2", "--global-batch-size", "2",
-                           "--num-workers", "0", "--train-iters", "2", "--eval-interval", "100", "--save", "ck"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+def train_one_process(args: list[str], cwd) -> subprocess.CompletedProcess:
+    """train.py as a plain single process that does train (a launcher's rank variables set)."""
+    return subprocess.run([sys.executable, str(TRAIN), "--ds_config", str(REPO / "ds_configs" / "cpu.json"),
+                           "--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "2",
+                           "--num-workers", "0", "--eval-interval", "100", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600, check=False,
                           env=subprocess_env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                                             MASTER_PORT=env_port))
+                                             MASTER_PORT=str(free_port())))
+
+
+def test_deliberate_crop_trains(synthetic_corpus, tmp_path):
+    proc = train_one_process(["--data", str(synthetic_corpus), "--seq-length", "256", "--allow-seq-length-crop",
+                              "--train-iters", "2", "--save", "ck"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ck" / "latest").read_text() == "global_step2"
+
+
+def test_a_run_never_rewinds_the_save_directory(tmp_path):
+    """Issue 25, item 1, as the issue reproduced it: a mistyped --load (or none) into a --save that
+    holds global_step3 is refused in one line, and ck is left byte for byte; --start-over moves the
+    earlier run aside whole and starts afresh."""
+    mock = ["--mock-data", "--seq-length", "128", "--save-interval", "1"]
+    first = train_one_process([*mock, "--train-iters", "3", "--save", "ck"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = tree(tmp_path / "ck")
+    for load in (["--load", "ck_typo"], []):
+        proc = train_one_process([*mock, "--train-iters", "2", "--save", "ck", *load], tmp_path)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        (line,) = error_lines(proc)
+        assert line.startswith("megamerge/train.py: error: ") and "Traceback" not in proc.stderr, proc.stderr
+        assert ("ck_typo: no such directory" if load else "--save ck holds the checkpoint global_step3") in proc.stderr
+        assert tree(tmp_path / "ck") == before
+
+    over = train_one_process([*mock, "--train-iters", "1", "--save", "ck", "--start-over"], tmp_path)
+    assert over.returncode == 0, over.stderr[-3000:]
+    (aside,) = tmp_path.glob("ck.before-*")
+    assert tree(aside) == before
+    assert (tmp_path / "ck" / "latest").read_text() == "global_step1"
+    assert sorted(read_metrics(tmp_path / "ck")) == [1]
 
 
 def test_missing_data_is_one_line_from_one_of_two_ranks(tmp_path):

@@ -19,7 +19,8 @@ from tests.unit.test_fault_prepare import tree
 
 def flags(**overrides) -> argparse.Namespace:
     values = {"data": None, "mock_data": False, "seq_length": 512, "micro_batch_size": 2,
-              "global_batch_size": None, "load": None, "allow_seq_length_crop": False}
+              "global_batch_size": None, "load": None, "allow_seq_length_crop": False, "save": None,
+              "finetune": False, "start_over": False}
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -82,9 +83,10 @@ def test_seq_length_must_match_the_corpus(synthetic_corpus):
 
 def test_load_whose_latest_names_a_missing_step_lists_the_steps_that_exist(tmp_path):
     load = tmp_path / "ckpt"
-    check_training_inputs(flags(mock_data=True, load=str(load)))  # absent: a first run that will save there
+    first_attempt = {"mock_data": True, "load": str(load), "save": str(load)}
+    check_training_inputs(flags(**first_attempt))  # absent: a first attempt that will save there
     load.mkdir()
-    check_training_inputs(flags(mock_data=True, load=str(load)))  # no `latest` yet
+    check_training_inputs(flags(**first_attempt))  # no `latest` yet
     for step in (100, 20, 300):
         (load / f"global_step{step}").mkdir()
         (load / f"global_step{step}" / COMPLETE_MARKER).write_text("{}\n")
@@ -99,6 +101,7 @@ def test_load_whose_latest_names_a_missing_step_lists_the_steps_that_exist(tmp_p
                                                                                           load=str(load))
     (load / "latest").write_text("global_step300\n")
     check_training_inputs(flags(mock_data=True, load=str(load)))
+    check_training_inputs(flags(**first_attempt))
 
 
 @pytest.mark.parametrize("flag", ["micro_batch_size", "global_batch_size"])
@@ -130,3 +133,66 @@ def test_srun_rank_is_honoured_before_torch_distributed_is_up(tmp_path, capsys, 
         refuse_bad_training_inputs(flags(micro_batch_size=0))
     assert capsys.readouterr().err.startswith("train.py: error (rank 3): ")
     assert Path(tmp_path).exists()
+
+
+def saved_run(save: Path, steps=(1, 2, 3)) -> Path:
+    """A --save directory as train.py leaves it: complete steps, `latest`, metrics."""
+    save.mkdir()
+    for step in steps:
+        (save / f"global_step{step}").mkdir()
+        (save / f"global_step{step}" / COMPLETE_MARKER).write_text("{}\n")
+    (save / "latest").write_text(f"global_step{steps[-1]}")
+    (save / "metrics.jsonl").write_text("".join(f'{{"iteration": {i}}}\n' for i in steps))
+    return save
+
+
+def test_a_load_without_a_checkpoint_is_refused_unless_it_is_the_save_directory(tmp_path):
+    """Issue 25, item 1: a mistyped --load no longer starts from scratch; the first-attempt form
+    (--load = --save, as slurm/ passes) still does."""
+    typo = tmp_path / "ck_typo"
+    assert refused(mock_data=True, load=str(typo), save=str(tmp_path / "new")) == (
+        f"--load {typo}: no such directory; to start a new run leave --load out (--load equal to --save is the "
+        "first-attempt form that resumes once a checkpoint exists)")
+    typo.mkdir()
+    assert refused(mock_data=True, load=str(typo)).startswith(f"--load {typo}: holds no checkpoint (no `latest`)")
+    check_training_inputs(flags(mock_data=True, load=str(typo), save=str(typo)))
+    check_training_inputs(flags(mock_data=True, load=str(typo) + "/", save=str(typo)))  # the same directory
+
+
+@pytest.mark.parametrize("how", ["scratch", "other_load", "finetune_onto_itself"])
+def test_a_run_that_would_rewind_the_save_directory_is_refused(tmp_path, how):
+    """Issue 25, item 1: starting anything but a resume of --save's own run into a --save that holds
+    one is refused, naming what it holds; nothing on disk changes."""
+    ck = saved_run(tmp_path / "ck")
+    other = saved_run(tmp_path / "other", steps=(5,))
+    load = {"scratch": None, "other_load": str(other), "finetune_onto_itself": str(ck)}[how]
+    before = tree(ck)
+    message = refused(mock_data=True, save=str(ck), load=load, finetune=how == "finetune_onto_itself")
+    assert message.startswith(f"--save {ck} holds the checkpoint global_step3 (its `latest`); starting ")
+    assert "would rewind it" in message and f"--load {ck}" in message and "--start-over" in message
+    assert tree(ck) == before
+    check_training_inputs(flags(mock_data=True, save=str(ck), load=str(ck)))  # the resume
+    if how != "finetune_onto_itself":  # that one has nothing left to load once moved (a new --save does)
+        check_training_inputs(flags(mock_data=True, save=str(ck), load=load, start_over=True))
+
+
+def test_metrics_alone_are_an_earlier_run_and_an_empty_save_is_not(tmp_path):
+    save = tmp_path / "run"
+    save.mkdir()
+    check_training_inputs(flags(mock_data=True, save=str(save)))
+    (save / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    assert refused(mock_data=True, save=str(save)).startswith(f"--save {save} holds metrics.jsonl of an earlier run")
+    assert corpus_checks.earlier_run(tmp_path / "absent") is None
+
+
+def test_start_over_moves_the_earlier_run_aside_whole(tmp_path):
+    ck = saved_run(tmp_path / "ck")
+    before = tree(ck)
+    aside = corpus_checks.move_earlier_run_aside(ck)
+    assert aside.parent == tmp_path and aside.name.startswith("ck.before-") and not ck.exists()
+    assert tree(aside) == before
+    saved_run(ck)
+    assert corpus_checks.move_earlier_run_aside(ck) not in (None, aside)  # a second one keeps the first
+    assert tree(aside) == before
+    assert corpus_checks.move_earlier_run_aside(tmp_path / "absent") is None
+    assert "drop --load to start over" in refused(mock_data=True, save=str(ck), load=str(ck), start_over=True)
