@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from data_prep.fasta import InputError
+from megamerge.output_dirs import overlap, swap_in
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "megamerge-shards"
@@ -33,16 +34,9 @@ def check_not_overlapping(out: Path, inputs: list[Path]) -> None:
     target = out.resolve()
     if target.parent == target:
         raise InputError(f"--out {out}: the file system root cannot be an output directory")
-    for given in inputs:
-        source = Path(given).resolve()
-        if target == source:
-            relation = "is"
-        elif target in source.parents:
-            relation = "contains"
-        elif source in target.parents:
-            relation = "lies inside"
-        else:
-            continue
+    found = overlap(out, inputs)
+    if found is not None:
+        relation, given = found
         raise InputError(f"--out {out} {relation} the input {given}; give an output directory outside every "
                          "input (the output is built beside --out and replaces it as a whole)")
 
@@ -129,14 +123,10 @@ def in_place_work_dir(out: Path) -> Path:
 
 def publish_dir(work: Path, out: Path) -> None:
     """Swap the finished build in for `out` (checked by `check_replaceable` before the build)."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists() and any(out.iterdir()) and foreign_entries(out):  # written into while we built
         raise InputError(f"--out {out}: files appeared during the run ({_listing(foreign_entries(out))}); "
                          "nothing was replaced")
-    if out.exists():
-        out.rename(old)
-    work.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(work, out)
 
 
 def publish_in_place(work: Path, out: Path) -> None:

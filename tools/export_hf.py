@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a tools/finetune.py seed directory (OUT/seed<k>): export its backbone and head; "
                              "a LoRA adapter is copied to OUT/lora_adapter for peft to load")
     source.add_argument("--from-hf", type=Path, help="exported HF directory to turn back into a portable one")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output directory: new or empty, outside every input; built beside it and renamed in")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export of this tool at --out (whole, at the end); "
+                             "any other non-empty --out is refused")
     parser.add_argument("--num-labels", type=int, default=2,
                         help="classes of a new sequence/token classification head (default 2)")
     parser.add_argument("--pooling", choices=POOLINGS_EXPORTED, default="mean_tokens",
@@ -42,9 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.model is not None:
-            out = export_to_hf(args.model, args.out, num_labels=args.num_labels, pooling=args.pooling)
+            out = export_to_hf(args.model, args.out, num_labels=args.num_labels, pooling=args.pooling,
+                               overwrite=args.overwrite)
         elif args.finetuned is not None:
-            out = export_finetuned(args.finetuned, args.out)
+            out = export_finetuned(args.finetuned, args.out, overwrite=args.overwrite)
+        elif args.overwrite:
+            parser_error = "--overwrite replaces an earlier Hugging Face export; --from-hf writes a new portable " \
+                           "directory: give an --out that does not exist yet"
+            print(f"export_hf: {parser_error}", file=sys.stderr)
+            return 2
         else:
             out = import_from_hf(args.from_hf, args.out)
     except (FileNotFoundError, ValueError) as e:

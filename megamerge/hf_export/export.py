@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,15 @@ from megamerge.finetune.results import FULL_MODEL_DIR, HEAD_FILE, SPEC_FILE
 from megamerge.hf_export import configuration_carmania, configuration_mergedna
 from megamerge.hf_export.inline_source import inline_modules
 from megamerge.hf_export.tokenizer_files import write_tokenizer
+from megamerge.output_dirs import built_then_published, check_output_dir
 from megamerge.portable import CONFIG, FORMAT, WEIGHTS, read_portable_config, read_portable_weights
 from megamerge.vocabulary import PAD
 
 HF_WEIGHTS = "model.safetensors"
 LORA_ADAPTER_DIR = "lora_adapter"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+EXPORT_ENTRIES = {"config.json", HF_WEIGHTS, LORA_ADAPTER_DIR, *TOKENIZER_FILES}
+GENERATED_MODULE = re.compile(r"(configuration|modeling)_[a-z]+\.py")
 TASK_HEAD_PREFIX = "head."
 
 # Dependency order: a module comes after every module it takes names from.
@@ -102,13 +107,37 @@ def modeling_source(family: str) -> str:
                           relative={f"megamerge.hf_export.{config_name}": config_name}, header=GENERATED_HEADER)
 
 
+def is_hf_export(directory: Path) -> bool:
+    """An earlier export of this module: its config.json carries the portable config, and it holds
+    nothing else than an export writes."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict) or "megamerge_portable" not in config:
+        return False
+    return all(p.name in EXPORT_ENTRIES or GENERATED_MODULE.fullmatch(p.name) for p in directory.iterdir())
+
+
 def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, torch.Tensor] | None = None,
                  num_labels: int = 2, pooling: str = "mean_tokens", task: str = "AutoModel",
-                 config_overrides: dict | None = None, label_scale: tuple[float, float] = (0.0, 1.0)) -> Path:
+                 config_overrides: dict | None = None, label_scale: tuple[float, float] = (0.0, 1.0),
+                 overwrite: bool = False) -> Path:
     """Write the transformers directory of a portable model; `head` ({"head.weight", "head.bias"})
     is a fine-tuned task head stored with the weights, `task` the auto class config.json's
     `architectures` names, `config_overrides` MergeDNAConfig fields a fine-tuning run changed,
-    `label_scale` a regression head's (label mean, label std)."""
+    `label_scale` a regression head's (label mean, label std). `out_dir` is refused when it
+    overlaps the input or holds anything but an earlier export (replaced whole with `overwrite`)."""
+    out = Path(out_dir)
+    check_output_dir(out, [Path(portable_dir)], overwrite, is_hf_export, "tools/export_hf.py")
+    with built_then_published(out) as work:
+        write_hf_dir(portable_dir, work, head, num_labels, pooling, task, config_overrides, label_scale)
+    return out
+
+
+def write_hf_dir(portable_dir: str | Path, out: Path, head: dict[str, torch.Tensor] | None, num_labels: int,
+                 pooling: str, task: str, config_overrides: dict | None, label_scale: tuple[float, float]) -> None:
+    """export_to_hf's files, written into the (new, empty) directory `out`."""
     portable = read_portable_config(portable_dir)
     portable["model_config"] = {**portable["model_config"], **(config_overrides or {})}
     family = portable["family"]
@@ -123,8 +152,6 @@ def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, 
         del classes["AutoModelForTokenClassification"]  # the per-base head runs through the decoders
     if family == "carmania" and task == "AutoModel":
         task = "AutoModelForCausalLM"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     extra = {"pooling": pooling, "num_labels": num_labels, "label_mean": label_scale[0], "label_std": label_scale[1]} \
         if family == "mergedna" else {"pad_token_id": PAD}
     config = getattr(spec.config_module, spec.config_class)(
@@ -138,13 +165,14 @@ def export_to_hf(portable_dir: str | Path, out_dir: str | Path, head: dict[str, 
     shutil.copyfile(inspect.getsourcefile(spec.config_module), out / f"configuration_{family}.py")
     (out / f"modeling_{family}.py").write_text(source)
     write_tokenizer(out, max_length=int(portable.get("seq_length", 4096) or 4096))
-    return out
 
 
-def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str | Path | None = None) -> Path:
+def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str | Path | None = None,
+                     overwrite: bool = False) -> Path:
     """Export a tools/finetune.py run (OUT/seed<k>/): the backbone it fine-tuned (full: its own copy;
     lora and probe: the portable model it started from, or `model_dir`) with its task head. A LoRA
-    adapter is copied as peft saved it into out_dir/lora_adapter, for PeftModel.from_pretrained."""
+    adapter is copied as peft saved it into out_dir/lora_adapter, for PeftModel.from_pretrained.
+    `out_dir` follows export_to_hf's rules, with the seed directory and the backbone as inputs."""
     seed_dir = Path(seed_dir)
     spec_path = seed_dir / SPEC_FILE
     if not spec_path.is_file():
@@ -163,12 +191,14 @@ def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str |
     task = "AutoModelForTokenClassification" if spec["task_type"] == "per_base" else \
         "AutoModelForSequenceClassification"
     label_scale = (spec["label_mean"], spec["label_std"]) if spec["task_type"] == "regression" else (0.0, 1.0)
-    out = export_to_hf(backbone, out_dir, head=head, pooling=spec["pooling"], task=task, config_overrides=overrides,
-                       label_scale=label_scale)
-    if spec["method"] == "lora":  # peft's own files, unchanged: PeftModel.from_pretrained(model, out / "lora_adapter")
-        (out / LORA_ADAPTER_DIR).mkdir(exist_ok=True)
-        for name in ("adapter_config.json", "adapter_model.safetensors"):
-            shutil.copyfile(seed_dir / name, out / LORA_ADAPTER_DIR / name)
+    out = Path(out_dir)
+    check_output_dir(out, [seed_dir, backbone], overwrite, is_hf_export, "tools/export_hf.py")
+    with built_then_published(out) as work:
+        write_hf_dir(backbone, work, head, 2, spec["pooling"], task, overrides, label_scale)
+        if spec["method"] == "lora":  # peft's own files, unchanged: PeftModel.from_pretrained(model, out / "lora_adapter")
+            (work / LORA_ADAPTER_DIR).mkdir()
+            for name in ("adapter_config.json", "adapter_model.safetensors"):
+                shutil.copyfile(seed_dir / name, work / LORA_ADAPTER_DIR / name)
     return out
 
 
@@ -186,11 +216,12 @@ def import_from_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
     weights = hf / HF_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
-    state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith(TASK_HEAD_PREFIX)}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, [hf], False, lambda _: False, "tools/export_hf.py --from-hf")
+    state = {k: v for k, v in load_file(str(weights)).items() if not k.startswith(TASK_HEAD_PREFIX)}
     portable = config["megamerge_portable"]
-    save_file(state, str(out / WEIGHTS), metadata={"format": FORMAT, "family": portable["family"]})
-    (out / CONFIG).write_text(json.dumps(portable, indent=1) + "\n")
-    read_portable_config(out)  # the written directory must read back
+    with built_then_published(out) as work:
+        save_file(state, str(work / WEIGHTS), metadata={"format": FORMAT, "family": portable["family"]})
+        (work / CONFIG).write_text(json.dumps(portable, indent=1) + "\n")
+        read_portable_config(work)  # the written directory must read back
     return out
