@@ -12,6 +12,8 @@ import pytest
 from tests.distributed.workers.tensor_parallel_carmania import CFG
 from tests.helpers import run_workers
 
+pytestmark = pytest.mark.layout_equivalence
+
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):

@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers import TINY_ARGS, describe, read_metrics, run_train, run_workers
 
+pytestmark = pytest.mark.layout_equivalence
+
 EXTENSIONS = {"rotary_merge": True, "merge_selection": "global_rank", "amtm_normalization": "per_masked_base",
               "size_proportional_attention": False, "latent_merge_schedule": "single_layer"}
 EXTENSION_FLAGS = ["--merge-rule", "rotary", "--merge-selection", "global_rank",

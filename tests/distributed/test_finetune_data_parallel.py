@@ -23,6 +23,8 @@ import pytest
 from tests.helpers import REPO, TORCHRUN, describe, free_port, subprocess_env
 from tests.unit.finetune_tasks import gc_task, micro_mergedna
 
+pytestmark = pytest.mark.layout_equivalence
+
 # Float32 summation order moves a sum of n terms by ~n x 6e-8 of its largest term; the gradients
 # here sum at most a few thousand products, so 1e-5 of the largest gradient bounds the reordering
 # with margin, while a missing all-reduce or a doubled sum is off by tens of percent of it.

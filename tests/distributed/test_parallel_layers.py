@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import run_workers
 
+pytestmark = pytest.mark.layout_equivalence
+
 EXACT = 1e-12  # float64 throughout: an all-reduce of 2 terms is exact up to rounding of one addition
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import run_workers
 
+pytestmark = pytest.mark.layout_equivalence
+
 LAYOUTS = {"pp2": (1, 2, 1.0), "tp2pp2": (2, 2, 1.0), "pp2_softmask": (1, 2, 0.1)}  # tp, pp, soft-mask weight
 
 

@@ -14,6 +14,8 @@ import pytest
 from tests.distributed.workers.tensor_parallel_mergedna import ITERS
 from tests.helpers import run_workers
 
+pytestmark = pytest.mark.layout_equivalence
+
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):

@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import REPO, TINY_ARGS, describe, read_metrics, run_train
 
+pytestmark = pytest.mark.layout_equivalence
+
 ITERS = 3
 COMMON = [*TINY_ARGS, "--seq-length", "128", "--micro-batch-size", "2", "--global-batch-size", "4",
           "--train-iters", str(ITERS), "--lr", "2e-4", "--clip-grad", "0", "--eval-interval", "100",

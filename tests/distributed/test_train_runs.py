@@ -24,6 +24,7 @@ from tests.helpers import (
 )
 
 
+@pytest.mark.layout_equivalence
 def test_two_rank_zero2_matches_one_rank_with_the_same_global_batch(tmp_path):
     """Global batch 4: 1 rank x micro 2 x accumulation 2 against 2 ranks x micro 2 x accumulation 1.
 
