@@ -62,7 +62,9 @@ def _client_state(state: dict) -> dict:
     return {k: v for k, v in state.items() if k not in ("module", "optimizer", "param_shapes", "rank_states")}
 
 
-def find_checkpoint(load_dir: str | Path, tag: str | None = None) -> CheckpointFiles:
+def find_checkpoint(load_dir: str | Path, tag: str | None = None, with_optimizer: bool = True) -> CheckpointFiles:
+    """The files of `tag` (default: `latest`); ConversionError names a missing one (the optimizer
+    partitions only `with_optimizer`)."""
     load_dir = Path(load_dir)
     tag = resolve_tag(load_dir, tag)
     directory = load_dir / tag
@@ -79,7 +81,7 @@ def find_checkpoint(load_dir: str | Path, tag: str | None = None) -> CheckpointF
     missing = []
     for m in range(tp * pp):
         files.model_states[m] = directory / f"mp_rank_{m:02d}_model_states.pt"
-        for d in range(dp):
+        for d in range(dp if with_optimizer else 0):
             files.optim_states[(m, d)] = directory / f"{prefix}_{d}_mp_rank_{m:02d}_optim_states.pt"
     missing += [p for p in files.model_states.values() if not p.is_file()]
     missing += [p for p in files.optim_states.values() if not p.is_file()]

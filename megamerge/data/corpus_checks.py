@@ -29,7 +29,7 @@ from megamerge.data.species_mixing import (
     resolve_species_weights,
     train_samples_by_species,
 )
-from megamerge.training.checkpointing import COMPLETE_MARKER
+from megamerge.training.checkpointing import COMPLETE_MARKER, WEIGHTS_ONLY_MARKER
 
 CROP_FLAG = "--allow-seq-length-crop"
 STEP_DIR = re.compile(r"global_step(\d+)")
@@ -117,9 +117,10 @@ def complete_steps(load: Path) -> list[str]:
     return [p.name for p in sorted(tags, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))]
 
 
-def check_load_dir(load: str | Path) -> None:
-    """If --load's `latest` exists it must name a complete checkpoint (check_run_history says when
-    --load may have none)."""
+def check_load_dir(load: str | Path, weights_only: bool = False) -> None:
+    """If --load's `latest` exists it must name a complete checkpoint whose every file is there and
+    reads (the converter's own check; the optimizer partitions only when they will be loaded);
+    check_run_history says when --load may have none."""
     load = Path(load)
     if not load.exists():
         return
@@ -129,13 +130,34 @@ def check_load_dir(load: str | Path) -> None:
     if not latest.is_file():
         return
     tag = latest.read_text().strip()
-    if (load / tag / COMPLETE_MARKER).is_file():
-        return
-    what = "does not exist" if not (load / tag).is_dir() else f"is incomplete (no {COMPLETE_MARKER} marker)"
-    steps = complete_steps(load)
-    have = f"complete checkpoints here: {', '.join(steps)}" if steps else "no complete checkpoint is here"
+    if not (load / tag).is_dir():
+        what = "does not exist"
+    elif not (load / tag / COMPLETE_MARKER).is_file():
+        what = f"is incomplete (no {COMPLETE_MARKER} marker)"
+    else:
+        damage = damaged_file(load, tag, weights_only or (load / tag / WEIGHTS_ONLY_MARKER).is_file())
+        if damage is None:
+            return
+        what = f"is damaged ({damage})"
+    steps = [step for step in complete_steps(load) if step != tag]
+    have = f"other complete checkpoints here: {', '.join(steps)}" if steps else "no other complete checkpoint is here"
     hint = f" (write one of them into {latest} to resume from it)" if steps else ""
     raise TrainingInputError(f"--load {load}: {latest.name} names {tag!r}, which {what}; {have}{hint}")
+
+
+def damaged_file(load: Path, tag: str, weights_only: bool) -> str | None:
+    """Why one of the checkpoint's files cannot be loaded (missing, truncated, not DeepSpeed's), or None."""
+    from megamerge.checkpoint_conversion import ConversionError
+    from megamerge.checkpoint_conversion.discovery import find_checkpoint
+    from megamerge.checkpoint_conversion.safe_load import load_deepspeed_file
+
+    try:
+        files = find_checkpoint(load, tag, with_optimizer=not weights_only)
+        for path in (*files.model_states.values(), *files.optim_states.values()):
+            load_deepspeed_file(path)
+    except ConversionError as e:
+        return str(e)
+    return None
 
 
 START_OVER_FLAG = "--start-over"
@@ -218,9 +240,9 @@ def check_training_inputs(args: argparse.Namespace) -> None:
         check_seq_length(args.data, manifest, args.seq_length, getattr(args, "allow_seq_length_crop", False))
         if getattr(args, "species_weights", None) is not None:
             check_species_weights(args.data, args.species_weights)
-    if getattr(args, "load", None):
-        check_load_dir(args.load)
     check_run_history(args)
+    if getattr(args, "load", None):
+        check_load_dir(args.load, weights_only=getattr(args, "finetune", False))
 
 
 def _launch_rank() -> int:

@@ -63,7 +63,7 @@ def test_deliberate_crop_trains(synthetic_corpus, tmp_path):
 def test_a_run_never_rewinds_the_save_directory(tmp_path):
     """Issue 25, item 1, as the issue reproduced it: a mistyped --load (or none) into a --save that
     holds global_step3 is refused in one line, and ck is left byte for byte; --start-over moves the
-    earlier run aside whole and starts afresh."""
+    earlier run aside whole and starts afresh. Then item 2 on the run moved aside."""
     mock = ["--mock-data", "--seq-length", "128", "--save-interval", "1"]
     first = train_one_process([*mock, "--train-iters", "3", "--save", "ck"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -82,6 +82,15 @@ def test_a_run_never_rewinds_the_save_directory(tmp_path):
     assert tree(aside) == before
     assert (tmp_path / "ck" / "latest").read_text() == "global_step1"
     assert sorted(read_metrics(tmp_path / "ck")) == [1]
+
+    # Issue 25, item 2: a damaged step of a real checkpoint is one line naming the file, not two tracebacks.
+    damaged = aside / "global_step3" / "mp_rank_00_model_states.pt"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    resume = train_one_process([*mock, "--train-iters", "4", "--save", str(aside), "--load", str(aside)], tmp_path)
+    assert resume.returncode == 2, resume.stderr[-3000:]
+    (line,) = error_lines(resume)
+    assert f"which is damaged ({damaged}: truncated or corrupt checkpoint file" in line, resume.stderr
+    assert "other complete checkpoints here: global_step1, global_step2" in line and "Traceback" not in resume.stderr
 
 
 def test_missing_data_is_one_line_from_one_of_two_ranks(tmp_path):

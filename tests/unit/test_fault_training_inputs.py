@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from megamerge.data import corpus_checks
 from megamerge.data.corpus_checks import TrainingInputError, check_training_inputs, refuse_bad_training_inputs
@@ -88,12 +89,11 @@ def test_load_whose_latest_names_a_missing_step_lists_the_steps_that_exist(tmp_p
     load.mkdir()
     check_training_inputs(flags(**first_attempt))  # no `latest` yet
     for step in (100, 20, 300):
-        (load / f"global_step{step}").mkdir()
-        (load / f"global_step{step}" / COMPLETE_MARKER).write_text("{}\n")
+        complete_step(load, step)
     (load / "global_step400").mkdir()  # torn: no marker
     (load / "latest").write_text("global_step500")
     message = refused(mock_data=True, load=str(load))
-    assert message == (f"--load {load}: latest names 'global_step500', which does not exist; complete "
+    assert message == (f"--load {load}: latest names 'global_step500', which does not exist; other complete "
                        f"checkpoints here: global_step20, global_step100, global_step300 (write one of them into "
                        f"{load / 'latest'} to resume from it)")
     (load / "latest").write_text("global_step400\n")
@@ -135,12 +135,22 @@ def test_srun_rank_is_honoured_before_torch_distributed_is_up(tmp_path, capsys, 
     assert Path(tmp_path).exists()
 
 
+def complete_step(load: Path, step: int) -> Path:
+    """A checkpoint step as the loader checks it: the marker, and a model-states and an optimizer
+    file that torch reads (the client state of a 1-rank layout, no tensors)."""
+    directory = load / f"global_step{step}"
+    directory.mkdir(parents=True)
+    torch.save({"layout": {"tp": 1, "pp": 1, "dp": 1}, "model_config": {}}, directory / "mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {}}, directory / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (directory / COMPLETE_MARKER).write_text("{}\n")
+    return directory
+
+
 def saved_run(save: Path, steps=(1, 2, 3)) -> Path:
     """A --save directory as train.py leaves it: complete steps, `latest`, metrics."""
     save.mkdir()
     for step in steps:
-        (save / f"global_step{step}").mkdir()
-        (save / f"global_step{step}" / COMPLETE_MARKER).write_text("{}\n")
+        complete_step(save, step)
     (save / "latest").write_text(f"global_step{steps[-1]}")
     (save / "metrics.jsonl").write_text("".join(f'{{"iteration": {i}}}\n' for i in steps))
     return save
@@ -196,3 +206,22 @@ def test_start_over_moves_the_earlier_run_aside_whole(tmp_path):
     assert tree(aside) == before
     assert corpus_checks.move_earlier_run_aside(tmp_path / "absent") is None
     assert "drop --load to start over" in refused(mock_data=True, save=str(ck), load=str(ck), start_over=True)
+
+
+def test_a_damaged_step_is_named_with_the_other_complete_steps(tmp_path):
+    """Issue 25, item 2: the converter's file check, before DeepSpeed loads anything: a truncated
+    model-states file or a missing optimizer partition is one line naming the file; the optimizer
+    files are not needed (nor checked) when --finetune loads weights only."""
+    ck = saved_run(tmp_path / "ck")
+    step3 = ck / "global_step3"
+    optimizer = step3 / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    optimizer.unlink()
+    message = refused(mock_data=True, load=str(ck), save=str(ck))
+    assert message.startswith(f"--load {ck}: latest names 'global_step3', which is damaged ({step3}: missing "
+                              f"checkpoint shard(s) {optimizer.name} (the checkpoint was written at TP=1 PP=1 DP=1)); "
+                              "other complete checkpoints here: global_step1, global_step2 (write one of them into ")
+    check_training_inputs(flags(mock_data=True, load=str(ck), save=str(tmp_path / "new"), finetune=True))
+    model_states = step3 / "mp_rank_00_model_states.pt"
+    model_states.write_bytes(model_states.read_bytes()[:40])
+    message = refused(mock_data=True, load=str(ck), save=str(tmp_path / "new"), finetune=True)
+    assert f"which is damaged ({model_states}: truncated or corrupt checkpoint file (" in message
