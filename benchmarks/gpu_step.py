@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import torch
 
-from megamerge.models.mergedna.flops import peak_flops_per_device, training_flops_per_sequence
+from megamerge.models.mergedna.flops import training_flops_per_sequence
 from megamerge.models.registry import family_of_preset
 from megamerge.parallel import initialize_model_parallel
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
@@ -20,6 +20,7 @@ from megamerge.training.distributed import init_distributed
 from megamerge.training.ds_config import resolve_ds_config
 from megamerge.training.engine import build_engine
 from megamerge.training.model_from_flags import model_config
+from megamerge.training.peak_flops import peak_flops_per_device
 
 PROFILED_PARTS = {  # report row -> predicate on (module name, module)
     "local attention": lambda n, m: n.startswith(("local_encoder.blocks", "local_decoder.blocks"))

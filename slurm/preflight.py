@@ -99,7 +99,7 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
               f"1F1B bubble; a smaller MICRO_BATCH raises the count", file=sys.stderr)
     if has_cuda:
         name = torch.cuda.get_device_name()
-        from megamerge.models.mergedna.flops import peak_flops_per_device
+        from megamerge.training.peak_flops import peak_flops_per_device
 
         peak = peak_flops_per_device(args.peak_tflops, name)
         if peak:

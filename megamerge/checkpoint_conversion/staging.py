@@ -7,10 +7,10 @@ leaves nothing behind.
 
 from __future__ import annotations
 
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
+
+from megamerge.output_dirs import built_then_published
 
 from .errors import ConversionError
 
@@ -24,15 +24,5 @@ def check_output_free(out: Path) -> None:
 def staging_dir(out: str | Path):
     out = Path(out)
     check_output_free(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.is_dir():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with built_then_published(out) as work:
+        yield work

@@ -31,6 +31,9 @@ class ModelSpec:
     tensor_parallel_blocks: Callable[[nn.Module], list]
     # cfg -> the ordered pipeline layers (mergedna/pipeline_layers.py); None: no pipeline stages.
     pipeline_layers: Callable[[object], list] | None = None
+    # (model, parallel state) -> the family's parallel.pipeline.PipelineDriver over this rank's stage
+    # (mergedna/pipeline.py); None with pipeline_layers.
+    pipeline: Callable[[nn.Module, object], object] | None = None
     # The family's paper recipe for train.py's optimiser flags (argument dest -> value); a flag given
     # on the command line wins (training/arguments.py).
     training_defaults: dict | None = None

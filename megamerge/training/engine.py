@@ -3,9 +3,9 @@ the portable -> DeepSpeed converter, so a converted checkpoint has exactly the p
 and shard layout that training writes and loads.
 
 Without pipeline stages the engine wraps `PretrainingObjective(model)`; with them it wraps the
-stage's `PipelineModule` and `MergeDNAPipeline` drives it. This is the one place that decides
-which: afterwards only `Trainer.train_step` tells the two apart (evaluation gets its forward
-pass from `eval_forward`)."""
+stage's `PipelineModule`, which the family's pipeline driver (its spec's `pipeline`) builds and
+drives. This is the one place that decides which: afterwards only `Trainer.train_step` tells the
+two apart (evaluation gets its forward pass from `eval_forward`)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from megamerge.models.registry import family_of_model
 from megamerge.parallel import ModelParallelUnit
-from megamerge.parallel.pipeline import OUTPUT_KEYS as PIPELINE_OUTPUT_KEYS
-from megamerge.parallel.pipeline import MergeDNAPipeline
+from megamerge.parallel.pipeline import PipelineDriver
 from megamerge.training.objective import PretrainingObjective
 
 
 @dataclass(frozen=True)
 class BuiltEngine:
     engine: object  # deepspeed's DeepSpeedEngine, or its PipelineEngine with pipeline stages
-    pipeline: MergeDNAPipeline | None  # None: no pipeline stages (PP = 1)
+    pipeline: PipelineDriver | None  # None: no pipeline stages (PP = 1)
     # (input_ids, seeds) -> the loss dict of compute_losses, for evaluation (no gradient)
     eval_forward: Callable[[torch.Tensor, torch.Tensor], dict]
 
@@ -41,11 +41,11 @@ def build_engine(model: nn.Module, parallel, ds_config: dict, device: torch.devi
         return BuiltEngine(engine, None, engine)
     # TP shards travel whole between stages (no pipe/grad partitioning over the TP group).
     ds_config.setdefault("pipeline", {}).update(pipe_partitioned=False, grad_partitioned=False)
-    pipeline = MergeDNAPipeline(model, parallel)  # the engine moves only this stage's layers to the device
+    pipeline = family_of_model(model).pipeline(model, parallel)  # the engine moves only this stage's layers to the device
     engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
                                            model_parameters=list(pipeline.module.parameters()))
 
     def eval_forward(input_ids: torch.Tensor, seeds: torch.Tensor) -> dict:
-        return dict(zip(PIPELINE_OUTPUT_KEYS, pipeline.eval_step(engine, input_ids, seeds)))
+        return dict(zip(pipeline.output_keys, pipeline.eval_step(engine, input_ids, seeds)))
 
     return BuiltEngine(engine, pipeline, eval_forward)

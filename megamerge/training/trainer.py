@@ -30,7 +30,6 @@ from megamerge import __version__
 from megamerge.data.corpus_checks import START_OVER_FLAG, move_earlier_run_aside, refuse_bad_training_inputs
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.common.losses import softmask_base_weights
-from megamerge.models.mergedna.flops import peak_flops_per_device
 from megamerge.models.registry import family_of_preset
 from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
 from megamerge.training import checkpointing, evaluation
@@ -48,6 +47,7 @@ from megamerge.training.engine import build_engine
 from megamerge.training.lr_schedule import learning_rate
 from megamerge.training.metrics import IntervalMeans, MetricsLogger, Progress
 from megamerge.training.model_from_flags import check_parallel_layout, method_flag_names, model_config
+from megamerge.training.peak_flops import peak_flops_per_device
 from megamerge.training.run_state import RunState
 from megamerge.training.signals import Stop, StopRequest
 

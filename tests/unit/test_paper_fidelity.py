@@ -363,8 +363,8 @@ def test_losses_are_finite_and_latent_mtr_leaves_the_local_encoder_alone(option,
 
 def test_evaluation_reads_the_masked_base_mean_in_both_pipelines():
     """Perplexity and masked-base accuracy stay per base whatever the AMTM normalisation."""
+    from megamerge.models.mergedna.pipeline import OUTPUT_KEYS
     from megamerge.models.mergedna.spec import MERGEDNA_SPEC
-    from megamerge.parallel.pipeline import OUTPUT_KEYS
 
     assert MERGEDNA_SPEC.eval_loss == "amtm_per_base" and "amtm_per_base" in OUTPUT_KEYS
     assert MERGEDNA_SPEC.eval_loss in _tiny().compute_losses(_ids(1, 64))

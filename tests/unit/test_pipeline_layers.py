@@ -9,13 +9,14 @@ import torch
 
 from megamerge.checkpoint_conversion.parameter_names import pipeline_name_map
 from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.mergedna.pipeline import PIPE_CLASSES
 from megamerge.models.mergedna.pipeline_layers import (
     LATENT_ENCODER_BLOCK,
     LATENT_ENCODER_NORM,
     latent_merge_layer_indices,
     pipeline_layers,
 )
-from megamerge.parallel.pipeline import PIPE_CLASSES, pipeline_layer_count
+from megamerge.parallel.pipeline import pipeline_layer_count
 
 
 def _meta_model(**overrides) -> MergeDNA:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from megamerge.models.mergedna.config import MergeDNAConfig
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "A100": 312.0}
-
 
 def block_forward_flops(cfg: MergeDNAConfig, length: float, attended: float) -> float:
     """One Transformer block over `length` tokens, each attending to `attended` keys."""
@@ -53,17 +51,6 @@ def latent_merge_widths(cfg: MergeDNAConfig, l: float, k: float) -> list[float]:
         return [l - i * (l - k) / n for i in range(n)]
     m = cfg.latent_merge_layer
     return [l] * m + [k] * (n - m)
-
-
-def peak_flops_per_device(override_tflops: float | None, device_name: str | None) -> float | None:
-    """Peak dense FLOP/s: --peak-tflops if given, else by GPU name; None (MFU null) on CPU."""
-    if override_tflops is not None:
-        return override_tflops * 1e12
-    if device_name:
-        for key, tflops in PEAK_BF16_TFLOPS.items():
-            if key in device_name:
-                return tflops * 1e12
-    return None
 
 
 def training_flops_per_sequence(cfg: MergeDNAConfig, n: int, means: dict) -> float:

@@ -23,8 +23,13 @@ class LatentDecoder(nn.Module):
         )
 
     def forward(self, state: TokenState) -> TokenState:
-        rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
-        x = state.x
         for block in self.blocks:
-            x = block(x, rope, state.valid)
-        return replace(state, x=x)
+            state = latent_decoder_step(self.cfg, block, state)
+        return state
+
+
+def latent_decoder_step(cfg: MergeDNAConfig, block: nn.Module, state: TokenState) -> TokenState:
+    """One latent-decoder block (RoPE at the token positions, the block): LatentDecoder.forward and
+    the pipeline's decoder stages run this."""
+    rope = rope_angles(state.pos, cfg.head_dim, cfg.rope_theta)
+    return replace(state, x=block(state.x, rope, state.valid))

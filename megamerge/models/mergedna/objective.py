@@ -1,5 +1,5 @@
 """MergeDNA's three-pass pre-training objective, in the pieces that both `MergeDNA.compute_losses`
-(the whole model in one process) and the pipeline stages (megamerge/parallel/pipeline.py, the
+(the whole model in one process) and the pipeline stages (megamerge/models/mergedna/pipeline.py, the
 model cut across processes) call, so a change to a draw, a merge rule or a loss is made once:
 
     token_targets        how many tokens L_b the Local Encoder merges each sample to

@@ -1,5 +1,5 @@
 """The one ordered list of MergeDNA's pipeline layers. Everything that depends on the layer
-order derives from it: the DeepSpeed `PipelineModule` (megamerge/parallel/pipeline.py), the
+order derives from it: the DeepSpeed `PipelineModule` (megamerge/models/mergedna/pipeline.py), the
 checkpoint converter's parameter names, the layer count checked against `--pipeline-model-
 parallel-size`, and the memory estimator's per-layer parameters.
 

@@ -16,6 +16,12 @@ def _tensor_parallel_blocks(model: MergeDNA) -> list:
     return [*model.latent_encoder.blocks, *model.latent_decoder.blocks]
 
 
+def _pipeline(model: MergeDNA, parallel):
+    from megamerge.models.mergedna.pipeline import MergeDNAPipeline  # late: it imports the registry
+
+    return MergeDNAPipeline(model, parallel)
+
+
 MERGEDNA_SPEC = ModelSpec(
     name="mergedna", config_class=MergeDNAConfig, model_class=MergeDNA, presets=PRESETS,
     loss_keys=("loss", "mtr", "latent_mtr", "amtm"),
@@ -26,4 +32,5 @@ MERGEDNA_SPEC = ModelSpec(
     tensor_parallel_blocks=_tensor_parallel_blocks,
     training_defaults=TRAINING_DEFAULTS,
     pipeline_layers=pipeline_layers,
+    pipeline=_pipeline,
 )

@@ -44,8 +44,8 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None, soft
     import deepspeed
     import torch.distributed as dist
 
+    from megamerge.models.mergedna.pipeline import MergeDNAPipeline
     from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
-    from megamerge.parallel.pipeline import MergeDNAPipeline
     from megamerge.parallel.tensor_parallel import gather_full
     from megamerge.training.distributed import init_distributed
 
