@@ -11,8 +11,9 @@ gpu  flash-attn (local windows and full attention alike) keeps the unpadded q, k
      and the log-sum-exp: O(tokens) whatever the span. The output is scattered back into a padded
      [B, L, H, hd] tensor, which wo keeps as well. RMSNorm is a fused kernel (apex, or torch's
      CUDA rms_norm): it keeps its input and 1/rms.
-cpu  full attention takes SDPA's fused flash kernel for CPU: q, k, v, output (wo's input is a
-     view of it) and the log-sum-exp. The blocked local attention keeps only q, k and v (its
+cpu  full attention takes SDPA's fused flash kernel for CPU without a mask (the key-column form,
+     full_attention.py): q, k, v and the output at the padded head dim, the log-sum-exp, and the
+     output's first hd columns copied for wo. The blocked local attention keeps only q, k and v (its
      backward recomputes the attention chunk by chunk) and its output is copied for wo.
      RMSNorm is composed of elementwise ops and also keeps x / rms (its weight's gradient).
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from megamerge.models.common.full_attention import key_column_head_dim
 from megamerge.models.common.local_attention import default_block
 from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.objective import latent_token_count
@@ -132,8 +134,9 @@ def attention_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: K
     heads, width = cfg.n_heads / tp, cfg.dim / tp  # this rank's heads and their total width
     if k.device == "gpu":  # flash-attn: q, k, v, out unpadded; the padded out (wo's input); lse
         return tokens * (5 * width * k.nbytes + heads * FP32)
-    if not local:  # SDPA flash for CPU: q, k, v, out (= wo's input), lse
-        return tokens * (4 * width * k.nbytes + heads * FP32)
+    if not local:  # SDPA flash for CPU, key-column form (see the module docstring)
+        padded = heads * key_column_head_dim(cfg.head_dim)
+        return tokens * ((4 * padded + width) * k.nbytes + heads * FP32)
     return tokens * 4 * width * k.nbytes  # blocked kernel: q, k, v; the output reshaped for wo
 
 

@@ -7,7 +7,6 @@ from megamerge.models.common.local_attention import (
     blocked_local_attention,
     dense_local_attention_reference,
     flash_attn_available,
-    full_attention,
     local_attention,
 )
 
@@ -66,17 +65,6 @@ def test_padding_keys_are_never_attended():
     v2[:, :, 30:] = 1e3  # changing padded values must not move valid outputs
     out2 = blocked_local_attention(q, k, v2, valid, 16, 16)
     assert torch.equal(out[:, :, :30], out2[:, :, :30])
-
-
-def test_full_attention_ignores_padding_and_survives_empty_rows():
-    q, k, v = _qkv(2, 2, 12, 8)
-    valid = torch.ones(2, 12, dtype=torch.bool)
-    valid[1, 5:] = False
-    out = full_attention(q, k, v, valid)
-    ref = full_attention(q[1:, :, :5], k[1:, :, :5], v[1:, :, :5], valid[1:, :5])
-    assert torch.allclose(out[1:, :, :5], ref, atol=1e-6)
-    empty = torch.zeros(1, 12, dtype=torch.bool)
-    assert torch.isfinite(full_attention(q[:1], k[:1], v[:1], empty)).all()
 
 
 def test_grouped_query_heads_are_shared():

@@ -210,7 +210,7 @@ def test_amtm_normalisations_differ_by_bases_per_masked_token_in_the_model():
 # ------------------------------------------------------------------------------ latent attention
 def test_size_proportional_attention_equals_attending_to_every_merged_constituent():
     """ToMe's property: a key of size s with log(s) added weighs as s copies of itself would."""
-    from megamerge.models.common.local_attention import full_attention
+    from megamerge.models.common.full_attention import full_attention
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn(1, 2, 3, 8, generator=g, dtype=torch.float64)

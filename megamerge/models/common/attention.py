@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from megamerge.models.common.local_attention import full_attention, local_attention
+from megamerge.models.common.full_attention import full_attention
+from megamerge.models.common.local_attention import local_attention
 from megamerge.models.common.rope import apply_rope
 
 

@@ -246,25 +246,3 @@ def local_attention(q, k, v, key_valid, left: int, right: int) -> torch.Tensor:
     if _kernel == "flex" and q.is_cuda:
         return flex_local_attention(q, k, v, key_valid, left, right)
     return blocked_local_attention(q, k, v, key_valid, left, right)
-
-
-def full_attention(q, k, v, key_valid, causal: bool = False, key_bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Full (global) attention over the valid keys: flash-attn when possible, else SDPA. key_bias
-    [B, L] is added to every query's logit for that key (ToMe's size-proportional attention: log of
-    the key's size); flash-attn takes no bias, so SDPA runs then."""
-    if key_bias is None and _use_flash(q):
-        return _flash_varlen_attention(q, k, v, key_valid, (-1, -1), causal=causal)
-    if k.shape[1] != q.shape[1]:
-        rep = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
-    # Valid tokens are a prefix, so key 0 is valid whenever any is; forcing it on keeps an
-    # all-padding row (an empty sequence) finite instead of NaN.
-    keys = key_valid.clone()
-    keys[:, 0] = True
-    mask = keys[:, None, None, :]
-    if causal:
-        L = q.shape[2]
-        mask = mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    if key_bias is not None:  # a float mask: the bias on allowed keys, -inf elsewhere
-        mask = key_bias[:, None, None, :].to(q.dtype).masked_fill(~mask, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -1,0 +1,90 @@
+"""Full (global) attention over the valid keys of each row, with an optional additive term per key
+(ToMe's size-proportional attention: the log of each key's size), without a mask argument.
+
+Key padding and the size bias are both one number per key added to every query's logit. The
+default kernel, "key_column", carries that number inside the dot product: q gains a column of
+sqrt(hd) and k a column holding the term (0, the bias, or -PADDING for a padded key), so
+q'.k' * hd^-0.5 = q.k * hd^-0.5 + term, and the head dim is padded with zeros to a multiple of 8.
+SDPA then gets no `attn_mask`, so its flash and cuDNN backends (and the CPU's fused flash
+kernel) can run; the price is 8 more head-dim columns. "masked" is the formulation it replaces (a
+boolean key mask, or a float mask carrying the bias), kept as the reference that the tests and
+the before/after benchmarks compare against (`set_full_attention_kernel`).
+
+With flash-attn installed (CUDA, fp16/bf16) and no bias, its varlen kernel runs instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from megamerge.models.common.local_attention import _flash_varlen_attention, _use_flash
+
+# A padded key's term: exp(-PADDING) is 0 in float32 and bfloat16 next to any real logit, and
+# -PADDING is exact in both.
+PADDING = 2.0**15
+_FULL_ATTENTION_KERNELS = ("key_column", "masked")
+_full_attention_kernel = "key_column"
+
+
+def set_full_attention_kernel(name: str) -> None:
+    """"key_column" (default: no mask) or "masked" (the previous kernels, for comparisons)."""
+    global _full_attention_kernel
+    if name not in _FULL_ATTENTION_KERNELS:
+        raise ValueError(f"full attention kernel {name!r}: choose one of {', '.join(_FULL_ATTENTION_KERNELS)}")
+    _full_attention_kernel = name
+
+
+def full_attention_kernel() -> str:
+    return _full_attention_kernel
+
+
+def full_attention(q, k, v, key_valid, causal: bool = False, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """q [B, H, L, hd], k and v [B, Hkv, L, hd], key_valid [B, L] bool (a prefix of each row),
+    key_bias [B, L] or None -> [B, H, L, hd]. Padded queries attend like valid ones (their outputs
+    are ignored by every caller)."""
+    if key_bias is None and _use_flash(q):
+        return _flash_varlen_attention(q, k, v, key_valid, (-1, -1), causal=causal)
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    # Valid tokens are a prefix, so key 0 is valid whenever any is; forcing it on keeps an
+    # all-padding row (an empty sequence) finite instead of NaN.
+    keys = key_valid.clone()
+    keys[:, 0] = True
+    if causal or _full_attention_kernel == "masked":
+        return masked_attention(q, k, v, keys, causal, key_bias)
+    return key_column_attention(q, k, v, keys, key_bias)
+
+
+def key_column_head_dim(hd: int) -> int:
+    """The head dim the key-column kernel runs at: hd + 1 rounded up to a multiple of 8."""
+    return -(-(hd + 1) // 8) * 8
+
+
+def key_column_attention(q, k, v, keys: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+    """SDPA without a mask: the per-key term (the bias on kept `keys` [B, L], -PADDING elsewhere)
+    rides in an extra head-dim column."""
+    B, H, L, hd = q.shape
+    keys_length = k.shape[2]
+    term = torch.zeros(keys.shape, dtype=q.dtype, device=q.device) if key_bias is None else key_bias.to(q.dtype)
+    term = term.masked_fill(~keys, -PADDING)  # [B, L]
+    extra = key_column_head_dim(hd) - hd  # the term's column and the zero columns up to a multiple of 8
+    q_col = torch.zeros(B, H, L, extra, dtype=q.dtype, device=q.device)
+    q_col[..., 0] = hd**0.5  # times the kernel's scale hd^-0.5: the term enters the logit unscaled
+    k_col = torch.zeros(B, H, keys_length, extra, dtype=k.dtype, device=k.device)
+    k_col[..., 0] = term[:, None, :]
+    out = F.scaled_dot_product_attention(torch.cat([q, q_col], -1), torch.cat([k, k_col], -1),
+                                         F.pad(v, (0, extra)), scale=hd**-0.5)  # [B, H, L, hd + extra]
+    return out[..., :hd]
+
+
+def masked_attention(q, k, v, keys: torch.Tensor, causal: bool, key_bias: torch.Tensor | None) -> torch.Tensor:
+    """SDPA under a boolean key mask, or a float mask carrying the bias (-inf on masked keys)."""
+    mask = keys[:, None, None, :]
+    if causal:
+        L = q.shape[2]
+        mask = mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    if key_bias is not None:  # a float mask: the bias on allowed keys, -inf elsewhere
+        mask = key_bias[:, None, None, :].to(q.dtype).masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
