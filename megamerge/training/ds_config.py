@@ -116,3 +116,14 @@ def _fill_optimizer(cfg: dict, where: str, args, has_cuda: bool) -> None:
     if not has_cuda and not params.get("torch_adam", False):
         raise ConfigError(f"{where}: on CPU set optimizer.params.torch_adam to true (DeepSpeed's fused Adam "
                           "needs CUDA); ds_configs/cpu.json does")
+    if has_cuda:
+        _choose_fused_adam(params)
+
+
+def _choose_fused_adam(params: dict) -> None:
+    """On CUDA the update runs fused: torch's AdamW with fused=True (one kernel over every
+    parameter instead of a loop of small ones, nothing to compile at start-up). A config that sets
+    torch_adam to false keeps DeepSpeed's FusedAdam (a JIT-built op); one that names `fused` keeps it."""
+    params.setdefault("torch_adam", True)
+    if params["torch_adam"]:
+        params.setdefault("fused", True)

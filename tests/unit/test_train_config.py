@@ -32,11 +32,42 @@ def test_auto_values_resolve_from_flags():
     assert cfg["train_micro_batch_size_per_gpu"] == 8
     assert cfg["gradient_accumulation_steps"] == 4  # 256 / (8 x 8)
     assert cfg["train_batch_size"] == 256
-    assert cfg["optimizer"]["params"] == {"lr": 1e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-8}
+    assert cfg["optimizer"]["params"] == {"lr": 1e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-8,
+                                          "torch_adam": True, "fused": True}  # one fused kernel on CUDA
     assert cfg["gradient_clipping"] == 1.0
     # more nodes -> less accumulation, same global batch
     cfg32 = resolve_ds_config(REPO / "ds_configs" / "zero2.json", _args(), world_size=32, has_cuda=True)
     assert cfg32["gradient_accumulation_steps"] == 1 and cfg32["train_batch_size"] == 256
+
+
+def test_the_cpu_update_is_left_as_it_was_and_an_explicit_choice_is_kept(tmp_path):
+    cpu = resolve_ds_config(REPO / "ds_configs" / "cpu.json", _args(), world_size=1, has_cuda=False)
+    assert "fused" not in cpu["optimizer"]["params"]
+    deepspeed_fused = _write(tmp_path, {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2},
+                                               "optimizer": {"type": "AdamW", "params": {"torch_adam": False}}})
+    params = resolve_ds_config(deepspeed_fused, _args(), world_size=1, has_cuda=True)["optimizer"]["params"]
+    assert params["torch_adam"] is False and "fused" not in params
+
+
+def test_fused_adamw_updates_as_the_default_one():
+    """The fused AdamW CUDA runs (ds_config's choice) computes the update of the default one: checked on
+    the CPU, where torch's fused kernel runs too, over a few steps of real gradients."""
+    import torch
+
+    def trajectory(fused: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+                                fused=fused or None)
+        x = torch.randn(64, 16, generator=torch.Generator().manual_seed(1))
+        for _ in range(5):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    for fused, default in zip(trajectory(True), trajectory(False), strict=True):
+        assert (fused - default).abs().max() <= 1e-6
 
 
 @pytest.mark.parametrize(
