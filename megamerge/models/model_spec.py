@@ -20,7 +20,7 @@ class ModelSpec:
 
     # What training logs and how evaluation scores it (keys of compute_losses' dict).
     loss_keys: tuple[str, ...]  # scalar losses, averaged and logged
-    ratio_keys: tuple[str, ...]  # python floats averaged and logged (MergeDNA's compression)
+    ratio_keys: tuple[str, ...]  # scalar ratios averaged and logged (MergeDNA's compression)
     eval_correct: str  # correct predictions among the scored bases
     eval_count: str  # number of scored bases
     eval_loss: str  # the cross-entropy over those bases, for perplexity

@@ -44,8 +44,10 @@ class MetricsLogger:
                 elif isinstance(value, dict):  # e.g. samples_by_species: one curve per species
                     for name, count in value.items():
                         self.tb.add_scalar(f"{split}/{key}/{name}", count, step)
-            if token_lengths is not None and token_lengths.numel():
-                self.tb.add_histogram(f"{split}/token_length_bases", token_lengths.float().cpu(), step)
+            lengths = None if token_lengths is None else token_lengths.float().cpu().flatten()
+            lengths = None if lengths is None else lengths[lengths > 0]  # padding tokens cover no base
+            if lengths is not None and lengths.numel():
+                self.tb.add_histogram(f"{split}/token_length_bases", lengths, step)
             self.tb.flush()
 
     def close(self) -> None:

@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,21 +246,22 @@ class Trainer:
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
         poison = iteration in self.inject_nan
-        losses, token_lengths = defaultdict(float), None
+        token_lengths = None
         if self.pipeline is not None:  # the engine runs the micro-batches through the stages itself
             batches = [self.micro_batch(iteration, m) for m in range(self.accumulation)]
             out = self.pipeline.train_step(self.engine, batches, poison_loss=poison)
-            losses.update((key, out[key]) for key in self.logged_keys)
+            losses = {key: out[key] for key in self.logged_keys}
         else:
+            sums = None  # [len(logged_keys)] on the device: no host sync inside the micro-steps
             for m in range(self.accumulation):
                 out = self.engine(*self.micro_batch(iteration, m))
                 self.engine.backward(out["loss"] * float("nan") if poison else out["loss"])
                 self.engine.step()  # applies the update at the last micro-step only
-                for key in self.family.loss_keys:
-                    losses[key] += float(out[key].detach()) / self.accumulation
-                for key in self.family.ratio_keys:
-                    losses[key] += out[key] / self.accumulation
+                values = torch.stack([out[key].detach().float() for key in self.logged_keys])
+                sums = values if sums is None else sums + values
                 token_lengths = out.get("token_lengths")
+            # The step's one sync of its own: the means to the host, for the log line.
+            losses = dict(zip(self.logged_keys, (sums / self.accumulation).tolist()))
         applied = self.engine.was_step_applied()
         grad_norm = self.engine.get_global_grad_norm() if applied else None
         self.state.advance(self.global_batch, applied)

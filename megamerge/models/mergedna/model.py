@@ -121,7 +121,8 @@ class MergeDNA(nn.Module):
 
         out = objective.objective_outputs(cfg, input_ids, base_valid, logits, latent_logits, masked_logits,
                                           base_mask, tokens.lengths, merged.lengths, base_weights)
-        out["bases_per_token"] = float(out["bases_per_token"])
-        out["latent_bases_per_token"] = float(out["latent_bases_per_token"])
-        out["token_lengths"] = tokens.sizes[tokens.valid].detach()
+        # Everything stays a tensor: the trainer moves the step's numbers to the host once.
+        out["bases_per_token"] = out["bases_per_token"].detach()
+        out["latent_bases_per_token"] = out["latent_bases_per_token"].detach()
+        out["token_lengths"] = tokens.sizes.detach()  # [B, L] bases per token, 0 on padding (the histogram drops them)
         return out
