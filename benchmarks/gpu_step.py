@@ -72,10 +72,11 @@ def synchronize(device) -> None:
 
 
 def measure(spec: dict) -> dict:
-    from megamerge.models.common import local_attention
+    from megamerge.models.common import full_attention, local_attention
 
     cuda = torch.cuda.is_available()
     local_attention.set_local_attention_kernel(spec["attention"])
+    full_attention.set_full_attention_kernel(spec.get("latent", "key_column"))  # "masked": the old kernels
     engine, cfg, family, device, optimizer = engine_for(spec, cuda)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 4, (spec["micro"], spec["seq_length"]), generator=generator).to(device)
@@ -93,8 +94,6 @@ def measure(spec: dict) -> dict:
     step_s = (time.perf_counter() - started) / spec["steps"]
     flops = spec["micro"] * training_flops_per_sequence(cfg, spec["seq_length"], ratios)
     peak = peak_flops_per_device(None, torch.cuda.get_device_name() if cuda else None)
-    if peak is None and cuda and "H200" in torch.cuda.get_device_name():
-        peak = 989e12  # H200: the H100's bf16 dense peak (same SXM compute)
     result = {**spec, "status": "ok", "optimizer": optimizer, "step_s": step_s,
               "bases_per_s": spec["micro"] * spec["seq_length"] / step_s, "tflops": flops / step_s / 1e12,
               "mfu": flops / step_s / peak if peak else None, "ratios": dict(ratios),
