@@ -50,7 +50,8 @@ def read_sequences(path: Path) -> list[Sequence]:
                     codes, _ = normalize(row["sequence"].strip().encode("ascii", "replace"))
                     codes = split_softmask(codes)[0]  # lower case is soft-masked there; the model takes the code
                 except InvalidBaseError as e:
-                    raise EmbedError(f"{path}: row {row_number}: {e}") from None
+                    # rows counted from 1 and the file line, as tools/finetune.py says them (ids stay 0-based)
+                    raise EmbedError(f"{path}: row {row_number + 1} (line {reader.line_num}): {e}") from None
                 out.append(Sequence(str(row_number), codes, row.get("label")))
     else:
         try:

@@ -121,3 +121,13 @@ def test_bad_input_is_one_line_and_writes_nothing(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid character" in err[0]
     assert not (tmp_path / "b.zarr").exists()
+
+
+def test_a_bad_csv_row_is_named_as_finetune_names_it(model_dir, tmp_path, capsys):
+    """Issue 25, item 6: row counted from 1 and its file line, as tools/finetune.py says them."""
+    csv = tmp_path / "bad.csv"
+    csv.write_text("sequence,label\nACGTACGT,1\nACGXXT,0\n")
+    assert main(["--model", str(model_dir), "--input", str(csv), "--out", str(tmp_path / "b.zarr"),
+                 "--no-progress"]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{csv}: row 2 (line 3): " in err and "invalid character" in err
