@@ -16,6 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: `deepspeed megamerge/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from megamerge.data.corpus_checks import refuse_once
 from megamerge.training.arguments import parse_args
 from megamerge.training.ds_config import ConfigError
 from megamerge.training.trainer import Trainer, TrainingStopped
@@ -25,9 +26,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return Trainer(args).run()
-    except (ConfigError, TrainingStopped) as e:
-        print(f"megamerge/train.py: error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, TrainingStopped) as e:  # every rank meets it: one line, from rank 0
+        refuse_once("megamerge/train.py", str(e))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+import typing
 from pathlib import Path
 
 from megamerge.data.shards import MANIFEST_FORMAT, MANIFEST_NAME, split_shards
@@ -257,15 +258,21 @@ OTHER_RANKS_WAIT_FOR_RANK0_S = 30.0
 
 
 def refuse_bad_training_inputs(args: argparse.Namespace, program: str = "train.py") -> None:
-    """Run `check_training_inputs`; on a failure, rank 0 prints the one line and exits 2. Other ranks wait for
-    the launcher to stop them, and print their own line (naming the rank) only if it does not."""
+    """Run `check_training_inputs`; a failure is `refuse_once`'s one line and exit 2."""
     try:
         check_training_inputs(args)
     except TrainingInputError as e:
-        rank = _launch_rank()
-        if rank == 0:
-            print(f"{program}: error: {e}", file=sys.stderr, flush=True)
-        else:
-            time.sleep(OTHER_RANKS_WAIT_FOR_RANK0_S)
-            print(f"{program}: error (rank {rank}): {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        refuse_once(program, str(e))
+
+
+def refuse_once(program: str, message: str, before: str = "") -> typing.NoReturn:
+    """Exit 2 with `program: error: message` from rank 0 only (after `before`, e.g. a usage line): every
+    rank reaches the same refusal, and one line is what the user should read. Other ranks wait for
+    the launcher to stop them, and print their own line (naming the rank) only if it does not."""
+    rank = _launch_rank()
+    if rank == 0:
+        print(f"{before}{program}: error: {message}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(OTHER_RANKS_WAIT_FOR_RANK0_S)
+        print(f"{program}: error (rank {rank}): {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

@@ -10,7 +10,9 @@ MergeDNA's method options default to the paper's; the other settings are megamer
 from __future__ import annotations
 
 import argparse
+import typing
 
+from megamerge.data.corpus_checks import refuse_once
 from megamerge.models.registry import ALL_PRESETS, family_of_preset
 
 MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a preset
@@ -26,8 +28,15 @@ MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A flag error is reported once, by rank 0, with the usage line (every rank parses the same flags)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        refuse_once(self.prog, message, before=self.format_usage())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="megamerge/train.py",
         description="Pre-train MergeDNA with DeepSpeed. Launch with `deepspeed megamerge/train.py "
         "--ds_config ds_configs/zero2.json ...`, torchrun or srun (rank taken from the environment).",

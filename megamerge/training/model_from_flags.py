@@ -49,7 +49,14 @@ def model_config(args):
                          latent_merge_schedule=args.latent_merge_schedule)
     if args.tm_weight is not None:
         overrides["tm_weight"] = args.tm_weight
-    return config_from_preset(args.model, **overrides)
+    try:
+        cfg = config_from_preset(args.model, **overrides)
+        cfg.validate()
+    except ValueError as e:  # say which flags built the config, not only the rule it breaks
+        given = [f"--{flag.replace('_', '-')} {getattr(args, flag)}" for flag in MODEL_DIM_FLAGS
+                 if getattr(args, flag) is not None]
+        raise ConfigError(f"{' '.join(given) or 'the preset'} (--model {args.model}): {e}") from None
+    return cfg
 
 
 def check_parallel_layout(args, cfg, world_size: int) -> None:

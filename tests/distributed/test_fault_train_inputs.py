@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.helpers import REPO, TORCHRUN, TRAIN, free_port, read_metrics, subprocess_env
 from tests.unit.test_fault_prepare import tree
 
@@ -107,3 +109,22 @@ def test_missing_data_is_one_line_from_one_of_two_ranks(tmp_path):
     assert [line for line in error_lines(ranks) if "train.py: error:" in line] == expected, ranks.stderr
     # torchrun then reports the failed children itself; neither rank printed a traceback of its own
     assert "refuse_bad_training_inputs" not in ranks.stderr and "trainer.py" not in ranks.stderr, ranks.stderr
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--mock-data", "--hidden-size", "130"],
+     "error: --hidden-size 130 (--model tiny): invalid MergeDNAConfig: n_heads=4 must divide dim=130"),
+    (["--mock-data", "--hidden-size", "-128"],
+     "error: --hidden-size -128 (--model tiny): invalid MergeDNAConfig: dim=-128 must be >= 1"),
+    (["--mock-data", "--model", "nope"], "error: argument --model: invalid choice: 'nope'"),
+    (["--mock-data", "--global-batch-size", "3"], "global batch 3 is not divisible by micro-batch 2 x data-parallel size 2"),
+], ids=["indivisible", "negative", "invalid_choice", "global_batch"])
+def test_a_refused_flag_is_one_line_from_one_of_two_ranks(tmp_path, flags, expected):
+    """Issue 25, item 5: one line naming the flag and the rule, from rank 0, no traceback."""
+    launcher = [str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(free_port())]
+    proc, _ = train(["--ds_config", str(REPO / "ds_configs" / "cpu.json"), *flags], tmp_path, launcher)
+    assert proc.returncode != 0
+    lines = [line for line in error_lines(proc) if "train.py: error" in line]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr[-3000:]
+    # torchrun reports the failed child with a traceback of its own; no rank printed one of megamerge's
+    assert f'File "{REPO / "megamerge"}' not in proc.stderr, proc.stderr

@@ -97,7 +97,10 @@ class MergeDNAConfig:
             if getattr(self, name) not in choices:
                 bad(f"{name}={getattr(self, name)!r} must be one of {list(choices)}")
 
-        if self.dim <= 0 or self.n_heads <= 0 or self.dim % self.n_heads:
+        for name in ("dim", "n_heads", "ffn_dim"):  # before any rule that divides by them
+            if getattr(self, name) < 1:
+                bad(f"{name}={getattr(self, name)} must be >= 1")
+        if self.dim % self.n_heads:
             bad(f"n_heads={self.n_heads} must divide dim={self.dim}")
         if self.head_dim % 2:
             bad(f"head_dim={self.head_dim} must be even for RoPE")
