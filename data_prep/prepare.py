@@ -47,6 +47,7 @@ from data_prep.genome_store import (
 )
 from data_prep.output_dir import (
     MANIFEST_FORMAT,
+    MANIFEST_NAME,
     SPLITS,
     STORE_NAME,
     check_not_overlapping,
@@ -87,10 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-n-frac", type=float, default=0.1, help="drop chunks with a larger N fraction")
     split = parser.add_mutually_exclusive_group()
-    split.add_argument("--valid-species", nargs="+", default=[], metavar="SPECIES", help="held-out species")
+    split.add_argument("--valid-species", nargs="+", default=None, metavar="SPECIES",
+                       help="held-out species (default: none; a --from-store re-cut keeps its corpus's split)")
     split.add_argument(
-        "--valid-frac", type=float, default=0.0, help="fraction of records (by hash of record id) held out"
-    )
+        "--valid-frac", type=float, default=None,
+        help="fraction of records (by hash of record id) held out (default: 0; a --from-store re-cut keeps its "
+             "corpus's split)",
+    )  # fmt: skip
     parser.add_argument("--species-map", type=Path, help="TSV 'file<TAB>species' overriding the file-name label")
     parser.add_argument(
         "--on-invalid",
@@ -102,7 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mix-shards", type=int, default=16, help="shards filled at once, so each mixes species and records"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample-to-shard assignment")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the sample-to-shard assignment (default: 0; a --from-store re-cut keeps its corpus's)")
     parser.add_argument(
         "--workers", type=int, default=1,
         help="processes parsing files in parallel; with more than one, shards are cut afterwards from the "
@@ -423,9 +428,40 @@ def print_summary(manifest: dict, out: Path) -> None:
     print(f"{splits} -> {out}")
 
 
+SPLIT_DEFAULTS = {"valid_species": [], "valid_frac": 0.0, "seed": 0}
+
+
+def inherit_split_settings(args: argparse.Namespace) -> list[str]:
+    """Fill the split settings left unset (None): a --from-store re-cut takes the held-out species or
+    fraction, and the seed, that its corpus's manifest recorded (so a re-cut at another --seq-len
+    keeps the same records held out); otherwise, or for what the manifest lacks, the defaults. A
+    split flag given overrides the recorded split (both of its kinds). Returns the flags inherited."""
+    recorded = {}
+    if args.from_store is not None:
+        manifest = resolve_store(args).parent / MANIFEST_NAME
+        try:
+            recorded = json.loads(manifest.read_text()).get("parameters", {}) if manifest.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise InputError(f"{manifest}: cannot read the corpus's recorded split settings ({e})") from None
+    split_given = args.valid_species is not None or args.valid_frac is not None
+    inherited = []
+    for name, default in SPLIT_DEFAULTS.items():
+        if getattr(args, name) is not None:
+            continue
+        keep = name == "seed" or not split_given
+        value = recorded.get(name) if keep and recorded.get(name) is not None else default
+        if value != default:
+            inherited.append(f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+        setattr(args, name, value)
+    return inherited
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        inherited = inherit_split_settings(args)
+        if inherited:
+            print(f"prepare.py: keeping the corpus's split: {' '.join(inherited)}", file=sys.stderr)
         ChunkSpec(args.seq_len, args.overlap, args.min_len, args.max_n_frac)
         SplitSpec(frozenset(args.valid_species), args.valid_frac)
         manifest = run(args)

@@ -285,3 +285,32 @@ def test_prepare_does_not_import_torch():
     code = "import sys, data_prep.prepare; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_recut_keeps_the_recorded_split_and_the_suggested_command_does(synthetic_genomes, tmp_path):
+    """Issue 25, item 4: train.py's advice on a --seq-length mismatch re-cuts with the corpus's own
+    --valid-frac and --seed (the same records held out), unless a split flag overrides them."""
+    import shlex
+
+    from megamerge.data.corpus_checks import TrainingInputError, check_seq_length
+
+    out = tmp_path / "corpus"
+    first = run_prepare("--input", synthetic_genomes, "--out", out, "--seq-len", "1000", "--valid-frac", "0.34",
+                        "--seed", "3")
+    held_out = {meta["record"] for meta, _ in read_shards(out, "valid")}
+    assert held_out and first["splits"]["valid"]["samples"] > 0
+    with pytest.raises(TrainingInputError) as refusal:
+        check_seq_length(out, first, 2000, allow_crop=False)
+    suggestion = str(refusal.value).split("re-cut the corpus: ")[1].rstrip(")")
+    argv = shlex.split(suggestion)
+    assert argv[0] == "data_prep/prepare.py"
+    recut = run_prepare(*argv[1:])  # the command as train.py says it
+    assert recut["parameters"]["seq_len"] == 2000
+    assert (recut["parameters"]["valid_frac"], recut["parameters"]["seed"]) == (0.34, 3)
+    assert {meta["record"] for meta, _ in read_shards(out, "valid")} == held_out
+    # into another directory from the store path, and with an override
+    other = run_prepare("--from-store", out / "genomes.zarr", "--out", tmp_path / "c2k", "--seq-len", "2000")
+    assert other["parameters"]["valid_frac"] == 0.34 and other["splits"]["valid"]["samples"] > 0
+    species = run_prepare("--from-store", "--out", out, "--seq-len", "1000", "--valid-species", "synth_sp01")
+    assert species["parameters"]["valid_frac"] == 0.0 and species["parameters"]["valid_species"] == ["synth_sp01"]
+    assert species["parameters"]["seed"] == 3  # the seed is not a split flag: kept
