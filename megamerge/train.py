@@ -16,7 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: `deepspeed megamerge/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.data.corpus_checks import refuse_once
+from megamerge.data.corpus_checks import report_once
 from megamerge.training.arguments import parse_args
 from megamerge.training.ds_config import ConfigError
 from megamerge.training.trainer import Trainer, TrainingStopped
@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     try:
         return Trainer(args).run()
     except (ConfigError, TrainingStopped) as e:  # every rank meets it: one line, from rank 0
-        refuse_once("megamerge/train.py", str(e))
+        report_once("megamerge/train.py", str(e))
+        return 2
 
 
 if __name__ == "__main__":

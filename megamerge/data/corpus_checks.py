@@ -265,14 +265,19 @@ def refuse_bad_training_inputs(args: argparse.Namespace, program: str = "train.p
         refuse_once(program, str(e))
 
 
-def refuse_once(program: str, message: str, before: str = "") -> typing.NoReturn:
-    """Exit 2 with `program: error: message` from rank 0 only (after `before`, e.g. a usage line): every
-    rank reaches the same refusal, and one line is what the user should read. Other ranks wait for
-    the launcher to stop them, and print their own line (naming the rank) only if it does not."""
+def report_once(program: str, message: str, before: str = "") -> None:
+    """`program: error: message` from rank 0 only (after `before`, e.g. a usage line): every rank
+    reaches the same refusal, and one line is what the user should read. Other ranks wait for the
+    launcher to stop them, and print their own line (naming the rank) only if it does not."""
     rank = _launch_rank()
     if rank == 0:
         print(f"{before}{program}: error: {message}", file=sys.stderr, flush=True)
     else:
         time.sleep(OTHER_RANKS_WAIT_FOR_RANK0_S)
         print(f"{program}: error (rank {rank}): {message}", file=sys.stderr, flush=True)
+
+
+def refuse_once(program: str, message: str, before: str = "") -> typing.NoReturn:
+    """`report_once`, then exit 2."""
+    report_once(program, message, before)
     raise SystemExit(2)

@@ -54,26 +54,27 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="model preset: MergeDNA (tiny, 380m, 1b, 3b, 7b) or CARMANIA (carmania-*)")
     for flag in MODEL_DIM_FLAGS:
         g.add_argument("--" + flag.replace("_", "-"), type=int, default=None, help="override the preset")
-    g.add_argument("--latent-mtr-weight", type=float, default=0.25, help="lambda of the latent MTR loss")
+    g.add_argument("--latent-mtr-weight", type=float, default=None,
+                   help="lambda of the latent MTR loss (default: the preset's; the paper's 0.25)")
     g.add_argument("--tm-weight", type=float, default=None,
                    help="weight of the transition-matrix loss (CARMANIA's beta, default 1; MergeDNA default 0)")
-    g.add_argument("--compression-range", type=float, nargs=2, default=(0.4, 0.6), metavar=("LOW", "HIGH"),
-                   help="clip range of the sampled L/N in training")
-    g.add_argument("--merge-rule", default="paper_average", choices=["paper_average", "rotary"],
+    g.add_argument("--compression-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="clip range of the sampled L/N in training (default: the preset's; the paper's 0.4 0.6)")
+    g.add_argument("--merge-rule", default=None, choices=["paper_average", "rotary"],
                    help="MergeDNA unmerge rule: the paper's size-weighted average (every base of a token gets its "
-                        "vector) or megamerge's rotary merge (constituents averaged in the token's RoPE frame)")
-    g.add_argument("--merge-selection", default="per_window", choices=["per_window", "global_rank"],
+                        "vector) or megamerge's rotary merge (constituents averaged in the token's RoPE frame); default: the preset's")
+    g.add_argument("--merge-selection", default=None, choices=["per_window", "global_rank"],
                    help="MergeDNA local merges: the paper's top r_l pairs in each window (Eq. 5) or megamerge's "
-                        "one ranking across the sequence")
-    g.add_argument("--amtm-normalization", default="per_masked_token", choices=["per_masked_token", "per_masked_base"],
+                        "one ranking across the sequence; default: the preset's")
+    g.add_argument("--amtm-normalization", default=None, choices=["per_masked_token", "per_masked_base"],
                    help="MergeDNA AMTM loss: summed over masked bases divided by the masked tokens K (paper Eq. 7) "
-                        "or megamerge's mean over masked bases")
-    g.add_argument("--latent-attention", default="size_proportional", choices=["size_proportional", "plain"],
+                        "or megamerge's mean over masked bases; default: the preset's")
+    g.add_argument("--latent-attention", default=None, choices=["size_proportional", "plain"],
                    help="MergeDNA latent MTR: after the latent merge, attention adds log(tokens merged) to each "
-                        "key's logits (ToMe, the paper's) or plain attention (megamerge's earlier behaviour)")
-    g.add_argument("--latent-merge-schedule", default="per_block", choices=["per_block", "single_layer"],
+                        "key's logits (ToMe, the paper's) or plain attention (megamerge's earlier behaviour); default: the preset's")
+    g.add_argument("--latent-merge-schedule", default=None, choices=["per_block", "single_layer"],
                    help="MergeDNA latent MTR: merge a share of the tokens after every Latent Encoder block down to "
-                        "K = L/2 (ToMe-style, the paper's) or megamerge's one burst before block L/2")
+                        "K = L/2 (ToMe-style, the paper's) or megamerge's one burst before block L/2; default: the preset's")
     g.add_argument("--checkpoint-activations", action="store_true",
                    help="recompute each Transformer block in the backward pass")
 

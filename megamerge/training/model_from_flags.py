@@ -14,10 +14,17 @@ from megamerge.parallel.process_groups import data_parallel_size
 from megamerge.training.arguments import MODEL_DIM_FLAGS
 from megamerge.training.ds_config import ConfigError
 
-# train.py's flags that select MergeDNA's method options, at their defaults (the paper's).
-MERGEDNA_METHOD_FLAGS = {"merge_rule": "paper_average", "merge_selection": "per_window",
-                         "amtm_normalization": "per_masked_token", "latent_attention": "size_proportional",
-                         "latent_merge_schedule": "per_block"}
+# train.py's flags that select MergeDNA's method options -> (config field, flag value -> field value).
+# Each defaults to None: the preset's value, so a preset is never overridden by a flag left unset.
+MERGEDNA_METHOD_FLAGS = {
+    "merge_rule": ("rotary_merge", lambda value: value == "rotary"),
+    "merge_selection": ("merge_selection", str),
+    "amtm_normalization": ("amtm_normalization", str),
+    "latent_attention": ("size_proportional_attention", lambda value: value == "size_proportional"),
+    "latent_merge_schedule": ("latent_merge_schedule", str),
+    "latent_mtr_weight": ("latent_mtr_weight", float),
+    "compression_range": ("compression_range", tuple),
+}
 
 
 def method_flag_names() -> list[str]:
@@ -36,17 +43,14 @@ def model_config(args):
         if field not in fields:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
         overrides[field] = value
-    if family.name != "mergedna":
-        for flag, default in MERGEDNA_METHOD_FLAGS.items():
-            if getattr(args, flag) != default:
-                raise ConfigError(f"--{flag.replace('_', '-')} applies to MergeDNA models, not {family.name} "
-                                  f"({args.model})")
-    if family.name == "mergedna":
-        overrides.update(latent_mtr_weight=args.latent_mtr_weight, compression_range=tuple(args.compression_range),
-                         rotary_merge=args.merge_rule == "rotary", merge_selection=args.merge_selection,
-                         amtm_normalization=args.amtm_normalization,
-                         size_proportional_attention=args.latent_attention == "size_proportional",
-                         latent_merge_schedule=args.latent_merge_schedule)
+    for flag, (field, to_field) in MERGEDNA_METHOD_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if family.name != "mergedna":
+            raise ConfigError(f"--{flag.replace('_', '-')} applies to MergeDNA models, not {family.name} "
+                              f"({args.model})")
+        overrides[field] = to_field(value)
     if args.tm_weight is not None:
         overrides["tm_weight"] = args.tm_weight
     try:

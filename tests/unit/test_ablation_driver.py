@@ -23,16 +23,17 @@ from benchmarks.ablation import (
     validation_losses,
 )
 from megamerge.training.arguments import build_parser
+from megamerge.training.model_from_flags import model_config
 
 
 def test_every_variant_parses_as_train_flags_and_names_its_latent_merge():
     parser = build_parser()
     for name, variant in VARIANTS.items():
         args = parser.parse_args(["--mock-data", *train_flags(name)])
-        assert args.latent_merge_schedule == variant.latent_merge, name
+        assert model_config(args).latent_merge_schedule == variant.latent_merge, name
     paper = parser.parse_args(["--mock-data", *train_flags("paper")])
     defaults = parser.parse_args(["--mock-data"])
-    assert vars(paper) == vars(defaults), "the paper row must be train.py's defaults"
+    assert model_config(paper) == model_config(defaults), "the paper row must be train.py's defaults"
 
 
 def test_one_option_variants_differ_from_the_paper_in_exactly_that_option():

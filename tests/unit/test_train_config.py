@@ -7,9 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from megamerge.models import MergeDNAConfig
 from megamerge.training.arguments import parse_args
 from megamerge.training.ds_config import ConfigError, resolve_ds_config
 from megamerge.training.lr_schedule import learning_rate
+from megamerge.training.model_from_flags import model_config
 from tests.helpers import REPO, TRAIN, subprocess_env
 
 
@@ -105,7 +107,25 @@ def test_paper_recipe_is_the_default():
     assert (args.lr, args.adam_beta1, args.adam_beta2, args.weight_decay) == (1e-4, 0.9, 0.95, 1e-8)
     assert (args.lr_warmup_iters, args.train_iters, args.lr_decay_style, args.clip_grad) == (10_000, 100_000,
                                                                                               "cosine", 1.0)
-    assert args.seq_length == 4096 and args.latent_mtr_weight == 0.25
+    assert args.seq_length == 4096 and model_config(args).latent_mtr_weight == 0.25
+
+
+def test_a_preset_is_never_overridden_by_a_flag_left_unset(monkeypatch):
+    """Issue 26, item 3: a preset whose method options and loss settings differ from the paper's keeps
+    them when no flag is given; a flag given still wins."""
+    from megamerge.models import registry
+    from megamerge.models.mergedna import config as mergedna_config
+
+    custom = MergeDNAConfig.from_preset("tiny", rotary_merge=True, merge_selection="global_rank",
+                                        amtm_normalization="per_masked_base", size_proportional_attention=False,
+                                        latent_merge_schedule="single_layer", latent_mtr_weight=0.5,
+                                        compression_range=(0.3, 0.7))
+    monkeypatch.setitem(mergedna_config.PRESETS, "custom", custom)
+    monkeypatch.setitem(registry.ALL_PRESETS, "custom", registry.ALL_PRESETS["tiny"])
+    assert model_config(parse_args(["--mock-data", "--model", "custom"])) == custom
+    flagged = model_config(parse_args(["--mock-data", "--model", "custom", "--merge-rule", "paper_average",
+                                       "--latent-mtr-weight", "0.25"]))
+    assert (flagged.rotary_merge, flagged.latent_mtr_weight, flagged.merge_selection) == (False, 0.25, "global_rank")
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
