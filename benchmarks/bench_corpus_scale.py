@@ -23,7 +23,6 @@ import argparse
 import gzip
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -36,36 +35,14 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_data import SHARED_GENOMES, export_revision, load_average
-from benchmarks.benchmarks_md import BENCHMARKS, machine_line
+from benchmarks.bench_data import CORPUS_SCALE_SUBSECTION, SHARED_GENOMES, export_revision, load_average
+from benchmarks.benchmarks_md import machine_line, update_subsection
 from benchmarks.prepare_timing import cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MB_PER_CPU_S = 20.0
 TARGET_BYTES_PER_BASE = 0.35
-SECTION, SUBSECTION = "Data pipeline", "Genome store at corpus scale (issue 16)"
-
-
-def _subsection_pattern() -> re.Pattern:
-    """This script's `### ` subsection of the `## Data pipeline` section, up to the next heading."""
-    return re.compile(rf"^### {re.escape(SUBSECTION)}.*?(?=^##|\Z)", re.DOTALL | re.MULTILINE)
-
-
-def current_subsection(path: Path = BENCHMARKS) -> str:
-    """The subsection as BENCHMARKS.md holds it now ("" if absent): bench_data.py rewrites the whole
-    section and carries it over."""
-    match = _subsection_pattern().search(path.read_text()) if path.exists() else None
-    return match.group(0).strip() + "\n" if match else ""
-
-
-def update_subsection(body: str, path: Path = BENCHMARKS) -> None:
-    text = path.read_text()
-    section = re.search(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
-    if section is None:
-        raise SystemExit(f"{path}: no '## {SECTION}' section to add to (run benchmarks/bench_data.py first)")
-    old = section.group(0)
-    new = _subsection_pattern().sub("", old).rstrip() + "\n\n" + body.strip() + "\n\n"
-    path.write_text(text.replace(old, new, 1))
+SECTION, SUBSECTION = "Data pipeline", CORPUS_SCALE_SUBSECTION
 
 
 def write_draft_assembly(path: Path, records: int, min_len: int, max_len: int, seed: int) -> int:
@@ -191,7 +168,7 @@ Targets: >= {TARGET_MB_PER_CPU_S:.0f} MB of sequence per CPU second, a few dozen
 """
     print(body)
     if not args.no_write:
-        update_subsection(body)
+        update_subsection(SECTION, SUBSECTION, body)
     return 0
 
 

@@ -28,9 +28,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.benchmarks_md import machine_line, update_section
+from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.full_attention import set_full_attention_kernel
-from megamerge.training.mock_data import MockGenome
 from megamerge.vocabulary import PAD
 
 KERNEL_SETS = {"old": "masked", "new": "key_column"}

@@ -27,3 +27,26 @@ def update_section(title: str, body: str, path: Path = BENCHMARKS) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n")
+
+
+def _subsection_pattern(subsection: str) -> re.Pattern:
+    """A `### ` subsection, up to the next heading."""
+    return re.compile(rf"^### {re.escape(subsection)}.*?(?=^##|\Z)", re.DOTALL | re.MULTILINE)
+
+
+def current_subsection(subsection: str, path: Path = BENCHMARKS) -> str:
+    """The subsection as BENCHMARKS.md holds it now ("" if absent), for a script that rewrites the
+    whole section around another script's subsection to carry it over."""
+    match = _subsection_pattern(subsection).search(path.read_text()) if path.exists() else None
+    return match.group(0).strip() + "\n" if match else ""
+
+
+def update_subsection(section: str, subsection: str, body: str, path: Path = BENCHMARKS) -> None:
+    """Replace (or append) `### subsection` inside `## section`, leaving the rest of it alone."""
+    text = path.read_text()
+    found = re.search(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"{path}: no '## {section}' section to add to (run its section's benchmark first)")
+    old = found.group(0)
+    new = _subsection_pattern(subsection).sub("", old).rstrip() + "\n\n" + body.strip() + "\n\n"
+    path.write_text(text.replace(old, new, 1))

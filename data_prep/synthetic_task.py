@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.synthetic import BASES, generate_record, make_species, markov_batch, mutate
+from data_prep.species_model import BASES, generate_record, make_species, markov_batch, mutate
 
 TASKS = ("species", "motif")
 SPLIT_NAMES = ("train", "dev", "test")

@@ -1,6 +1,6 @@
 """megamerge: cluster-scale pre-training of DNA foundation models."""
 
-__version__ = "0.1.0"
+from megamerge.version import __version__
 
 __all__ = ["__version__", "from_pretrained"]
 

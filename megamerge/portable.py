@@ -36,8 +36,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
 from .models.registry import build_model, family_of_model, get_family
+from .version import __version__
 from .vocabulary import ALPHABET, MASK, PAD
 
 FORMAT = "megamerge-portable"

@@ -16,9 +16,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: `deepspeed megamerge/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megamerge.data.corpus_checks import report_once
 from megamerge.training.arguments import parse_args
 from megamerge.training.ds_config import ConfigError
+from megamerge.training.input_checks import report_once
 from megamerge.training.trainer import Trainer, TrainingStopped
 
 

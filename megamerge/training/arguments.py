@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import typing
 
-from megamerge.data.corpus_checks import refuse_once
 from megamerge.models.registry import ALL_PRESETS, family_of_preset
+from megamerge.training.input_checks import refuse_once
 
 MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a preset
     "hidden_size": "dim",

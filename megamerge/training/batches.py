@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from megamerge.training.mock_data import MockGenome
+from megamerge.data.mock_data import MockGenome
 
 log = logging.getLogger("megamerge.train")
 VALID_INDEX_OFFSET = 1 << 40  # validation samples never collide with training indices

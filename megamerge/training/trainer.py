@@ -26,7 +26,6 @@ import torch
 import torch.distributed as dist
 
 from megamerge import __version__
-from megamerge.data.corpus_checks import START_OVER_FLAG, move_earlier_run_aside, refuse_bad_training_inputs
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.registry import family_of_preset
@@ -43,6 +42,11 @@ from megamerge.training.distributed import (
 )
 from megamerge.training.ds_config import ConfigError, resolve_ds_config
 from megamerge.training.engine import build_engine
+from megamerge.training.input_checks import (
+    START_OVER_FLAG,
+    move_earlier_run_aside,
+    refuse_bad_training_inputs,
+)
 from megamerge.training.lr_schedule import learning_rate
 from megamerge.training.metrics import IntervalMeans, MetricsLogger, Progress
 from megamerge.training.model_from_flags import check_parallel_layout, method_flag_names, model_config

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from megamerge.data.mock_data import MockGenome
 from megamerge.models.common.keyed_random import sample_seeds
-from megamerge.training.mock_data import MockGenome
 from tests.distributed.workers.checkpoint_engines import SEQ, eval_batch, eval_losses
 from tests.helpers import REPO, TINY_ARGS, describe, read_metrics, run_train, run_workers, subprocess_env
 

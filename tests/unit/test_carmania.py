@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import megamerge.models.common.attention as attention_module
-from data_prep.synthetic import generate_record, make_species
+from data_prep.species_model import generate_record, make_species
 from megamerge.models import (
     Carmania,
     CarmaniaConfig,

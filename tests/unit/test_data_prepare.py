@@ -292,7 +292,7 @@ def test_a_recut_keeps_the_recorded_split_and_the_suggested_command_does(synthet
     --valid-frac and --seed (the same records held out), unless a split flag overrides them."""
     import shlex
 
-    from megamerge.data.corpus_checks import TrainingInputError, check_seq_length
+    from megamerge.training.input_checks import TrainingInputError, check_seq_length
 
     out = tmp_path / "corpus"
     first = run_prepare("--input", synthetic_genomes, "--out", out, "--seq-len", "1000", "--valid-frac", "0.34",

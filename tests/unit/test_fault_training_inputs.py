@@ -12,9 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from megamerge.data import corpus_checks
-from megamerge.data.corpus_checks import TrainingInputError, check_training_inputs, refuse_bad_training_inputs
+from megamerge.training import input_checks
 from megamerge.training.checkpointing import COMPLETE_MARKER
+from megamerge.training.input_checks import (
+    TrainingInputError,
+    check_training_inputs,
+    refuse_bad_training_inputs,
+)
 from tests.unit.test_fault_prepare import tree
 
 
@@ -114,7 +118,7 @@ def test_refusal_is_one_line_and_exit_2_other_ranks_only_after_the_wait(tmp_path
                                                                          prefix):
     monkeypatch.setenv("RANK", rank)
     waits = []
-    monkeypatch.setattr(corpus_checks.time, "sleep", waits.append)
+    monkeypatch.setattr(input_checks.time, "sleep", waits.append)
     with pytest.raises(SystemExit) as caught:
         refuse_bad_training_inputs(flags(data=str(tmp_path / "nope")))
     assert caught.value.code == 2
@@ -122,13 +126,13 @@ def test_refusal_is_one_line_and_exit_2_other_ranks_only_after_the_wait(tmp_path
     assert capsys.readouterr().err == (f"{prefix}--data {nope}: no such directory; prepare a corpus with "
                                        f"data_prep/prepare.py --out {nope}\n")
     # rank 0 reports at once; another rank first gives its launcher time to stop it after rank 0's exit
-    assert waits == ([] if rank == "0" else [corpus_checks.OTHER_RANKS_WAIT_FOR_RANK0_S])
+    assert waits == ([] if rank == "0" else [input_checks.OTHER_RANKS_WAIT_FOR_RANK0_S])
 
 
 def test_srun_rank_is_honoured_before_torch_distributed_is_up(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setenv("SLURM_PROCID", "3")
-    monkeypatch.setattr(corpus_checks.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(input_checks.time, "sleep", lambda seconds: None)
     with pytest.raises(SystemExit):
         refuse_bad_training_inputs(flags(micro_batch_size=0))
     assert capsys.readouterr().err.startswith("train.py: error (rank 3): ")
@@ -192,19 +196,19 @@ def test_metrics_alone_are_an_earlier_run_and_an_empty_save_is_not(tmp_path):
     check_training_inputs(flags(mock_data=True, save=str(save)))
     (save / "metrics.jsonl").write_text('{"iteration": 1}\n')
     assert refused(mock_data=True, save=str(save)).startswith(f"--save {save} holds metrics.jsonl of an earlier run")
-    assert corpus_checks.earlier_run(tmp_path / "absent") is None
+    assert input_checks.earlier_run(tmp_path / "absent") is None
 
 
 def test_start_over_moves_the_earlier_run_aside_whole(tmp_path):
     ck = saved_run(tmp_path / "ck")
     before = tree(ck)
-    aside = corpus_checks.move_earlier_run_aside(ck)
+    aside = input_checks.move_earlier_run_aside(ck)
     assert aside.parent == tmp_path and aside.name.startswith("ck.before-") and not ck.exists()
     assert tree(aside) == before
     saved_run(ck)
-    assert corpus_checks.move_earlier_run_aside(ck) not in (None, aside)  # a second one keeps the first
+    assert input_checks.move_earlier_run_aside(ck) not in (None, aside)  # a second one keeps the first
     assert tree(aside) == before
-    assert corpus_checks.move_earlier_run_aside(tmp_path / "absent") is None
+    assert input_checks.move_earlier_run_aside(tmp_path / "absent") is None
     assert "drop --load to start over" in refused(mock_data=True, save=str(ck), load=str(ck), start_over=True)
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common import full_attention as full_attention_module
 from megamerge.models.common.full_attention import full_attention, set_full_attention_kernel
-from megamerge.training.mock_data import MockGenome
 from megamerge.vocabulary import PAD
 
 TOLERANCE = 1e-5  # float32: the two kernels differ only in summation order and one extra product

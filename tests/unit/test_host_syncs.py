@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
-from megamerge.training.mock_data import MockGenome
 from megamerge.vocabulary import PAD, check_input_ids
 
 SYNCING = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from megamerge.data.corpus_checks import TrainingInputError, check_training_inputs
 from megamerge.training.arguments import parse_args
+from megamerge.training.input_checks import TrainingInputError, check_training_inputs
 from tests.helpers import REPO, TRAIN, subprocess_env
 from tests.mixed_corpus import write_mixed_corpus
 

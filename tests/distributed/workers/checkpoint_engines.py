@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from megamerge.data.mock_data import MockGenome
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.registry import family_of_model
-from megamerge.training.mock_data import MockGenome
 
 SEQ, EVAL_BATCH, EVAL_SEED = 128, 4, 11
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.mergedna.pipeline_layers import latent_merge_layer_indices
-from megamerge.training.mock_data import MockGenome
 
 SEQ, MICRO, ACCUM, ITERS = 128, 2, 2, 1
 # Large enough that (w_before - w_after) / lr resolves the gradient to ~1e-6. Training over several

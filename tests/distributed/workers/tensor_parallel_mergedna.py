@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.keyed_random import sample_seeds
-from megamerge.training.mock_data import MockGenome
 
 SEQ, BATCH, ITERS, LR = 128, 4, 3, 2e-4
 

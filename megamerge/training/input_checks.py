@@ -1,4 +1,4 @@
-"""What train.py can check about its corpus, checkpoint directory and batch flags before DeepSpeed
+"""What train.py can check about its flags, corpus and checkpoint directories before DeepSpeed
 starts: seconds of file-system reads instead of a traceback on every rank after a minute or more of
 start-up, or a run that trains quietly on half-padded or half-dropped samples.
 
