@@ -70,12 +70,14 @@ def runs(tmp_path_factory):
 # 1.2e-7 of a loss of 5.3, grad norms equal to the digit, on AVX-512 and on ATen's `default` kernels).
 BEFORE_UPDATE_REL = 1e-5
 # After an optimizer step the weights of two layouts differ by that rounding, and the model's hard
-# choices (the local merge ranking, the AMTM draws) can turn an ulp into a different merge: the
-# measured effect, over ATen's `default`, AVX2 and AVX-512 kernels, is at most 1.5e-3 of a grad norm
-# and 1.6e-4 of a loss in three iterations. A layout bug is a different magnitude: a doubled norm is
-# +100%, counting TP-replicated parameters twice or dropping a rank's share of the batch moves the
-# norm by >10% (the negative control below), so the bound sits between the two.
-AFTER_UPDATE_REL = 2e-2
+# choices (the local merge ranking, the AMTM draws) can turn an ulp into a different merge. Measured
+# with ATen's `default` kernels against this machine's AVX-512 reference (the worst kernel-path
+# pair): losses move by up to 1.4e-4 (relative) and grad norms by up to 5.0e-3 (TP=2, iteration 3)
+# within three iterations. A layout bug is a different magnitude: a run that sees one rank's half of
+# each global batch is off by 5-10% in the loss and 4-88% in the grad norm, a doubled norm by 100%.
+# The bounds sit between the two, 20x (losses) and 10x (norms) above the measured effect
+# (`make test-kernel-paths` reruns this file on the default and AVX2 kernel paths).
+AFTER_UPDATE_REL = {"loss": 2e-2, "grad_norm": 5e-2}
 
 
 def layout_mismatches(ref: dict, got: dict) -> list[tuple]:
@@ -83,8 +85,8 @@ def layout_mismatches(ref: dict, got: dict) -> list[tuple]:
     bound of its iteration (the samples of an iteration are the same in every layout)."""
     out = []
     for it in sorted(got):
-        bound = BEFORE_UPDATE_REL if it == 1 else AFTER_UPDATE_REL
         for key in (*KEYS, "grad_norm"):
+            bound = BEFORE_UPDATE_REL if it == 1 else AFTER_UPDATE_REL["grad_norm" if key == "grad_norm" else "loss"]
             if abs(ref[it][key] - got[it][key]) > bound * abs(ref[it][key]):
                 out.append((it, key, ref[it][key], got[it][key]))
     return out
