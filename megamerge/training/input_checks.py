@@ -127,10 +127,10 @@ def check_load_dir(load: str | Path, weights_only: bool = False) -> None:
         return
     if not load.is_dir():
         raise TrainingInputError(f"--load {load}: is a file, not a checkpoint directory")
-    latest = load / "latest"
-    if not latest.is_file():
+    tag = published_tag(load)
+    if tag is None:
         return
-    tag = latest.read_text().strip()
+    latest = load / "latest"
     if not (load / tag).is_dir():
         what = "does not exist"
     elif not (load / tag / COMPLETE_MARKER).is_file():
@@ -165,6 +165,7 @@ START_OVER_FLAG = "--start-over"
 
 
 def published_tag(directory: Path) -> str | None:
+    """The tag `directory/latest` names, or None when there is none (no file, no directory)."""
     latest = directory / "latest"
     return latest.read_text().strip() if latest.is_file() else None
 
@@ -184,12 +185,6 @@ def earlier_run(save: Path) -> str | None:
     if metrics.is_file() and metrics.stat().st_size:
         return f"{metrics.name} of an earlier run"
     return None
-
-
-def aside_path(save: Path, now: float | None = None) -> Path:
-    """Where --start-over moves an earlier run: a sibling named after the moment it was moved."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return save.with_name(f"{save.name}.before-{stamp}")
 
 
 def check_run_history(args: argparse.Namespace) -> None:
@@ -225,7 +220,7 @@ def move_earlier_run_aside(save: str | Path) -> Path | None:
     save = Path(save)
     if earlier_run(save) is None:
         return None
-    aside = aside_path(save)
+    aside = save.with_name(f"{save.name}.before-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     while aside.exists():  # two start-overs within a second
         aside = aside.with_name(aside.name + "+")
     save.rename(aside)

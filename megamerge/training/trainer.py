@@ -91,7 +91,7 @@ class Trainer:
         logging.basicConfig(level=logging.INFO if self.rank0 else logging.WARNING,
                             format="%(asctime)s megamerge %(levelname)s %(message)s")
         if args.start_over:
-            self.move_earlier_run_aside()
+            self.start_over()
         self.parallel = initialize_model_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size)
         self.family = family_of_preset(args.model)  # its ModelSpec: what to log, how to evaluate, FLOPs
         self.logged_keys = (*self.family.loss_keys, *self.family.ratio_keys)
@@ -128,7 +128,7 @@ class Trainer:
             apply_activation_checkpointing(model)
         return model, total_parameters
 
-    def move_earlier_run_aside(self) -> None:
+    def start_over(self) -> None:
         """--start-over: rank 0 renames --save's earlier run before any rank reads or writes there."""
         if self.rank0 and self.args.save:
             aside = move_earlier_run_aside(self.args.save)

@@ -35,10 +35,6 @@ def set_full_attention_kernel(name: str) -> None:
     _full_attention_kernel = name
 
 
-def full_attention_kernel() -> str:
-    return _full_attention_kernel
-
-
 def full_attention(q, k, v, key_valid, causal: bool = False, key_bias: torch.Tensor | None = None) -> torch.Tensor:
     """q [B, H, L, hd], k and v [B, Hkv, L, hd], key_valid [B, L] bool (a prefix of each row),
     key_bias [B, L] or None -> [B, H, L, hd]. Padded queries attend like valid ones (their outputs
