@@ -69,10 +69,10 @@ class Variant:
 
 
 MEGAMERGE_OPTIONS = {
-    "rotary": ("--merge-rule", "rotary"),
+    "rotary": ("--rotary-merge",),
     "global_rank": ("--merge-selection", "global_rank"),
     "per_masked_base": ("--amtm-normalization", "per_masked_base"),
-    "plain_latent_attention": ("--latent-attention", "plain"),
+    "plain_latent_attention": ("--no-size-proportional-attention",),
 }
 VARIANTS = {
     "paper": Variant((), "per_block", "the paper's method (every default)"),

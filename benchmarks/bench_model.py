@@ -212,11 +212,11 @@ def main(argv=None) -> int:
     ])
     if ablation:
         body += (
-            "\n\n**Rotary merge ablation** (megamerge's extension `--merge-rule rotary`; see "
+            "\n\n**Rotary merge ablation** (megamerge's extension `--rotary-merge`; see "
             "`megamerge/models/mergedna/token_merging.py`): tiny model, 4 x 512 random bases, "
             f"{args.ablation_steps} MTR-only AdamW steps (lr 3e-3), MTR in eval mode:\n\n"
             "| merge | MTR (nats/base) |\n|---|---|\n"
-            f"| rotary (`--merge-rule rotary`) | {ablation[True]:.4f} |\n"
+            f"| rotary (`--rotary-merge`) | {ablation[True]:.4f} |\n"
             f"| the paper's plain size-weighted average (default) | {ablation[False]:.4f} |\n\n"
             "A plain average of a token's bases is a bag: the residual stream carries no absolute "
             "position, so the Local Decoder cannot tell which base sat where.")

@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import torch
 
+from megamerge.models.common.batch import Batch
 from megamerge.models.mergedna.flops import training_flops_per_sequence
 from megamerge.models.registry import family_of_preset
 from megamerge.parallel import initialize_model_parallel
@@ -58,8 +59,8 @@ def engine_for(spec: dict, cuda: bool):
     return built.engine, cfg, family, env.device, "torch AdamW"
 
 
-def train_step(engine, ids, seeds, family) -> dict:
-    out = engine(ids, seeds)
+def train_step(engine, batch: Batch, family) -> dict:
+    out = engine(batch)
     engine.backward(out["loss"])
     with torch.profiler.record_function("optimizer"):
         engine.step()
@@ -79,16 +80,16 @@ def measure(spec: dict) -> dict:
     full_attention.set_full_attention_kernel(spec.get("latent", "key_column"))  # "masked": the old kernels
     engine, cfg, family, device, optimizer = engine_for(spec, cuda)
     generator = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, 4, (spec["micro"], spec["seq_length"]), generator=generator).to(device)
-    seeds = torch.arange(spec["micro"], dtype=torch.int64).to(device)
+    ids = torch.randint(0, 4, (spec["micro"], spec["seq_length"]), generator=generator)
+    batch = Batch(ids, torch.arange(spec["micro"], dtype=torch.int64)).to(device)
     for _ in range(spec["warmup"]):
-        train_step(engine, ids, seeds, family)
+        train_step(engine, batch, family)
     synchronize(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     ratios, started = defaultdict(float), time.perf_counter()
     for _ in range(spec["steps"]):
-        for key, value in train_step(engine, ids, seeds, family).items():
+        for key, value in train_step(engine, batch, family).items():
             ratios[key] += value / spec["steps"]
     synchronize(device)
     step_s = (time.perf_counter() - started) / spec["steps"]
@@ -99,11 +100,11 @@ def measure(spec: dict) -> dict:
               "mfu": flops / step_s / peak if peak else None, "ratios": dict(ratios),
               "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
     if spec.get("profile"):
-        result.update(profile_step(engine, ids, seeds, family, device))
+        result.update(profile_step(engine, batch, family, device))
     return result
 
 
-def profile_step(engine, ids, seeds, family, device) -> dict:
+def profile_step(engine, batch, family, device) -> dict:
     """One step with every profiled module bracketed by a record_function range and synchronised
     wall times (forward and backward hooks), plus torch.profiler's top ops by self time."""
     times = defaultdict(lambda: {"forward_ms": 0.0, "backward_ms": 0.0})
@@ -140,7 +141,7 @@ def profile_step(engine, ids, seeds, family, device) -> dict:
     with torch.profiler.profile(activities=activities) as prof:
         synchronize(device)
         t0 = time.perf_counter()
-        out = engine(ids, seeds)
+        out = engine(batch)
         synchronize(device)
         t1 = time.perf_counter()
         engine.backward(out["loss"])

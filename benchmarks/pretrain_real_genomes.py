@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                     help="part of the budget kept for the final validation pass and checkpoint")
     ap.add_argument("--nproc", type=int, default=2, help="ranks; the global batch stays 8 sequences")
     ap.add_argument("--extra-train-args", default="",
-                    help="more train.py flags, one shell-quoted string, e.g. '--merge-rule rotary'")
+                    help="more train.py flags, one shell-quoted string, e.g. '--rotary-merge'")
     ap.add_argument("--max-order", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 import torch
 import torch.distributed as dist
 
+from megamerge.models.common.batch import Batch
 from megamerge.models.registry import FAMILIES, family_of_config
 
 
@@ -71,7 +72,7 @@ class PipelineDriver:
     def is_last_stage(self) -> bool:
         return self.stage == self.parallel.pp - 1
 
-    def stage_inputs(self, batches: list[tuple[torch.Tensor, ...]], training: bool) -> list[tuple]:
+    def stage_inputs(self, batches: list[Batch], training: bool) -> list[tuple]:
         """Stage 0's input tuple for each micro-batch (any tuple elsewhere); collective over the
         pipeline group where the family needs it."""
         raise NotImplementedError
@@ -85,9 +86,8 @@ class PipelineDriver:
         for stage_input in inputs:
             yield stage_input, torch.zeros(1)
 
-    def train_step(self, engine, batches, poison_loss: bool = False) -> dict[str, float]:
-        """One optimizer step over `batches`, (input_ids, seeds[, base_weights]) each (one per
-        gradient-accumulation micro-step). Returns the micro-batch- and data-parallel-averaged
+    def train_step(self, engine, batches: list[Batch], poison_loss: bool = False) -> dict[str, float]:
+        """One optimizer step over `batches` (one per gradient-accumulation micro-step). Returns the micro-batch- and data-parallel-averaged
         `reported_keys` on every rank. `poison_loss` makes the backward start from NaN (fault
         injection for the NaN guard's test); the reported losses stay finite."""
         inputs = self.stage_inputs(batches, training=True)
@@ -98,9 +98,9 @@ class PipelineDriver:
             self.poison_loss = False
         return {k: float(v) for k, v in engine.agg_additional_losses.items()}
 
-    def eval_step(self, engine, ids, seeds) -> torch.Tensor:
+    def eval_step(self, engine, batch: Batch) -> torch.Tensor:
         """`output_keys` for one micro-batch, on every rank of the pipeline group."""
-        inputs = self.stage_inputs([(ids, seeds)], training=False)
+        inputs = self.stage_inputs([batch], training=False)
         engine.eval_batch(self._iterator(inputs), num_micro_batches=1, compute_loss=True, bcast_loss=False,
                           reduce_output=None)
         device = next(self.module.parameters()).device

@@ -4,7 +4,8 @@ Defaults reproduce the paper's recipe (Table A1): AdamW (0.9, 0.95), weight deca
 10k warm-up iterations then cosine decay over 100k, gradient clipping 1.0, sequences of 4096.
 The optimiser flags left unset take the model family's paper recipe (ModelSpec.training_defaults:
 MergeDNA's above, CARMANIA's AdamW (0.9, 0.999), eps 1e-6, weight decay 0.2, lr 5e-4, 400 warm-up).
-MergeDNA's method options default to the paper's; the other settings are megamerge's extensions.
+The model's method flags (--rotary-merge, --merge-selection, ...) and loss settings come from the
+family's config declarations (models/common/config_options.py) and default to the preset's values.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import typing
 
-from megamerge.models.registry import ALL_PRESETS, family_of_preset
-from megamerge.training.input_checks import refuse_once
+from megamerge.models.common.config_options import FlagDeclaration, declared_fields
+from megamerge.models.registry import ALL_PRESETS, FAMILIES, family_of_preset
+from megamerge.training.input_checks import refuse_once, warn_once
 
 MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a preset
     "hidden_size": "dim",
@@ -26,6 +28,54 @@ MODEL_DIM_FLAGS = {  # flag -> config field, for explicit dimensions on top of a
     "latent_decoder_layers": "latent_decoder_layers",
     "local_decoder_layers": "local_decoder_layers",
 }
+
+
+def config_flag_declarations() -> dict[str, list[tuple[str, FlagDeclaration, object]]]:
+    """Each config field a family declares as a flag (models/common/config_options.py) -> the
+    families declaring it: (model name, declaration, field default), in FAMILIES order."""
+    declared: dict[str, list] = {}
+    for spec in FAMILIES.values():
+        for name, (field, declaration) in declared_fields(spec.config_class).items():
+            declared.setdefault(name, []).append((spec.model_class.__name__, declaration, field.default))
+    return declared
+
+
+def flag_of(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+class RenamedFlag(argparse.Action):
+    """A flag's earlier name: its value is mapped to the new flag's and a warning names the new flag."""
+
+    def __init__(self, option_strings, dest, renamed_values: dict, new_flag: str, **kwargs):
+        self.renamed_values, self.new_flag = renamed_values, new_flag
+        super().__init__(option_strings, dest, choices=list(renamed_values), **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        new_value = self.renamed_values[value]
+        spelled = (self.new_flag if new_value else "--no-" + self.new_flag[2:]) if isinstance(new_value, bool) \
+            else f"{self.new_flag} {new_value}"
+        warn_once(parser.prog, f"{option_string} {value} is deprecated and will be removed; use {spelled}")
+        setattr(namespace, self.dest, new_value)
+
+
+def add_config_flags(group) -> None:
+    """A flag per declared config field, defaulting to None: the preset's value."""
+    for name, declarations in config_flag_declarations().items():
+        help_text = "; ".join(f"{model}: {d.help}" for model, d, _ in declarations) + "; default: the preset's"
+        _, declaration, default = declarations[0]
+        if isinstance(default, bool):
+            kwargs = {"action": argparse.BooleanOptionalAction}
+        elif isinstance(default, tuple):
+            kwargs = {"type": type(default[0]), "nargs": len(default),
+                      "metavar": ("LOW", "HIGH") if len(default) == 2 else None}
+        else:
+            kwargs = {"type": type(default), "choices": declaration.choices}
+        group.add_argument(flag_of(name), dest=name, default=None, help=help_text, **kwargs)
+        if declaration.renamed_from:
+            group.add_argument(flag_of(declaration.renamed_from), dest=name, action=RenamedFlag, default=None,
+                               renamed_values=declaration.renamed_values, new_flag=flag_of(name),
+                               help=f"deprecated: use {flag_of(name)}")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -54,27 +104,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="model preset: MergeDNA (tiny, 380m, 1b, 3b, 7b) or CARMANIA (carmania-*)")
     for flag in MODEL_DIM_FLAGS:
         g.add_argument("--" + flag.replace("_", "-"), type=int, default=None, help="override the preset")
-    g.add_argument("--latent-mtr-weight", type=float, default=None,
-                   help="lambda of the latent MTR loss (default: the preset's; the paper's 0.25)")
-    g.add_argument("--tm-weight", type=float, default=None,
-                   help="weight of the transition-matrix loss (CARMANIA's beta, default 1; MergeDNA default 0)")
-    g.add_argument("--compression-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="clip range of the sampled L/N in training (default: the preset's; the paper's 0.4 0.6)")
-    g.add_argument("--merge-rule", default=None, choices=["paper_average", "rotary"],
-                   help="MergeDNA unmerge rule: the paper's size-weighted average (every base of a token gets its "
-                        "vector) or megamerge's rotary merge (constituents averaged in the token's RoPE frame); default: the preset's")
-    g.add_argument("--merge-selection", default=None, choices=["per_window", "global_rank"],
-                   help="MergeDNA local merges: the paper's top r_l pairs in each window (Eq. 5) or megamerge's "
-                        "one ranking across the sequence; default: the preset's")
-    g.add_argument("--amtm-normalization", default=None, choices=["per_masked_token", "per_masked_base"],
-                   help="MergeDNA AMTM loss: summed over masked bases divided by the masked tokens K (paper Eq. 7) "
-                        "or megamerge's mean over masked bases; default: the preset's")
-    g.add_argument("--latent-attention", default=None, choices=["size_proportional", "plain"],
-                   help="MergeDNA latent MTR: after the latent merge, attention adds log(tokens merged) to each "
-                        "key's logits (ToMe, the paper's) or plain attention (megamerge's earlier behaviour); default: the preset's")
-    g.add_argument("--latent-merge-schedule", default=None, choices=["per_block", "single_layer"],
-                   help="MergeDNA latent MTR: merge a share of the tokens after every Latent Encoder block down to "
-                        "K = L/2 (ToMe-style, the paper's) or megamerge's one burst before block L/2; default: the preset's")
+    add_config_flags(g)
     g.add_argument("--checkpoint-activations", action="store_true",
                    help="recompute each Transformer block in the backward pass")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from megamerge.models.common.batch import Batch
 from megamerge.models.registry import family_of_model
 from megamerge.parallel import ModelParallelUnit
 from megamerge.parallel.pipeline import PipelineDriver
@@ -25,8 +26,8 @@ from megamerge.training.objective import PretrainingObjective
 class BuiltEngine:
     engine: object  # deepspeed's DeepSpeedEngine, or its PipelineEngine with pipeline stages
     pipeline: PipelineDriver | None  # None: no pipeline stages (PP = 1)
-    # (input_ids, seeds) -> the loss dict of compute_losses, for evaluation (no gradient)
-    eval_forward: Callable[[torch.Tensor, torch.Tensor], dict]
+    # a Batch -> the loss dict of compute_losses, for evaluation (no gradient)
+    eval_forward: Callable[[Batch], dict]
 
 
 def build_engine(model: nn.Module, parallel, ds_config: dict, device: torch.device) -> BuiltEngine:
@@ -45,7 +46,7 @@ def build_engine(model: nn.Module, parallel, ds_config: dict, device: torch.devi
     engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
                                            model_parameters=list(pipeline.module.parameters()))
 
-    def eval_forward(input_ids: torch.Tensor, seeds: torch.Tensor) -> dict:
-        return dict(zip(pipeline.output_keys, pipeline.eval_step(engine, input_ids, seeds)))
+    def eval_forward(batch: Batch) -> dict:
+        return dict(zip(pipeline.output_keys, pipeline.eval_step(engine, batch)))
 
     return BuiltEngine(engine, pipeline, eval_forward)

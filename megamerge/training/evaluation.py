@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+from megamerge.models.common.batch import Batch
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.model_spec import ModelSpec
 from megamerge.training.batches import ValidBatches
@@ -17,16 +18,16 @@ from megamerge.training.distributed import all_reduce_sum
 
 
 @torch.no_grad()
-def evaluate(engine, forward: Callable[[torch.Tensor, torch.Tensor], dict], valid: ValidBatches, seed: int,
+def evaluate(engine, forward: Callable[[Batch], dict], valid: ValidBatches, seed: int,
              device: torch.device, spec: ModelSpec) -> dict | None:
-    """`forward(input_ids, seeds)` -> compute_losses' dict (BuiltEngine.eval_forward). None when
+    """`forward(batch)` -> compute_losses' dict (BuiltEngine.eval_forward). None when
     there is no validation data."""
     if not valid.available:
         return None
     engine.eval()
     sums = defaultdict(float)
     for ids, index in valid:
-        out = forward(ids.to(device), sample_seeds(seed, index).to(device))
+        out = forward(Batch(ids, sample_seeds(seed, index)).to(device))
         n = float(ids.shape[0])
         for key in spec.loss_keys:
             sums[key] += float(out[key]) * n

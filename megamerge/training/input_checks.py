@@ -272,6 +272,12 @@ def report_once(program: str, message: str, before: str = "") -> None:
         print(f"{program}: error (rank {rank}): {message}", file=sys.stderr, flush=True)
 
 
+def warn_once(program: str, message: str) -> None:
+    """`program: warning: message` from rank 0 only (every rank parses the same flags)."""
+    if _launch_rank() == 0:
+        print(f"{program}: warning: {message}", file=sys.stderr, flush=True)
+
+
 def refuse_once(program: str, message: str, before: str = "") -> typing.NoReturn:
     """`report_once`, then exit 2."""
     report_once(program, message, before)

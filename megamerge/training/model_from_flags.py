@@ -7,28 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 
+from megamerge.models.common.config_options import declared_fields
 from megamerge.models.registry import config_from_preset, family_of_preset
 from megamerge.parallel import check_tensor_parallel_sizes
 from megamerge.parallel.pipeline import check_pipeline_stages
 from megamerge.parallel.process_groups import data_parallel_size
-from megamerge.training.arguments import MODEL_DIM_FLAGS
+from megamerge.training.arguments import MODEL_DIM_FLAGS, config_flag_declarations, flag_of
 from megamerge.training.ds_config import ConfigError
 
-# train.py's flags that select MergeDNA's method options -> (config field, flag value -> field value).
-# Each defaults to None: the preset's value, so a preset is never overridden by a flag left unset.
-MERGEDNA_METHOD_FLAGS = {
-    "merge_rule": ("rotary_merge", lambda value: value == "rotary"),
-    "merge_selection": ("merge_selection", str),
-    "amtm_normalization": ("amtm_normalization", str),
-    "latent_attention": ("size_proportional_attention", lambda value: value == "size_proportional"),
-    "latent_merge_schedule": ("latent_merge_schedule", str),
-    "latent_mtr_weight": ("latent_mtr_weight", float),
-    "compression_range": ("compression_range", tuple),
-}
 
-
-def method_flag_names() -> list[str]:
-    return [f"--{flag.replace('_', '-')}" for flag in MERGEDNA_METHOD_FLAGS]
+def method_flag_names(config_class) -> list[str]:
+    """train.py's flags that set `config_class`'s declared fields (its method options and loss settings)."""
+    return [flag_of(name) for name in declared_fields(config_class)]
 
 
 def model_config(args):
@@ -43,22 +33,22 @@ def model_config(args):
         if field not in fields:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
         overrides[field] = value
-    for flag, (field, to_field) in MERGEDNA_METHOD_FLAGS.items():
-        value = getattr(args, flag, None)
+    own = declared_fields(family.config_class)
+    for name, declarations in config_flag_declarations().items():
+        value = getattr(args, name, None)
         if value is None:
             continue
-        if family.name != "mergedna":
-            raise ConfigError(f"--{flag.replace('_', '-')} applies to MergeDNA models, not {family.name} "
-                              f"({args.model})")
-        overrides[field] = to_field(value)
-    if args.tm_weight is not None:
-        overrides["tm_weight"] = args.tm_weight
+        if name not in own:
+            models = " and ".join(model for model, _, _ in declarations)
+            raise ConfigError(f"{flag_of(name)} applies to {models} models, not {family.name} ({args.model})")
+        overrides[name] = tuple(value) if isinstance(value, list) else value
     try:
         cfg = config_from_preset(args.model, **overrides)
         cfg.validate()
     except ValueError as e:  # say which flags built the config, not only the rule it breaks
         given = [f"--{flag.replace('_', '-')} {getattr(args, flag)}" for flag in MODEL_DIM_FLAGS
                  if getattr(args, flag) is not None]
+        given += [f"{flag_of(name)} {overrides[name]}" for name in own if name in overrides]
         raise ConfigError(f"{' '.join(given) or 'the preset'} (--model {args.model}): {e}") from None
     return cfg
 

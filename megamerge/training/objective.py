@@ -1,10 +1,11 @@
-"""The module handed to `deepspeed.initialize`: forward(ids, seeds[, base_weights]) -> the loss
-dict, so the engine's forward/backward wrap the paper's three passes."""
+"""The module handed to `deepspeed.initialize`: forward(batch) -> the loss dict, so the engine's
+forward/backward wrap the paper's three passes."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from megamerge.models.common.batch import Batch
 
 
 class PretrainingObjective(nn.Module):
@@ -12,5 +13,5 @@ class PretrainingObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, seeds: torch.Tensor, base_weights: torch.Tensor | None = None) -> dict:
-        return self.model.compute_losses(input_ids, seeds, base_weights)
+    def forward(self, batch: Batch) -> dict:
+        return self.model.compute_losses(batch.input_ids, batch.seeds, batch.base_weights)

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from megamerge import __version__
+from megamerge.models.common.batch import Batch
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.registry import family_of_preset
@@ -192,7 +193,7 @@ class Trainer:
             saved_deviations = type(self.cfg).from_dict(saved_cfg).paper_deviations()
             raise ConfigError(f"checkpoint {self.args.load}/{tag} was trained with a different model config "
                               f"(its departures from the paper: {saved_deviations or 'none'}; train.py's "
-                              f"{', '.join(method_flag_names())} select them); saved {saved_cfg}")
+                              f"{', '.join(method_flag_names(type(self.cfg)))} select them); saved {saved_cfg}")
 
     def save(self, reason: str) -> None:
         """A checkpoint of the engine, the run state and every rank's data position and RNG states
@@ -233,13 +234,11 @@ class Trainer:
                 self.save(f"--save-interval {args.save_interval}")
         return self.finish("finished")
 
-    def micro_batch(self, iteration: int, micro_step: int) -> tuple[torch.Tensor, ...]:
-        """(input_ids [micro, N], seeds [micro]) on this rank's device, and the per-base loss
-        weights [micro, N] of --softmask-loss-weight when any base gets a weight other than 1."""
+    def micro_batch(self, iteration: int, micro_step: int) -> Batch:
+        """This rank's micro-batch on its device, with --softmask-loss-weight's per-base weights."""
         ids, index, softmask = self.train_batches.next(iteration, micro_step)
-        batch = (ids.to(self.env.device), sample_seeds(self.args.seed, index).to(self.env.device))
         weights = softmask_base_weights(softmask, self.args.softmask_loss_weight)
-        return batch if weights is None else (*batch, weights.to(self.env.device))
+        return Batch(ids, sample_seeds(self.args.seed, index), weights).to(self.env.device)
 
     def train_step(self) -> StepResult:
         """One optimizer step over `accumulation` micro-batches. DeepSpeed's ZeRO optimizer skips
@@ -258,7 +257,7 @@ class Trainer:
         else:
             sums = None  # [len(logged_keys)] on the device: no host sync inside the micro-steps
             for m in range(self.accumulation):
-                out = self.engine(*self.micro_batch(iteration, m))
+                out = self.engine(self.micro_batch(iteration, m))
                 self.engine.backward(out["loss"] * float("nan") if poison else out["loss"])
                 self.engine.step()  # applies the update at the last micro-step only
                 values = torch.stack([out[key].detach().float() for key in self.logged_keys])

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.layout_equivalence
 
 EXTENSIONS = {"rotary_merge": True, "merge_selection": "global_rank", "amtm_normalization": "per_masked_base",
               "size_proportional_attention": False, "latent_merge_schedule": "single_layer"}
-EXTENSION_FLAGS = ["--merge-rule", "rotary", "--merge-selection", "global_rank",
-                   "--amtm-normalization", "per_masked_base", "--latent-attention", "plain",
+EXTENSION_FLAGS = ["--rotary-merge", "--merge-selection", "global_rank",
+                   "--amtm-normalization", "per_masked_base", "--no-size-proportional-attention",
                    "--latent-merge-schedule", "single_layer"]
 KEYS = ("loss", "mtr", "latent_mtr", "amtm")
 

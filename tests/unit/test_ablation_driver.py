@@ -45,7 +45,8 @@ def test_one_option_variants_differ_from_the_paper_in_exactly_that_option():
         assert len(changed) == 1, (name, changed)
     everything = vars(parser.parse_args(["--mock-data", *train_flags("all_megamerge")]))
     assert {k for k, v in everything.items() if paper[k] != v} == {
-        "merge_rule", "merge_selection", "amtm_normalization", "latent_attention", "latent_merge_schedule"}
+        "rotary_merge", "merge_selection", "amtm_normalization", "size_proportional_attention",
+        "latent_merge_schedule"}
 
 
 def test_unknown_variant_is_refused_by_name():

@@ -54,9 +54,9 @@ def test_deviations_name_each_departing_option():
     cfg = MergeDNAConfig.from_preset("tiny", rotary_merge=True, merge_selection="global_rank",
                                      amtm_normalization="per_masked_base", size_proportional_attention=False,
                                      latent_merge_schedule="single_layer")
-    assert cfg.paper_deviations() == ["rotary_merge=True", "merge_selection=global_rank",
-                                      "amtm_normalization=per_masked_base", "size_proportional_attention=False",
-                                      "latent_merge_schedule=single_layer"]
+    assert cfg.paper_deviations() == ["rotary_merge=True", "merge_selection=global_rank",  # in field order
+                                      "latent_merge_schedule=single_layer", "size_proportional_attention=False",
+                                      "amtm_normalization=per_masked_base"]
 
 
 def test_unknown_option_value_is_refused_with_the_choices():
@@ -81,12 +81,47 @@ def test_train_flags_select_each_option():
     from megamerge.training.model_from_flags import model_config
 
     assert model_config(parse_args(["--mock-data"])).paper_deviations() == []
-    cfg = model_config(parse_args(["--mock-data", "--merge-rule", "rotary", "--merge-selection", "global_rank",
-                                   "--amtm-normalization", "per_masked_base", "--latent-attention", "plain",
+    cfg = model_config(parse_args(["--mock-data", "--rotary-merge", "--merge-selection", "global_rank",
+                                   "--amtm-normalization", "per_masked_base", "--no-size-proportional-attention",
                                    "--latent-merge-schedule", "single_layer"]))
     assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization, cfg.size_proportional_attention) == (
         True, "global_rank", "per_masked_base", False)
     assert (cfg.latent_merge_schedule, cfg.latent_merge_layer) == ("single_layer", cfg.latent_encoder_layers // 2)
+
+
+def test_renamed_flags_still_select_their_option_with_a_warning(capsys):
+    """--merge-rule and --latent-attention became --[no-]rotary-merge and
+    --[no-]size-proportional-attention (one name for a flag and its config field)."""
+    from megamerge.training.model_from_flags import model_config
+
+    old = model_config(parse_args(["--mock-data", "--merge-rule", "rotary", "--latent-attention", "plain"]))
+    new = model_config(parse_args(["--mock-data", "--rotary-merge", "--no-size-proportional-attention"]))
+    assert old == new and old.paper_deviations() == ["rotary_merge=True", "size_proportional_attention=False"]
+    err = capsys.readouterr().err
+    assert "--merge-rule rotary is deprecated and will be removed; use --rotary-merge" in err
+    assert "--latent-attention plain is deprecated and will be removed; use --no-size-proportional-attention" in err
+    paper = model_config(parse_args(["--mock-data", "--merge-rule", "paper_average",
+                                     "--latent-attention", "size_proportional"]))
+    assert paper.paper_deviations() == []
+
+
+def test_every_method_option_is_declared_once_with_its_paper_value():
+    """The declarations on the config fields are the one source: defaults, choices, paper_deviations
+    and the values an old config without the field loads with all come from them."""
+    from megamerge.models.common.config_options import declared_fields, values_before_named
+
+    options = {name: d for name, (_, d) in declared_fields(MergeDNAConfig).items() if d.is_method_option}
+    assert set(options) == {"rotary_merge", "merge_selection", "amtm_normalization", "size_proportional_attention",
+                            "latent_merge_schedule"}
+    paper = MergeDNAConfig()
+    for name, d in options.items():
+        assert getattr(paper, name) == d.paper and d.paper in d.choices and d.before in d.choices, name
+        other = next(c for c in d.choices if c != d.paper)
+        overrides = {"latent_merge_layer": 2} if name == "latent_merge_schedule" else {}
+        assert MergeDNAConfig(**{name: other}, **overrides).paper_deviations() == [f"{name}={other}"]
+    assert values_before_named(MergeDNAConfig) == {name: d.before for name, d in options.items()}
+    with pytest.raises(ValueError, match=r"merge_selection='nope' must be one of \['per_window', 'global_rank'\]"):
+        MergeDNAConfig(merge_selection="nope")
 
 
 @pytest.mark.parametrize("model,expected", [
@@ -411,5 +446,7 @@ def test_mergedna_method_flags_are_refused_for_carmania():
     from megamerge.training.model_from_flags import model_config
 
     assert model_config(parse_args(["--mock-data", "--model", "carmania-tiny"])).paper_deviations() == []
-    with pytest.raises(ConfigError, match="--merge-rule applies to MergeDNA models, not carmania"):
+    with pytest.raises(ConfigError, match="--rotary-merge applies to MergeDNA models, not carmania"):
         model_config(parse_args(["--mock-data", "--model", "carmania-tiny", "--merge-rule", "rotary"]))
+    with pytest.raises(ConfigError, match="--latent-mtr-weight applies to MergeDNA models, not carmania"):
+        model_config(parse_args(["--mock-data", "--model", "carmania-tiny", "--latent-mtr-weight", "0.5"]))

@@ -123,7 +123,7 @@ def test_a_preset_is_never_overridden_by_a_flag_left_unset(monkeypatch):
     monkeypatch.setitem(mergedna_config.PRESETS, "custom", custom)
     monkeypatch.setitem(registry.ALL_PRESETS, "custom", registry.ALL_PRESETS["tiny"])
     assert model_config(parse_args(["--mock-data", "--model", "custom"])) == custom
-    flagged = model_config(parse_args(["--mock-data", "--model", "custom", "--merge-rule", "paper_average",
+    flagged = model_config(parse_args(["--mock-data", "--model", "custom", "--no-rotary-merge",
                                        "--latent-mtr-weight", "0.25"]))
     assert (flagged.rotary_merge, flagged.latent_mtr_weight, flagged.merge_selection) == (False, 0.25, "global_rank")
 

@@ -28,11 +28,10 @@ def base_cross_entropy(
         targets = torch.where(select, targets, torch.full_like(targets, IGNORE_INDEX))
     flat_logits = logits.float().reshape(-1, logits.shape[-1])
     flat_targets = targets.reshape(-1)
-    if weights is None:
-        total = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    else:
-        per_base = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="none")
-        total = (per_base * weights.reshape(-1).float()).sum()
+    # One reduction for both cases, so that all-one weights give the unweighted loss bit for bit
+    # (x * 1.0 is exact): a batch always carries weights (common/batch.py).
+    per_base = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="none")  # [B*N]
+    total = (per_base if weights is None else per_base * weights.reshape(-1).float()).sum()
     scored = flat_targets != IGNORE_INDEX
     count = scored.sum()
     correct = ((flat_logits.argmax(-1) == flat_targets) & scored).sum()

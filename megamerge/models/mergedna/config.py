@@ -5,6 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+from megamerge.models.common.config_options import (
+    choice_errors,
+    option,
+    paper_deviations,
+    setting,
+    values_before_named,
+)
+
 
 @dataclass
 class MergeDNAConfig:
@@ -23,42 +31,53 @@ class MergeDNAConfig:
     # Tokenizer (Local Encoder) merging
     grouping_dim: int = 64  # width of the separate grouping embedding that scores merges
     merge_temperature: float = 0.1  # slope of the straight-through gate around the selection threshold
-    # The paper's unmerge is Z_N = S^T Z_L (every base of a token gets its vector): rotary_merge=False.
-    # True is megamerge's extension: constituents averaged in the merged token's RoPE frame and
-    # rotated back on unmerge (token_merging.py), so bases of one token get different vectors.
-    rotary_merge: bool = False
-    # "per_window" (paper Eq. 5): each local layer merges its r_l pairs inside every window;
-    # "global_rank" (megamerge's extension): one ranking of all pairs across the sequence.
-    merge_selection: str = "per_window"
-    compression_range: tuple[float, float] = (0.4, 0.6)  # L/N clip range in training
+    rotary_merge: bool = option(
+        paper=False, choices=(False, True), before=True, renamed_from="merge_rule",
+        renamed_values={"paper_average": False, "rotary": True},
+        help="the unmerge: off, the paper's Z_N = S^T Z_L (every base of a token gets its vector); on, "
+             "megamerge's rotary merge (constituents averaged in the merged token's RoPE frame and rotated back "
+             "on unmerge, token_merging.py, so bases of one token get different vectors)")
+    merge_selection: str = option(
+        paper="per_window", choices=("per_window", "global_rank"), before="global_rank",
+        help="the local merges: per_window, the paper's top r_l pairs in each window (Eq. 5); "
+             "global_rank, megamerge's one ranking of all pairs across the sequence")
+    compression_range: tuple[float, float] = setting(
+        (0.4, 0.6), help="clip range LOW HIGH of the sampled L/N in training (the paper's 0.4 0.6)")
     compression_mean: float = 0.5  # training: L/N ~ N(mean, std) clipped to the range
     compression_std: float = 0.05
     eval_compression: float = 0.5  # fixed L/N in eval mode
 
     # Latent MTR and AMTM
     latent_compression: float = 0.5  # K = ceil(this * L) latent tokens after global merging
-    # Pass 2's (latent MTR's) merge down to K. "per_block" (the paper, Sec. 3.3: the Latent Encoder
-    # merges ToMe-style): after every Latent Encoder block, bipartite soft matching merges a share of
-    # each sample's L_b - K_b merges (never more than half the tokens in one step), so the sequence
-    # shrinks block by block to K at the encoder's end. Reading: ToMe merges inside each block between
-    # attention and MLP, scored on the attention keys; megamerge merges between blocks, scored on the
-    # cosine of the block's output hidden states (keys are head-sharded under tensor parallelism, and
-    # the block stays one module shared by every pass). "single_layer" (megamerge's extension): one
-    # burst of bipartite rounds to K before block `latent_merge_layer`.
-    latent_merge_schedule: str = "per_block"
+    # Pass 2's (latent MTR's) merge down to K. per_block: after every Latent Encoder block,
+    # bipartite soft matching merges a share of each sample's L_b - K_b merges (never more than half
+    # the tokens in one step), so the sequence shrinks block by block to K at the encoder's end.
+    # Reading: ToMe merges inside each block between attention and MLP, scored on the attention
+    # keys; megamerge merges between blocks, scored on the cosine of the block's output hidden
+    # states (keys are head-sharded under tensor parallelism, and the block stays one module shared
+    # by every pass).
+    latent_merge_schedule: str = option(
+        paper="per_block", choices=("per_block", "single_layer"), before="single_layer",
+        help="latent MTR's merge: per_block, the paper's ToMe-style merge of a share of the tokens "
+             "after every Latent Encoder block down to K = L/2 (Sec. 3.3); single_layer, megamerge's one burst "
+             "before block latent_merge_layer")
     # single_layer only: the merge comes before this latent-encoder block (None: half the blocks;
     # latent_encoder_layers: after the last block). A per_block config leaves it None.
     latent_merge_layer: int | None = None
-    # After the latent merge, attention adds log(size) to each key's logits (ToMe's proportional
-    # attention, size = the local tokens a latent token stands for), the paper's ToMe-style latent
-    # merge; False: plain attention over the merged tokens, as megamerge did before.
-    size_proportional_attention: bool = True
+    size_proportional_attention: bool = option(
+        paper=True, choices=(True, False), before=False, renamed_from="latent_attention",
+        renamed_values={"size_proportional": True, "plain": False},
+        help="latent MTR's attention: on, after each latent merge attention adds log(size) to each key's logits "
+             "(ToMe's proportional attention, size = the local tokens a latent token stands for; the paper's "
+             "ToMe-style merge); off, plain attention over the merged tokens (megamerge's earlier behaviour)")
     amtm_mask_ratio: float = 0.5  # fraction of the L local tokens masked by AMTM (K/L in the paper)
-    latent_mtr_weight: float = 0.25  # lambda
-    # "per_masked_token" (paper Eq. 7): AMTM's summed cross-entropy over masked bases divided by K,
-    # the number of masked tokens; "per_masked_base" (megamerge's extension): the mean over masked bases.
-    amtm_normalization: str = "per_masked_token"
-    tm_weight: float = 0.0  # optional transition-matrix loss on the reconstruction outputs
+    latent_mtr_weight: float = setting(0.25, help="lambda, the latent MTR loss's weight (the paper's 0.25)")
+    amtm_normalization: str = option(
+        paper="per_masked_token", choices=("per_masked_token", "per_masked_base"), before="per_masked_base",
+        help="the AMTM loss: per_masked_token, the cross-entropy summed over masked bases divided by K, "
+             "the number of masked tokens (paper Eq. 7); per_masked_base, megamerge's mean over masked bases")
+    tm_weight: float = setting(0.0, help="weight of an optional transition-matrix loss on the reconstruction "
+                                          "outputs (0: none)")
 
     def __post_init__(self):
         self.compression_range = tuple(self.compression_range)
@@ -76,10 +95,10 @@ class MergeDNAConfig:
         return self.rope_theta if self.rotary_merge else None
 
     def paper_deviations(self) -> list[str]:
-        """The options in which this config departs from the MergeDNA paper, as "field=value"
-        (empty: the paper's method). Sizes and loss weights are choices the paper leaves open."""
-        return [f"{name}={getattr(self, name)}" for name, paper in PAPER_OPTIONS.items()
-                if getattr(self, name) != paper]
+        """The method options in which this config departs from the MergeDNA paper, as
+        "field=value" (empty: the paper's method). Sizes and loss weights are choices the paper
+        leaves open."""
+        return paper_deviations(self)
 
     @property
     def latent_merge_points(self) -> tuple[int, ...]:
@@ -93,9 +112,8 @@ class MergeDNAConfig:
         def bad(msg: str):
             raise ValueError(f"invalid MergeDNAConfig: {msg}")
 
-        for name, choices in OPTION_CHOICES.items():
-            if getattr(self, name) not in choices:
-                bad(f"{name}={getattr(self, name)!r} must be one of {list(choices)}")
+        for message in choice_errors(self):
+            bad(message)
 
         for name in ("dim", "n_heads", "ffn_dim"):  # before any rule that divides by them
             if getattr(self, name) < 1:
@@ -168,30 +186,7 @@ class MergeDNAConfig:
             raise ValueError(f"unknown MergeDNAConfig fields: {sorted(unknown)}")
         # A config saved before an option existed was trained with megamerge's behaviour of the
         # time, not the paper default that came later: an old checkpoint must load as it trained.
-        return cls(**{**BEFORE_PAPER_OPTIONS, **d})
-
-
-# The paper's value of every named option (paper_deviations compares against these).
-PAPER_OPTIONS = {
-    "rotary_merge": False,
-    "merge_selection": "per_window",
-    "amtm_normalization": "per_masked_token",
-    "size_proportional_attention": True,
-    "latent_merge_schedule": "per_block",
-}
-OPTION_CHOICES = {
-    "merge_selection": ("per_window", "global_rank"),
-    "amtm_normalization": ("per_masked_token", "per_masked_base"),
-    "latent_merge_schedule": ("per_block", "single_layer"),
-}
-# What megamerge did before each option was named: the value a saved config without the field means.
-BEFORE_PAPER_OPTIONS = {
-    "rotary_merge": True,
-    "merge_selection": "global_rank",
-    "amtm_normalization": "per_masked_base",
-    "size_proportional_attention": False,
-    "latent_merge_schedule": "single_layer",
-}
+        return cls(**{**values_before_named(cls), **d})
 
 
 # The paper's optimiser and schedule (Table A1): AdamW (0.9, 0.95), weight decay 1e-8, lr 1e-4,

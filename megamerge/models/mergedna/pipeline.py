@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from megamerge.models.common.batch import Batch
 from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.latent_decoder import latent_decoder_step
 from megamerge.models.mergedna.latent_encoder import LatentPass, latent_block_step, merge_if_due
@@ -180,9 +181,8 @@ class LocalDecoderPipe(_PipeLayer):
         logits = self.local_decoder(s1.x, s1.pos, s1.assign, base_valid)
         latent_logits = self.local_decoder(s2.x, s2.pos, s2.assign, base_valid)
         masked_logits = self.local_decoder(s3.x, s3.pos, s3.assign, base_valid)
-        weights = None if bool((c.base_weights == 1).all()) else c.base_weights  # all 1: the unweighted path
         out = objective_outputs(self.cfg, c.input_ids, base_valid, logits, latent_logits, masked_logits,
-                                c.base_mask, s1.lengths, c.latent_lengths, weights)
+                                c.base_mask, s1.lengths, c.latent_lengths, c.base_weights)
         stats = torch.stack([out[k].float() for k in OUTPUT_KEYS[1:]]).detach()
         return torch.cat([out["loss"].reshape(1), stats])
 
@@ -231,17 +231,18 @@ class MergeDNAPipeline(PipelineDriver):
         return frozen, None
 
     @torch.no_grad()
-    def stage_inputs(self, batches: list[tuple[torch.Tensor, ...]], training: bool) -> list[tuple]:
-        """Stage 0's input tuples (StageInputs) for these (input_ids, seeds[, base_weights])
-        micro-batches, with their AMTM masks from the preview (placeholders on other stages).
+    def stage_inputs(self, batches: list[Batch], training: bool) -> list[tuple]:
+        """Stage 0's input tuples (StageInputs) for these micro-batches, with their AMTM masks
+        from the preview (placeholders on other stages).
         Collective over the pipeline group."""
         ranks = self.parallel.pp_ranks
         for m in self.local_layers:
             m.train(training)
         device = next(self.module.parameters()).device
         inputs = []
-        for input_ids, seeds, *weights in batches:
-            input_ids, seeds = input_ids.to(device), seeds.to(device)
+        for batch in batches:
+            batch = batch.to(device)
+            input_ids, seeds = batch.input_ids, batch.seeds
             frozen, latent_map = self._preview_latent_map(input_ids, seeds, device)
             # S' goes back from the merge stage to everyone in the pipeline group (stage 0 uses it).
             shape = torch.tensor(latent_map.shape if latent_map is not None else (0, 0), dtype=torch.long,
@@ -253,6 +254,5 @@ class MergeDNAPipeline(PipelineDriver):
             base_valid = check_input_ids(input_ids)
             mask = amtm_base_mask(self.cfg, frozen, latent_map, base_valid, seeds) if self.stage == 0 else \
                 torch.zeros_like(base_valid)
-            base_weights = weights[0] if weights and weights[0] is not None else torch.ones(input_ids.shape)
-            inputs.append(carry.to_tuple(StageInputs(input_ids, seeds, mask, base_weights.to(device).float())))
+            inputs.append(carry.to_tuple(StageInputs(input_ids, seeds, mask, batch.base_weights)))
         return inputs

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from megamerge.data.mock_data import MockGenome
+from megamerge.models.common.batch import Batch
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.registry import family_of_model
 
@@ -95,7 +96,7 @@ def worker_bf16(save: Path, out: Path) -> None:
     rank = dist.get_rank()
     for it in range(2):
         index = torch.arange(2) + 4 * it + 2 * rank
-        loss = engine(MockGenome(SEQ, seed=3).batch(index), sample_seeds(3, index))["loss"]
+        loss = engine(Batch(MockGenome(SEQ, seed=3).batch(index), sample_seeds(3, index)))["loss"]
         engine.backward(loss)
         engine.step()
     client_state = {"iteration": 2, "consumed_samples": 8, "family": "mergedna", "model_config": cfg.to_dict(),

@@ -16,6 +16,7 @@ import torch
 
 from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.batch import Batch
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.mergedna.pipeline_layers import latent_merge_layer_indices
@@ -27,8 +28,8 @@ LRS = (0.02,)
 
 
 def _batches(it: int, softmask_weight: float):
-    """(ids, seeds) per micro-step, with per-base loss weights when softmask_weight != 1: the
-    middle third of every row weighs softmask_weight, as a soft-masked repeat would."""
+    """A Batch per micro-step; with softmask_weight != 1 the middle third of every row weighs
+    softmask_weight, as a soft-masked repeat would."""
     out = []
     for m in range(ACCUM):
         index = torch.arange(MICRO) + (it * ACCUM + m) * MICRO
@@ -36,7 +37,7 @@ def _batches(it: int, softmask_weight: float):
         softmask = torch.zeros(ids.shape, dtype=torch.bool)
         softmask[:, SEQ // 3 : 2 * SEQ // 3] = True
         weights = softmask_base_weights(softmask, softmask_weight)
-        out.append((ids, sample_seeds(5, index)) + (() if weights is None else (weights,)))
+        out.append(Batch(ids, sample_seeds(5, index), weights))
     return out
 
 
