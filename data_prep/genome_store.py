@@ -124,7 +124,8 @@ class FileIngest:
         run(group.update_attributes(self.summary))
 
 
-def _write_record_arrays(group: zarr.AsyncGroup, offsets: list, ids: list, descriptions: list, counts: list) -> None:
+def _write_record_arrays(group: zarr.AsyncGroup, offsets: list, ids: list, descriptions: list,
+                         counts: list) -> None:
     records = len(ids)
     rows = max(1, min(records, 1 << 20))  # one chunk file per array up to a million records
     table = np.empty((records, len(TABLE_COLUMNS)), np.int64)  # [records, 6]
@@ -184,7 +185,8 @@ class GenomeStore:
             raise ValueError(f"{self.path}: not a megamerge genome store (unfinished or foreign)")
         if attrs.get("format_version") != STORE_FORMAT_VERSION:
             raise ValueError(f"{self.path}: store format {attrs.get('format_version')} is not supported "
-                             f"(this megamerge reads {STORE_FORMAT_VERSION}); prepare it again from the FASTA")  # fmt: skip
+                             f"(this megamerge reads {STORE_FORMAT_VERSION}); "
+                             "prepare it again from the FASTA")  # fmt: skip
         self.attrs = attrs
         self.files: list[dict] = attrs["files"]
         self._ids: dict[str, dict[str, int]] = {}  # group -> record id -> first index
@@ -202,7 +204,8 @@ class GenomeStore:
         """(group, index) of the first record `record_id` among the files of `species`."""
         groups = [summary["group"] for summary in self.files if summary["species"] == species]
         if not groups:
-            raise KeyError(f"{self.path}: no species {species!r} (has {sorted({f['species'] for f in self.files})})")
+            raise KeyError(f"{self.path}: no species {species!r} "
+                           f"(has {sorted({f['species'] for f in self.files})})")
         for group in groups:
             if group not in self._ids:
                 ids = self.root[group]["record_names"][:, 0]

@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--parts", nargs="+", required=True, type=Path, metavar="DIR",
-                        help="the part directories (prepare.py --part K/N --out DIR), all N of them, any order")
+                        help="the part directories (prepare.py --part K/N --out DIR), "
+                             "all N of them, any order")
     parser.add_argument("--out", required=True, type=Path, help="the corpus directory to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
     parser.add_argument("--input-check", choices=("sha256", "size"), default="sha256",
@@ -116,18 +117,21 @@ def load_part(path: Path) -> Part:
 def check_same_settings(parts: list[Part]) -> None:
     """Every part was prepared from the same inputs with the same options and megamerge."""
     first = parts[0]
-    reference = {key: value for key, value in first.manifest["parameters"].items() if key not in PER_PART_PARAMETERS}
+    reference = {key: value for key, value in first.manifest["parameters"].items()
+                 if key not in PER_PART_PARAMETERS}
     for part in parts[1:]:
         settings = part.manifest["parameters"]
         for key in sorted(set(reference) | (set(settings) - set(PER_PART_PARAMETERS))):
             if settings.get(key) != reference.get(key):
-                raise InputError(f"{part.path} (part {part.label}) was prepared with --{key.replace('_', '-')} "
-                                 f"{settings.get(key)!r}, {first.path} (part {first.label}) with "
+                raise InputError(f"{part.path} (part {part.label}) was prepared with "
+                                 f"--{key.replace('_', '-')} {settings.get(key)!r}, "
+                                 f"{first.path} (part {first.label}) with "
                                  f"{reference.get(key)!r}: every part needs the same settings")
         for field in SHARED_FIELDS:
             if part.manifest.get(field) != first.manifest.get(field):
-                raise InputError(f"{part.path} (part {part.label}): its {field} differs from that of {first.path} "
-                                 f"(part {first.label}); prepare every part with the same megamerge and inputs")
+                raise InputError(f"{part.path} (part {part.label}): its {field} differs from that of "
+                                 f"{first.path} (part {first.label}); prepare every part with the same "
+                                 "megamerge and inputs")
         if part.manifest["part"]["input_files"] != first.manifest["part"]["input_files"]:
             raise InputError(f"{part.path} (part {part.label}) found other input files than {first.path} "
                              f"(part {first.label}): were files added or removed between the parts' runs?")
@@ -158,8 +162,9 @@ def check_coverage(parts: list[Part]) -> None:
     for part in parts:
         for group in part.groups:
             if group in owner:
-                raise InputError(f"input file {inputs[int(group)]} (group {group}) is in part {owner[group].label} "
-                                 f"({owner[group].path}) and in part {part.label} ({part.path})")
+                raise InputError(f"input file {inputs[int(group)]} (group {group}) is in part "
+                                 f"{owner[group].label} ({owner[group].path}) and in part {part.label} "
+                                 f"({part.path})")
             owner[group] = part
         files = part.manifest["files"]
         if [f["group"] for f in files] != part.groups or any(
@@ -169,8 +174,8 @@ def check_coverage(parts: list[Part]) -> None:
                              f"of its groups {part.groups}")
         store = _part_store(part)
         if [f["group"] for f in store.files] != part.groups:
-            raise InputError(f"{store.path} (part {part.label}): holds groups {[f['group'] for f in store.files]}, "
-                             f"its manifest lists {part.groups}")
+            raise InputError(f"{store.path} (part {part.label}): holds groups "
+                             f"{[f['group'] for f in store.files]}, its manifest lists {part.groups}")
     for index, path in enumerate(inputs):
         if group_name(index) not in owner:
             raise InputError(f"input file {path} (group {group_name(index)}) is in no part")
@@ -192,17 +197,19 @@ def check_inputs_unchanged(parts: list[Part], by_content: bool, progress: bool) 
                 continue
             if size != summary["bytes"]:
                 raise InputError(f"input file {path} is {size:,} bytes now, {summary['bytes']:,} when part "
-                                 f"{part.label} ({part.path}) read it: replaced since; prepare that part again")
+                                 f"{part.label} ({part.path}) read it: replaced since; "
+                                 "prepare that part again")
             present.append((path, summary, part))
     if not by_content:
         return
     total = sum(summary["bytes"] for _, summary, _ in present)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="check inputs", disable=not progress or None) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc="check inputs",
+              disable=not progress or None) as bar:
         for path, summary, part in present:
             if sha256_of(path) != summary["sha256"]:
-                raise InputError(f"input file {path} is not the file part {part.label} ({part.path}) read (same "
-                                 f"size, other sha256): changed since; prepare that part again, or merge with "
-                                 f"--input-check size to accept it")
+                raise InputError(f"input file {path} is not the file part {part.label} ({part.path}) "
+                                 "read (same size, other sha256): changed since; prepare that part "
+                                 "again, or merge with --input-check size to accept it")
             bar.update(summary["bytes"])
 
 
@@ -254,9 +261,11 @@ def merge_shards(parts: list[Part], work: Path, bar: tqdm) -> list[ShardInfo]:
                 source = part.path / entry["path"]
                 if not source.is_file() or source.stat().st_size != entry["bytes"]:
                     found = f"{source.stat().st_size} bytes" if source.is_file() else "missing"
-                    raise InputError(f"{source} (part {part.label}): {found}, its manifest says {entry['bytes']} "
-                                     "bytes; prepare that part again")
-                info = ShardInfo(**dict(entry, path=f"{split}/{shard_name(sum(s.split == split for s in shards))}"))
+                    raise InputError(f"{source} (part {part.label}): {found}, its manifest says "
+                                     f"{entry['bytes']} bytes; prepare that part again")
+                info = ShardInfo(
+                    **dict(entry, path=f"{split}/{shard_name(sum(s.split == split for s in shards))}")
+                )
                 link_or_copy(source, work / info.path)
                 shards.append(info)
                 bar.update(1)
@@ -298,20 +307,21 @@ def recount_records(store: GenomeStore, per_species: dict[str, SpeciesStats]) ->
             seen.add(record_id)
     for name, stats in per_species.items():
         if stats.empty_records != empty[name]:
-            raise InputError(f"species {name}: the parts count {stats.empty_records} empty records, the merged "
-                             f"store holds {empty[name]}")
+            raise InputError(f"species {name}: the parts count {stats.empty_records} empty records, "
+                             f"the merged store holds {empty[name]}")
         stats.duplicate_ids = duplicates[name]
     return notes
 
 
-def check_accounting(per_species: dict[str, SpeciesStats], files: list[dict], shards: list[ShardInfo]) -> None:
+def check_accounting(per_species: dict[str, SpeciesStats], files: list[dict],
+                     shards: list[ShardInfo]) -> None:
     """Over the whole corpus: each species' input bases are its files' bases, and its samples per split
     are those its shards hold (input == kept + dropped is checked per part and by build_manifest)."""
     for name, stats in per_species.items():
         stored = sum(f["counts"]["length"] for f in files if f["species"] == name)
         if stats.input_bases != stored:
-            raise InputError(f"species {name}: the parts count {stats.input_bases} input bases, its files in the "
-                             f"store {stored}")
+            raise InputError(f"species {name}: the parts count {stats.input_bases} input bases, "
+                             f"its files in the store {stored}")
         for split in SPLITS:
             in_shards = sum(s.samples_by_species.get(name, 0) for s in shards if s.split == split)
             if stats.samples[split] != in_shards:
@@ -338,7 +348,8 @@ def build(parts: list[Part], work: Path, out: Path, progress: bool) -> dict:
     check_accounting(per_species, files, shards)
     args = corpus_args(parts, out)
     if not any(shard.split == "train" for shard in shards):
-        raise InputError(f"no training samples in the whole corpus: {why_no_training_samples(per_species, notes, args)}")
+        raise InputError("no training samples in the whole corpus: "
+                         f"{why_no_training_samples(per_species, notes, args)}")
     part_seconds = [p.manifest["timing_seconds"]["total"] for p in parts]
     merge_seconds = round(time.perf_counter() - started, 3)
     timing = {

@@ -84,18 +84,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=4096, help="chunk length in bases")
     parser.add_argument("--overlap", type=int, default=0, help="bases shared by consecutive chunks")
     parser.add_argument(
-        "--min-len", type=int, default=None, help="drop a record tail shorter than this (default: seq-len // 4)"
+        "--min-len", type=int, default=None,
+        help="drop a record tail shorter than this (default: seq-len // 4)",
     )
     parser.add_argument("--max-n-frac", type=float, default=0.1, help="drop chunks with a larger N fraction")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--valid-species", nargs="+", default=None, metavar="SPECIES",
-                       help="held-out species (default: none; a --from-store re-cut keeps its corpus's split)")
+                       help="held-out species (default: none; a --from-store re-cut keeps its "
+                            "corpus's split)")
     split.add_argument(
         "--valid-frac", type=float, default=None,
-        help="fraction of records (by hash of record id) held out (default: 0; a --from-store re-cut keeps its "
-             "corpus's split)",
+        help="fraction of records (by hash of record id) held out (default: 0; a --from-store re-cut keeps "
+             "its corpus's split)",
     )  # fmt: skip
-    parser.add_argument("--species-map", type=Path, help="TSV 'file<TAB>species' overriding the file-name label")
+    parser.add_argument("--species-map", type=Path,
+                        help="TSV 'file<TAB>species' overriding the file-name label")
     parser.add_argument(
         "--on-invalid",
         choices=("error", "n"),
@@ -107,18 +110,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mix-shards", type=int, default=16, help="shards filled at once, so each mixes species and records"
     )
     parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the sample-to-shard assignment (default: 0; a --from-store re-cut keeps its corpus's)")
+                        help="seed of the sample-to-shard assignment (default: 0; a --from-store re-cut "
+                             "keeps its corpus's)")
     parser.add_argument(
         "--workers", type=int, default=1,
         help="processes parsing files in parallel; with more than one, shards are cut afterwards from the "
-             "store instead of while parsing, and each process pays ~0.5 s of start-up: on 2 cores, 2 workers "
-             "were slower than 1 up to 29 Mbp and about equal at 100 Mbp (BENCHMARKS.md), so raise it for multi-GB corpora of "
-             "many large files on many cores",
+             "store instead of while parsing, and each process pays ~0.5 s of start-up: on 2 cores, "
+             "2 workers were slower than 1 up to 29 Mbp and about equal at 100 Mbp (BENCHMARKS.md), so "
+             "raise it for multi-GB corpora of many large files on many cores",
     )  # fmt: skip
     parser.add_argument(
         "--part", type=parse_part, metavar="K/N",
-        help="prepare only part K of N of the input files (balanced by size; groups and sample keys as in the "
-             "whole corpus), for data_prep/merge_parts.py to join (slurm/prepare_corpus.sh runs the parts)",
+        help="prepare only part K of N of the input files (balanced by size; groups and sample keys as in "
+             "the whole corpus), for data_prep/merge_parts.py to join (slurm/prepare_corpus.sh runs the "
+             "parts)",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -135,7 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------- ingest
 
 
-def ingest_jobs(files: list[Path], species: list[str], groups: list[int], store_path: Path, args) -> list[tuple]:
+def ingest_jobs(files: list[Path], species: list[str], groups: list[int], store_path: Path,
+                args) -> list[tuple]:
     return [(str(store_path), group_name(i), str(files[i]), species[i], args.on_invalid) for i in groups]
 
 
@@ -160,7 +166,8 @@ def ingest_parallel(jobs: list[tuple], args: argparse.Namespace) -> list[dict]:
     total_bytes = sum(Path(job[2]).stat().st_size for job in jobs)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=args.no_progress or None)
     summaries = []
-    # spawn, not fork: zarr's event-loop thread (store reads) and thread pools must not be inherited mid-flight.
+    # spawn, not fork: zarr's event-loop thread (store reads) and thread pools must not be
+    # inherited mid-flight.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(args.workers, len(jobs)), mp_context=context) as pool:
         futures = [pool.submit(ingest_file, *job) for job in jobs]
@@ -212,8 +219,8 @@ def cut(records, species: set[str], total_bases: int | None, out_dir: Path, args
         stats.lower_bases += counts.lower
         stats.invalid_bases += counts.invalid
         notes["longest_record"] = max(notes["longest_record"], counts.length)
-        source = file_names.get(record.source_file) or file_names.setdefault(record.source_file,
-                                                                            Path(record.source_file).name)  # fmt: skip
+        source = (file_names.get(record.source_file)
+                  or file_names.setdefault(record.source_file, Path(record.source_file).name))  # fmt: skip
         locator = record.locator
         if counts.length == 0:
             stats.empty_records += 1
@@ -334,8 +341,8 @@ def plan_output(args: argparse.Namespace) -> Plan:
     return Plan(work, work / STORE_NAME, STORE_NAME, False, scan.files, scan.skipped)
 
 
-def _ingest_and_cut(args: argparse.Namespace, files: list[Path], groups: list[int], store_path: Path, work: Path,
-                    timing: dict, started: float):
+def _ingest_and_cut(args: argparse.Namespace, files: list[Path], groups: list[int], store_path: Path,
+                    work: Path, timing: dict, started: float):
     mapping = load_species_map(args.species_map) if args.species_map else {}
     species = [species_for(path, mapping) for path in files]  # of every file: --valid-species names any
     create_store(store_path)
@@ -384,7 +391,8 @@ def run(args: argparse.Namespace) -> dict:
         manifest = build_manifest(args, plan.store_ref, store, per_species, shards, notes, timing)
         manifest["skipped_files"] = plan.skipped
         if args.part is not None:
-            manifest["part"] = {"part": args.part[0], "parts": args.part[1], "groups": list(map(group_name, groups)),
+            manifest["part"] = {"part": args.part[0], "parts": args.part[1],
+                                "groups": list(map(group_name, groups)),
                                 "input_files": list(map(str, plan.files)), "working_directory": os.getcwd()}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if plan.in_place:
@@ -451,7 +459,8 @@ def inherit_split_settings(args: argparse.Namespace) -> list[str]:
         keep = name == "seed" or not split_given
         value = recorded.get(name) if keep and recorded.get(name) is not None else default
         if value != default:
-            inherited.append(f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+            inherited.append(f"--{name.replace('_', '-')} "
+                             f"{' '.join(map(str, value)) if isinstance(value, list) else value}")
         setattr(args, name, value)
     return inherited
 

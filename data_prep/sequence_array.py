@@ -58,12 +58,14 @@ class SequenceWriter:
         return self.written
 
     def _flush(self, final: bool) -> None:
-        data = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending or [np.zeros(0, np.uint8)])
+        data = (self.pending[0] if len(self.pending) == 1
+                else np.concatenate(self.pending or [np.zeros(0, np.uint8)]))
         count = data.size if final else data.size - data.size % SHARD  # whole shards only until the end
         if count and self.array is None and final:  # the whole genome at once
             chunk, shard = chunk_layout(count)
             self.array = run(self.group.create_array(NAME, data=data, chunks=(chunk,), shards=(shard,),
-                                                     compressors=[COMPRESSOR], fill_value=0, config=_CONFIG))  # fmt: skip
+                                                     compressors=[COMPRESSOR], fill_value=0,
+                                                     config=_CONFIG))  # fmt: skip
             self.written = count
         elif count:
             self._grow(self.written + count)
@@ -76,7 +78,8 @@ class SequenceWriter:
         if self.array is None:
             chunk, shard = chunk_layout(length)
             self.array = run(self.group.create_array(NAME, shape=(length,), dtype="uint8", chunks=(chunk,),
-                                                     shards=(shard,), compressors=[COMPRESSOR], fill_value=0, config=_CONFIG))  # fmt: skip
+                                                     shards=(shard,), compressors=[COMPRESSOR], fill_value=0,
+                                                     config=_CONFIG))  # fmt: skip
         else:
             run(self.array.resize((length,)))
 

@@ -78,7 +78,8 @@ def generate_record(model: SpeciesModel, length: int, rng: np.random.Generator):
         elif kind == "low_complexity":
             alphabet = rng.choice(4, size=int(rng.integers(1, 3)), replace=False)
             bases = alphabet[rng.integers(0, alphabet.size, int(rng.integers(50, 500)))].astype(np.uint8)
-            pieces.append((kind, bases, "alphabet=" + BASES[np.sort(alphabet)].tobytes().decode(), bases.size))
+            pieces.append((kind, bases, "alphabet=" + BASES[np.sort(alphabet)].tobytes().decode(),
+                           bases.size))
         else:
             size = int(rng.integers(100, 3000))
             pieces.append((kind, None, "", size))

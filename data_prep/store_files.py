@@ -88,4 +88,5 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def open_for_writing(root: str | Path) -> zarr.AsyncGroup:
     """The root group of the store at `root` (created if missing), for writing through `run`."""
-    return run(zarr.api.asynchronous.open_group(store=MemoryStore(FileMapping(root)), mode="a", zarr_format=3))
+    return run(zarr.api.asynchronous.open_group(store=MemoryStore(FileMapping(root)), mode="a",
+                                                zarr_format=3))

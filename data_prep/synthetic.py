@@ -16,7 +16,8 @@ parameters and per-type base counts. Region types:
 With --regions-bed it also writes `<species>.regions.bed` beside each FASTA: the same intervals as
 plain 4-column BED (record, start, end, class; no header), the ground truth tools/analyze_tokens.py
 reads (background is the high-entropy class). The annotation is what lets us check whether a
-learned tokenizer merges repeats more than dense regions. Everything derives from --seed, so a given command always writes the same genomes.
+learned tokenizer merges repeats more than dense regions. Everything derives from --seed, so a given
+command always writes the same genomes.
 
 With --task species|motif it writes a labelled fine-tuning task instead (train/dev/test CSV, see
 data_prep/synthetic_task.py) from the same species models:
@@ -77,7 +78,8 @@ def generate(out: Path, species: int, length: int, records: int, seed: int, comp
                 type_bases[kind] += end - start
         suffix = ".fa.gz" if compress else ".fa"
         write_fasta(out / f"{model.name}{suffix}", fasta_records, compress)
-        (out / f"{model.name}.bed").write_text("#record\tstart\tend\ttype\tdetail\n" + "\n".join(bed_rows) + "\n")
+        (out / f"{model.name}.bed").write_text("#record\tstart\tend\ttype\tdetail\n"
+                                               + "\n".join(bed_rows) + "\n")
         if regions_bed:  # plain BED for tools that take the fourth column as the region class
             (out / f"{model.name}.regions.bed").write_text("\n".join(region_rows) + "\n")
         truth["species"][model.name] = {
@@ -102,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gzip", action="store_true", help="write plain .fa instead of .fa.gz")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--regions-bed", action="store_true",
-                        help="also write <species>.regions.bed (record, start, end, class; 0-based half-open) "
-                             "beside each FASTA: the planted regions, for tools/analyze_tokens.py --bed")
+                        help="also write <species>.regions.bed (record, start, end, class; "
+                             "0-based half-open) beside each FASTA: the planted regions, for "
+                             "tools/analyze_tokens.py --bed")
     task = parser.add_argument_group("labelled task (instead of genomes)")
     task.add_argument("--task", choices=("species", "motif"), default=None,
                       help="write a fine-tuning task to --out: which species a chunk is from, or whether a "

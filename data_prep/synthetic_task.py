@@ -71,7 +71,8 @@ def write_task(out: Path, task: str, species: int, length: int, sizes: tuple[int
     if task not in TASKS:
         raise ValueError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
     if species < (2 if task == "species" else 1) or min(sizes) < 1 or length < 1:
-        raise ValueError("need --species >= 2 for the species task (>= 1 for motif), sizes >= 1, --length >= 1")
+        raise ValueError("need --species >= 2 for the species task (>= 1 for motif), sizes >= 1, "
+                         "--length >= 1")
     rng = np.random.default_rng([seed, 7_919, TASKS.index(task)])
     make = species_examples if task == "species" else motif_examples
     sequences, labels = make(species, sum(sizes), length, seed, rng)

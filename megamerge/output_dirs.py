@@ -1,7 +1,7 @@
 """Output directories built whole beside their final place and renamed in, never written over.
 
-    check_output_dir(out, inputs, overwrite, is_own_output, tool)   # before anything is read or built
-    with built_then_published(out) as work: ...                      # write into `work`; swapped in at the end
+    check_output_dir(out, inputs, overwrite, is_own_output, tool)  # before anything is read or built
+    with built_then_published(out) as work: ...                     # write into `work`; swapped in at the end
 
 An output may not be, contain or lie inside an input (publishing replaces it as a whole, so an
 overlap would delete the input). An existing non-empty output is replaced only with --overwrite,
@@ -44,8 +44,8 @@ def check_output_dir(out: Path, inputs: list[Path], overwrite: bool, is_own_outp
     found = overlap(out, inputs)
     if found is not None:
         relation, given = found
-        raise OutputDirError(f"--out {out} {relation} the input {given}; give an output directory outside every "
-                             "input")
+        raise OutputDirError(f"--out {out} {relation} the input {given}; give an output directory outside "
+                             "every input")
     if not out.exists():
         return
     if not out.is_dir():
@@ -55,12 +55,13 @@ def check_output_dir(out: Path, inputs: list[Path], overwrite: bool, is_own_outp
         return
     shown = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
     if not overwrite:
-        raise OutputDirError(f"--out {out}: exists and is not empty (it holds {shown}); choose a new directory"
+        raise OutputDirError(f"--out {out}: exists and is not empty (it holds {shown}); "
+                             "choose a new directory"
                              + (", or pass --overwrite to replace this earlier output of "
                                 f"{tool}" if is_own_output(out) else ""))
     if not is_own_output(out):
-        raise OutputDirError(f"--out {out}: not an earlier output of {tool} (it holds {shown}); --overwrite only "
-                             f"replaces what {tool} wrote: choose another --out")
+        raise OutputDirError(f"--out {out}: not an earlier output of {tool} (it holds {shown}); "
+                             f"--overwrite only replaces what {tool} wrote: choose another --out")
 
 
 @contextmanager

@@ -80,7 +80,8 @@ def encode_windows(model, windows: list[np.ndarray], batch_size: int, device, pr
     return results
 
 
-def embed(model, sequences: list[Sequence], window: int, batch_size: int, device, progress: bool = True) -> dict:
+def embed(model, sequences: list[Sequence], window: int, batch_size: int, device,
+          progress: bool = True) -> dict:
     """Everything the store holds, as numpy arrays (see the module docstring)."""
     pieces, owners = [], []
     for s, seq in enumerate(sequences):

@@ -63,8 +63,8 @@ def read_bed(path: Path) -> list[Region]:
             continue
         fields = line.split("\t")
         if len(fields) < 4:
-            raise TokenAnalysisError(f"{path}: line {number}: need record, start, end, class (tab-separated), "
-                                     f"got {len(fields)} column(s)")
+            raise TokenAnalysisError(f"{path}: line {number}: need record, start, end, class "
+                                     f"(tab-separated), got {len(fields)} column(s)")
         try:
             start, end = int(fields[1]), int(fields[2])
         except ValueError:
@@ -114,7 +114,8 @@ def tokenize_records(model, records: dict[str, np.ndarray], window: int, batch_s
     from megamerge.sequence_embeddings import window_bounds
 
     model.eval()
-    pieces = [(name, a, codes[a:b]) for name, codes in records.items() for a, b in window_bounds(len(codes), window)]
+    pieces = [(name, a, codes[a:b]) for name, codes in records.items()
+              for a, b in window_bounds(len(codes), window)]
     order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][2]))  # similar lengths share a batch
     assigned: list = [None] * len(pieces)
     with tqdm(total=sum(len(p[2]) for p in pieces), desc="tokenizing", unit="bp", file=sys.stderr,
@@ -264,7 +265,8 @@ def species_compression(model, data_dir: Path, split: str, max_samples: int, bat
               disable=not progress) as bar:
         batch: list = []
         for done, sample in enumerate(samples, start=1):
-            batch.append((sample.meta["species"], split_softmask(sample.seq)[0]))  # codes, soft-mask bit dropped
+            # codes, soft-mask bit dropped
+            batch.append((sample.meta["species"], split_softmask(sample.seq)[0]))
             if len(batch) == batch_size or done == max_samples:
                 _add_species_batch(model, batch, device, totals)
                 bar.update(len(batch))
@@ -305,8 +307,8 @@ def plot_histograms(stats: dict[str, dict], path: Path, mode: str) -> None:
             if s.get("bases"):
                 ax.plot(x, s[f"histogram_{weighting}"], marker="o", markersize=3,
                         label=f"{name} (mean {s['mean_token_length']:.2f} bp/token)")
-        ax.set_title(f"{weighting.replace('_', '-')} weighting: {WEIGHTINGS[weighting].replace('bin k = ', '')}",
-                     fontsize=9)
+        ax.set_title(f"{weighting.replace('_', '-')} weighting: "
+                     f"{WEIGHTINGS[weighting].replace('bin k = ', '')}", fontsize=9)
         ax.set_xticks(x, HIST_BINS, fontsize=8)
         ax.set_xlabel("token length (bases)")
         ax.set_ylabel("normalised frequency")

@@ -52,12 +52,14 @@ from megamerge.token_analysis import (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Token-length statistics of a portable MergeDNA model's Local Encoder over a FASTA, per "
-        "BED region class, with boundary precision/recall and per-species compression (see the module docstring).",
+        "BED region class, with boundary precision/recall and per-species compression (see the module "
+        "docstring).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", type=Path, required=True, help="portable MergeDNA directory")
     parser.add_argument("--fasta", type=Path, required=True, help="FASTA(.gz) to tokenize")
-    parser.add_argument("--bed", type=Path, default=None, help="BED of annotated regions (4th column = class)")
+    parser.add_argument("--bed", type=Path, default=None,
+                        help="BED of annotated regions (4th column = class)")
     parser.add_argument("--data", type=Path, default=None,
                         help="prepared shards directory (data_prep/prepare.py): compression per species")
     parser.add_argument("--data-split", default="valid", help="which split of --data to read")
@@ -86,8 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_model(args: argparse.Namespace):
     config = read_portable_config(args.model)
     if config["family"] != "mergedna":
-        raise TokenAnalysisError(f"--model {args.model} holds a {config['family']} model, which has no learned "
-                                 "tokenizer; token analysis needs a MergeDNA model")
+        raise TokenAnalysisError(f"--model {args.model} holds a {config['family']} model, which has no "
+                                 "learned tokenizer; token analysis needs a MergeDNA model")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     model = load_portable(args.model, device=device)
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = f"{result['all']['bases']:,} bases, {result['all']['tokens']:,.0f} tokens"
     if "regions" in result:
-        means = ", ".join(f"{cls} {s['mean_token_length_per_base']:.2f}" for cls, s in result["regions"].items())
+        means = ", ".join(f"{cls} {s['mean_token_length_per_base']:.2f}"
+                          for cls, s in result["regions"].items())
         summary += f"; per-base mean token length: {means}; boundary F1 {result['boundaries']['f1']:.3f}"
     print(f"{summary} ({result['inference_mode']['mode']} {result['inference_mode']['eval_compression']:g}) "
           f"-> {args.out}", file=sys.stderr)

@@ -48,15 +48,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="DeepSpeed checkpoint directory (train.py --save), converted to portable")
     source.add_argument("--from-portable", type=Path, metavar="PORTABLE_DIR",
                         help="portable model directory, converted to a DeepSpeed checkpoint")
-    parser.add_argument("--out", type=Path, required=True, help="output directory (must not exist or be empty)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output directory (must not exist or be empty)")
     g = parser.add_argument_group("to portable (--load)")
-    g.add_argument("--tag", default=None, help="checkpoint tag, e.g. global_step1000 (default: the 'latest' file)")
+    g.add_argument("--tag", default=None,
+                   help="checkpoint tag, e.g. global_step1000 (default: the 'latest' file)")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="stored weight precision")
     g.add_argument("--encoder-only", action="store_true",
-                   help="keep only the Local and Latent Encoders (MergeDNA; embeddings, downstream fine-tuning)")
+                   help="keep only the Local and Latent Encoders (MergeDNA; embeddings, "
+                        "downstream fine-tuning)")
     g = parser.add_argument_group("back to DeepSpeed (--from-portable)")
     g.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the written checkpoint")
-    g.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of the written checkpoint (MergeDNA)")
+    g.add_argument("--pp", type=int, default=1,
+                   help="pipeline-parallel size of the written checkpoint (MergeDNA)")
     g.add_argument("--zero-stage", type=int, default=None, choices=[1, 2],
                    help="ZeRO stage of the engine that writes it (default: 2, or 1 with --pp > 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

@@ -31,7 +31,8 @@ def run(cmd: list[str], step: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/demo", help="working directory for genomes, shards, checkpoints, logs")
+    ap.add_argument("--out", default="runs/demo",
+                    help="working directory for genomes, shards, checkpoints, logs")
     ap.add_argument("--species", type=int, default=4, help="synthetic species (the last one is held out)")
     ap.add_argument("--length", type=int, default=400_000, help="bases per species")
     ap.add_argument("--seq-length", type=int, default=512, help="bases per training sequence")
@@ -59,11 +60,13 @@ def main(argv=None) -> int:
     deepspeed = str(Path(py).parent / "deepspeed")
     run([deepspeed, "--num_gpus", str(args.nproc), "megamerge/train.py",
          "--ds_config", "ds_configs/cpu.json", "--model", "tiny", "--data", str(corpus),
-         "--seq-length", str(args.seq_length), "--micro-batch-size", "4", "--global-batch-size", str(4 * args.nproc),
+         "--seq-length", str(args.seq_length), "--micro-batch-size", "4",
+         "--global-batch-size", str(4 * args.nproc),
          "--train-iters", str(args.train_iters), "--lr", "2e-3", "--min-lr", "2e-4",
          "--lr-warmup-iters", str(max(1, args.train_iters // 10)), "--weight-decay", "0.01",
          "--eval-interval", str(max(1, args.train_iters // 3)), "--eval-iters", "8", "--log-interval", "10",
-         "--save", str(ckpt), "--save-interval", str(max(1, args.train_iters // 2)), "--tensorboard-dir", str(tb),
+         "--save", str(ckpt), "--save-interval", str(max(1, args.train_iters // 2)),
+         "--tensorboard-dir", str(tb),
          "--num-workers", "1"], "3/3 pre-training (DeepSpeed ZeRO-2, CPU)")
 
     records = [json.loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()]

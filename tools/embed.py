@@ -48,7 +48,8 @@ def read_sequences(path: Path) -> list[Sequence]:
             for row_number, row in enumerate(reader):
                 try:
                     codes, _ = normalize(row["sequence"].strip().encode("ascii", "replace"))
-                    codes = split_softmask(codes)[0]  # lower case is soft-masked there; the model takes the code
+                    # lower case is soft-masked there; the model takes the code
+                    codes = split_softmask(codes)[0]
                 except InvalidBaseError as e:
                     # rows counted from 1 and the file line, as tools/finetune.py says them (ids stay 0-based)
                     raise EmbedError(f"{path}: row {row_number + 1} (line {reader.line_num}): {e}") from None
@@ -73,12 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", type=Path, required=True, help="portable MergeDNA directory")
-    parser.add_argument("--input", type=Path, required=True, help="FASTA(.gz) or CSV with a 'sequence' column")
+    parser.add_argument("--input", type=Path, required=True,
+                        help="FASTA(.gz) or CSV with a 'sequence' column")
     parser.add_argument("--out", type=Path, required=True, help="zarr store to create (must not exist)")
     parser.add_argument("--per-token", action="store_true", help="also store every token's embedding")
     parser.add_argument("--window", type=int, default=None,
-                        help="bases per window for long sequences (default: the model's training --seq-length, "
-                        f"else {DEFAULT_WINDOW})")
+                        help="bases per window for long sequences (default: the model's training "
+                        f"--seq-length, else {DEFAULT_WINDOW})")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="compute precision")
@@ -96,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = read_portable_config(args.model)
         if config["family"] != "mergedna":
-            raise EmbedError(f"{args.model} holds a {config['family']} model; embeddings come from MergeDNA's "
-                             "Latent Encoder")
+            raise EmbedError(f"{args.model} holds a {config['family']} model; embeddings come from "
+                             "MergeDNA's Latent Encoder")
         window = args.window or int((config.get("training_args") or {}).get("seq_length") or DEFAULT_WINDOW)
         sequences = read_sequences(args.input)
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         write_store(arrays, args.out, args.per_token, {
             "model": str(args.model.resolve()), "input": str(args.input.resolve()), "window": window,
             "dtype": args.dtype, "per_token": args.per_token, "megamerge_version": __version__,
-            "description": "MergeDNA latent-encoder embeddings; see megamerge/sequence_embeddings.py for the layout",
+            "description": "MergeDNA latent-encoder embeddings; see megamerge/sequence_embeddings.py "
+                           "for the layout",
         })
     except (EmbedError, ValueError, FileNotFoundError) as e:
         print(f"embed.py: error: {e}", file=sys.stderr)

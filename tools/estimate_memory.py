@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
                    help="whose attention and norm kernels: flash-attn and fused RMSNorm (gpu), or SDPA's CPU "
                         "kernels: composed RMSNorm and the recomputing blocked local attention (cpu)")
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on gpu, fp32 on cpu")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"],
+                   help="default: bf16 on gpu, fp32 on cpu")
     a = p.parse_args(argv)
     dtype = a.dtype or ("bf16" if a.device == "gpu" else "fp32")
     dp = a.dp or max(1, a.gpus // (a.tp * a.pp))
@@ -64,10 +65,13 @@ def main(argv=None) -> int:
     print(f"MergeDNA {a.model}: TP={a.tp} PP={a.pp} DP={dp} ZeRO-{a.zero}, micro-batch {a.micro_batch} x "
           f"{a.seq_length} bases, {dtype} on {a.device}; heaviest stage {r['stage']} holds "
           f"{r['params_per_gpu'] / 1e6:.1f}M parameters per GPU")
-    rows = [("parameters", r["parameters"]), ("gradients", r["gradients"]), ("optimizer state", r["optimizer"])]
-    for label, key in (("activations", "activations"), ("activations (checkpointed)", "activations_checkpointed")):
+    rows = [("parameters", r["parameters"]), ("gradients", r["gradients"]),
+            ("optimizer state", r["optimizer"])]
+    for label, key in (("activations", "activations"),
+                       ("activations (checkpointed)", "activations_checkpointed")):
         act = r[key]
-        rows += [(label, act.peak), ("  saved for backward", act.saved), ("  backward peak on top", act.transient)]
+        rows += [(label, act.peak), ("  saved for backward", act.saved),
+                 ("  backward peak on top", act.transient)]
     for name, value in rows:
         print(f"  {name:28s} {value / GIB:8.2f} GiB")
     print(f"  {'total':28s} {(states + r['activations'].peak) / GIB:8.2f} GiB")

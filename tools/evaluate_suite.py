@@ -56,8 +56,8 @@ def parse_args(argv):
     ap.add_argument("--compare-scratch", action="store_true",
                     help="also fine-tune the same architecture from a random initialisation (the baseline)")
     ap.add_argument("--arms", default=None,
-                    help="comma-separated arms to run now (pretrained, scratch; default: those the table has), "
-                         "e.g. to run the two arms of a --compare-scratch suite in two processes")
+                    help="comma-separated arms to run now (pretrained, scratch; default: those the table "
+                         "has), e.g. to run the two arms of a --compare-scratch suite in two processes")
     ap.add_argument("--headline", choices=HEADLINES, default="tasks",
                     help="which suite mean summary.md prints first: over tasks, or of group means")
     ap.add_argument("--launcher", default=None,
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
             ap.error(f"--arms {args.arms}: choose among {', '.join(arms)} (scratch needs --compare-scratch)")
         if args.task_index is not None:
             if not 0 <= args.task_index < len(tasks):
-                ap.error(f"--task-index {args.task_index}: {args.tasks} has {len(tasks)} tasks (0..{len(tasks) - 1})")
+                ap.error(f"--task-index {args.task_index}: {args.tasks} has {len(tasks)} tasks "
+                         f"(0..{len(tasks) - 1})")
             selected = [tasks[args.task_index]]
         else:
             selected = tasks
@@ -118,7 +119,8 @@ def main(argv=None) -> int:
             print(render_markdown(summary))
             print(f"wrote {json_path} and {md_path}")
             if args.summarize_only and summary["missing"]:
-                failures.append(f"{len(summary['missing'])} runs have no results.json: {', '.join(summary['missing'])}")
+                failures.append(f"{len(summary['missing'])} runs have no results.json: "
+                                f"{', '.join(summary['missing'])}")
     except SuiteError as e:
         print(f"evaluate_suite: error: {e}", file=sys.stderr)
         return 2

@@ -23,15 +23,17 @@ from megamerge.hf_export.modeling_mergedna import POOLINGS_EXPORTED
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="portable model directory to export")
     source.add_argument("--finetuned", type=Path,
-                        help="a tools/finetune.py seed directory (OUT/seed<k>): export its backbone and head; "
-                             "a LoRA adapter is copied to OUT/lora_adapter for peft to load")
+                        help="a tools/finetune.py seed directory (OUT/seed<k>): export its backbone and "
+                             "head; a LoRA adapter is copied to OUT/lora_adapter for peft to load")
     source.add_argument("--from-hf", type=Path, help="exported HF directory to turn back into a portable one")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output directory: new or empty, outside every input; built beside it and renamed in")
+                        help="output directory: new or empty, outside every input; built beside it and "
+                             "renamed in")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier export of this tool at --out (whole, at the end); "
                              "any other non-empty --out is refused")
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.finetuned is not None:
             out = export_finetuned(args.finetuned, args.out, overwrite=args.overwrite)
         elif args.overwrite:
-            parser_error = "--overwrite replaces an earlier Hugging Face export; --from-hf writes a new portable " \
-                           "directory: give an --out that does not exist yet"
+            parser_error = ("--overwrite replaces an earlier Hugging Face export; --from-hf writes a new "
+                            "portable directory: give an --out that does not exist yet")
             print(f"export_hf: {parser_error}", file=sys.stderr)
             return 2
         else:

@@ -36,25 +36,30 @@ from megamerge.finetune.task_data import TASK_TYPES
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="portable model directory (tools/convert_checkpoint.py)")
-    p.add_argument("--task", required=True, help="directory with train, dev and test .csv/.tsv/.parquet files")
+    p.add_argument("--task", required=True,
+                   help="directory with train, dev and test .csv/.tsv/.parquet files")
     p.add_argument("--out", required=True, help="output directory (results.json, seed<k>/, tensorboard/)")
     p.add_argument("--method", default="lora", choices=METHODS,
-                   help="lora: adapters + head (default); full: every weight; probe: the head on a frozen backbone")
+                   help="lora: adapters + head (default); full: every weight; probe: the head on a "
+                        "frozen backbone")
     p.add_argument("--lr", type=float, default=None,
                    help="AdamW learning rate, constant (default: lora 1e-4, full 5e-5, probe 1e-3; "
                         "the paper searches 1e-5, 5e-5, 1e-4)")
     p.add_argument("--epochs", type=int, default=5, help="epochs; dev is scored after each (default 5)")
     p.add_argument("--batch-size", type=int, default=32, help="global batch over all ranks (default 32)")
-    p.add_argument("--eval-batch-size", type=int, default=64, help="sequences per evaluation batch (default 64)")
+    p.add_argument("--eval-batch-size", type=int, default=64,
+                   help="sequences per evaluation batch (default 64)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (default 8; the paper uses 4-48)")
-    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha; scaling = alpha / r (default 16)")
+    p.add_argument("--lora-alpha", type=float, default=16.0,
+                   help="LoRA alpha; scaling = alpha / r (default 16)")
     p.add_argument("--target-modules", nargs="+", default=list(DEFAULT_TARGETS), metavar="NAME",
                    help="projections that get LoRA adapters, in every Latent Encoder block (CARMANIA: every "
                         f"block); default: {' '.join(DEFAULT_TARGETS)}")
     p.add_argument("--adapt-tokenizer", action="store_true",
                    help="LoRA on the Local Encoder too (its blocks and merge-scoring projections)")
-    p.add_argument("--seeds", default="3", help="a count (3 = seeds 0,1,2; default) or a list (0,1,2; '7,' = seed 7)")
+    p.add_argument("--seeds", default="3",
+                   help="a count (3 = seeds 0,1,2; default) or a list (0,1,2; '7,' = seed 7)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in all")
     p.add_argument("--max-train-samples", type=int, default=None, help="use only the first N rows of train")
     p.add_argument("--from-scratch", action="store_true",
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = ", ".join(f"{s['test'][record['metric']]:.4f}" for s in record["per_seed"])
     print(f"{record['task']} {record['method']}{' from scratch' if record['from_scratch'] else ''}: test "
           f"{record['metric']} {record['test_mean']:.4f} ± {record['test_std']:.4f} (seeds: {seeds}); "
-          f"{record['train_sequences_per_s']:.1f} train seq/s, {record['wall_time_s']:.0f} s -> {options.out}")
+          f"{record['train_sequences_per_s']:.1f} train seq/s, {record['wall_time_s']:.0f} s "
+          f"-> {options.out}")
     return 0
 
 

@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompt", required=True, help="prompt bases, A/C/G/T/N in any case")
     parser.add_argument("--max-new", type=int, default=1000, help="bases to sample after the prompt")
     parser.add_argument("--num-samples", type=int, default=1, help="sequences sampled in one batch")
-    parser.add_argument("--top-k", type=int, default=0, help="sample among the k most likely bases (0: all 4)")
+    parser.add_argument("--top-k", type=int, default=0,
+                        help="sample among the k most likely bases (0: all 4)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available)")

@@ -43,18 +43,21 @@ class CheckpointFiles:
 def resolve_tag(load_dir: Path, tag: str | None) -> str:
     if not load_dir.is_dir():
         raise ConversionError(f"--load {load_dir}: no such directory")
-    tags = sorted((p.name for p in load_dir.iterdir() if p.is_dir() and re.fullmatch(r"global_step\d+", p.name)),
+    tags = sorted((p.name for p in load_dir.iterdir()
+                   if p.is_dir() and re.fullmatch(r"global_step\d+", p.name)),
                   key=lambda t: int(t[len("global_step"):]))
     if tag is None:
         latest = load_dir / "latest"
         if not latest.is_file():
-            raise ConversionError(f"--load {load_dir}: no 'latest' file; pass --tag (available: {', '.join(tags) or 'none'})")
+            raise ConversionError(f"--load {load_dir}: no 'latest' file; pass --tag "
+                                  f"(available: {', '.join(tags) or 'none'})")
         tag = latest.read_text().strip()
     if not (load_dir / tag).is_dir():
-        raise ConversionError(f"--tag {tag}: no such checkpoint in {load_dir} (available: {', '.join(tags) or 'none'})")
+        raise ConversionError(f"--tag {tag}: no such checkpoint in {load_dir} "
+                              f"(available: {', '.join(tags) or 'none'})")
     if not (load_dir / tag / COMPLETE_MARKER).is_file():
-        raise ConversionError(f"{load_dir / tag} has no {COMPLETE_MARKER} marker: the checkpoint was not completely "
-                              "written (a crash during the save?); convert an earlier tag")
+        raise ConversionError(f"{load_dir / tag} has no {COMPLETE_MARKER} marker: the checkpoint was not "
+                              "completely written (a crash during the save?); convert an earlier tag")
     return tag
 
 
@@ -62,7 +65,8 @@ def _client_state(state: dict) -> dict:
     return {k: v for k, v in state.items() if k not in ("module", "optimizer", "param_shapes", "rank_states")}
 
 
-def find_checkpoint(load_dir: str | Path, tag: str | None = None, with_optimizer: bool = True) -> CheckpointFiles:
+def find_checkpoint(load_dir: str | Path, tag: str | None = None,
+                    with_optimizer: bool = True) -> CheckpointFiles:
     """The files of `tag` (default: `latest`); ConversionError names a missing one (the optimizer
     partitions only `with_optimizer`)."""
     load_dir = Path(load_dir)
@@ -86,7 +90,8 @@ def find_checkpoint(load_dir: str | Path, tag: str | None = None, with_optimizer
     missing += [p for p in files.model_states.values() if not p.is_file()]
     missing += [p for p in files.optim_states.values() if not p.is_file()]
     if missing:
-        names = ", ".join(p.name for p in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise ConversionError(f"{directory}: missing checkpoint shard(s) {names} (the checkpoint was written at "
-                              f"TP={tp} PP={pp} DP={dp})")
+        names = (", ".join(p.name for p in missing[:6])
+                 + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""))
+        raise ConversionError(f"{directory}: missing checkpoint shard(s) {names} (the checkpoint was "
+                              f"written at TP={tp} PP={pp} DP={dp})")
     return files

@@ -50,12 +50,13 @@ def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelSpec, object, 
     except (FileNotFoundError, ValueError) as e:
         raise ConversionError(str(e)) from None
     if config.get("encoder_only"):
-        raise ConversionError(f"{portable_dir} was converted with --encoder-only: it has no decoders to train; "
-                              "convert the original checkpoint without --encoder-only")
+        raise ConversionError(f"{portable_dir} was converted with --encoder-only: it has no decoders to "
+                              "train; convert the original checkpoint without --encoder-only")
     try:
         cfg = family.config_class.from_dict(config["model_config"])
     except (TypeError, ValueError) as e:
-        raise ConversionError(f"{portable_dir}/config.json: invalid {family.name} model_config ({e})") from None
+        raise ConversionError(f"{portable_dir}/config.json: invalid {family.name} model_config "
+                              f"({e})") from None
     try:
         check_portable_shapes(portable_dir, config)
         state = read_portable_weights(portable_dir)
@@ -123,7 +124,8 @@ def convert_from_portable(portable_dir: str | Path, out_dir: str | Path, tp: int
         raise ConversionError(f"--zero-stage {zero_stage}: use 1 or 2 (1 with --pp > 1)")
     iteration = int(config.get("iteration", 0))
     client_state = {
-        "iteration": iteration, "consumed_samples": int(config.get("consumed_samples", 0)), "skipped_iters": 0,
+        "iteration": iteration, "consumed_samples": int(config.get("consumed_samples", 0)),
+        "skipped_iters": 0,
         "family": family.name, "model_config": cfg.to_dict(), "args": config.get("training_args") or {},
         "megamerge_version": __version__, "layout": {"tp": tp, "pp": pp, "dp": 1},
         "weights_only": True, "source_portable": str(portable_dir.resolve()),

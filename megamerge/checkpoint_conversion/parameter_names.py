@@ -47,8 +47,8 @@ def to_model_names(weights: dict[str, torch.Tensor], model: nn.Module, pipeline:
         names = pipeline_name_map(model)
         unknown = sorted(set(weights) - set(names))
         if unknown:
-            raise ConversionError(f"{where}: pipeline parameters {unknown[:4]} do not exist in a MergeDNA of the "
-                                  "checkpoint's model_config: the config does not match the tensors")
+            raise ConversionError(f"{where}: pipeline parameters {unknown[:4]} do not exist in a MergeDNA of "
+                                  "the checkpoint's model_config: the config does not match the tensors")
         return {names[k]: v for k, v in weights.items()}
     unknown = sorted(k for k in weights if not k.startswith(OBJECTIVE_PREFIX))
     if unknown:

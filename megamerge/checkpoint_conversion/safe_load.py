@@ -49,12 +49,14 @@ def load_deepspeed_file(path: str | Path) -> dict:
     except torch.serialization.pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)|got <class '(\S+)'>", str(e))
         what = next((g for g in found.groups() if g), "an unknown class") if found else "an unknown class"
-        raise ConversionError(f"{path}: refusing to unpickle {what}, which is not on megamerge's allow-list of "
-                              "DeepSpeed checkpoint classes (was this file written by megamerge?)") from None
+        raise ConversionError(f"{path}: refusing to unpickle {what}, which is not on megamerge's "
+                              "allow-list of DeepSpeed checkpoint classes (was this file written by "
+                              "megamerge?)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         text = str(e).strip()
         reason = text.splitlines()[0].split(". ")[0][:160] if text else type(e).__name__
         raise ConversionError(f"{path}: truncated or corrupt checkpoint file ({reason})") from None
     if not isinstance(state, dict):
-        raise ConversionError(f"{path}: expected a dict, found {type(state).__name__}: not a DeepSpeed checkpoint file")
+        raise ConversionError(f"{path}: expected a dict, found {type(state).__name__}: "
+                              "not a DeepSpeed checkpoint file")
     return state

@@ -37,15 +37,16 @@ def join_tensor_parallel(shards: list[dict[str, torch.Tensor]], full_shapes: dic
                                   "model_config: the config does not match the tensors")
         dim = split_dims.get(name) if tp > 1 else None
         if dim is not None and full_shapes[name][dim] % tp:
-            raise ConversionError(f"{where}: {name!r} of shape {list(full_shapes[name])} cannot be split {tp} ways "
-                                  f"along dim {dim}: the config does not match the tensors")
+            raise ConversionError(f"{where}: {name!r} of shape {list(full_shapes[name])} cannot be split "
+                                  f"{tp} ways along dim {dim}: the config does not match the tensors")
         expected = expected_shard_shape(tuple(full_shapes[name]), dim, tp)
         for rank, shard in enumerate(shards):
             if tuple(shard[name].shape) != expected:
                 kind = "replicated" if dim is None else f"split along dim {dim} over TP={tp}"
-                raise ConversionError(f"{where}: {name!r} on TP rank {rank} has shape {list(shard[name].shape)}, but "
-                                      f"it is {kind}, so the checkpoint's model_config gives {list(expected)}: the "
-                                      "config does not match the tensors")
+                raise ConversionError(f"{where}: {name!r} on TP rank {rank} has shape "
+                                      f"{list(shard[name].shape)}, but it is {kind}, so the checkpoint's "
+                                      f"model_config gives {list(expected)}: "
+                                      "the config does not match the tensors")
         if dim is None:
             full[name] = shards[0][name]
         else:

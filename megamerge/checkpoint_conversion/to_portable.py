@@ -43,7 +43,8 @@ def model_of(files: CheckpointFiles) -> tuple[ModelSpec, object]:
     try:
         return family, family.config_class.from_dict(files.client_state["model_config"])
     except (TypeError, ValueError) as e:
-        raise ConversionError(f"{files.directory}: the stored {family.name} model_config is invalid ({e})") from None
+        raise ConversionError(f"{files.directory}: the stored {family.name} model_config is invalid "
+                              f"({e})") from None
 
 
 def master_weights(files: CheckpointFiles, family: ModelSpec, cfg, progress: bool = True
@@ -65,8 +66,8 @@ def master_weights(files: CheckpointFiles, family: ModelSpec, cfg, progress: boo
         param_shapes = model_states.get("param_shapes")
         if not param_shapes:
             raise ConversionError(f"{files.model_states[m]}: no param_shapes; not a ZeRO checkpoint")
-        weights, facts = merge_master_weights(param_shapes, [files.optim_states[(m, d)] for d in range(files.dp)],
-                                              where)
+        weights, facts = merge_master_weights(param_shapes,
+                                              [files.optim_states[(m, d)] for d in range(files.dp)], where)
         weights = to_model_names(weights, model, pipeline=files.pp > 1, where=where)
         clash = set(weights) & set(per_tp[tp_rank])
         if clash:
@@ -75,13 +76,14 @@ def master_weights(files: CheckpointFiles, family: ModelSpec, cfg, progress: boo
     full = join_tensor_parallel(per_tp, full_shapes, split_parameter_dims(model), files.directory.name)
     missing = sorted(set(full_shapes) - set(full))
     if missing:
-        raise ConversionError(f"{files.directory}: no weights for {missing[:4]}{' ...' if len(missing) > 4 else ''} "
+        raise ConversionError(f"{files.directory}: no weights for "
+                              f"{missing[:4]}{' ...' if len(missing) > 4 else ''} "
                               "of the checkpoint's model_config: the config does not match the tensors")
     wrong = [n for n in full if tuple(full[n].shape) != full_shapes[n]]
     if wrong:
         n = wrong[0]
-        raise ConversionError(f"{files.directory}: {n} has shape {list(full[n].shape)} but the model_config gives "
-                              f"{list(full_shapes[n])}: the config does not match the tensors")
+        raise ConversionError(f"{files.directory}: {n} has shape {list(full[n].shape)} but the model_config "
+                              f"gives {list(full_shapes[n])}: the config does not match the tensors")
     return full, facts
 
 
@@ -92,8 +94,8 @@ def convert_to_portable(load_dir: str | Path, out_dir: str | Path, tag: str | No
     files = find_checkpoint(load_dir, tag)
     family, cfg = model_of(files)
     if encoder_only and family.name != "mergedna":
-        raise ConversionError(f"--encoder-only keeps MergeDNA's encoders; {files.directory} holds a {family.name} "
-                              "model")
+        raise ConversionError(f"--encoder-only keeps MergeDNA's encoders; {files.directory} holds a "
+                              f"{family.name} model")
     weights, facts = master_weights(files, family, cfg, progress)
     state = files.client_state
     ds_config = state.get("ds_config") or {}
@@ -111,7 +113,8 @@ def convert_to_portable(load_dir: str | Path, out_dir: str | Path, tag: str | No
     extra = {
         "iteration": int(state.get("iteration", 0)),
         "consumed_samples": int(state.get("consumed_samples", 0)),
-        "weights_from": "fp32 master weights (ZeRO optimizer partitions), TP shards and pipeline stages joined",
+        "weights_from": ("fp32 master weights (ZeRO optimizer partitions), TP shards and pipeline stages "
+                         "joined"),
         "source": source,
         "training_args": state.get("args"),
     }

@@ -29,11 +29,12 @@ def optimizer_partition(path: Path) -> tuple[list[torch.Tensor], list[dict], dic
     state = load_deepspeed_file(path)
     osd = state.get("optimizer_state_dict")
     if not isinstance(osd, dict) or "single_partition_of_fp32_groups" not in osd:
-        raise ConversionError(f"{path}: no ZeRO-1/2 fp32 partitions (single_partition_of_fp32_groups); megamerge "
-                              "converts checkpoints of ZeRO stage 1 or 2")
+        raise ConversionError(f"{path}: no ZeRO-1/2 fp32 partitions (single_partition_of_fp32_groups); "
+                              "megamerge converts checkpoints of ZeRO stage 1 or 2")
     if "param_slice_mappings" not in osd:
-        raise ConversionError(f"{path}: no param_slice_mappings (written by DeepSpeed {osd.get('ds_version')}, "
-                              "older than 0.10); convert with that DeepSpeed's zero_to_fp32.py first")
+        raise ConversionError(f"{path}: no param_slice_mappings (written by DeepSpeed "
+                              f"{osd.get('ds_version')}, older than 0.10); convert with that DeepSpeed's "
+                              "zero_to_fp32.py first")
     stage = osd.get("zero_stage")
     facts = {"zero_stage": int(stage) if stage is not None else 1,  # BF16_Optimizer = ZeRO-1 semantics
              "optimizer": "BF16_Optimizer" if stage is None else "DeepSpeedZeroOptimizer",
@@ -50,13 +51,13 @@ def merge_master_weights(param_shapes: list[dict], optim_files: list[Path], wher
         partitions, mappings, file_facts = optimizer_partition(path)
         facts = facts or file_facts
         if len(partitions) != len(param_shapes):
-            raise ConversionError(f"{path}: {len(partitions)} parameter groups, but the model states of {where} "
-                                  f"declare {len(param_shapes)}")
+            raise ConversionError(f"{path}: {len(partitions)} parameter groups, but the model states of "
+                                  f"{where} declare {len(param_shapes)}")
         for flat, mapping in zip(partitions, mappings):
             for name, address in mapping.items():
                 if name not in fragments:
-                    raise ConversionError(f"{path}: optimizer holds {name!r}, which the model states of {where} "
-                                          "do not declare")
+                    raise ConversionError(f"{path}: optimizer holds {name!r}, which the model states of "
+                                          f"{where} do not declare")
                 if address.start + address.numel > flat.numel():
                     raise ConversionError(f"{path}: the slice of {name!r} runs past the end of the partition "
                                           "(truncated or corrupt file)")
@@ -68,8 +69,9 @@ def merge_master_weights(param_shapes: list[dict], optim_files: list[Path], wher
             parts = fragments[name]
             numel = sum(p.numel() for p in parts)
             if numel != math.prod(shape):
-                raise ConversionError(f"{where}: {name!r} has {numel} elements over {len(optim_files)} optimizer "
-                                      f"partition(s) but shape {list(shape)} needs {math.prod(shape)}: a partition "
-                                      "is missing or from another checkpoint")
+                raise ConversionError(f"{where}: {name!r} has {numel} elements over {len(optim_files)} "
+                                      f"optimizer partition(s) but shape {list(shape)} needs "
+                                      f"{math.prod(shape)}: a partition is missing or from "
+                                      "another checkpoint")
             weights[name] = torch.cat(parts).view(shape).to(torch.float32).clone()
     return weights, facts

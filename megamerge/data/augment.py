@@ -21,7 +21,8 @@ from megamerge.data.shards import SOFTMASK_BIT
 from megamerge.vocabulary import A, C, G, N, T
 
 COMPLEMENT = np.array([T, G, C, A, N], dtype=np.uint8)  # indexed by code: A<->T, C<->G, N->N
-_NOT_A_CODE = np.full(SOFTMASK_BIT - COMPLEMENT.size, 0xFF, np.uint8)  # bytes 5..7: the model refuses 0xFF & 7
+# bytes 5..7: the model refuses 0xFF & 7
+_NOT_A_CODE = np.full(SOFTMASK_BIT - COMPLEMENT.size, 0xFF, np.uint8)
 # Indexed by shard byte: the complement of its code, its soft-mask bit kept.
 SHARD_BYTE_COMPLEMENT = np.concatenate([COMPLEMENT, _NOT_A_CODE, COMPLEMENT | SOFTMASK_BIT, _NOT_A_CODE])
 

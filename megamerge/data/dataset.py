@@ -55,14 +55,17 @@ class LoaderConfig:
 
     @property
     def stream(self) -> StreamSpec:
-        return StreamSpec(self.shards, self.world_size * self.workers, self.seed, self.shuffle, self.shuffle_buffer)
+        return StreamSpec(self.shards, self.world_size * self.workers, self.seed, self.shuffle,
+                          self.shuffle_buffer)
 
     def species_stream(self, species: str) -> StreamSpec:
         """The sub-stream of one species: the shards that hold it, and a share of the shuffle
         buffer, so that the buffers of all species together hold about shuffle_buffer samples."""
-        shards = tuple(entry for entry in self.shards if dict(entry.samples_by_species or ()).get(species, 0) > 0)
+        shards = tuple(entry for entry in self.shards
+                       if dict(entry.samples_by_species or ()).get(species, 0) > 0)
         buffer = math.ceil(self.shuffle_buffer / len(self.species_weights))
-        return StreamSpec(shards, self.world_size * self.workers, self.seed, self.shuffle, buffer, key=species)
+        return StreamSpec(shards, self.world_size * self.workers, self.seed, self.shuffle, buffer,
+                          key=species)
 
     @property
     def augment(self) -> AugmentSpec:
@@ -133,15 +136,16 @@ class _MixedSource:
         position = Position(*self.positions.get(species, (0, 0)))
 
         def read_unit(unit: Unit):
-            return read_species_shard(spec.shards[unit.shard], species, unit.part, unit.parts, self.report(position))
+            return read_species_shard(spec.shards[unit.shard], species, unit.part, unit.parts,
+                                      self.report(position))
 
         return slot_samples(spec, self.slot, position, None, read_unit)
 
     def __iter__(self):
         config = self.config
         while True:
-            index = worker_sample_index(self.drawn, config.micro_batch, self.worker, config.workers, config.rank,
-                                        config.world_size)
+            index = worker_sample_index(self.drawn, config.micro_batch, self.worker, config.workers,
+                                        config.rank, config.world_size)
             species = self.draw(index)
             if species not in self.streams:
                 self.streams[species] = self._stream(species)
@@ -154,7 +158,8 @@ class _MixedSource:
             yield epoch, sample
 
     def state(self, corrupt_paths: list[str], older_corrupt_count: int) -> WorkerState:
-        return WorkerState(corrupt_paths=list(corrupt_paths), corrupt_shards=older_corrupt_count, drawn=self.drawn,
+        return WorkerState(corrupt_paths=list(corrupt_paths), corrupt_shards=older_corrupt_count,
+                           drawn=self.drawn,
                            species={species: list(at) for species, at in self.positions.items()})
 
 
@@ -199,8 +204,10 @@ class ShardStreamDataset(IterableDataset):
         rows: list[tuple] = []
         for epoch, sample in source:
             # The shard bytes go through augment whole, so each soft-mask bit stays with its base.
-            raw, offset, flipped = augment(np.frombuffer(sample.seq, np.uint8), sample.key, epoch, config.augment)
-            meta = dict(sample.meta, key=sample.key, crop=offset, rc=flipped, epoch=epoch) if config.with_meta else None
+            raw, offset, flipped = augment(np.frombuffer(sample.seq, np.uint8), sample.key, epoch,
+                                           config.augment)
+            meta = (dict(sample.meta, key=sample.key, crop=offset, rc=flipped, epoch=epoch)
+                    if config.with_meta else None)
             rows.append((*split_softmask(raw), sample.meta.get("species"), meta))
             if len(rows) == config.micro_batch:
                 yield self._batch(rows, worker, source.state(counted, saved.corrupt_shards), new_corrupt)
@@ -208,7 +215,8 @@ class ShardStreamDataset(IterableDataset):
         if rows and not config.drop_last:
             yield self._batch(rows, worker, source.state(counted, saved.corrupt_shards), new_corrupt)
 
-    def _batch(self, rows: list[tuple], worker: int, state: WorkerState, new_corrupt: list[str]) -> WorkerBatch:
+    def _batch(self, rows: list[tuple], worker: int, state: WorkerState,
+               new_corrupt: list[str]) -> WorkerBatch:
         codes, softmask, species, metas = zip(*rows)
         return WorkerBatch(
             ids=collate_codes(list(codes), self.config.seq_len),

@@ -189,7 +189,8 @@ class PretrainLoader:
         self.next_worker = state["next_worker"]
         self.batches = state["batches"]
         self.samples = state["samples"]
-        self.samples_by_species = dict(state.get("samples_by_species", {}))  # counted afresh from an older state
+        # counted afresh from an older state
+        self.samples_by_species = dict(state.get("samples_by_species", {}))
         self.corrupt_shard_paths = []
 
 
@@ -225,7 +226,8 @@ def build_pretrain_loader(
     if rank is None or world_size is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank = torch.distributed.get_rank() if distributed else 0 if rank is None else rank
-        world_size = torch.distributed.get_world_size() if distributed else 1 if world_size is None else world_size
+        world_size = (torch.distributed.get_world_size() if distributed
+                      else 1 if world_size is None else world_size)
     if seq_len is None:
         seq_len = int(load_manifest(data_dir)["parameters"]["seq_len"])
     training = split == "train"

@@ -129,7 +129,8 @@ def check_sample(sample: dict) -> str | None:
         meta = json.loads(sample["json"])
     except ValueError as exc:
         return f"unreadable metadata ({exc})"
-    if not isinstance(meta, dict) or not REQUIRED_META.items() <= {k: type(v) for k, v in meta.items()}.items():
+    if (not isinstance(meta, dict)
+            or not REQUIRED_META.items() <= {k: type(v) for k, v in meta.items()}.items()):
         return f"metadata lacks the fields {sorted(REQUIRED_META)}"
     if len(sample["seq"]) != meta.get("length"):
         return f"sequence has {len(sample['seq'])} bytes, metadata says {meta.get('length')}"

@@ -49,7 +49,8 @@ def train_samples_by_species(shards: Sequence) -> dict[str, int]:
         if entry.samples_by_species is None:
             raise SpeciesWeightsError(
                 f"{FLAG}: the corpus manifest's shard {entry.path} has no samples_by_species (written by an "
-                "older data_prep/prepare.py); re-cut the shards with prepare.py --from-store to use species weights")
+                "older data_prep/prepare.py); re-cut the shards with prepare.py --from-store to use species "
+                "weights")
         for species, count in entry.samples_by_species:
             totals[species] = totals.get(species, 0) + count
     return totals
@@ -68,26 +69,29 @@ def resolve_species_weights(value: str | dict, available: dict[str, int]) -> tup
         weights = _read_weights_file(value)
     unknown = sorted(set(weights) - set(available))
     if unknown:
-        raise SpeciesWeightsError(f"{FLAG}: species {', '.join(map(repr, unknown))} not in the corpus's train split "
-                                  f"(its species: {', '.join(sorted(available))})")
+        raise SpeciesWeightsError(f"{FLAG}: species {', '.join(map(repr, unknown))} not in the corpus's "
+                                  f"train split (its species: {', '.join(sorted(available))})")
     for species, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise SpeciesWeightsError(f"{FLAG}: species {species!r} has weight {weight!r}; weights must be finite "
-                                      "numbers >= 0")
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)
+                or weight < 0):
+            raise SpeciesWeightsError(f"{FLAG}: species {species!r} has weight {weight!r}; weights must be "
+                                      "finite numbers >= 0")
     total = float(sum(weights.values()))
     if total <= 0:
-        raise SpeciesWeightsError(f"{FLAG}: the weights sum to {total}; give at least one species a positive weight")
+        raise SpeciesWeightsError(f"{FLAG}: the weights sum to {total}; give at least one species a "
+                                  "positive weight")
     empty = sorted(s for s, w in weights.items() if w > 0 and available[s] == 0)
     if empty:
-        raise SpeciesWeightsError(f"{FLAG}: species {', '.join(map(repr, empty))} has a positive weight but no "
-                                  "train samples")
+        raise SpeciesWeightsError(f"{FLAG}: species {', '.join(map(repr, empty))} has a positive weight "
+                                  "but no train samples")
     return tuple((species, weights[species] / total) for species in sorted(weights) if weights[species] > 0)
 
 
 def _read_weights_file(value: str) -> dict:
     path = Path(value)
     if not path.is_file():
-        raise SpeciesWeightsError(f"{FLAG} {value}: neither {' nor '.join(SHORTHANDS)} nor an existing JSON file")
+        raise SpeciesWeightsError(f"{FLAG} {value}: neither {' nor '.join(SHORTHANDS)} nor an existing "
+                                  "JSON file")
     try:
         weights = json.loads(path.read_text())
     except ValueError as e:
@@ -97,13 +101,14 @@ def _read_weights_file(value: str) -> dict:
     return weights
 
 
-def check_enough_samples(weights: tuple[tuple[str, float], ...], available: dict[str, int], slots: int) -> None:
+def check_enough_samples(weights: tuple[tuple[str, float], ...], available: dict[str, int],
+                         slots: int) -> None:
     """Every drawn species must give each of the `slots` (ranks x workers) sub-streams a sample."""
     short = [f"{species!r} ({available[species]})" for species, _ in weights if available[species] < slots]
     if short:
-        raise SpeciesWeightsError(f"{FLAG}: species {', '.join(short)} has fewer train samples than the {slots} "
-                                  "loader slots (data-parallel ranks x --num-workers), so some slot would draw it and "
-                                  "find none; give it weight 0 or use fewer workers")
+        raise SpeciesWeightsError(f"{FLAG}: species {', '.join(short)} has fewer train samples than the "
+                                  f"{slots} loader slots (data-parallel ranks x --num-workers), so some "
+                                  "slot would draw it and find none; give it weight 0 or use fewer workers")
 
 
 class SpeciesDraw:
@@ -124,7 +129,8 @@ class SpeciesDraw:
         return self.species[min(bisect.bisect_right(self.cumulative, u), len(self.species) - 1)]
 
 
-def worker_sample_index(drawn: int, micro_batch: int, worker: int, workers: int, rank: int, world_size: int) -> int:
+def worker_sample_index(drawn: int, micro_batch: int, worker: int, workers: int, rank: int,
+                        world_size: int) -> int:
     """The global sample index of this worker's `drawn`-th sample (0-based). Worker w of a rank
     makes that rank's micro-batches w, w + W, ... (the DataLoader's round robin), and micro-batch b
     of rank r holds the samples (b * world_size + r) * micro_batch + row."""

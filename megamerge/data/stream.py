@@ -46,7 +46,8 @@ class StreamSpec:
     def random_key(self, epoch: int) -> list[int]:
         if not self.key:
             return [self.seed, epoch]
-        return [self.seed, epoch, int.from_bytes(hashlib.blake2b(self.key.encode(), digest_size=8).digest(), "little")]
+        return [self.seed, epoch,
+                int.from_bytes(hashlib.blake2b(self.key.encode(), digest_size=8).digest(), "little")]
 
 
 def epoch_units(spec: StreamSpec, epoch: int) -> list[Unit]:

@@ -45,7 +45,8 @@ def build_task_model(spec: dict, model_dir: str | Path | None = None, adapter_di
     if family == "mergedna" and spec["task_type"] != "per_base":
         drop_decoders(model)
     if spec["method"] == "lora":
-        pattern = lora_target_pattern(family, spec["task_type"], spec["target_modules"], spec["adapt_tokenizer"])
+        pattern = lora_target_pattern(family, spec["task_type"], spec["target_modules"],
+                                      spec["adapt_tokenizer"])
         if adapter_dir is None:
             backbone = apply_lora(model, pattern, spec["lora_rank"], spec["lora_alpha"])
         else:

@@ -51,13 +51,15 @@ class SeedOutcome:
     test_outputs: list[np.ndarray]  # the head's outputs on test, file order (per-base: [n_i, C] each)
 
 
-def batch_loss(outputs: torch.Tensor, labels: torch.Tensor, task_type: str, settings: LoopSettings) -> torch.Tensor:
+def batch_loss(outputs: torch.Tensor, labels: torch.Tensor, task_type: str,
+               settings: LoopSettings) -> torch.Tensor:
     """The summed (not averaged) loss of a shard; the caller divides by the global count."""
     if task_type == "regression":
         target = (labels.to(outputs.dtype) - settings.label_mean) / settings.label_std
         return F.mse_loss(outputs, target, reduction="sum")
     if task_type == "per_base":
-        return F.cross_entropy(outputs.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        return F.cross_entropy(outputs.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                               reduction="sum")
     return F.cross_entropy(outputs, labels, reduction="sum")
 
 
@@ -85,7 +87,8 @@ def train_step(model: TaskModel, optimizer: torch.optim.Optimizer, params: list,
 
 
 @torch.no_grad()
-def predict_split(model: TaskModel, split: TaskSplit, dp: DataParallel, settings: LoopSettings) -> list[np.ndarray]:
+def predict_split(model: TaskModel, split: TaskSplit, dp: DataParallel,
+                  settings: LoopSettings) -> list[np.ndarray]:
     """The head's outputs for every row of split, in file order (regression in label units). The
     fixed eval batches are dealt to ranks round-robin, so outputs do not depend on the world size."""
     was_training = model.training
@@ -163,15 +166,17 @@ def run_seed(model: TaskModel, data: TaskData, seed: int, dp: DataParallel, sett
                     writer.add_scalar("train/loss", loss, steps)
         seconds += time.perf_counter() - start
         dev, _ = evaluate_split(model, data, "dev", dp, settings)
-        history.append({"epoch": epoch, "step": steps, "train_loss": float(np.mean(losses)) if losses else None,
-                        **dev})
+        history.append({"epoch": epoch, "step": steps,
+                        "train_loss": float(np.mean(losses)) if losses else None, **dev})
         if writer is not None:
             for name, value in dev.items():
                 writer.add_scalar(f"dev/{name}", value, epoch)
         if selection_score(dev, data.task_type) > best_score:
-            best_score, best_epoch, best_state = selection_score(dev, data.task_type), epoch, trainable_state(model)
+            best_score, best_epoch, best_state = (selection_score(dev, data.task_type), epoch,
+                                                  trainable_state(model))
         if dp.is_main and settings.progress:
-            tqdm.write(f"seed {seed} epoch {epoch}: dev {headline} {dev[headline]:.4f} (best epoch {best_epoch})")
+            tqdm.write(f"seed {seed} epoch {epoch}: dev {headline} {dev[headline]:.4f} "
+                       f"(best epoch {best_epoch})")
         if settings.max_steps is not None and steps >= settings.max_steps:
             break
     if best_epoch == 0:  # every dev score was NaN: keep the last epoch rather than the untrained head

@@ -40,10 +40,12 @@ def seed_dir(out: str | Path, seed: int) -> Path:
     return Path(out) / f"seed{seed}"
 
 
-def save_seed_run(model: TaskModel, spec: dict, directory: str | Path, test_outputs: list[np.ndarray]) -> Path:
+def save_seed_run(model: TaskModel, spec: dict, directory: str | Path,
+                  test_outputs: list[np.ndarray]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    lengths = np.array([len(o) if spec["task_type"] == "per_base" else 1 for o in test_outputs], dtype=np.int64)
+    lengths = np.array([len(o) if spec["task_type"] == "per_base" else 1 for o in test_outputs],
+                       dtype=np.int64)
     stacked = np.concatenate(test_outputs) if spec["task_type"] == "per_base" else np.stack(test_outputs)
     np.savez(directory / TEST_OUTPUTS_FILE, outputs=stacked, lengths=lengths)
     head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
@@ -53,18 +55,19 @@ def save_seed_run(model: TaskModel, spec: dict, directory: str | Path, test_outp
         model.backbone.save_pretrained(str(directory))
     elif spec["method"] == "full":
         if spec["family"] == "mergedna" and spec["task_type"] != "per_base":
-            write_portable_state(core.state_dict(), "mergedna", core.cfg.to_dict(), directory / FULL_MODEL_DIR,
-                                 encoder_only=True)
+            write_portable_state(core.state_dict(), "mergedna", core.cfg.to_dict(),
+                                 directory / FULL_MODEL_DIR, encoder_only=True)
         else:
             save_portable(core, directory / FULL_MODEL_DIR)
     (directory / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
     return directory
 
 
-def load_finetuned(directory: str | Path, model_dir: str | Path | None = None, device: str = "cpu") -> TaskModel:
-    """The model a run saved in OUT/seed<k>/, in eval mode, its spec as `.spec`. LoRA and probe runs rebuild the backbone
-    from the portable model they started from (spec["model"], or `model_dir` if it moved; a
-    from-scratch run re-draws its random initialisation from the seed)."""
+def load_finetuned(directory: str | Path, model_dir: str | Path | None = None,
+                   device: str = "cpu") -> TaskModel:
+    """The model a run saved in OUT/seed<k>/, in eval mode, its spec as `.spec`. LoRA and probe runs
+    rebuild the backbone from the portable model they started from (spec["model"], or `model_dir` if
+    it moved; a from-scratch run re-draws its random initialisation from the seed)."""
     directory = Path(directory)
     spec_path = directory / SPEC_FILE
     if not spec_path.is_file():

@@ -103,8 +103,9 @@ def run(o: argparse.Namespace) -> dict:
         spec = make_spec(o, data, family, seed)
         model = (first if seed == seeds[0] else build_task_model(spec)).to(dp.device)
         parameters = count_parameters(model)
-        settings = LoopSettings(lr=lr, epochs=o.epochs, batch_size=o.batch_size, eval_batch_size=o.eval_batch_size,
-                                weight_decay=o.weight_decay, max_steps=o.max_steps, label_mean=spec["label_mean"],
+        settings = LoopSettings(lr=lr, epochs=o.epochs, batch_size=o.batch_size,
+                                eval_batch_size=o.eval_batch_size, weight_decay=o.weight_decay,
+                                max_steps=o.max_steps, label_mean=spec["label_mean"],
                                 label_std=spec["label_std"], progress=not o.no_progress)
         writer = None
         if dp.is_main:

@@ -210,7 +210,8 @@ def arm_cell(result: dict, source: Path) -> dict:
         test = [float(s["test"][metric]) for s in per_seed]
         dev = [float(s["dev"][metric]) for s in per_seed]
     except (KeyError, TypeError) as e:
-        raise SuiteError(f"{source}: per_seed entries need dev and test values of '{metric}' ({e!r})") from None
+        raise SuiteError(f"{source}: per_seed entries need dev and test values of '{metric}' "
+                         f"({e!r})") from None
     dev_mean, dev_std = _mean_std(dev)
     test_mean, test_std = _mean_std(test)
     return {"metric": metric, "method": result.get("method"), "seeds": [s.get("seed") for s in per_seed],
@@ -256,7 +257,8 @@ def summarize(out: Path, tasks: list[Task], arms: list[str], headline: str = "ta
                "means": {arm: suite_means(rows, arm) for arm in arms}}
     complete = [r for r in rows if all(r.get(a) for a in arms)]
     if len(arms) == 2 and complete:
-        summary["pretrained_wins"] = sum(r["pretrained"]["test_mean"] > r["scratch"]["test_mean"] for r in complete)
+        summary["pretrained_wins"] = sum(r["pretrained"]["test_mean"] > r["scratch"]["test_mean"]
+                                         for r in complete)
         summary["compared_tasks"] = len(complete)
     walls = [r[a]["wall_s"] for r in rows for a in arms if r.get(a) and r[a]["wall_s"] is not None]
     summary["finetune_wall_s_total"] = sum(walls) if walls else None
@@ -287,7 +289,8 @@ def render_markdown(summary: dict) -> str:
             ok = row.get("pretrained") and row.get("scratch")
             cells.append(f"{row['pretrained']['test_mean'] - row['scratch']['test_mean']:+.3f}" if ok else "")
         lines.append("| " + " | ".join(cells) + " |")
-    for key, title in (("mean_over_tasks", "mean over tasks"), ("mean_of_group_means", "mean of group means")):
+    for key, title in (("mean_over_tasks", "mean over tasks"),
+                       ("mean_of_group_means", "mean of group means")):
         cells = ["", f"**{title}**", *(_means_text(summary["means"][a], key) for a in arms)]
         if both:
             p, s = summary["means"]["pretrained"], summary["means"]["scratch"]
@@ -295,17 +298,21 @@ def render_markdown(summary: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
 
     headline_key = "mean_over_tasks" if summary["headline"] == "tasks" else "mean_of_group_means"
-    rule = ("mean over tasks of each task's mean over seeds (GUE's convention)" if summary["headline"] == "tasks"
-            else "mean over groups (parent directories) of the mean over their tasks (Genomic Benchmarks' figure)")
+    rule = ("mean over tasks of each task's mean over seeds (GUE's convention)"
+            if summary["headline"] == "tasks"
+            else "mean over groups (parent directories) of the mean over their tasks "
+                 "(Genomic Benchmarks' figure)")
     notes = [f"Metric: {', '.join(metrics) or 'none yet'} on test, at the epoch chosen on dev, per seed.",
              f"Headline: {rule}. Both means are in the table and in summary.json."]
     for arm in arms:
         means = summary["means"][arm]
         if means:
-            spread = f" ± {means['std_over_seeds']:.3f} over seeds" if means["std_over_seeds"] is not None else ""
+            spread = (f" ± {means['std_over_seeds']:.3f} over seeds"
+                      if means["std_over_seeds"] is not None else "")
             notes.append(f"{ARM_TITLES[arm]}: **{means[headline_key]:.3f}**{spread}")
     if "pretrained_wins" in summary:
-        notes.append(f"Pre-training wins on {summary['pretrained_wins']} of {summary['compared_tasks']} tasks.")
+        notes.append(f"Pre-training wins on {summary['pretrained_wins']} of "
+                     f"{summary['compared_tasks']} tasks.")
     if summary["missing"]:
         notes.append(f"Missing runs ({len(summary['missing'])}): {', '.join(summary['missing'])}.")
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"

@@ -87,12 +87,14 @@ class TaskData:
 
 # ------------------------------------------------------------------------------------ reading
 def find_split_file(task_dir: Path, split: str) -> Path:
-    found = [task_dir / f"{split}{suffix}" for suffix in SUFFIXES if (task_dir / f"{split}{suffix}").is_file()]
+    found = [task_dir / f"{split}{suffix}" for suffix in SUFFIXES
+             if (task_dir / f"{split}{suffix}").is_file()]
     if not found:
         names = ", ".join(f"{split}{s}" for s in SUFFIXES)
         raise TaskDataError(f"{task_dir}: no {split} split (expected one of {names})")
     if len(found) > 1:
-        raise TaskDataError(f"{task_dir}: more than one {split} file ({', '.join(p.name for p in found)}); keep one")
+        raise TaskDataError(f"{task_dir}: more than one {split} file "
+                            f"({', '.join(p.name for p in found)}); keep one")
     return found[0]
 
 
@@ -188,9 +190,11 @@ def _per_base_values(raw: RawSplit, row: int, column: str) -> np.ndarray:
         raise TaskDataError(f"{raw.where(row, column)}: per-base labels must be integers") from None
     n = len(str(raw.sequences[row]).strip())
     if len(out) != n:
-        raise TaskDataError(f"{raw.where(row, column)}: {len(out)} per-base labels for a sequence of {n} bases")
+        raise TaskDataError(f"{raw.where(row, column)}: {len(out)} per-base labels for a sequence of "
+                            f"{n} bases")
     if ((out < 0) & (out != IGNORE_INDEX)).any():
-        raise TaskDataError(f"{raw.where(row, column)}: per-base labels must be >= 0 ({IGNORE_INDEX} = unlabelled)")
+        raise TaskDataError(f"{raw.where(row, column)}: per-base labels must be >= 0 "
+                            f"({IGNORE_INDEX} = unlabelled)")
     return out
 
 
@@ -201,8 +205,8 @@ def _class_key(text: str):
 def _check_two_classes(raw: RawSplit, seen: set, column: str) -> None:
     if len(seen) < 2:
         only = next(iter(seen)) if seen else "none"
-        raise TaskDataError(f"{raw.path}: column {column!r} has a single class ({only}) in all {len(raw.labels)} "
-                            "rows; classification needs at least two")
+        raise TaskDataError(f"{raw.path}: column {column!r} has a single class ({only}) in all "
+                            f"{len(raw.labels)} rows; classification needs at least two")
 
 
 def encode_labels(raws: dict[str, RawSplit], task_type: str, column: str) -> tuple[list, dict]:
@@ -214,7 +218,8 @@ def encode_labels(raws: dict[str, RawSplit], task_type: str, column: str) -> tup
             for row, label in enumerate(raw.labels):
                 text = str(label).strip()
                 if not _is_number(text):
-                    raise TaskDataError(f"{raw.where(row, column)}: regression label {text!r} is not a finite number")
+                    raise TaskDataError(f"{raw.where(row, column)}: regression label {text!r} is not a "
+                                        "finite number")
                 values.append(float(text))
             out[name] = np.array(values, dtype=np.float32)
         return [], out
@@ -222,7 +227,8 @@ def encode_labels(raws: dict[str, RawSplit], task_type: str, column: str) -> tup
         per_split = {name: [_per_base_values(raw, r, column) for r in range(len(raw.labels))]
                      for name, raw in raws.items()}
         for name, raw in raws.items():
-            _check_two_classes(raw, {int(v) for arr in per_split[name] for v in arr if v != IGNORE_INDEX}, column)
+            _check_two_classes(raw, {int(v) for arr in per_split[name] for v in arr if v != IGNORE_INDEX},
+                               column)
         classes = sorted({int(v) for arr in per_split["train"] for v in arr if v != IGNORE_INDEX})
         index = {c: i for i, c in enumerate(classes)}
         out = {}
@@ -231,7 +237,8 @@ def encode_labels(raws: dict[str, RawSplit], task_type: str, column: str) -> tup
             for row, arr in enumerate(per_split[name]):
                 unknown = sorted({int(v) for v in arr if v != IGNORE_INDEX and int(v) not in index})
                 if unknown:
-                    raise TaskDataError(f"{raw.where(row, column)}: per-base class {unknown[0]} never occurs in train")
+                    raise TaskDataError(f"{raw.where(row, column)}: per-base class {unknown[0]} never "
+                                        "occurs in train")
                 mapped.append(np.array([index.get(int(v), IGNORE_INDEX) for v in arr], dtype=np.int64))
             out[name] = mapped
         return classes, out

@@ -94,7 +94,8 @@ def inline_modules(module_names: list[str], roots: list[str], relative: dict[str
     for i, (module, stmt) in enumerate(statements):
         for n in _defined_names(stmt):
             if not isinstance(stmt, (ast.Import, ast.ImportFrom)) and owner.setdefault(n, module) != module:
-                raise ValueError(f"{n!r} is defined in both {owner[n]} and {module}: the inlined file needs one")
+                raise ValueError(f"{n!r} is defined in both {owner[n]} and {module}: "
+                                 "the inlined file needs one")
             definers.setdefault(n, []).append(i)
     keep, todo, seen = set(), list(roots), set()
     while todo:
@@ -124,4 +125,6 @@ def inline_modules(module_names: list[str], roots: list[str], relative: dict[str
                 imports.append(text)
         else:
             body.append(text)
-    return "\n".join([header, "from __future__ import annotations", "", *imports, "", "", *body]).strip() + "\n"
+    return "\n".join(
+        [header, "from __future__ import annotations", "", *imports, "", "", *body]
+    ).strip() + "\n"

@@ -32,7 +32,8 @@ class CarmaniaForCausalLM(PreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.cfg = CarmaniaConfig(**config.carmania)
         core = Carmania(self.cfg)
-        self.tok_embeddings, self.layers, self.norm, self.output = core.tok_embeddings, core.layers, core.norm, core.output
+        self.tok_embeddings, self.layers, self.norm, self.output = (
+            core.tok_embeddings, core.layers, core.norm, core.output)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -50,7 +51,8 @@ class CarmaniaForCausalLM(PreTrainedModel, GenerationMixin):
         return torch.cat((base_logits, never), -1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache=None,
-                use_cache: bool | None = None, labels: torch.Tensor | None = None, **kwargs) -> CausalLMOutputWithPast:
+                use_cache: bool | None = None, labels: torch.Tensor | None = None,
+                **kwargs) -> CausalLMOutputWithPast:
         """Without a cache: Carmania.forward on a right-padded batch. With one (generation): the
         cached continuation, which takes no padding (all rows share the prompt length). A cache that
         is not megamerge's (transformers' default, empty) is replaced by a new one."""

@@ -63,7 +63,8 @@ class MergeDNAPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, std=self.cfg.init_std)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
-        elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter) and module.weight.dim() == 1:
+        elif (hasattr(module, "weight") and isinstance(module.weight, nn.Parameter)
+              and module.weight.dim() == 1):
             nn.init.ones_(module.weight)
 
     def token_targets(self, base_lengths: torch.Tensor) -> torch.Tensor:
@@ -117,7 +118,8 @@ class MergeDNAForSequenceClassification(MergeDNAPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs):
-        states, weights = mergedna_sequence_states(self, padded_ids(input_ids, attention_mask), self.config.pooling)
+        states, weights = mergedna_sequence_states(self, padded_ids(input_ids, attention_mask),
+                                                   self.config.pooling)
         logits = self.head(pool(states, weights, self.config.pooling))  # [B, C]
         if self.config.num_labels == 1:  # regression: back from standardised targets to label units
             logits = logits * self.config.label_std + self.config.label_mean

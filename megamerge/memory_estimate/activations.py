@@ -108,7 +108,8 @@ def latent_merges(cfg: MergeDNAConfig, L: int) -> tuple[LatentMerge, ...]:
     for step, point in enumerate(points):
         target = K
         if cfg.latent_merge_schedule == "per_block":
-            target = int(per_block_length(start, start.new_tensor([K]), start.new_tensor([T]), step, len(points)))
+            target = int(per_block_length(start, start.new_tensor([K]), start.new_tensor([T]), step,
+                                          len(points)))
         steps = []
         while T > target:  # global_merge_to: bipartite steps, each merging at most the even half
             steps.append(T)
@@ -152,8 +153,9 @@ def block_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kerne
 def block_backward_working_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels) -> float:
     """What a block's backward allocates on top of the saved tensors it has not yet released:
     the gradient of the residual stream, plus the largest set of gradients produced together -
-    SwiGLU's mul backward returns d(gate) and d(up) at once; the blocked CPU attention pads k and v (and q and the output gradient unless the tokens fill
-    whole blocks) and accumulates dq, dk, dv into padded buffers; fused attention returns dq, dk, dv."""
+    SwiGLU's mul backward returns d(gate) and d(up) at once; the blocked CPU attention pads k and v
+    (and q and the output gradient unless the tokens fill whole blocks) and accumulates dq, dk, dv
+    into padded buffers; fused attention returns dq, dk, dv."""
     ffn = 2 * (cfg.ffn_dim / tp) * tokens
     if k.device == "cpu" and local:
         block = default_block(cfg.window, cfg.window)
@@ -216,7 +218,8 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels) -> list[Site]
         width = L
         for i in range(cfg.latent_encoder_layers):
             if i in merges:
-                other(p, "latent_encoder", "latent_encoder", sum(rotation_bytes(cfg, w) for w in merges[i].step_widths))
+                other(p, "latent_encoder", "latent_encoder",
+                      sum(rotation_bytes(cfg, w) for w in merges[i].step_widths))
                 width = merges[i].width
                 other(p, "latent_encoder", "latent_encoder", rope_table_bytes(cfg, width), part="blocks")
             block(p, "latent_encoder", "latent_encoder", width, local=False,
@@ -255,7 +258,8 @@ class ActivationEstimate:
 
 
 def activation_estimate(cfg: MergeDNAConfig, micro: int, seq: int, tp: int, k: Kernels, checkpoint: bool,
-                        stage_share: dict[str, float] | None = None, in_flight: int = 1) -> ActivationEstimate:
+                        stage_share: dict[str, float] | None = None,
+                        in_flight: int = 1) -> ActivationEstimate:
     """Activation memory of one rank. stage_share: the fraction of each pipeline layer kind held
     by this rank's stage (default: everything); in_flight: micro-batches whose activations the
     stage holds at once (1F1B: PP - stage).

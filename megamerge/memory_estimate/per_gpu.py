@@ -74,5 +74,5 @@ def estimate(cfg: MergeDNAConfig, tp: int, pp: int, dp: int, zero: int, micro: i
     kernels = Kernels(device, nbytes)
     act = {ckpt: activation_estimate(cfg, micro, seq, tp, kernels, ckpt, share if pp > 1 else None, in_flight)
            for ckpt in (False, True)}
-    return {"params_per_gpu": psi, "stage": stage, "parameters": params, "gradients": grads, "optimizer": optim,
-            "activations": act[False], "activations_checkpointed": act[True]}
+    return {"params_per_gpu": psi, "stage": stage, "parameters": params, "gradients": grads,
+            "optimizer": optim, "activations": act[False], "activations_checkpointed": act[True]}

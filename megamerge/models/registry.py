@@ -19,7 +19,8 @@ ALL_PRESETS: dict[str, str] = {}  # preset name -> family name
 for _family in FAMILIES.values():
     for _preset in _family.presets:
         if _preset in ALL_PRESETS:
-            raise RuntimeError(f"preset {_preset!r} is defined by both {ALL_PRESETS[_preset]} and {_family.name}")
+            raise RuntimeError(f"preset {_preset!r} is defined by both {ALL_PRESETS[_preset]} and "
+                               f"{_family.name}")
         ALL_PRESETS[_preset] = _family.name
 
 

@@ -49,7 +49,8 @@ class ColumnParallelLinear(nn.Module):
                              f"tensor-parallel size {world}")
         self.in_features, self.out_features = in_features, out_features
         self.group = group
-        self.weight = nn.Parameter(torch.empty(out_features // world, in_features, device=device, dtype=dtype))
+        self.weight = nn.Parameter(torch.empty(out_features // world, in_features, device=device,
+                                               dtype=dtype))
         mark_tensor_parallel(self.weight, self.partition_dim)
 
     @classmethod
@@ -80,7 +81,8 @@ class RowParallelLinear(nn.Module):
                              f"tensor-parallel size {world}")
         self.in_features, self.out_features = in_features, out_features
         self.group = group
-        self.weight = nn.Parameter(torch.empty(out_features, in_features // world, device=device, dtype=dtype))
+        self.weight = nn.Parameter(torch.empty(out_features, in_features // world, device=device,
+                                               dtype=dtype))
         mark_tensor_parallel(self.weight, self.partition_dim)
 
     @classmethod
@@ -93,7 +95,8 @@ class RowParallelLinear(nn.Module):
             layer.weight.copy_(_shard(linear.weight, cls.partition_dim, group))
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in/tp] (a column-parallel output) -> [..., out]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [..., in/tp] (a column-parallel output) -> [..., out]
         return reduce_from_tensor_parallel_region(F.linear(x, self.weight), self.group)
 
     def extra_repr(self) -> str:

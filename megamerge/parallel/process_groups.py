@@ -26,8 +26,8 @@ def data_parallel_size(world_size: int, tp: int, pp: int) -> int:
     if tp < 1 or pp < 1:
         raise ParallelLayoutError(f"tensor ({tp}) and pipeline ({pp}) parallel sizes must be >= 1")
     if world_size % (tp * pp):
-        raise ParallelLayoutError(f"world size {world_size} is not divisible by TP x PP = {tp} x {pp}; launch a "
-                                  f"multiple of {tp * pp} processes or change the parallel sizes")
+        raise ParallelLayoutError(f"world size {world_size} is not divisible by TP x PP = {tp} x {pp}; "
+                                  f"launch a multiple of {tp * pp} processes or change the parallel sizes")
     return world_size // (tp * pp)
 
 
@@ -70,9 +70,13 @@ def initialize_model_parallel(tp: int = 1, pp: int = 1) -> ParallelState:
                 mine = (group, ranks)
         return mine
 
-    tp_group, tp_ranks = build([[rank_of(t, d, p, tp, dp) for t in range(tp)] for p in range(pp) for d in range(dp)])
-    dp_group, dp_ranks = build([[rank_of(t, d, p, tp, dp) for d in range(dp)] for p in range(pp) for t in range(tp)])
-    pp_group, pp_ranks = build([[rank_of(t, d, p, tp, dp) for p in range(pp)] for d in range(dp) for t in range(tp)])
-    mp_group, _ = build([[rank_of(t, d, p, tp, dp) for p in range(pp) for t in range(tp)] for d in range(dp)])
+    tp_group, tp_ranks = build([[rank_of(t, d, p, tp, dp) for t in range(tp)]
+                                for p in range(pp) for d in range(dp)])
+    dp_group, dp_ranks = build([[rank_of(t, d, p, tp, dp) for d in range(dp)]
+                                for p in range(pp) for t in range(tp)])
+    pp_group, pp_ranks = build([[rank_of(t, d, p, tp, dp) for p in range(pp)]
+                                for d in range(dp) for t in range(tp)])
+    mp_group, _ = build([[rank_of(t, d, p, tp, dp) for p in range(pp) for t in range(tp)]
+                         for d in range(dp)])
     return ParallelState(tp, pp, dp, tp_rank, pp_rank, dp_rank, tp_group, pp_group, dp_group, mp_group,
                          tp_ranks, pp_ranks, dp_ranks)

@@ -36,8 +36,9 @@ def check_tensor_parallel_sizes(n_heads: int, ffn_dim: int, tp: int, n_kv_heads:
     if ffn_dim % tp:
         problems.append(f"the FFN width ({ffn_dim})")
     if problems:
-        raise TensorParallelSizeError(f"--tensor-model-parallel-size {tp} must divide {' and '.join(problems)}; "
-                                      "pick a TP degree that divides them or change the model dimensions")
+        raise TensorParallelSizeError(f"--tensor-model-parallel-size {tp} must divide "
+                                      f"{' and '.join(problems)}; pick a TP degree that divides them or "
+                                      "change the model dimensions")
 
 
 def parallelize_block(block: TransformerBlock, group) -> None:

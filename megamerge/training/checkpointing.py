@@ -76,8 +76,8 @@ def checkpoint_family(client_state: dict) -> str:
     if family is None:
         preset = (client_state.get("args") or {}).get("model")
         if preset is None:
-            raise ValueError("the checkpoint names no model family (no 'family' and no --model argument in its "
-                             "client state)")
+            raise ValueError("the checkpoint names no model family (no 'family' and no --model argument "
+                             "in its client state)")
         return family_of_preset(preset).name
     return get_family(family).name
 
@@ -114,8 +114,8 @@ def describe_failed_save(save_dir: Path, tag: str, error: BaseException) -> str:
         space = ""
     shutil.rmtree(save_dir / tag, ignore_errors=True)
     latest = save_dir / "latest"
-    kept = (f"{latest} still names {latest.read_text().strip()}, the last complete checkpoint" if latest.is_file()
-            else "there is no earlier checkpoint")
+    kept = (f"{latest} still names {latest.read_text().strip()}, the last complete checkpoint"
+            if latest.is_file() else "there is no earlier checkpoint")
     return (f"cannot write checkpoint {save_dir / tag}: {cause}{space}; removed the partial {tag}; {kept}. "
             "Free space or give another --save, then resume with --load")
 
@@ -135,7 +135,8 @@ def save(engine, save_dir: str | Path, iteration: int, client_state: dict, rank_
     if dist.get_rank() == 0:
         # The marker also says what the checkpoint holds, so a resume can refuse the wrong model
         # with a clear message before DeepSpeed's strict load fails on the first mismatched tensor.
-        summary = {"iteration": iteration, **{k: client_state.get(k) for k in ("family", "model_config", "layout")}}
+        summary = {"iteration": iteration,
+                   **{k: client_state.get(k) for k in ("family", "model_config", "layout")}}
         atomic_write(save_dir / tag / COMPLETE_MARKER, json.dumps(summary) + "\n")
         atomic_write(save_dir / "latest", tag)
     dist.barrier()
@@ -149,8 +150,8 @@ def latest_tag(load_dir: str | Path) -> str | None:
         return None
     tag = latest.read_text().strip()
     if not (Path(load_dir) / tag / COMPLETE_MARKER).is_file():
-        raise RuntimeError(f"{latest} names {tag!r}, which has no {COMPLETE_MARKER} marker: the checkpoint is "
-                           "incomplete (was it written by another tool?)")
+        raise RuntimeError(f"{latest} names {tag!r}, which has no {COMPLETE_MARKER} marker: the checkpoint "
+                           "is incomplete (was it written by another tool?)")
     return tag
 
 
@@ -173,7 +174,8 @@ def load(engine, load_dir: str | Path, finetune: bool) -> tuple[str, dict] | Non
     if not finetune and (Path(load_dir) / tag / WEIGHTS_ONLY_MARKER).is_file():
         # Written by tools/convert_checkpoint.py --from-portable: weights only, no optimizer or data
         # state to resume, so it always loads with --finetune semantics.
-        log.info("%s/%s holds weights only (converted from a portable model): loading as --finetune", load_dir, tag)
+        log.info("%s/%s holds weights only (converted from a portable model): loading as --finetune",
+                 load_dir, tag)
         finetune = True
     path, client_state = engine.load_checkpoint(
         str(load_dir), tag=tag,

@@ -80,19 +80,21 @@ def _check_sections(cfg: dict, where: str, has_cuda: bool) -> None:
 def _resolve_batch_sizes(cfg: dict, where: str, args, dp: int) -> None:
     # Command-line flags win over numbers in the JSON (as in Megatron-DeepSpeed); "auto" entries
     # and absent ones come from the flags' defaults.
-    micro = args.micro_batch_size if args.micro_batch_size is not None else cfg.get("train_micro_batch_size_per_gpu", AUTO)
+    micro = (args.micro_batch_size if args.micro_batch_size is not None
+             else cfg.get("train_micro_batch_size_per_gpu", AUTO))
     if micro == AUTO:
         raise ConfigError(f"{where}: train_micro_batch_size_per_gpu is \"auto\"; pass --micro-batch-size")
     micro = int(micro)
-    global_batch = args.global_batch_size if args.global_batch_size is not None else cfg.get("train_batch_size", AUTO)
+    global_batch = (args.global_batch_size if args.global_batch_size is not None
+                    else cfg.get("train_batch_size", AUTO))
     if global_batch == AUTO:
         global_batch = DEFAULT_GLOBAL_BATCH
     global_batch = int(global_batch)
     accum = cfg.get("gradient_accumulation_steps", AUTO)
     if accum == AUTO:
         if global_batch % (micro * dp):
-            raise ConfigError(f"global batch {global_batch} is not divisible by micro-batch {micro} x data-parallel "
-                              f"size {dp}; change --global-batch-size or --micro-batch-size")
+            raise ConfigError(f"global batch {global_batch} is not divisible by micro-batch {micro} x "
+                              f"data-parallel size {dp}; change --global-batch-size or --micro-batch-size")
         accum = global_batch // (micro * dp)
     accum = int(accum)
     if micro * accum * dp != global_batch:

@@ -141,7 +141,8 @@ def check_load_dir(load: str | Path, weights_only: bool = False) -> None:
             return
         what = f"is damaged ({damage})"
     steps = [step for step in complete_steps(load) if step != tag]
-    have = f"other complete checkpoints here: {', '.join(steps)}" if steps else "no other complete checkpoint is here"
+    have = (f"other complete checkpoints here: {', '.join(steps)}" if steps
+            else "no other complete checkpoint is here")
     hint = f" (write one of them into {latest} to resume from it)" if steps else ""
     raise TrainingInputError(f"--load {load}: {latest.name} names {tag!r}, which {what}; {have}{hint}")
 
@@ -196,8 +197,8 @@ def check_run_history(args: argparse.Namespace) -> None:
     resumes_save = bool(save and load) and Path(save).resolve() == Path(load).resolve()
     start_over = getattr(args, "start_over", False)
     if start_over and resumes_save:
-        raise TrainingInputError(f"{START_OVER_FLAG} with --load {load} equal to --save: moving the run aside "
-                                 "leaves nothing to resume; drop --load to start over, or drop "
+        raise TrainingInputError(f"{START_OVER_FLAG} with --load {load} equal to --save: moving the run "
+                                 "aside leaves nothing to resume; drop --load to start over, or drop "
                                  f"{START_OVER_FLAG} to resume")
     if load and not resumes_save and published_tag(Path(load)) is None:
         what = "no such directory" if not Path(load).exists() else "holds no checkpoint (no `latest`)"
@@ -210,9 +211,9 @@ def check_run_history(args: argparse.Namespace) -> None:
         return
     start = f"--finetune from --load {load}" if getattr(args, "finetune", False) else \
         (f"from --load {load}" if load else "from scratch")
-    raise TrainingInputError(f"--save {save} holds {earlier}; starting {start} there would rewind it. Resume it "
-                             f"with --load {save}, give a new --save, or pass {START_OVER_FLAG} to move it "
-                             f"aside to {save}.before-<UTC time> first")
+    raise TrainingInputError(f"--save {save} holds {earlier}; starting {start} there would rewind it. "
+                             f"Resume it with --load {save}, give a new --save, or pass {START_OVER_FLAG} "
+                             f"to move it aside to {save}.before-<UTC time> first")
 
 
 def move_earlier_run_aside(save: str | Path) -> Path | None:
@@ -246,9 +247,10 @@ def _launch_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
-# How long a rank other than 0 waits to be stopped by its launcher (torchrun, srun --kill-on-bad-exit) after
-# rank 0 reported the same refusal. Exiting at once let torchrun kill rank 0 before it had printed (a CI run
-# lost the line); a rank still alive after this saw a refusal rank 0 did not (a node-local path), so reports it.
+# How long a rank other than 0 waits to be stopped by its launcher (torchrun, srun --kill-on-bad-exit)
+# after rank 0 reported the same refusal. Exiting at once let torchrun kill rank 0 before it had printed
+# (a CI run lost the line); a rank still alive after this saw a refusal rank 0 did not (a node-local
+# path), so reports it.
 OTHER_RANKS_WAIT_FOR_RANK0_S = 30.0
 
 

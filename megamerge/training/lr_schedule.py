@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 
-def learning_rate(iteration: int, lr: float, min_lr: float, warmup: int, decay_iters: int, style: str) -> float:
+def learning_rate(iteration: int, lr: float, min_lr: float, warmup: int, decay_iters: int,
+                  style: str) -> float:
     """Linear warm-up over `warmup` iterations, then decay to `min_lr` at `decay_iters`."""
     if warmup > 0 and iteration < warmup:
         return lr * (iteration + 1) / warmup

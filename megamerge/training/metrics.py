@@ -39,7 +39,8 @@ class MetricsLogger:
             split = record.get("split", "train")
             step = record["iteration"]
             for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("iteration", "split") and value is not None:
+                if (isinstance(value, (int, float)) and key not in ("iteration", "split")
+                        and value is not None):
                     self.tb.add_scalar(f"{split}/{key}", value, step)
                 elif isinstance(value, dict):  # e.g. samples_by_species: one curve per species
                     for name, count in value.items():

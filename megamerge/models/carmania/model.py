@@ -86,7 +86,8 @@ class Carmania(nn.Module):
         del seeds
         logits = self(input_ids)  # [B, N, 4]
         weights = None if base_weights is None else base_weights[:, 1:]  # the weight of the base predicted
-        nt, correct, scored = base_cross_entropy(logits[:, :-1], base_targets(input_ids[:, 1:]), weights=weights)
+        nt, correct, scored = base_cross_entropy(logits[:, :-1], base_targets(input_ids[:, 1:]),
+                                                 weights=weights)
         tm = transition_matrix_loss(logits, input_ids, next_token=True)
         return {
             "loss": nt + self.cfg.tm_weight * tm,

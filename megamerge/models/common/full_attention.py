@@ -31,11 +31,13 @@ def set_full_attention_kernel(name: str) -> None:
     """"key_column" (default: no mask) or "masked" (the previous kernels, for comparisons)."""
     global _full_attention_kernel
     if name not in _FULL_ATTENTION_KERNELS:
-        raise ValueError(f"full attention kernel {name!r}: choose one of {', '.join(_FULL_ATTENTION_KERNELS)}")
+        raise ValueError(f"full attention kernel {name!r}: choose one of "
+                         f"{', '.join(_FULL_ATTENTION_KERNELS)}")
     _full_attention_kernel = name
 
 
-def full_attention(q, k, v, key_valid, causal: bool = False, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+def full_attention(q, k, v, key_valid, causal: bool = False,
+                   key_bias: torch.Tensor | None = None) -> torch.Tensor:
     """q [B, H, L, hd], k and v [B, Hkv, L, hd], key_valid [B, L] bool (a prefix of each row),
     key_bias [B, L] or None -> [B, H, L, hd]. Padded queries attend like valid ones (their outputs
     are ignored by every caller)."""
@@ -63,7 +65,8 @@ def key_column_attention(q, k, v, keys: torch.Tensor, key_bias: torch.Tensor | N
     rides in an extra head-dim column."""
     B, H, L, hd = q.shape
     keys_length = k.shape[2]
-    term = torch.zeros(keys.shape, dtype=q.dtype, device=q.device) if key_bias is None else key_bias.to(q.dtype)
+    term = (torch.zeros(keys.shape, dtype=q.dtype, device=q.device) if key_bias is None
+            else key_bias.to(q.dtype))
     term = term.masked_fill(~keys, -PADDING)  # [B, L]
     extra = key_column_head_dim(hd) - hd  # the term's column and the zero columns up to a multiple of 8
     q_col = torch.zeros(B, H, L, extra, dtype=q.dtype, device=q.device)
@@ -75,7 +78,8 @@ def key_column_attention(q, k, v, keys: torch.Tensor, key_bias: torch.Tensor | N
     return out[..., :hd]
 
 
-def masked_attention(q, k, v, keys: torch.Tensor, causal: bool, key_bias: torch.Tensor | None) -> torch.Tensor:
+def masked_attention(q, k, v, keys: torch.Tensor, causal: bool,
+                     key_bias: torch.Tensor | None) -> torch.Tensor:
     """SDPA under a boolean key mask, or a float mask carrying the bias (-inf on masked keys)."""
     mask = keys[:, None, None, :]
     if causal:

@@ -164,7 +164,8 @@ class _BlockedLocalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, key_valid, band: _Band):
-        qp, kp, vp, okp = band.pad_queries(q), band.pad_keys(k), band.pad_keys(v), band.pad_key_valid(key_valid)
+        qp, kp, vp, okp = (band.pad_queries(q), band.pad_keys(k), band.pad_keys(v),
+                           band.pad_key_valid(key_valid))
         out = qp.new_empty(qp.shape)  # [B, H, nb * block, hd]
         for rows, keys in band.chunks():
             out[:, :, rows] = band.attend(qp[:, :, rows], kp[:, :, keys], vp[:, :, keys], okp[:, keys])
@@ -176,11 +177,13 @@ class _BlockedLocalAttention(torch.autograd.Function):
     def backward(ctx, grad_out):  # grad_out [B, H, L, hd]
         q, k, v, key_valid = ctx.saved_tensors
         band: _Band = ctx.band
-        qp, kp, vp, okp = band.pad_queries(q), band.pad_keys(k), band.pad_keys(v), band.pad_key_valid(key_valid)
+        qp, kp, vp, okp = (band.pad_queries(q), band.pad_keys(k), band.pad_keys(v),
+                           band.pad_key_valid(key_valid))
         gp = band.pad_queries(grad_out)
         dq, dk, dv = torch.zeros_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)
         for rows, keys in band.chunks():
-            qc, kc, vc = (t.detach().requires_grad_() for t in (qp[:, :, rows], kp[:, :, keys], vp[:, :, keys]))
+            qc, kc, vc = (t.detach().requires_grad_()
+                          for t in (qp[:, :, rows], kp[:, :, keys], vp[:, :, keys]))
             with torch.enable_grad():
                 out = band.attend(qc, kc, vc, okp[:, keys])
             gq, gk, gv = torch.autograd.grad(out, (qc, kc, vc), gp[:, :, rows])

@@ -2,9 +2,9 @@
 
 Each module is counted at its own length: local modules at N bases, latent modules at L tokens
 (in the global-merge pass, the Latent Encoder blocks at the widths the merge schedule leaves them:
-shrinking evenly from L towards K block by block with per_block, L then K with single_layer). 2 FLOPs per multiply-add; forward + backward = 3x forward;
-pass 2 reuses pass 1's (detached) tokenizer output, so the Local Encoder counts only in
-passes 1 and 3.
+shrinking evenly from L towards K block by block with per_block, L then K with single_layer). 2 FLOPs
+per multiply-add; forward + backward = 3x forward; pass 2 reuses pass 1's (detached) tokenizer
+output, so the Local Encoder counts only in passes 1 and 3.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ def amtm_token_mask(
 ) -> torch.Tensor:  # [B, L] bool
     g = group_sizes.gather(1, group_of_token).clamp_min(1.0)
     log_p = (-2.0 * g.log()).masked_fill(~valid, float("-inf"))
-    u = uniforms if uniforms is not None else torch.rand(log_p.shape, generator=generator, device=log_p.device)
+    u = (uniforms if uniforms is not None
+         else torch.rand(log_p.shape, generator=generator, device=log_p.device))
     u = u.clamp(1e-20, 1.0 - 1e-7)
     keys = log_p - torch.log(-torch.log(u))
     order = keys.argsort(dim=1, descending=True)
