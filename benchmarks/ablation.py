@@ -64,7 +64,8 @@ class AblationError(Exception):
 @dataclass(frozen=True)
 class Variant:
     flags: tuple[str, ...]  # train.py flags besides the latent merge schedule
-    latent_merge: str  # "per_block": the paper's ToMe merge inside the Latent Encoder; "single_layer": one burst
+    # "per_block": the paper's ToMe merge inside the Latent Encoder; "single_layer": one burst
+    latent_merge: str
     description: str
 
 
@@ -241,7 +242,8 @@ def capped_task(source: Path, dest: Path, dev_rows: int) -> None:
         return
     for split in ("train", "dev", "test"):
         if not (source / f"{split}.csv").is_file():
-            raise AblationError(f"{source / f'{split}.csv'}: not found (a GUE task directory needs train, dev, test)")
+            raise AblationError(f"{source / f'{split}.csv'}: not found "
+                                "(a GUE task directory needs train, dev, test)")
     dest.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         link = dest / f"{split}.csv"
@@ -303,7 +305,8 @@ def run_variant(name: str, args: argparse.Namespace) -> None:
     synthetic = args.out / "synthetic"
     if "tokens" in args.stages and not (vdir / "tokens" / "tokens.json").exists():
         run_logged([py, "tools/analyze_tokens.py", "--model", str(vdir / "portable"),
-                    "--fasta", str(synthetic / SYNTHETIC_FASTA), "--bed", str(synthetic / "synth_sp00.regions.bed"),
+                    "--fasta", str(synthetic / SYNTHETIC_FASTA),
+                    "--bed", str(synthetic / "synth_sp00.regions.bed"),
                     "--window", str(SEQ_LENGTH), "--out", str(vdir / "tokens"), "--no-progress"],
                    vdir / "tokens.log", args.nice)
     for task in args.tasks if "finetune" in args.stages else []:
@@ -335,8 +338,9 @@ def report(args: argparse.Namespace) -> str:
     names = [n for n in VARIANTS if (args.out / n / "variant.json").exists()]
     rows = [variant_row(args.out / n, args.tasks) for n in names]
     table = markdown_table(rows, args.tasks)
-    scratch_rows = [{"variant": f"from scratch ({r['variant']} architecture)", "latent_merge": r["latent_merge"],
-                     "flags": r["flags"], "finetune": r["scratch"]} for r in rows if r["scratch"]]
+    scratch_rows = [{"variant": f"from scratch ({r['variant']} architecture)",
+                     "latent_merge": r["latent_merge"], "flags": r["flags"], "finetune": r["scratch"]}
+                    for r in rows if r["scratch"]]
     lines = [table]
     if scratch_rows:
         lines += ["", markdown_table(scratch_rows, args.tasks)]
@@ -354,21 +358,27 @@ def report(args: argparse.Namespace) -> str:
 # ------------------------------------------------------------------------------- CLI
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "ablation", help="output root (default runs/ablation)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to run (default all)")
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated stages to run (of {', '.join(STAGES)})")
-    p.add_argument("--train-iters", type=int, default=150, help="pre-training iterations of 8 x 512 bases, every variant")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "ablation",
+                   help="output root (default runs/ablation)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma-separated variants to run (default all)")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated stages to run (of {', '.join(STAGES)})")
+    p.add_argument("--train-iters", type=int, default=150,
+                   help="pre-training iterations of 8 x 512 bases, every variant")
     p.add_argument("--tasks", default="tf/0,tf/1,prom/prom_300_tata", help="GUE tasks, comma-separated")
     p.add_argument("--train-rows", type=int, default=400, help="fine-tune on the first N training rows")
     p.add_argument("--dev-rows", type=int, default=300, help="dev capped to its first N rows")
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (the best on dev is kept)")
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (LoRA, constant)")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds")
-    p.add_argument("--scratch-variants", default="paper", help="variants whose architecture is also fine-tuned "
-                   "from scratch (comma-separated; '' for none)")
+    p.add_argument("--scratch-variants", default="paper",
+                   help="variants whose architecture is also fine-tuned from scratch "
+                        "(comma-separated; '' for none)")
     p.add_argument("--nice", type=int, default=10, help="niceness of every subprocess")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the table from what exists")
-    p.add_argument("--list-variants", action="store_true", help="print the variants and their flags, then exit")
+    p.add_argument("--list-variants", action="store_true",
+                   help="print the variants and their flags, then exit")
     args = p.parse_args(argv)
     args.out = args.out.resolve()
     args.variants = [v for v in args.variants.split(",") if v]

@@ -59,10 +59,13 @@ def bench_generation(preset: str, new: int, late_from: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared host)")
-    parser.add_argument("--heads", type=int, default=4, help="query heads (the dense reference is O(N^2) per head)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is steadiest on a shared host)")
+    parser.add_argument("--heads", type=int, default=4,
+                        help="query heads (the dense reference is O(N^2) per head)")
     parser.add_argument("--kv-heads", type=int, default=1)
     parser.add_argument("--new", type=int, default=1100, help="bases generated")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
@@ -72,7 +75,8 @@ def main() -> int:
     att = {}
     for name, kernel, L in (("dense_4096", dense_gqa, 4096), ("blocked_4096", local_attention, 4096),
                             ("blocked_16384", local_attention, 16384)):
-        att[name] = median_seconds(attention_fwd_bwd(kernel, L, args.heads, args.kv_heads, 64, 128), args.repeats)
+        att[name] = median_seconds(attention_fwd_bwd(kernel, L, args.heads, args.kv_heads, 64, 128),
+                                   args.repeats)
         print(name, f"{att[name] * 1e3:.1f} ms", flush=True)
     gen = {p: bench_generation(p, args.new, args.new - 100) for p in ("carmania-tiny", "carmania-83m")}
     for p, r in gen.items():
@@ -82,22 +86,27 @@ def main() -> int:
         f"| {p} ({r['params'] / 1e6:.1f}M) | {r['early'] * 1e3:.2f} | {r['late'] * 1e3:.2f} | "
         f"{r['late'] / r['early']:.2f} | {r['full'] * 1e3:.1f} | {r['full'] / r['late']:.0f}x |"
         for p, r in gen.items())
-    body = f"""Command: `python benchmarks/bench_carmania.py --threads {args.threads}`. Machine: {machine_line()}; fp32 on CPU;
+    body = f"""Command: `python benchmarks/bench_carmania.py --threads {args.threads}`. \
+Machine: {machine_line()}; fp32 on CPU;
 medians of {args.repeats} runs.
 
-### Causal sliding-window attention, window 128, {args.heads} query / {args.kv_heads} K/V heads of 64, forward + backward
+### Causal sliding-window attention, window 128, {args.heads} query / {args.kv_heads} K/V heads of 64, \
+forward + backward
 
 | | N = 4096 | N = 16384 |
 |---|---:|---:|
 | dense band-mask SDPA (reference) | {att['dense_4096'] * 1e3:.1f} ms | (O(N^2): not run) |
-| blocked exact kernel (the CPU path) | {att['blocked_4096'] * 1e3:.1f} ms | {att['blocked_16384'] * 1e3:.1f} ms |
+| blocked exact kernel (the CPU path) | {att['blocked_4096'] * 1e3:.1f} ms | \
+{att['blocked_16384'] * 1e3:.1f} ms |
 
 Blocked is {att['dense_4096'] / att['blocked_4096']:.1f}x faster than dense at N = 4096; 4x the length costs
-{att['blocked_16384'] / att['blocked_4096']:.2f}x the time (linear: 4x). Both agree to 1e-5 (tests/unit/test_carmania.py).
+{att['blocked_16384'] / att['blocked_4096']:.2f}x the time (linear: 4x). \
+Both agree to 1e-5 (tests/unit/test_carmania.py).
 
 ### Generation with the window-bounded KV cache (batch 1, {args.new} bases after a 16-base prompt)
 
-| model | ms/base, bases 1-100 | ms/base, last 100 | late / early | full forward over {args.new - 100} bases, ms | cache speed-up |
+| model | ms/base, bases 1-100 | ms/base, last 100 | late / early | \
+full forward over {args.new - 100} bases, ms | cache speed-up |
 |---|---:|---:|---:|---:|---:|
 {rows}
 

@@ -112,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     parser.add_argument("--baseline", metavar="REV", help="also time prepare.py of this git revision")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per version and input (medians)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved runs per version and input (medians)")
     parser.add_argument("--seq-len", type=int, default=4096, help="prepare.py --seq-len")
     parser.add_argument("--corpora", nargs="+", choices=("draft", "real", "gbp"), default=["draft", "real"],
                         help="inputs: the 30,000-scaffold draft, the real genomes, the 1 Gbp corpus")
-    parser.add_argument("--gbp-baseline", action="store_true", help="time the baseline on the 1 Gbp corpus too")
+    parser.add_argument("--gbp-baseline", action="store_true",
+                        help="time the baseline on the 1 Gbp corpus too")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
 
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         if "draft" in args.corpora:
             draft = tmp / "draft_30000.fa.gz"
             write_draft_assembly(draft, 30_000, 1500, 8000, seed=0)
-            corpora.append(("draft assembly, 30,000 scaffolds of 1.5-8 kb (1 file)", [draft], 1, versions, args.repeats))
+            corpora.append(("draft assembly, 30,000 scaffolds of 1.5-8 kb (1 file)", [draft], 1,
+                            versions, args.repeats))
         if "real" in args.corpora and SHARED_GENOMES.is_dir():
             corpora.append(("real genomes, shared/data/genomes (26 files, 210 records)", [SHARED_GENOMES], 26,
                             versions, args.repeats))  # fmt: skip
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             for index, part in enumerate(tqdm(parts, desc="1 Gbp corpus")):
                 write_draft_assembly(part, 10_000, 5000, 15000, seed=1 + index)
             gbp_versions = versions if args.gbp_baseline else {"this commit": REPO}
-            corpora.append(("1 Gbp corpus, 100,000 records of 5-15 kb (10 files)", parts, 10, gbp_versions, 1))
+            corpora.append(("1 Gbp corpus, 100,000 records of 5-15 kb (10 files)", parts, 10,
+                            gbp_versions, 1))
         for label, inputs, files, corpus_versions, repeats in corpora:  # the 1 Gbp corpus: one run
             results = bench(corpus_versions, inputs, tmp, repeats, args.seq_len)
             print(label, results, flush=True)
@@ -155,14 +159,17 @@ def main(argv: list[str] | None = None) -> int:
 
 `python data_prep/prepare.py --seq-len {args.seq_len}`, this commit against the store before it.
 
-Command: `python benchmarks/bench_corpus_scale.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats} --corpora {" ".join(args.corpora)}{" --gbp-baseline" if args.gbp_baseline else ""}`.
+Command: `python benchmarks/bench_corpus_scale.py{f" --baseline {args.baseline}" if args.baseline else ""} \
+--repeats {args.repeats} --corpora {" ".join(args.corpora)}{" --gbp-baseline" if args.gbp_baseline else ""}`.
 Machine: {machine_line()}; load average (1/5/15 min) before / after: {load_before} / {load_after} on
 {os.cpu_count()} cores shared with other work. CPU seconds of the whole command (start-up included; user +
 system of every thread, getrusage of the child), median of the runs; versions interleaved run by run.
 Store files and bytes: regular files under `genomes.zarr` and the disk blocks they occupy.
-Targets: >= {TARGET_MB_PER_CPU_S:.0f} MB of sequence per CPU second, a few dozen files per input, <= {TARGET_BYTES_PER_BASE} bytes per base on random ACGT.
+Targets: >= {TARGET_MB_PER_CPU_S:.0f} MB of sequence per CPU second, a few dozen files per input, \
+<= {TARGET_BYTES_PER_BASE} bytes per base on random ACGT.
 
-| input | Mbp | version | runs | CPU s | MB per CPU s (>= 20) | store files | per input file | store MB | bytes per base |
+| input | Mbp | version | runs | CPU s | MB per CPU s (>= 20) | store files | per input file | store MB | \
+bytes per base |
 |---|---:|---|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 """

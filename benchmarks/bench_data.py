@@ -225,16 +225,19 @@ def main(argv: list[str] | None = None) -> int:
         for label, version, mode, r in prep
     )
     workers_table = "\n".join(
-        f"| {label} | {r['bases'] / 1e6:.1f} | {workers} | {r['seconds']:.2f} | {r['cpu_mb_s']:.1f} | {r['cores']:.2f} |"
+        f"| {label} | {r['bases'] / 1e6:.1f} | {workers} | {r['seconds']:.2f} | {r['cpu_mb_s']:.1f} | "
+        f"{r['cores']:.2f} |"
         for label, workers, r in worker_rows
     )
     parser_rows = "\n".join(f"| {name} | {rate} |" for name, rate in parsers)
     body = f"""
-Command: `python benchmarks/bench_data.py{f" --baseline {args.baseline}" if args.baseline else ""} --repeats {args.repeats}` (seq-len {args.seq_len}, micro-batch {args.micro_batch}, median of
+Command: `python benchmarks/bench_data.py{f" --baseline {args.baseline}" if args.baseline else ""} \
+--repeats {args.repeats}` (seq-len {args.seq_len}, micro-batch {args.micro_batch}, median of
 {args.repeats} runs). Machine: {machine_line()}. "Per core" = MB of sequence per CPU-second of the run
 (user + system, all threads and any waited-for child process) = MB / wall second / cores used.
 
-### Preparation: FASTA.gz -> zarr store -> shards (`data_prep/prepare.py --workers 1`), target >= 20 MB/s per core
+### Preparation: FASTA.gz -> zarr store -> shards (`data_prep/prepare.py --workers 1`), \
+target >= 20 MB/s per core
 
 Load average (1/5/15 min) before / after these runs: {load_before} / {load_after} on {os.cpu_count()} cores.
 In-process: `prepare.main` called in one interpreter after an untimed warm-up run (steady-state
@@ -246,7 +249,8 @@ imports included (a fixed cost of about half a second, large against a 29 Mbp co
 {prep_rows}
 
 Each input file is one group of the genome store: its records back to back in one sharded `seq` array
-plus two small record arrays (`record_table`, `record_names`), written through zarr's public API on the calling thread
+plus two small record arrays (`record_table`, `record_names`), written through zarr's public API \
+on the calling thread
 (`data_prep/store_files.py`), so the store costs a fixed handful of files per genome whatever its record
 count (subsection "Genome store at corpus scale" below). Records are split from the decompressed text
 in blocks with bytes operations (`data_prep/fasta_records.py`, dnaio's semantics). Where the time went
@@ -281,7 +285,8 @@ error on a truncated gzip file instead of returning the sequence read so far.
 |---|---:|---:|
 | bases/s, one worker (in-process) | {per_worker / 1e6:.1f} M | >= 5 M |
 | bases/s, 2 DataLoader workers | {two_workers / 1e6:.1f} M | |
-| tiny MergeDNA train step, [{args.step_batch}, {args.seq_len}] fwd+bwd+AdamW, this CPU | {step:.3f} s = {consumed / 1e3:.1f} k bases/s | |
+| tiny MergeDNA train step, [{args.step_batch}, {args.seq_len}] fwd+bwd+AdamW, this CPU | \
+{step:.3f} s = {consumed / 1e3:.1f} k bases/s | |
 | one loader worker / training consumption | {ratio:.0f}x | >= 20x |
 """
     print(body)

@@ -120,7 +120,8 @@ def measure_here(run: RunConfig, with_census: bool) -> dict:
     train_steps(run.model_config(), run.micro, run.seq, run.checkpoint, STEPS)
     result = {"peak_bytes": peak_rss() - baseline}
     if with_census:  # after the peak was read, and a forward pass only: it cannot raise the peak
-        result["census_saved_bytes"] = sum(census(run.model_config(), run.micro, run.seq, run.checkpoint).values())
+        result["census_saved_bytes"] = sum(
+            census(run.model_config(), run.micro, run.seq, run.checkpoint).values())
     return result
 
 
@@ -132,7 +133,8 @@ def measure(run: RunConfig, pinned: bool, with_census: bool = False) -> dict:
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
     if pinned:
         env["MALLOC_MMAP_THRESHOLD_"] = str(PINNED_MMAP_THRESHOLD)
-    command = [sys.executable, __file__, "--measure-one", run.to_json()] + (["--census"] if with_census else [])
+    command = ([sys.executable, __file__, "--measure-one", run.to_json()]
+               + (["--census"] if with_census else []))
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -158,7 +160,8 @@ def validate(runs: list[RunConfig], default_allocator: bool = True) -> list[dict
 
 
 TABLE_HEADER = (
-    "| model | seq x micro | act. ckpt | saved: estimate / census MiB | estimate MiB (states + saved + backward peak) "
+    "| model | seq x micro | act. ckpt | saved: estimate / census MiB "
+    "| estimate MiB (states + saved + backward peak) "
     "| measured MiB | ratio | measured MiB, glibc default | ratio |\n"
     "|---|---|:-:|---:|---:|---:|---:|---:|---:|"
 )
@@ -172,7 +175,8 @@ def format_row(row: dict) -> str:
     return (f"| {run.name} | {run.seq} x {run.micro} | {'yes' if run.checkpoint else 'no'} "
             f"| {est['saved'] / MIB:.0f} / {pinned['census_saved_bytes'] / MIB:.0f} "
             f"| {est['states'] / MIB:.0f} + {est['saved'] / MIB:.0f} + {est['transient'] / MIB:.0f} = "
-            f"{est['total'] / MIB:.0f} | {pinned['peak_bytes'] / MIB:.0f} | {est['total'] / pinned['peak_bytes']:.2f} "
+            f"{est['total'] / MIB:.0f} | {pinned['peak_bytes'] / MIB:.0f} "
+            f"| {est['total'] / pinned['peak_bytes']:.2f} "
             f"| {default_cells} |")
 
 
@@ -186,35 +190,36 @@ def section_body(rows: list[dict]) -> str:
         (f"### tools/estimate_memory.py against measured peak RSS, target within 25%: {verdict} "
          f"({within} of {len(rows)}; ratios {min(ratios):.2f}-{max(ratios):.2f})"),
         "",
-        (f"Measured: one CPU process per row, fp32, torch AdamW, {STEPS} steps of the three-pass objective; peak "
-         "RSS (VmHWM, reset after a one-step warm-up of a minimal model, which pages in ~110 MiB of kernel code "
-         "and runtime workspaces that do not grow with the model) minus the RSS after that warm-up. getrusage's "
-         "ru_maxrss is not used: Linux carries it across exec, so it can report the launching process's peak. "
-         "glibc's mmap threshold is pinned "
-         f"to its default of {PINNED_MMAP_THRESHOLD // 1024} KiB (`MALLOC_MMAP_THRESHOLD_`), so freed tensors "
-         "leave RSS and the peak measures live tensors; the last two columns are the same runs with glibc's "
-         "dynamic threshold, whose heap keeps freed blocks resident. Compression fixed at L/N = 0.5. Estimate: "
+        (f"Measured: one CPU process per row, fp32, torch AdamW, {STEPS} steps of the three-pass objective; "
+         "peak RSS (VmHWM, reset after a one-step warm-up of a minimal model, which pages in ~110 MiB of "
+         "kernel code and runtime workspaces that do not grow with the model) minus the RSS after that "
+         "warm-up. getrusage's ru_maxrss is not used: Linux carries it across exec, so it can report the "
+         "launching process's peak. glibc's mmap threshold is pinned to its default of "
+         f"{PINNED_MMAP_THRESHOLD // 1024} KiB (`MALLOC_MMAP_THRESHOLD_`), so freed tensors leave RSS and "
+         "the peak measures live tensors; the last two columns are the same runs with glibc's dynamic "
+         "threshold, whose heap keeps freed blocks resident. Compression fixed at L/N = 0.5. Estimate: "
          "`--device cpu --dtype fp32 --zero 0`: model states, then the activations saved for backward (the "
-         "census column is the saved_tensors_hooks count of the same forward pass, benchmarks/activation_census.py), "
-         "then the backward pass's peak on top of them."),
+         "census column is the saved_tensors_hooks count of the same forward pass, "
+         "benchmarks/activation_census.py), then the backward pass's peak on top of them."),
         "",
         TABLE_HEADER,
         *(format_row(r) for r in rows),
         "",
-        ("What the activation model counts (megamerge/memory_estimate/activations.py), each term a tensor the census finds: "
-         "per block, each RMSNorm's input, x / rms and output (3 x D per token on CPU, where the norm is "
-         "composed of elementwise ops; 2 x D with a fused GPU kernel); the attention kernel's state; "
-         "SwiGLU's gate, up, silu(gate) and product (4 x FFN). Attention on CPU: full attention takes SDPA's "
-         "fused flash kernel (q, k, v, output, log-sum-exp: O(L)); the blocked local attention keeps q, k and "
-         "v only (4 x D per token with wo's input), since its backward recomputes each chunk of blocks, and its "
-         "backward working set is the padded keys, values and gradients (5-7 x D per token). "
-         "Outside the blocks: the RoPE tables of each module, each local merge's scorer, rotary rotation "
-         "(cos, sin and the rotated constituents, fp32) and merged sums, the latent MTR global merge's "
-         "rotations, the unmerge gathers' sources and rotations back, the final norms, the head and the "
-         "log-probabilities. The backward peak on top: the first block's working set (the residual stream's "
-         "gradient plus SwiGLU's d(gate) and d(up), which its mul backward returns together) and, with "
-         "checkpointing, the largest block's recomputed activations. On the GPU (`--device gpu`, the default) "
-         "flash-attn keeps O(tokens) state for local and full attention alike."),
+        ("What the activation model counts (megamerge/memory_estimate/activations.py), each term a tensor "
+         "the census finds: per block, each RMSNorm's input, x / rms and output (3 x D per token on CPU, "
+         "where the norm is composed of elementwise ops; 2 x D with a fused GPU kernel); the attention "
+         "kernel's state; SwiGLU's gate, up, silu(gate) and product (4 x FFN). Attention on CPU: full "
+         "attention takes SDPA's fused flash kernel (q, k, v, output, log-sum-exp: O(L)); the blocked local "
+         "attention keeps q, k and v only (4 x D per token with wo's input), since its backward recomputes "
+         "each chunk of blocks, and its backward working set is the padded keys, values and gradients (5-7 x "
+         "D per token). Outside the blocks: the RoPE tables of each module, each local merge's scorer, "
+         "rotary rotation (cos, sin and the rotated constituents, fp32) and merged sums, the latent MTR "
+         "global merge's rotations, the unmerge gathers' sources and rotations back, the final norms, the "
+         "head and the log-probabilities. The backward peak on top: the first block's working set (the "
+         "residual stream's gradient plus SwiGLU's d(gate) and d(up), which its mul backward returns "
+         "together) and, with checkpointing, the largest block's recomputed activations. On the GPU "
+         "(`--device gpu`, the default) flash-attn keeps O(tokens) state for local and full attention "
+         "alike."),
     ]
     return "\n".join(lines)
 

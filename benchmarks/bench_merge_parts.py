@@ -42,7 +42,8 @@ def prepare_parts(inputs: list[Path], work: Path, parts: int, seq_len: int) -> l
     dirs = [work / f"part{k}" for k in range(1, parts + 1)]
     for k, out in enumerate(dirs, 1):
         subprocess.run([sys.executable, str(REPO / "data_prep" / "prepare.py"), "--input", *map(str, inputs),
-                        "--out", str(out), "--seq-len", str(seq_len), "--part", f"{k}/{parts}", "--no-progress"],
+                        "--out", str(out), "--seq-len", str(seq_len), "--part", f"{k}/{parts}",
+                        "--no-progress"],
                        check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return dirs
 
@@ -68,7 +69,8 @@ def bench(label: str, inputs: list[Path], work: Path, parts: int, repeats: int, 
     for check, measured in runs.items():
         cpu = statistics.median(run[0] for run in measured)
         wall = statistics.median(run[1] for run in measured)
-        rows.append(f"| {label} | {hashed / 1e6:.1f} | `--input-check {check}` | {repeats} | {cpu:.2f} | {wall:.2f} |")
+        rows.append(f"| {label} | {hashed / 1e6:.1f} | `--input-check {check}` | {repeats} | {cpu:.2f} "
+                    f"| {wall:.2f} |")
     return rows
 
 
@@ -86,17 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if SHARED_GENOMES.is_dir():
-            rows += bench("real genomes", [SHARED_GENOMES], work / "real", args.parts, args.repeats, args.seq_len)
+            rows += bench("real genomes", [SHARED_GENOMES], work / "real", args.parts, args.repeats,
+                          args.seq_len)
         draft = work / "draft.fa.gz"
         write_draft_assembly(draft, 30_000, 1500, 8000, seed=0)
         rows += bench("draft assembly, 30,000 scaffolds", [draft], work / "draft", args.parts, args.repeats,
                       args.seq_len)  # fmt: skip
     intro = (f"`python benchmarks/bench_merge_parts.py --repeats {args.repeats} --parts {args.parts}`, "
              f"{time.strftime('%Y-%m-%d %H:%M')}, load average before {load_before}, after {load_average()}; "
-             f"{machine_line()}. The merge command of {args.parts} parts, CPU seconds (start-up included) and "
-             "wall seconds, medians of interleaved runs; `sha256` reads every input file once more to prove it "
-             "is the file its part read (a same-size edit after a part finished is refused), `size` compares "
-             "sizes only.")
+             f"{machine_line()}. The merge command of {args.parts} parts, CPU seconds (start-up included) "
+             "and wall seconds, medians of interleaved runs; `sha256` reads every input file once more to "
+             "prove it is the file its part read (a same-size edit after a part finished is refused), `size` "
+             "compares sizes only.")
     body = "\n".join([
         intro,
         "",

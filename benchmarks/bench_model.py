@@ -60,8 +60,8 @@ def bench_attention(repeats: int, heads: int, head_dim: int, window: int) -> dic
     r = {}
     r["dense_4096"] = median_seconds(attention_fwd_bwd(dense_local_attention_reference, 4096, heads, head_dim,
                                                        window), repeats)
-    r["blocked_4096"] = median_seconds(attention_fwd_bwd(blocked_local_attention, 4096, heads, head_dim, window),
-                                       repeats)
+    r["blocked_4096"] = median_seconds(attention_fwd_bwd(blocked_local_attention, 4096, heads, head_dim,
+                                                         window), repeats)
     r["blocked_65536"] = median_seconds(attention_fwd_bwd(blocked_local_attention, 65536, heads, head_dim,
                                                           window), max(3, repeats // 2))
     return r
@@ -125,7 +125,8 @@ def bench_encode(cfg: MergeDNAConfig, n: int, batch: int, repeats: int) -> dict:
         t_model = median_seconds(lambda: model.encode(ids), repeats)
         t_base = median_seconds(lambda: baseline(ids), repeats)
     return {
-        "encode_params": encode_params, "baseline_params": base_params, "baseline_depth": len(baseline.blocks),
+        "encode_params": encode_params, "baseline_params": base_params,
+        "baseline_depth": len(baseline.blocks),
         "mergedna_bases_per_s": batch * n / t_model, "baseline_bases_per_s": batch * n / t_base,
     }
 
@@ -156,8 +157,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement (median)")
     ap.add_argument("--encode-dim", type=int, default=256,
-                    help="width of the encode-throughput comparison (380m depth, narrower so CPU runs finish)")
-    ap.add_argument("--ablation-steps", type=int, default=150, help="steps of the rotary-merge ablation (0: skip)")
+                    help="width of the encode-throughput comparison "
+                         "(380m depth, narrower so CPU runs finish)")
+    ap.add_argument("--ablation-steps", type=int, default=150,
+                    help="steps of the rotary-merge ablation (0: skip)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update BENCHMARKS.md")
     args = ap.parse_args(argv)
 
@@ -185,16 +188,17 @@ def main(argv=None) -> int:
 
     rows = [
         ("blocked vs dense band-mask SDPA, N = 4096 (fwd+bwd)",
-         f"{att['blocked_4096'] * 1e3:.1f} ms vs {att['dense_4096'] * 1e3:.1f} ms", f"{speedup:.1f}x", ">= 4x",
-         verdict(speedup >= 4)),
+         f"{att['blocked_4096'] * 1e3:.1f} ms vs {att['dense_4096'] * 1e3:.1f} ms",
+         f"{speedup:.1f}x", ">= 4x", verdict(speedup >= 4)),
         ("blocked, N = 65536 vs 4096 (16x longer)",
-         f"{att['blocked_65536'] * 1e3:.0f} ms vs {att['blocked_4096'] * 1e3:.1f} ms", f"{scaling:.1f}x", "<= 18x",
-         verdict(scaling <= 18)),
+         f"{att['blocked_65536'] * 1e3:.0f} ms vs {att['blocked_4096'] * 1e3:.1f} ms",
+         f"{scaling:.1f}x", "<= 18x", verdict(scaling <= 18)),
         ("merge layer / local-encoder block (fwd+bwd, D = 1024, N = 4096)",
          f"{share['merge'] * 1e3:.1f} ms vs {share['block'] * 1e3:.0f} ms", f"{merge_pct:.1f}%", "<= 15%",
          verdict(merge_pct <= 15)),
         ((f"`encode` vs byte-level Transformer ({enc['baseline_depth']} full-attention blocks, "
-         f"{enc['baseline_params'] / 1e6:.1f}M vs {enc['encode_params'] / 1e6:.1f}M params, D = {d}, N = 4096)"),
+          f"{enc['baseline_params'] / 1e6:.1f}M vs {enc['encode_params'] / 1e6:.1f}M params, "
+          f"D = {d}, N = 4096)"),
          f"{enc['mergedna_bases_per_s'] / 1e3:.1f}k vs {enc['baseline_bases_per_s'] / 1e3:.1f}k bases/s",
          f"{enc_ratio:.2f}x", ">= 1.5x", verdict(enc_ratio >= 1.5)),
     ]

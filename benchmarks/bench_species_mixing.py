@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=8192, help="train samples in the corpus, all species")
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per measurement")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--num-workers", type=int, default=2, help="loader worker processes (train.py's default)")
-    parser.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
+    parser.add_argument("--num-workers", type=int, default=2,
+                        help="loader worker processes (train.py's default)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the section instead of writing BENCHMARKS.md")
     args = parser.parse_args(argv)
 
     sizes = species_sizes(args.samples)
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):
                 for name, corpus in corpora.items():
                     for mode in MODES:  # interleaved, so load changes hit every column alike
-                        rates[name, mode].append(samples_per_second(corpus, mode, args.seconds, args.num_workers))
+                        rates[name, mode].append(samples_per_second(corpus, mode, args.seconds,
+                                                                    args.num_workers))
                         bar.update()
         for name, corpus in corpora.items():
             off = statistics.median(rates[name, None])
@@ -105,16 +108,18 @@ def main(argv: list[str] | None = None) -> int:
             for mode in MODES:
                 median = statistics.median(rates[name, mode])
                 spread = f"{min(rates[name, mode]):.0f}-{max(rates[name, mode]):.0f}"
-                cells.append(f"{median:.0f} ({spread}), x{median / off:.2f}, reads x{read_amplification(corpus, mode):.2f}")
+                cells.append(f"{median:.0f} ({spread}), x{median / off:.2f}, "
+                             f"reads x{read_amplification(corpus, mode):.2f}")
             rows.append(f"| {name} | " + " | ".join(cells) + " |")
     load_after = os.getloadavg()
-    body = f"""Command: `python benchmarks/bench_species_mixing.py --samples {args.samples} --seconds {args.seconds:g} \
---repeats {args.repeats} --num-workers {args.num_workers}`. {machine_line()}; load average (1/5/15 min) \
+    body = f"""Command: `python benchmarks/bench_species_mixing.py --samples {args.samples} \
+--seconds {args.seconds:g} --repeats {args.repeats} --num-workers {args.num_workers}`. {machine_line()}; \
+load average (1/5/15 min) \
 {'/'.join(f'{x:.2f}' for x in load_before)} before, {'/'.join(f'{x:.2f}' for x in load_after)} after.
 
-{args.samples} samples of {SEQ_LEN} bases, 8 species of {', '.join(map(str, sizes.values()))} samples; loader \
-samples/s, median of {args.repeats} runs of {args.seconds:g} s (range), the ratio to weights off, and the samples \
-read per sample delivered (from the manifest):
+{args.samples} samples of {SEQ_LEN} bases, 8 species of {', '.join(map(str, sizes.values()))} samples; \
+loader samples/s, median of {args.repeats} runs of {args.seconds:g} s (range), the ratio to weights off, \
+and the samples read per sample delivered (from the manifest):
 
 | shard layout | weights off | `uniform` | `by_bases` |
 |---|---|---|---|

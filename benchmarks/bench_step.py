@@ -36,7 +36,8 @@ from megamerge.vocabulary import PAD
 KERNEL_SETS = {"old": "masked", "new": "key_column"}
 CONFIGS = {  # name -> (config, micro-batch)
     "tiny": (lambda: MergeDNAConfig.from_preset("tiny"), 2),
-    "mid (380m layout, D = 256)": (lambda: MergeDNAConfig.from_preset("380m", dim=256, n_heads=4, ffn_dim=704), 1),
+    "mid (380m layout, D = 256)": (
+        lambda: MergeDNAConfig.from_preset("380m", dim=256, n_heads=4, ffn_dim=704), 1),
 }
 
 
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", choices=("both", *KERNEL_SETS), default="both",
                     help="which kernel sets to time (default both, interleaved, with their ratio)")
     ap.add_argument("--seq-len", type=int, default=4096, help="bases per sample (default 4096)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed steps per kernel set and configuration (median)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timed steps per kernel set and configuration (median)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update BENCHMARKS.md")
     args = ap.parse_args(argv)
     sets = list(KERNEL_SETS) if args.kernels == "both" else [args.kernels]

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-HEADER = "# Benchmarks\n\nEvery number is a median over repeated runs, measured side by side in one run of the command shown.\n"
+HEADER = ("# Benchmarks\n\nEvery number is a median over repeated runs, measured side by side in one run of "
+          "the command shown.\n")
 
 
 def machine_line() -> str:

@@ -74,7 +74,8 @@ def table(suites: list[Path]) -> str:
             f"{'yes' if by_median else 'no'} |"
         )
     lines.append(
-        f"| **mean over {len(tasks)} tasks** | {' | '.join(f'{statistics.fmean(means[arm]):.3f}' for arm in ARMS)} | "
+        f"| **mean over {len(tasks)} tasks** | "
+        f"{' | '.join(f'{statistics.fmean(means[arm]):.3f}' for arm in ARMS)} | "
         f"{wins['mean']} of {len(tasks)} / "
         f"{wins['median']} of {len(tasks)} |"
     )

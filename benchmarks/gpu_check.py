@@ -60,7 +60,8 @@ def environment() -> dict:
         "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
         "deepspeed": version("deepspeed"), "gpu_count": torch.cuda.device_count() if cuda else 0,
         "gpu_name": torch.cuda.get_device_name() if cuda else None,
-        "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
+        "gpu_memory_gib": (round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+                           if cuda else None),
         "kernels": {"flash_attn": flash_attn_available(), "apex_fused_rmsnorm": apex_available(),
                     "flex_attention": flex_attention_available()},
     }
@@ -71,8 +72,8 @@ def cuda_tests(out: Path, dry_run: bool, timeout: float) -> dict:
     if dry_run:
         return {"status": "skipped", "reason": "dry run: no CUDA device is used", "tests": []}
     junit = out / "cuda_tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
-           *CUDA_TEST_FILES]
+    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+           f"--junitxml={junit}", *CUDA_TEST_FILES]
     try:
         proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -110,14 +111,17 @@ def measurement_plan(dry_run: bool, kernels: str = "both") -> list[dict]:
                          "latent": LATENT_KERNELS["old"]})
         return plan
     base = {"preset": "380m", "seq_length": 4096, "warmup": 2, "steps": 4, "latent": latent}
-    plan = [{**base, "micro": 8, "checkpointing": False, "attention": kernel} for kernel in ("blocked", "flex")]
+    plan = [{**base, "micro": 8, "checkpointing": False, "attention": kernel}
+            for kernel in ("blocked", "flex")]
     if kernels == "both":
-        plan += [{**base, "micro": 8, "checkpointing": False, "attention": "best", "latent": LATENT_KERNELS["old"]}]
+        plan += [{**base, "micro": 8, "checkpointing": False, "attention": "best",
+                  "latent": LATENT_KERNELS["old"]}]
     plan += [{**base, "micro": m, "checkpointing": False, "attention": "best"} for m in (4, 16)]
     plan += [{**base, "micro": m, "checkpointing": True, "attention": "best"} for m in (16, 32)]
     plan += [{**base, "micro": 8, "checkpointing": False, "attention": "best", "profile": True}]
     plan += [{**base, "micro": 8, "checkpointing": False, "attention": "best", "compile": True}]
-    plan += [{**base, "preset": "1b", "micro": m, "checkpointing": True, "attention": "best"} for m in (8, 16)]
+    plan += [{**base, "preset": "1b", "micro": m, "checkpointing": True, "attention": "best"}
+             for m in (8, 16)]
     return plan
 
 
@@ -134,15 +138,18 @@ def run_measurement(spec: dict, timeout: float) -> dict:
     with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
         started = time.monotonic()
         try:
-            proc = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec), "--result", result.name],
-                                  check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec),
+                                   "--result", result.name],
+                                  check=False, cwd=REPO, env=env, capture_output=True, text=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             return {**spec, "status": "timeout", "reason": f"over its {timeout:.0f} s share of the budget"}
         text = Path(result.name).read_text()
     if proc.returncode != 0 or not text:
         lines = (proc.stdout + proc.stderr).strip().splitlines()
         oom = any("out of memory" in line.lower() for line in lines[-10:])
-        errors = [line for line in lines if re.search(r"\w+(Error|Exception)\b", line)]  # the cause, not the tail
+        # the cause, not the tail
+        errors = [line for line in lines if re.search(r"\w+(Error|Exception)\b", line)]
         reason = " | ".join(errors[-3:] if errors else lines[-6:])[-900:]
         return {**spec, "status": "out of memory" if oom else "failed", "reason": reason,
                 "wall_s": round(time.monotonic() - started, 1)}
@@ -162,7 +169,8 @@ def run_plan(plan: list[dict], deadline: float, dry_run: bool) -> list[dict]:
             results.append({**spec, "status": "skipped", "reason": "time budget spent"})
             continue
         results.append(run_measurement(spec, timeout=left if dry_run else min(left, 150)))
-        kernels = [r for r in results if r.get("status") == "ok" and r["micro"] == 8 and not r["checkpointing"]
+        kernels = [r for r in results
+                   if r.get("status") == "ok" and r["micro"] == 8 and not r["checkpointing"]
                    and r["preset"] == "380m" and r.get("latent") == plan[0].get("latent")]
         if kernels:
             best_kernel = min(kernels, key=lambda r: r["step_s"])["attention"]
@@ -181,22 +189,26 @@ def write_report(out: Path, report: dict) -> None:
              f"status: {report['cuda_tests']['status']} {report['cuda_tests'].get('reason', '')}", ""]
     lines += [f"- {t['outcome']}: {t['name']} {t['detail']}" for t in report["cuda_tests"]["tests"]]
     lines += ["", "## Training step (three passes, DeepSpeed engine)", "",
-              "| preset | micro | ckpt | compile | attention | latent | status | step s | bases/s | TFLOP/s | MFU | peak GiB |",
+              ("| preset | micro | ckpt | compile | attention | latent | status | step s | bases/s | TFLOP/s "
+               "| MFU | peak GiB |"),
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def cell(r, key, fmt="{:.3g}"):
         return fmt.format(r[key]) if r.get(key) is not None else "-"
 
     for r in report["measurements"]:
         lines.append(f"| {r['preset']} | {r['micro']} | {r['checkpointing']} | {r.get('compile', False)} | "
-                     f"{r['attention']} | {r.get('latent', 'key_column')} | {r['status']} | {cell(r, 'step_s')} | {cell(r, 'bases_per_s', '{:,.0f}')} | "
-                     f"{cell(r, 'tflops')} | {cell(r, 'mfu', '{:.1%}')} | {cell(r, 'peak_memory_gib', '{:.1f}')} |")
+                     f"{r['attention']} | {r.get('latent', 'key_column')} | {r['status']} | "
+                     f"{cell(r, 'step_s')} | {cell(r, 'bases_per_s', '{:,.0f}')} | "
+                     f"{cell(r, 'tflops')} | {cell(r, 'mfu', '{:.1%}')} | "
+                     f"{cell(r, 'peak_memory_gib', '{:.1f}')} |")
     failed = [r for r in report["measurements"] if r["status"] not in ("ok",)]
-    lines += [f"- {r['preset']} micro {r['micro']}: {r['status']}: {r.get('reason', '')[:300]}" for r in failed]
+    lines += [f"- {r['preset']} micro {r['micro']}: {r['status']}: {r.get('reason', '')[:300]}"
+              for r in failed]
     profiled = [r for r in report["measurements"] if r.get("profile_by_module")]
     if profiled:
         r = profiled[0]
-        lines += ["", f"## Where the time goes ({r['preset']}, micro {r['micro']}, one synchronised step)", "",
-                  "| part | forward ms | backward ms |", "|---|---|---|"]
+        lines += ["", f"## Where the time goes ({r['preset']}, micro {r['micro']}, one synchronised step)",
+                  "", "| part | forward ms | backward ms |", "|---|---|---|"]
         for name, t in r["profile_by_module"].items():
             lines.append(f"| {name} | {t['forward_ms']:.1f} | {t['backward_ms']:.1f} |")
         lines += ["", "Top kernels / ops by device (CPU in a dry run) self time:", "", "```",
@@ -205,15 +217,19 @@ def write_report(out: Path, report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="folder for gpu_report.json / gpu_report.md")
-    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny preset, fp32: proves the script runs")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="CPU, tiny preset, fp32: proves the script runs")
     parser.add_argument("--kernels", choices=("both", *LATENT_KERNELS), default="both",
                         help="latent attention: both (today's and the old masked one side by side, default), "
                              "new, or old (every measurement with the old kernels)")
     parser.add_argument("--budget-minutes", type=float, default=8.0, help="the whole check ends within this")
-    parser.add_argument("--wheelhouse", type=Path, help="install missing dependencies from here first (offline)")
-    parser.add_argument("--deps-target", type=Path, default=Path(tempfile.gettempdir()) / "megamerge-gpu-deps",
+    parser.add_argument("--wheelhouse", type=Path,
+                        help="install missing dependencies from here first (offline)")
+    parser.add_argument("--deps-target", type=Path,
+                        default=Path(tempfile.gettempdir()) / "megamerge-gpu-deps",
                         help="where --wheelhouse installs to")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one measurement (JSON spec)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -238,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not report["environment"]["gpu_count"]:
         parser.error("no CUDA device here; use --dry-run to check the script on CPU")
     print(json.dumps(report["environment"]), flush=True)
-    report["cuda_tests"] = cuda_tests(args.out, args.dry_run, timeout=max(30.0, 0.3 * (deadline - time.monotonic())))
+    report["cuda_tests"] = cuda_tests(args.out, args.dry_run,
+                                      timeout=max(30.0, 0.3 * (deadline - time.monotonic())))
     print(f"CUDA tests: {report['cuda_tests']['status']}", flush=True)
     report["measurements"] = run_plan(measurement_plan(args.dry_run, args.kernels), deadline, args.dry_run)
     report["wall_s"] = time.monotonic() - started

@@ -37,7 +37,8 @@ def engine_for(spec: dict, cuda: bool):
     args = build_parser().parse_args(["--model", spec["preset"], "--seq-length", str(spec["seq_length"]),
                                       "--micro-batch-size", str(spec["micro"]),
                                       "--global-batch-size", str(spec["micro"]),
-                                      "--ds_config", "ds_configs/zero2.json" if cuda else "ds_configs/cpu.json"])
+                                      "--ds_config",
+                                      "ds_configs/zero2.json" if cuda else "ds_configs/cpu.json"])
     family = family_of_preset(args.model)
     for key, value in family.training_defaults.items():  # the family's paper recipe, as train.py fills it
         if getattr(args, key, None) is None:

@@ -79,8 +79,9 @@ def score(counts: list[np.ndarray], sequences, max_order: int) -> dict:
 def markov_baseline(data: str, max_order: int = 10) -> dict:
     counts = fit_counts(split_sequences(data, "train"), max_order)
     stats = score(counts, list(split_sequences(data, "valid")), max_order)
-    table = {f"k={k},alpha={a}": {"perplexity": math.exp(s[0] / max(s[2], 1)), "accuracy": s[1] / max(s[2], 1),
-                                   "bases": s[2]} for (k, a), s in stats.items()}
+    table = {f"k={k},alpha={a}": {"perplexity": math.exp(s[0] / max(s[2], 1)),
+                                   "accuracy": s[1] / max(s[2], 1), "bases": s[2]}
+             for (k, a), s in stats.items()}
     (best_k, best_a), best = min(stats.items(), key=lambda item: item[1][0] / max(item[1][2], 1))
     return {
         "order": best_k, "alpha": best_a, "perplexity": math.exp(best[0] / max(best[2], 1)),

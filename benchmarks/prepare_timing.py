@@ -65,8 +65,8 @@ def time_cli(repo: Path, prepare_args: list[str], repeats: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             out = Path(tmp) / f"run{i}"
-            command = [sys.executable, str(repo / "data_prep" / "prepare.py"), *prepare_args, "--out", str(out),
-                       "--no-progress"]  # fmt: skip
+            command = [sys.executable, str(repo / "data_prep" / "prepare.py"), *prepare_args,
+                       "--out", str(out), "--no-progress"]  # fmt: skip
             wall, cpu = time.perf_counter(), cpu_seconds()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
@@ -83,10 +83,12 @@ def time_prepare(repo: Path, prepare_args: list[str], repeats: int, mode: str) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repo", type=Path, required=True, help="checkout whose data_prep/prepare.py is timed")
+    parser.add_argument("--repo", type=Path, required=True,
+                        help="checkout whose data_prep/prepare.py is timed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mode", choices=("in-process", "cli"), default="in-process")
-    parser.add_argument("prepare_args", nargs=argparse.REMAINDER, help="-- then prepare.py arguments (no --out)")
+    parser.add_argument("prepare_args", nargs=argparse.REMAINDER,
+                        help="-- then prepare.py arguments (no --out)")
     args = parser.parse_args(argv)
     prepare_args = args.prepare_args[1:] if args.prepare_args[:1] == ["--"] else args.prepare_args
     timer = time_in_process if args.mode == "in-process" else time_cli

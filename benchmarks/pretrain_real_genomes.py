@@ -58,14 +58,17 @@ def prepare_corpus(files: list[Path], corpus: Path, valid_species: str, seq_leng
                     "--valid-species", valid_species, "--samples-per-shard", "1024"], cwd=REPO, check=True)
 
 
-def pretrain_args(corpus: Path, ckpt: Path, seq_length: int, train_iters: int, log_interval: int = 50) -> list[str]:
+def pretrain_args(corpus: Path, ckpt: Path, seq_length: int, train_iters: int,
+                  log_interval: int = 50) -> list[str]:
     """train.py and its flags for this benchmark's recipe: tiny, global batch 8 (micro-batch 4), lr 2e-3
     cosine to 2e-4 after a 10% warm-up, validation on the whole held-out split at the end."""
-    return ["megamerge/train.py", "--ds_config", "ds_configs/cpu.json", "--model", "tiny", "--data", str(corpus),
-            "--seq-length", str(seq_length), "--micro-batch-size", "4", "--global-batch-size", str(GLOBAL_BATCH),
+    return ["megamerge/train.py", "--ds_config", "ds_configs/cpu.json", "--model", "tiny",
+            "--data", str(corpus), "--seq-length", str(seq_length), "--micro-batch-size", "4",
+            "--global-batch-size", str(GLOBAL_BATCH),
             "--train-iters", str(train_iters), "--lr", "2e-3", "--min-lr", "2e-4",
             "--lr-warmup-iters", str(train_iters // 10), "--weight-decay", "0.01",
-            "--eval-interval", str(train_iters), "--eval-iters", "100000", "--log-interval", str(log_interval),
+            "--eval-interval", str(train_iters), "--eval-iters", "100000",
+            "--log-interval", str(log_interval),
             "--save", str(ckpt), "--save-interval", str(train_iters), "--num-workers", "1"]
 
 
@@ -138,7 +141,8 @@ def main(argv=None) -> int:
         f"{markov['perplexity']:.3f} | {markov['accuracy']:.3f} |"),
         "",
         (f"Training loss: {train[0]['loss']:.3f} (first log) -> {train[-1]['loss']:.3f}; MTR "
-        f"{train[0]['mtr']:.3f} -> {train[-1]['mtr']:.3f}; {train[-1]['bases_per_token']:.2f} bases per token."),
+        f"{train[0]['mtr']:.3f} -> {train[-1]['mtr']:.3f}; "
+        f"{train[-1]['bases_per_token']:.2f} bases per token."),
         (f"Markov k was chosen on validation among 0..{args.max_order} (and smoothing among 0.01, 0.1, 1); "
         f"it was fitted on {markov['train_bases']:,} training positions and scored on "
         f"{markov['valid_bases']:,} validation positions."),

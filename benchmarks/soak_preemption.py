@@ -35,11 +35,11 @@ REQUEUE_RELEASE_DELAY_S = 3.0  # see tests/system/test_slurm.py: slurmd refuses 
 
 def prepared_corpus(root: Path) -> Path:
     py = sys.executable
-    subprocess.run([py, "data_prep/synthetic.py", "--out", str(root / "genomes"), "--species", "3", "--length",
-                    "200000"], cwd=REPO, check=True, capture_output=True, timeout=300)
-    subprocess.run([py, "data_prep/prepare.py", "--input", str(root / "genomes"), "--out", str(root / "corpus"),
-                    "--seq-len", "256", "--valid-frac", "0.1"], cwd=REPO, check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run([py, "data_prep/synthetic.py", "--out", str(root / "genomes"), "--species", "3",
+                    "--length", "200000"], cwd=REPO, check=True, capture_output=True, timeout=300)
+    subprocess.run([py, "data_prep/prepare.py", "--input", str(root / "genomes"),
+                    "--out", str(root / "corpus"), "--seq-len", "256", "--valid-frac", "0.1"],
+                   cwd=REPO, check=True, capture_output=True, timeout=600)
     return root / "corpus"
 
 
@@ -76,7 +76,8 @@ def preempted(cluster, corpus: Path, work: Path, iters: int, preemptions: int, r
             break
         if time.monotonic() > deadline:
             raise SystemExit(f"job {job_id} still {state} after an hour:\n{job_log(logs, job_id)}")
-        if state == "PENDING" and restarts > 0:  # release the ~2-minute requeue hold (an operator's StartTime=now)
+        # release the ~2-minute requeue hold (an operator's StartTime=now)
+        if state == "PENDING" and restarts > 0:
             first_seen = requeued_seen.setdefault(restarts, time.monotonic())
             if time.monotonic() - first_seen >= REQUEUE_RELEASE_DELAY_S:
                 cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
@@ -115,10 +116,12 @@ def compare(reference: list[dict], run: list[dict], iters: int) -> dict:
 def section_body(results: list[tuple[int, dict]]) -> str:
     rows = "\n".join(
         f"| {seed} | {r['preemptions_sent']} ({r['restarts']}) | {r['job_state']} {r['exit_code']} | "
-        f"{', '.join(map(str, r['stopped_at_iterations'][:-1]))} | {r['samples_repeated']} | {r['samples_skipped']} | "
+        f"{', '.join(map(str, r['stopped_at_iterations'][:-1]))} | {r['samples_repeated']} | "
+        f"{r['samples_skipped']} | "
         f"{'equal' if r['consumed_samples_equal'] else 'DIFFERENT'} | {r['max_step_loss_difference']:g} | "
         f"{r['final_loss_difference']:g} | {r['wall_seconds']} s |" for seed, r in results)
-    return f"""Command: `sudo .venv/bin/python -m benchmarks.soak_preemption --preemptions 5 --train-iters 40 --seed S`. \
+    return f"""Command: `sudo .venv/bin/python -m benchmarks.soak_preemption \
+--preemptions 5 --train-iters 40 --seed S`. \
 Machine: {machine_line()}, 2 CPU cores shared with other work. A real one-node SLURM cluster \
 (tests/system/slurm_cluster.py) runs `slurm/pretrain_380m.sh` unchanged: tiny model, `ds_configs/cpu.json`, \
 2 ranks x 2 DataLoader workers each, a prepared synthetic corpus (seq_len 256), global batch {GLOBAL_BATCH} \
@@ -127,8 +130,9 @@ once in each incarnation, a random 0-4 s after it has logged an iteration of its
 checkpoints, requeues itself, and the next incarnation resumes (the ~2-minute requeue hold is released \
 with `scontrol update StartTime=now` after 3 s).
 
-| seed | preemptions survived (requeues) | job end | stopped at iterations | samples repeated | samples skipped \
-| consumed-sample sequence vs uninterrupted | largest per-step loss difference | final loss difference | wall |
+| seed | preemptions survived (requeues) | job end | stopped at iterations | samples repeated \
+| samples skipped | consumed-sample sequence vs uninterrupted | largest per-step loss difference \
+| final loss difference | wall |
 |---|---:|---|---|---:|---:|---|---:|---:|---:|
 {rows}
 
@@ -158,10 +162,12 @@ def main(argv=None) -> int:
         run, sent, info, log = preempted(cluster, corpus, root, args.train_iters, args.preemptions,
                                          random.Random(args.seed))
         result = {
-            "preemptions_sent": sent, "restarts": int(info.get("Restarts", "0")), "job_state": info.get("JobState"),
+            "preemptions_sent": sent, "restarts": int(info.get("Restarts", "0")),
+            "job_state": info.get("JobState"),
             "exit_code": info.get("ExitCode"), "train_iters": args.train_iters, "global_batch": GLOBAL_BATCH,
             "ranks_x_workers": "2 x 2",
-            "stopped_at_iterations": [int(k) for k in re.findall(r"train\.py stopped at iteration (\d+)/", log)],
+            "stopped_at_iterations": [
+                int(k) for k in re.findall(r"train\.py stopped at iteration (\d+)/", log)],
             **compare(reference, run, args.train_iters),
             "wall_seconds": round(time.monotonic() - t0),
         }

@@ -57,13 +57,13 @@ def build_deepspeed_wheel(out: Path) -> Path:
 
 def resolve(requirements: list[str], python_version: str, find_links: Path) -> list[tuple[str, str]]:
     """(name, version) of every distribution the requirements need on the target, torch stack excluded."""
-    target_args = ["--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", python_version,
-                   "--implementation", "cp"]
+    target_args = ["--only-binary=:all:", "--platform", "manylinux2014_x86_64",
+                   "--python-version", python_version, "--implementation", "cp"]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
-                        "--report", str(report), "--target", str(Path(tmp) / "t"), "--find-links", str(find_links),
-                        *target_args, *requirements], check=True)
+                        "--report", str(report), "--target", str(Path(tmp) / "t"),
+                        "--find-links", str(find_links), *target_args, *requirements], check=True)
         installs = json.loads(report.read_text())["install"]
     return reachable_without_torch(installs)
 
@@ -79,8 +79,8 @@ def reachable_without_torch(installs: list[dict]) -> list[tuple[str, str]]:
         if name in seen or name not in by_name or TORCH_STACK.match(name):
             continue
         seen.add(name)
-        todo += [canonical(re.split(r"[<>=!~ ;\[(]", req, maxsplit=1)[0]) for req in by_name[name].get("requires_dist", [])
-                 if "extra ==" not in req]
+        todo += [canonical(re.split(r"[<>=!~ ;\[(]", req, maxsplit=1)[0])
+                 for req in by_name[name].get("requires_dist", []) if "extra ==" not in req]
     return sorted((by_name[n]["name"], by_name[n]["version"]) for n in seen)
 
 
@@ -88,7 +88,8 @@ def build(out: Path, python_version: str, only: list[str] | None = None) -> list
     """Fill `out` with the wheels (of `only` and what they need, if given); returns them. Several
     Python versions may share one folder: the installer picks the matching binaries."""
     deepspeed_wheel = build_deepspeed_wheel(out)
-    requirements = [r for r in runtime_requirements() if canonical(re.split(r"[<>=!~ ;\[]", r)[0]) != "deepspeed"]
+    requirements = [r for r in runtime_requirements()
+                    if canonical(re.split(r"[<>=!~ ;\[]", r)[0]) != "deepspeed"]
     if only:
         wanted = {canonical(name) for name in only}
         requirements = [r for r in requirements if canonical(re.split(r"[<>=!~ ;\[]", r)[0]) in wanted]
@@ -121,8 +122,9 @@ def install_missing(wheelhouse: Path, target: Path) -> list[str]:
     interpreter) and put it on sys.path; returns their names."""
     names = missing_distributions(wheelhouse)
     if names:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheelhouse),
-                        "--no-deps", "--target", str(target), *names], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
+                        "--find-links", str(wheelhouse), "--no-deps", "--target", str(target), *names],
+                       check=True)
     if str(target) not in sys.path:
         sys.path.insert(0, str(target))
     importlib.invalidate_caches()
@@ -130,7 +132,8 @@ def install_missing(wheelhouse: Path, target: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="download / build the wheels (needs the package registry)")
     b.add_argument("--out", type=Path, required=True, help="the wheelhouse folder")

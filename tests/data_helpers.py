@@ -50,7 +50,8 @@ def read_shards(out_dir: Path, split: str | None = None) -> list[tuple[dict, byt
 
 def file_contents(directory: Path) -> dict[str, bytes]:
     """Relative path -> bytes of every file under `directory`."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def keyed_samples(corpus: Path) -> dict[str, dict[str, tuple[bytes, bytes]]]:
@@ -82,7 +83,8 @@ def assert_same_corpus(whole: Path, merged: Path) -> None:
         k: v for k, v in one["parameters"].items() if k != "out"}
     for split in ("train", "valid"):
         assert two["splits"][split]["samples"] == one["splits"][split]["samples"]
-        per_species = [sum((Counter(s["samples_by_species"]) for s in m["shards"] if s["split"] == split), Counter())
+        per_species = [sum((Counter(s["samples_by_species"]) for s in m["shards"] if s["split"] == split),
+                           Counter())
                        for m in (one, two)]
         assert per_species[0] == per_species[1]
     for shard in two["shards"]:  # listed sizes and hashes are those of the files

@@ -103,7 +103,8 @@ def _tensors(portable: Path) -> dict[str, torch.Tensor]:
 
 
 def _no_leftovers(parent: Path, name: str) -> bool:
-    return not (parent / name).exists() and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+    return (not (parent / name).exists()
+            and not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")])
 
 
 # ----------------------------------------------------------------------------- 1. TP=2 -> portable
@@ -149,7 +150,8 @@ def test_tp2_shards_are_joined_column_on_dim0_row_on_dim1(tp2_checkpoint, tp2_po
     step = tp2_checkpoint / f"global_step{TRAIN_ITERS}"
     shards = [load_deepspeed_file(step / f"mp_rank_{r:02d}_model_states.pt")["module"] for r in (0, 1)]
     full = _tensors(tp2_portable)
-    for name, dim in (("latent_decoder.blocks.1.attention.wk.weight", 0), ("latent_encoder.blocks.3.attention.wo.weight", 1),
+    for name, dim in (("latent_decoder.blocks.1.attention.wk.weight", 0),
+                      ("latent_encoder.blocks.3.attention.wo.weight", 1),
                       ("latent_encoder.blocks.2.feed_forward.w3.weight", 0)):
         assert torch.equal(full[name], torch.cat([s["model." + name] for s in shards], dim)), name
     name = "local_encoder.embed.weight"  # replicated
@@ -178,7 +180,8 @@ def test_split_table_is_what_training_wrote(tp2_checkpoint, tp2_portable):
     assert halved == {n: megatron[n.split(".")[-2]] for n in halved}
     model = megamerge.from_pretrained(tp2_portable)
     blocks = model.cfg.latent_encoder_layers + model.cfg.latent_decoder_layers
-    assert len(halved) == 7 * blocks and all(n.startswith(("latent_encoder.", "latent_decoder.")) for n in halved)
+    assert (len(halved) == 7 * blocks
+            and all(n.startswith(("latent_encoder.", "latent_decoder.")) for n in halved))
     assert split_parameter_dims(model) == halved
 
 
@@ -222,8 +225,9 @@ def test_train_py_finetunes_from_a_converted_checkpoint(work, tp2_portable):
         assert convert("--from-portable", tp2_portable, "--out", ckpt).returncode == 0
     seed, micro, accumulation = 77, 2, 2
     proc = run_train(1, [*TINY_ARGS, "--seq-length", str(SEQ), "--micro-batch-size", str(micro),
-                         "--global-batch-size", str(micro * accumulation), "--train-iters", "1", "--seed", str(seed),
-                         "--eval-interval", "100", "--load", str(ckpt), "--save", "ft"], work)
+                         "--global-batch-size", str(micro * accumulation), "--train-iters", "1",
+                         "--seed", str(seed), "--eval-interval", "100", "--load", str(ckpt), "--save", "ft"],
+                     work)
     assert proc.returncode == 0, describe(proc)
     # no --finetune needed: the weights-only marker selects those semantics by itself
     assert "holds weights only" in proc.stderr + proc.stdout
@@ -274,8 +278,9 @@ def tp2pp2_checkpoint(work) -> Path:
     """One real iteration of train.py at TP=2 x PP=2 with ZeRO-1, at lr 0, so the master weights
     it saves are still the ones it initialised with its seed (the engine, optimizer and
     checkpoint paths all run; only the numbers stay put)."""
-    proc = run_train(4, [*TINY_ARGS, "--ds_config", str(PP_CONFIG), "--seq-length", str(SEQ), "--micro-batch-size", "1",
-                         "--global-batch-size", "1", "--train-iters", "1", "--lr", "0", "--seed", str(TP_PP_SEED),
+    proc = run_train(4, [*TINY_ARGS, "--ds_config", str(PP_CONFIG), "--seq-length", str(SEQ),
+                         "--micro-batch-size", "1", "--global-batch-size", "1", "--train-iters", "1",
+                         "--lr", "0", "--seed", str(TP_PP_SEED),
                          "--eval-interval", "100", "--eval-iters", "1", "--tensor-model-parallel-size", "2",
                          "--pipeline-model-parallel-size", "2", "--save", "tp2pp2"], work)
     assert proc.returncode == 0, describe(proc)
@@ -300,8 +305,9 @@ def test_tp2_pp2_checkpoint_converts_to_the_unsplit_initial_model(work, tp2pp2_c
     # halves) and each replicated one twice (once per TP rank; pipeline stages are disjoint).
     step = tp2pp2_checkpoint / "global_step1"
     assert any(step.glob("layer_*-model_01-model_states.pt"))
-    held = sum(math.prod(shape) for m in range(4) for group in
-               load_deepspeed_file(step / f"mp_rank_{m:02d}_model_states.pt")["param_shapes"] for shape in group.values())
+    held = sum(math.prod(shape) for m in range(4)
+               for group in load_deepspeed_file(step / f"mp_rank_{m:02d}_model_states.pt")["param_shapes"]
+               for shape in group.values())
     split = sum(initial[name].numel() for name in split_parameter_dims(model))
     assert held == 2 * sum(t.numel() for t in initial.values()) - split and split > 0
     assert sorted(got) == sorted(initial)
@@ -320,8 +326,8 @@ CARMANIA_ITERS = 2
 
 @pytest.fixture(scope="module")
 def carmania_tp2_checkpoint(work) -> Path:
-    return train_at_tp2(work, "carmania_tp2", CARMANIA_ITERS, "--model", "carmania-tiny", "--global-batch-size", "2",
-                        "--eval-iters", "1")
+    return train_at_tp2(work, "carmania_tp2", CARMANIA_ITERS, "--model", "carmania-tiny",
+                        "--global-batch-size", "2", "--eval-iters", "1")
 
 
 @pytest.fixture(scope="module")
@@ -336,8 +342,8 @@ def test_carmania_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work,
 
     config = json.loads((carmania_portable / "config.json").read_text())
     assert config["family"] == "carmania" and config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1}
-    reference = assert_portable_gives_the_tp2_eval_losses(carmania_tp2_checkpoint, carmania_portable, Carmania,
-                                                          work / "carmania_tp2_eval.json")  # fmt: skip
+    reference = assert_portable_gives_the_tp2_eval_losses(
+        carmania_tp2_checkpoint, carmania_portable, Carmania, work / "carmania_tp2_eval.json")  # fmt: skip
     assert sorted(reference) == ["loss", "nt", "tm"]
 
     # Equal losses cannot see a TP-rank-order mistake made consistently (it only permutes heads
@@ -370,10 +376,11 @@ def test_checkpoints_without_a_stored_family_name_it_by_their_preset(carmania_tp
     assert json.loads((out / "config.json").read_text())["family"] == "carmania"
 
 
-def test_carmania_has_no_pipeline_or_encoder_only_conversion(carmania_tp2_checkpoint, carmania_portable, tmp_path,
-                                                             _fails):
+def test_carmania_has_no_pipeline_or_encoder_only_conversion(carmania_tp2_checkpoint, carmania_portable,
+                                                             tmp_path, _fails):
     _fails("--from-portable", carmania_portable, "--out", tmp_path / "out", "--pp", 2, expect="MergeDNA only")
-    _fails("--load", carmania_tp2_checkpoint, "--out", tmp_path / "out", "--encoder-only", expect="holds a carmania")
+    _fails("--load", carmania_tp2_checkpoint, "--out", tmp_path / "out", "--encoder-only",
+           expect="holds a carmania")
     assert _no_leftovers(tmp_path, "out")
 
 
@@ -394,7 +401,8 @@ def _fails(capsys):
         capsys.readouterr()
         assert main(["--quiet", *map(str, args)]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("convert_checkpoint.py: error:") and expect in lines[0], lines
+        assert (len(lines) == 1 and lines[0].startswith("convert_checkpoint.py: error:")
+                and expect in lines[0]), lines
         return lines[0]
 
     return run
@@ -464,7 +472,8 @@ def test_cli_error_is_one_line_without_traceback(tp2_checkpoint, tmp_path):
     proc = convert("--load", tp2_checkpoint, "--tag", "global_step999", "--out", tmp_path / "out")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("convert_checkpoint.py: error: --tag global_step999") and "Traceback" not in proc.stderr
+    assert (lines[-1].startswith("convert_checkpoint.py: error: --tag global_step999")
+            and "Traceback" not in proc.stderr)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -57,8 +57,8 @@ def signalled_run(damaged_corpus, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("signalled")
     args = ["--ds_config", str(CPU_CONFIG), "--model", "tiny", "--data", str(corpus), "--seq-length", "512",
             "--micro-batch-size", "2", "--global-batch-size", "8", "--num-workers", "2", "--lr", "1e-3",
-            "--lr-warmup-iters", "2", "--log-interval", "1", "--train-iters", "1000", "--save-interval", "1000",
-            "--eval-interval", "1000", "--save", "ck"]
+            "--lr-warmup-iters", "2", "--log-interval", "1", "--train-iters", "1000",
+            "--save-interval", "1000", "--eval-interval", "1000", "--save", "ck"]
     proc = subprocess.Popen(train_command(2, args), cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     metrics, deadline = cwd / "ck" / "metrics.jsonl", time.monotonic() + 400

@@ -17,11 +17,13 @@ from tests.unit.test_fault_prepare import tree
 CHECKED_BEFORE_STARTUP_S = 60  # imports only; DeepSpeed's start-up alone took ~100 s in the issue
 
 
-def train(args: list[str], cwd, launcher: list[str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
+def train(args: list[str], cwd,
+          launcher: list[str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([*(launcher or [sys.executable]), str(TRAIN), "--model", "tiny", "--micro-batch-size", "2",
-                           "--num-workers", "0", "--train-iters", "2", *args],
-                          cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([*(launcher or [sys.executable]), str(TRAIN), "--model", "tiny",
+                           "--micro-batch-size", "2", "--num-workers", "0", "--train-iters", "2", *args],
+                          cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+                          check=False)
     return proc, time.monotonic() - t0
 
 
@@ -33,9 +35,10 @@ def test_seq_length_other_than_the_corpus_is_refused_naming_both(synthetic_corpu
     proc, seconds = train(["--data", str(synthetic_corpus), "--seq-length", "1024", "--save", "ck"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert error_lines(proc) == [
-        (f"megamerge/train.py: error: --seq-length 1024 is longer than the corpus's chunks (seq_len 512 in "
-        f"{synthetic_corpus / 'manifest.json'}): 512 of every 1024 positions would be padding; give --seq-length "
-        f"512, or re-cut the corpus: data_prep/prepare.py --from-store --out {synthetic_corpus} --seq-len 1024")]
+        ("megamerge/train.py: error: --seq-length 1024 is longer than the corpus's chunks (seq_len 512 in "
+         f"{synthetic_corpus / 'manifest.json'}): 512 of every 1024 positions would be padding; give "
+         "--seq-length 512, or re-cut the corpus: data_prep/prepare.py --from-store --out "
+         f"{synthetic_corpus} --seq-len 1024")]
     assert "Traceback" not in proc.stderr and seconds < CHECKED_BEFORE_STARTUP_S, (seconds, proc.stderr)
     assert not (tmp_path / "ck").exists()  # nothing started, nothing written
 
@@ -51,13 +54,13 @@ def train_one_process(args: list[str], cwd) -> subprocess.CompletedProcess:
                            "--model", "tiny", "--micro-batch-size", "2", "--global-batch-size", "2",
                            "--num-workers", "0", "--eval-interval", "100", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=600, check=False,
-                          env=subprocess_env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                                             MASTER_PORT=str(free_port())))
+                          env=subprocess_env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
+                                             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())))
 
 
 def test_deliberate_crop_trains(synthetic_corpus, tmp_path):
-    proc = train_one_process(["--data", str(synthetic_corpus), "--seq-length", "256", "--allow-seq-length-crop",
-                              "--train-iters", "2", "--save", "ck"], tmp_path)
+    proc = train_one_process(["--data", str(synthetic_corpus), "--seq-length", "256",
+                              "--allow-seq-length-crop", "--train-iters", "2", "--save", "ck"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ck" / "latest").read_text() == "global_step2"
 
@@ -75,7 +78,8 @@ def test_a_run_never_rewinds_the_save_directory(tmp_path):
         assert proc.returncode == 2, proc.stderr[-3000:]
         (line,) = error_lines(proc)
         assert line.startswith("megamerge/train.py: error: ") and "Traceback" not in proc.stderr, proc.stderr
-        assert ("ck_typo: no such directory" if load else "--save ck holds the checkpoint global_step3") in proc.stderr
+        assert ("ck_typo: no such directory" if load
+                else "--save ck holds the checkpoint global_step3") in proc.stderr
         assert tree(tmp_path / "ck") == before
 
     over = train_one_process([*mock, "--train-iters", "1", "--save", "ck", "--start-over"], tmp_path)
@@ -88,11 +92,13 @@ def test_a_run_never_rewinds_the_save_directory(tmp_path):
     # Issue 25, item 2: a damaged step of a real checkpoint is one line naming the file, not two tracebacks.
     damaged = aside / "global_step3" / "mp_rank_00_model_states.pt"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
-    resume = train_one_process([*mock, "--train-iters", "4", "--save", str(aside), "--load", str(aside)], tmp_path)
+    resume = train_one_process([*mock, "--train-iters", "4", "--save", str(aside), "--load", str(aside)],
+                               tmp_path)
     assert resume.returncode == 2, resume.stderr[-3000:]
     (line,) = error_lines(resume)
     assert f"which is damaged ({damaged}: truncated or corrupt checkpoint file" in line, resume.stderr
-    assert "other complete checkpoints here: global_step1, global_step2" in line and "Traceback" not in resume.stderr
+    assert ("other complete checkpoints here: global_step1, global_step2" in line
+            and "Traceback" not in resume.stderr)
 
 
 def test_missing_data_is_one_line_from_one_of_two_ranks(tmp_path):
@@ -117,7 +123,8 @@ def test_missing_data_is_one_line_from_one_of_two_ranks(tmp_path):
     (["--mock-data", "--hidden-size", "-128"],
      "error: --hidden-size -128 (--model tiny): invalid MergeDNAConfig: dim=-128 must be >= 1"),
     (["--mock-data", "--model", "nope"], "error: argument --model: invalid choice: 'nope'"),
-    (["--mock-data", "--global-batch-size", "3"], "global batch 3 is not divisible by micro-batch 2 x data-parallel size 2"),
+    (["--mock-data", "--global-batch-size", "3"],
+     "global batch 3 is not divisible by micro-batch 2 x data-parallel size 2"),
 ], ids=["indivisible", "negative", "invalid_choice", "global_batch"])
 def test_a_refused_flag_is_one_line_from_one_of_two_ranks(tmp_path, flags, expected):
     """Issue 25, item 5: one line naming the flag and the rule, from rank 0, no traceback."""

@@ -29,7 +29,8 @@ def measured(request, tmp_path_factory):
     if request.param == "tp2":
         run_workers("tests.distributed.workers.tensor_parallel_mergedna", 2, out, json.dumps(EXTENSIONS))
     else:
-        run_workers("tests.distributed.workers.pipeline_parallel_mergedna", 2, out, 1, 2, json.dumps(EXTENSIONS))
+        run_workers("tests.distributed.workers.pipeline_parallel_mergedna", 2, out, 1, 2,
+                    json.dumps(EXTENSIONS))
     return json.loads(out.read_text())
 
 

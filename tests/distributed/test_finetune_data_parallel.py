@@ -8,9 +8,10 @@ Two checks, each exact by design on any CPU (issue 31):
   counted twice, is far outside the bound);
 * the whole protocol (epochs, dev selection, test scored once, outputs gathered in file order) at
   a learning rate so small that no step moves a weight by more than ~1e-11 (PROTOCOL_LR): dev and
-  test metrics, outputs and training losses equal one rank's to summation order. With a real learning rate, AdamW's first steps (about
-  lr x sign(g)) and the hard merge ranking turn an ulp into a different run: an after-update
-  comparison would measure the CPU's kernels, not the data parallelism (issue 31)."""
+  test metrics, outputs and training losses equal one rank's to summation order. With a real
+  learning rate, AdamW's first steps (about lr x sign(g)) and the hard merge ranking turn an ulp
+  into a different run: an after-update comparison would measure the CPU's kernels, not the data
+  parallelism (issue 31)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ PROTOCOL_LR = "1e-12"
 
 def torchrun(nproc: int, args: list[str]) -> subprocess.CompletedProcess:
     command = [str(TORCHRUN), "--nproc-per-node", str(nproc), "--master-port", str(free_port()), *args]
-    proc = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+                          check=False)
     assert proc.returncode == 0, describe(proc)
     return proc
 
@@ -76,8 +78,9 @@ def test_two_ranks_sum_the_gradient_of_one_rank(model_and_task):
 
 def finetune(nproc: int, model, task, out) -> dict:
     proc = torchrun(nproc, [str(REPO / "tools" / "finetune.py"), "--model", str(model), "--task", str(task),
-                            "--out", str(out), "--method", "full", "--lr", PROTOCOL_LR, "--weight-decay", "0", "--epochs", "2",
-                            "--batch-size", "15", "--seeds", "1", "--eval-batch-size", "16", "--no-progress"])
+                            "--out", str(out), "--method", "full", "--lr", PROTOCOL_LR, "--weight-decay", "0",
+                            "--epochs", "2", "--batch-size", "15", "--seeds", "1", "--eval-batch-size", "16",
+                            "--no-progress"])
     assert proc.stdout.count("test mcc") == 1, proc.stdout  # only rank 0 reports
     return json.loads((out / "results.json").read_text())
 

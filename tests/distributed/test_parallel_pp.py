@@ -20,7 +20,8 @@ LAYOUTS = {"pp2": (1, 2, 1.0), "tp2pp2": (2, 2, 1.0), "pp2_softmask": (1, 2, 0.1
 def measured(request, tmp_path_factory):
     tp, pp, softmask_weight = LAYOUTS[request.param]
     out = tmp_path_factory.mktemp(request.param) / "measured.json"
-    run_workers("tests.distributed.workers.pipeline_parallel_mergedna", tp * pp, out, tp, pp, "{}", softmask_weight)
+    run_workers("tests.distributed.workers.pipeline_parallel_mergedna", tp * pp, out, tp, pp, "{}",
+                softmask_weight)
     return json.loads(out.read_text())
 
 

@@ -45,7 +45,8 @@ def test_tp2_three_training_iterations_match_tp1(measured):
 
 def test_only_sharded_parameters_carry_model_parallel_flags(measured):
     flagged = set(measured["flagged"])
-    assert flagged and all(name.startswith(("latent_encoder.blocks.", "latent_decoder.blocks.")) for name in flagged)
+    assert flagged and all(name.startswith(("latent_encoder.blocks.", "latent_decoder.blocks."))
+                           for name in flagged)
     assert all(name.endswith(("wq.weight", "wk.weight", "wv.weight", "wo.weight", "w1.weight", "w2.weight",
                               "w3.weight")) for name in flagged)
     # every latent-block projection is split: 7 per block

@@ -86,7 +86,8 @@ def layout_mismatches(ref: dict, got: dict) -> list[tuple]:
     out = []
     for it in sorted(got):
         for key in (*KEYS, "grad_norm"):
-            bound = BEFORE_UPDATE_REL if it == 1 else AFTER_UPDATE_REL["grad_norm" if key == "grad_norm" else "loss"]
+            bound = (BEFORE_UPDATE_REL if it == 1
+                     else AFTER_UPDATE_REL["grad_norm" if key == "grad_norm" else "loss"])
             if abs(ref[it][key] - got[it][key]) > bound * abs(ref[it][key]):
                 out.append((it, key, ref[it][key], got[it][key]))
     return out

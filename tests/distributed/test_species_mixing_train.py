@@ -16,8 +16,9 @@ def test_species_weighted_softmask_weighted_run_logs_counts_and_resumes_exactly(
     (tmp_path / "weights.json").write_text(json.dumps({"big": 1, "mid": 1, "small": 2}))
     common = ["--ds_config", str(CPU_CONFIG), "--data", "corpus", "--model", "tiny", "--seq-length", "128",
               "--lr", "1e-3", "--lr-warmup-iters", "2", "--log-interval", "1", "--num-workers", "1",
-              "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "4", "--eval-interval", "100",
-              "--eval-iters", "1", "--species-weights", "weights.json", "--softmask-loss-weight", "0.1"]
+              "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "4",
+              "--eval-interval", "100", "--eval-iters", "1", "--species-weights", "weights.json",
+              "--softmask-loss-weight", "0.1"]
     reference = run_train(2, [*common, "--save", "ref", "--tensorboard-dir", "tb"], tmp_path)
     assert reference.returncode == 0, describe(reference)
     stopped = run_train(2, [*common, "--save", "run", "--exit-interval", "2"], tmp_path)

@@ -107,14 +107,15 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
 def test_nan_steps_are_skipped_and_counted_then_stop_the_run(tmp_path, layout):
     common = [*TINY_ARGS, "--micro-batch-size", "2", "--global-batch-size", "4", "--eval-interval", "100"]
     if layout == "pp2":  # the loss is made inside DeepSpeed's pipeline engine, on the last stage only
-        common += ["--ds_config", str(REPO / "ds_configs" / "cpu_pp.json"), "--pipeline-model-parallel-size", "2"]
+        common += ["--ds_config", str(REPO / "ds_configs" / "cpu_pp.json"),
+                   "--pipeline-model-parallel-size", "2"]
     ok = run_train(2, [*common, "--train-iters", "4", "--inject-nan-at", "1", "--save", "a"], tmp_path)
     assert ok.returncode == 0, describe(ok)
     m = read_metrics(tmp_path / "a")
     assert m[1]["skipped_iters"] == 0 and m[2]["skipped_iters"] == 1 and m[4]["skipped_iters"] == 1
     assert m[2]["grad_norm"] is None and m[3]["grad_norm"] is not None
-    bad = run_train(2, [*common, "--train-iters", "6", "--inject-nan-at", "1", "2", "3", "--max-skipped-iters", "3",
-                        "--save", "b"], tmp_path)
+    bad = run_train(2, [*common, "--train-iters", "6", "--inject-nan-at", "1", "2", "3",
+                        "--max-skipped-iters", "3", "--save", "b"], tmp_path)
     assert bad.returncode != 0
     assert "3 consecutive iterations had a non-finite loss or gradient" in bad.stderr + bad.stdout
 
@@ -159,13 +160,16 @@ def test_exit_duration_ends_a_time_boxed_run_with_validation_and_a_checkpoint(tm
 
 
 def test_resuming_another_model_is_refused_before_deepspeed_loads_it(tmp_path):
-    first = run_train(1, [*TINY_ARGS, "--train-iters", "1", "--global-batch-size", "2", "--micro-batch-size", "2", "--save", "ck"], tmp_path)
+    first = run_train(1, [*TINY_ARGS, "--train-iters", "1", "--global-batch-size", "2",
+                          "--micro-batch-size", "2", "--save", "ck"], tmp_path)
     assert first.returncode == 0, describe(first)
-    for flags, message in ((["--model", "carmania-tiny"], "holds a mergedna model, but --model carmania-tiny"),
+    for flags, message in ((["--model", "carmania-tiny"],
+                            "holds a mergedna model, but --model carmania-tiny"),
                            (["--ffn-hidden-size", "256"], "was trained with a different model config"),
-                           (["--latent-merge-schedule", "single_layer"], "was trained with a different model config")):
-        proc = run_train(1, [*TINY_ARGS, "--train-iters", "2", "--global-batch-size", "2", "--micro-batch-size", "2", "--load", "ck",
-                             *flags], tmp_path)
+                           (["--latent-merge-schedule", "single_layer"],
+                            "was trained with a different model config")):
+        proc = run_train(1, [*TINY_ARGS, "--train-iters", "2", "--global-batch-size", "2",
+                             "--micro-batch-size", "2", "--load", "ck", *flags], tmp_path)
         assert proc.returncode == 2, describe(proc)
         assert f"checkpoint ck/global_step1 {message}" in proc.stderr, describe(proc)
         assert "Traceback" not in proc.stderr, describe(proc)
@@ -177,8 +181,8 @@ def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
            str(free_port()), str(TRAIN), *TINY_ARGS, "--micro-batch-size", "2",
            "--global-batch-size", "4", "--train-iters", "2", "--eval-interval", "100", "--save", "ck"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
     assert proc.returncode == 0, describe(proc)
     assert "dp 2" in proc.stderr  # two data-parallel ranks
     assert sorted(read_metrics(tmp_path / "ck")) == [1, 2]
@@ -192,7 +196,8 @@ def test_carmania_trains_through_the_same_entry_point_with_tensor_parallelism(tm
     assert proc.returncode == 0, describe(proc)
     m = read_metrics(tmp_path / "ck")
     assert {"nt", "tm", "loss"} <= set(m[8]) and "mtr" not in m[8]
-    # wiring, not convergence (tests/unit/test_carmania.py trains beta=1 against beta=0): nt falls, tm stays sane
+    # wiring, not convergence (tests/unit/test_carmania.py trains beta=1 against beta=0): nt falls,
+    # tm stays sane
     assert m[8]["nt"] < m[1]["nt"]
     assert all(0 <= r["tm"] < 10 for r in m.values())
     valid = read_metrics(tmp_path / "ck", split="valid")[8]

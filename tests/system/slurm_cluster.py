@@ -38,8 +38,8 @@ def unavailable_reason() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"SLURM cluster test needs Linux (this is {sys.platform})"
     if os.geteuid() != 0:
-        return ("SLURM cluster test needs root to install slurm-wlm/munge and run slurmctld, slurmd and munged "
-                "(CI runs as root)")
+        return ("SLURM cluster test needs root to install slurm-wlm/munge and run slurmctld, slurmd and "
+                "munged (CI runs as root)")
     if not all(shutil.which(b) for b in BINARIES) and not shutil.which("apt-get"):
         return "slurm-wlm/munge are not installed and apt-get is not available to install them"
     return None
@@ -100,8 +100,9 @@ class SlurmCluster:
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
         self.socket = sock_dir / "munge.sock"
-        self._spawn("munged", ["munged", "--foreground", "--force", f"--socket={self.socket}", f"--key-file={key}",
-                               f"--pid-file={munge_dir / 'munged.pid'}", f"--seed-file={munge_dir / 'seed'}",
+        self._spawn("munged", ["munged", "--foreground", "--force", f"--socket={self.socket}",
+                               f"--key-file={key}", f"--pid-file={munge_dir / 'munged.pid'}",
+                               f"--seed-file={munge_dir / 'seed'}",
                                f"--log-file={self.root / 'log' / 'munged.log'}"])
         self._wait(lambda: self.socket.exists(), 20, "munged socket")
         self.conf.write_text(self._config())
@@ -182,7 +183,8 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
             if jobs:
                 self.run(["scancel", *jobs], check=False)
                 deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline and self.run(["squeue", "-h", "-o", "%i"], check=False).stdout.strip():
+                while (time.monotonic() < deadline
+                       and self.run(["squeue", "-h", "-o", "%i"], check=False).stdout.strip()):
                     time.sleep(1)
         killed = []
         for name in ("slurmd", "slurmctld", "munged"):  # reverse start order
@@ -200,11 +202,13 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 
     # -- client side ----------------------------------------------------------------------------
 
-    def run(self, cmd: list[str], check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    def run(self, cmd: list[str], check: bool = True, timeout: float = 60,
+            **kw) -> subprocess.CompletedProcess:
         proc = subprocess.run(cmd, check=False, env=kw.pop("env", self.env), capture_output=True, text=True,
                               timeout=timeout, **kw)
         if check and proc.returncode:
-            raise ClusterError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stdout}{proc.stderr}")
+            raise ClusterError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): "
+                               f"{proc.stdout}{proc.stderr}")
         return proc
 
     def job(self, job_id: str) -> dict[str, str]:

@@ -22,13 +22,15 @@ def small_disk(tmp_path):
 
 def test_disk_full_during_a_save_names_it_removes_the_partial_step_and_exits_non_zero(small_disk, tmp_path):
     save = small_disk / "ck"
-    proc = run_train(2, [*TINY_ARGS, "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "6",
-                         "--save-interval", "2", "--eval-interval", "100", "--save", str(save)], tmp_path)
+    proc = run_train(2, [*TINY_ARGS, "--micro-batch-size", "2", "--global-batch-size", "4",
+                         "--train-iters", "6", "--save-interval", "2", "--eval-interval", "100",
+                         "--save", str(save)], tmp_path)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, describe(proc)
     assert (f"cannot write checkpoint {save / 'global_step4'}: no space left on the device" in output
             ), describe(proc)
-    assert f"removed the partial global_step4; {save / 'latest'} still names global_step2" in output, describe(proc)
+    assert (f"removed the partial global_step4; {save / 'latest'} still names global_step2" in output
+            ), describe(proc)
     assert (save / "latest").read_text() == "global_step2"
     assert (save / "global_step2" / "megamerge_complete").is_file()
     assert not (save / "global_step4").exists(), sorted(p.name for p in save.iterdir())

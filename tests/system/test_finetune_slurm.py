@@ -32,7 +32,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # includes a first-t
 def suite_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune-suite")
     model = root / "portable"
-    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny")), model, extra={"training_args": {"seq_length": 64}})
+    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny")), model,
+                  extra={"training_args": {"seq_length": 64}})
     tasks = root / "tasks"
     write_task(tasks / "synth" / "motif", "motif", species=2, length=64, sizes=(24, 12, 12), seed=0)
     write_task(tasks / "synth" / "species", "species", species=2, length=64, sizes=(24, 12, 12), seed=0)
@@ -55,7 +56,8 @@ def test_array_per_task_then_summary_equals_direct_run(cluster, suite_inputs, tm
 
     def context() -> str:
         texts = [f"--- {p.name} ---\n{p.read_text(errors='replace')}" for p in sorted(logs.glob("*.out"))]
-        runs = [f"--- {p} ---\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(out.rglob("finetune.log"))]
+        runs = [f"--- {p} ---\n{p.read_text(errors='replace')[-3000:]}"
+                for p in sorted(out.rglob("finetune.log"))]
         return "\n".join([*texts, *runs, cluster.diagnostics()])
 
     try:
@@ -73,15 +75,17 @@ def test_array_per_task_then_summary_equals_direct_run(cluster, suite_inputs, tm
 
     # The same suite, run directly with the array elements' one thread: the same numbers.
     direct_out = tmp_path / "direct-suite"
-    direct = subprocess.run([sys.executable, "tools/evaluate_suite.py", "--model", str(model), "--tasks", str(tasks),
-                             "--out", str(direct_out), "--compare-scratch", "--no-progress", *FINETUNE_ARGS],
-                            cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                            check=False, timeout=1200)
+    direct = subprocess.run([sys.executable, "tools/evaluate_suite.py", "--model", str(model),
+                             "--tasks", str(tasks), "--out", str(direct_out), "--compare-scratch",
+                             "--no-progress", *FINETUNE_ARGS],
+                            cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                            text=True, check=False, timeout=1200)
     assert direct.returncode == 0, direct.stdout + direct.stderr
     direct_summary = json.loads((direct_out / "summary.json").read_text())
     for slurm_row, direct_row in zip(slurm_summary["rows"], direct_summary["rows"], strict=True):
         for arm in ("pretrained", "scratch"):
-            assert slurm_row[arm]["test"] == pytest.approx(direct_row[arm]["test"], abs=1e-9), (arm, slurm_row)
+            assert slurm_row[arm]["test"] == pytest.approx(direct_row[arm]["test"], abs=1e-9), (
+                arm, slurm_row)
             assert slurm_row[arm]["dev"] == pytest.approx(direct_row[arm]["dev"], abs=1e-9), (arm, slurm_row)
     for arm in ("pretrained", "scratch"):
         assert slurm_summary["means"][arm]["mean_over_tasks"] == pytest.approx(
@@ -89,8 +93,8 @@ def test_array_per_task_then_summary_equals_direct_run(cluster, suite_inputs, tm
 
     # Resubmitting a finished suite reruns nothing: every element finds its results.json.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("results.json")}
-    again = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, check=False,
-                           timeout=120)
+    again = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True,
+                           check=False, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     second_summary = again.stdout.split()[-1]
     assert cluster.wait_for_job(second_summary, timeout=600)["JobState"] == "COMPLETED", context()
@@ -110,6 +114,6 @@ def test_template_parses_and_documents_settings():
 
 def test_submitting_from_inside_a_job_is_refused():
     env = dict(os.environ, SLURM_JOB_ID="123", SUITE_STEP="submit")
-    proc = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, check=False,
-                          timeout=60)
+    proc = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
     assert proc.returncode == 1 and "not sbatch" in proc.stderr

@@ -75,7 +75,8 @@ def test_array_of_parts_then_merge_equals_one_run(cluster, synthetic_genomes, tm
     assert_same_corpus(whole, out)
 
 
-def test_a_failed_part_fails_the_merge_naming_it_and_resume_reruns_only_it(cluster, synthetic_genomes, tmp_path):
+def test_a_failed_part_fails_the_merge_naming_it_and_resume_reruns_only_it(cluster, synthetic_genomes,
+                                                                           tmp_path):
     genomes = tmp_path / "genomes"
     shutil.copytree(synthetic_genomes, genomes)
     # Dealt by size, the two largest files open parts 1 and 2, and the smallest joins the lighter, part 2.
@@ -102,12 +103,14 @@ def test_a_failed_part_fails_the_merge_naming_it_and_resume_reruns_only_it(clust
     part_1_written = part_1.stat().st_mtime_ns
     stale = parts_dir / array_id / ".part-2-of-2.partial-999999"  # as a part killed mid-build leaves it
     stale.mkdir()
-    rerun_id, merge_id, _ = _submit(cluster, tmp_path, said=f"resuming array job {array_id}: rerunning part(s) 2 of 2",
+    rerun_id, merge_id, _ = _submit(cluster, tmp_path,
+                                    said=f"resuming array job {array_id}: rerunning part(s) 2 of 2",
                                     RESUME=array_id, KEEP_PARTS="1", **settings)
     merge_job, context = _wait(cluster, merge_id, logs)
     assert merge_job["JobState"] == "COMPLETED", f"{merge_job}\n{context}"
     assert cluster.job(f"{rerun_id}_2")["JobState"] == "COMPLETED", context
-    assert cluster.run(["scontrol", "show", "job", f"{rerun_id}_1"], check=False).returncode != 0, "part 1 rerun"
+    assert cluster.run(["scontrol", "show", "job", f"{rerun_id}_1"], check=False).returncode != 0, (
+        "part 1 rerun")
     assert part_1.stat().st_mtime_ns == part_1_written and not stale.exists()
     whole = tmp_path / "whole"
     run_prepare("--input", genomes, "--out", whole, *SETTINGS)
@@ -141,8 +144,8 @@ def test_a_failed_part_fails_the_merge_naming_it_and_resume_reruns_only_it(clust
 def test_resume_refuses_what_is_not_an_earlier_submission(tmp_path, resume, error):
     env = dict(os.environ, PREPARE_STEP="submit", PATH="/usr/bin:/bin", INPUT=str(tmp_path), RESUME=resume,
                PARTS_DIR=str(tmp_path / "parts"))
-    proc = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, check=False,
-                          timeout=60)
+    proc = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
     assert proc.returncode == 1 and error in proc.stderr, proc.stderr
 
 
@@ -165,6 +168,6 @@ def test_template_parses_and_documents_settings():
 ])
 def test_bad_submissions_are_refused_before_anything_is_submitted(settings, error):
     env = dict(os.environ, PREPARE_STEP="submit", PATH="/usr/bin:/bin", **settings)  # no sbatch needed
-    proc = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, check=False,
-                          timeout=60)
+    proc = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
     assert proc.returncode == 1 and error in proc.stderr, proc.stderr

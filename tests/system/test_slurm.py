@@ -65,7 +65,8 @@ def sbatch_command(log_dir: Path, overrides: dict[str, str], wait: bool) -> list
     exports = ",".join(["ALL", *(f"{k}={v}" for k, v in overrides.items())])
     # --gpus-per-node=0 overrides the template's 8 on this GPU-less node (--gres=none is rejected);
     # --output keeps the per-job log out of the checkout's slurm/logs/.
-    cmd = ["sbatch", "--parsable", "--gpus-per-node=0", f"--output={log_dir}/%x-%j.out", f"--export={exports}"]
+    cmd = ["sbatch", "--parsable", "--gpus-per-node=0", f"--output={log_dir}/%x-%j.out",
+           f"--export={exports}"]
     return [*cmd, "--wait", str(TEMPLATE)] if wait else [*cmd, str(TEMPLATE)]
 
 
@@ -179,8 +180,10 @@ def test_usr1_checkpoints_requeues_and_resumes(cluster, corpus, tmp_path):
     # The sample stream goes straight on: every iteration logged exactly once, +GLOBAL_BATCH each.
     records = train_records(save)
     assert [r["iteration"] for r in records] == list(range(1, iters + 1)), context()
-    assert [r["consumed_samples"] for r in records] == [i * GLOBAL_BATCH for i in range(1, iters + 1)], context()
+    assert ([r["consumed_samples"] for r in records]
+            == [i * GLOBAL_BATCH for i in range(1, iters + 1)]), context()
     status = json.loads((save / "exit_status.json").read_text())
     assert status["finished"] and status["consumed_samples"] == iters * GLOBAL_BATCH, status
     assert (save / "latest").read_text().strip() == f"global_step{iters}"
-    print(f"preempted job {job_id}: signal at iteration {k}, resumed and finished in {time.monotonic() - t0:.0f}s")
+    print(f"preempted job {job_id}: signal at iteration {k}, resumed and finished in "
+          f"{time.monotonic() - t0:.0f}s")

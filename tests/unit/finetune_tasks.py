@@ -22,7 +22,8 @@ def micro_mergedna(path: Path, seed: int = 0) -> Path:
     """A ~60k-parameter MergeDNA (every module present), saved as a portable directory."""
     torch.manual_seed(seed)
     cfg = MergeDNAConfig.from_preset("tiny", dim=32, n_heads=2, ffn_dim=64, latent_encoder_layers=2,
-                                     latent_decoder_layers=1, local_decoder_layers=1, grouping_dim=16, window=8)
+                                     latent_decoder_layers=1, local_decoder_layers=1, grouping_dim=16,
+                                     window=8)
     return save_portable(MergeDNA(cfg), path)
 
 

@@ -24,7 +24,8 @@ def run_job(request: dict) -> None:
     hf_dir = request["hf_dir"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=True)
     batch = tokenizer(request["sequences"], padding=True, return_tensors="pt")
-    results = {"input_ids": batch["input_ids"].contiguous(), "attention_mask": batch["attention_mask"].contiguous()}
+    results = {"input_ids": batch["input_ids"].contiguous(),
+               "attention_mask": batch["attention_mask"].contiguous()}
     for auto_name in request["classes"]:
         model = getattr(transformers, auto_name).from_pretrained(hf_dir, trust_remote_code=True).eval()
         if request.get("adapter"):

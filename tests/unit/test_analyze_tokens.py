@@ -30,7 +30,8 @@ from tools import analyze_tokens
 
 WINDOW = 1000  # records of 2,500 bases: two full windows and a shorter one
 SMALL = {"dim": 32, "n_heads": 2, "ffn_dim": 64, "local_encoder_layers": 2, "latent_encoder_layers": 1,
-         "latent_merge_schedule": "single_layer", "latent_merge_layer": 0, "latent_decoder_layers": 1, "local_decoder_layers": 1, "grouping_dim": 8}
+         "latent_merge_schedule": "single_layer", "latent_merge_layer": 0, "latent_decoder_layers": 1,
+         "local_decoder_layers": 1, "grouping_dim": 8}
 
 
 # ----------------------------------------------------------------------------- hand-checked
@@ -58,7 +59,8 @@ def test_long_tokens_land_in_the_last_bin():
 def test_a_straddling_token_is_shared_in_proportion_to_its_bases():
     lengths = {"r": per_base_token_lengths(np.array([0, 0, 1, 1, 1, 1]))}
     stats = region_stats([Region("r", 0, 3, "a"), Region("r", 3, 6, "b")], lengths)
-    assert stats["a"]["tokens"] == 1.25 and stats["b"]["tokens"] == 0.75  # 2-base token + 1/4 of the 4-base one
+    # 2-base token + 1/4 of the 4-base one
+    assert stats["a"]["tokens"] == 1.25 and stats["b"]["tokens"] == 0.75
     assert stats["a"]["max_token_length"] == 4 and stats["a"]["intervals"] == 1
 
 
@@ -91,8 +93,8 @@ def test_bad_bed_lines_are_named(tmp_path: Path):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("analyze_tokens")
-    assert synthetic.main(["--out", str(root / "genomes"), "--species", "2", "--length", "5000", "--records", "2",
-                           "--regions-bed", "--no-gzip", "--no-progress"]) == 0
+    assert synthetic.main(["--out", str(root / "genomes"), "--species", "2", "--length", "5000",
+                           "--records", "2", "--regions-bed", "--no-gzip", "--no-progress"]) == 0
     torch.manual_seed(0)
     model_dir = save_portable(build_model_from_preset("tiny", **SMALL), root / "model")
     return {"root": root, "model": model_dir, "fasta": root / "genomes" / "synth_sp00.fa",
@@ -100,8 +102,9 @@ def setup(tmp_path_factory) -> dict:
 
 
 def run_tool(setup: dict, out: Path, *extra: str) -> dict:
-    assert analyze_tokens.main(["--model", str(setup["model"]), "--fasta", str(setup["fasta"]), "--out", str(out),
-                                "--window", str(WINDOW), "--batch-size", "2", "--no-progress", *extra]) == 0
+    assert analyze_tokens.main(["--model", str(setup["model"]), "--fasta", str(setup["fasta"]),
+                                "--out", str(out), "--window", str(WINDOW), "--batch-size", "2",
+                                "--no-progress", *extra]) == 0
     return json.loads((out / "tokens.json").read_text())
 
 
@@ -142,15 +145,17 @@ def test_tool_numbers_match_the_assign_map(setup: dict, tmp_path: Path):
     assert result["all"]["mean_token_length_per_base"] == pytest.approx(everything.mean(), abs=1e-4)
     assert result["all"]["mean_token_length"] == 2.0
     # the BED tiles the records, so the classes' (fractional) token counts add up to all tokens
-    assert sum(s["tokens"] for s in result["regions"].values()) == pytest.approx(result["all"]["tokens"], abs=0.01)
+    assert sum(s["tokens"] for s in result["regions"].values()) == pytest.approx(
+        result["all"]["tokens"], abs=0.01)
     assert set(result["regions"]) <= set(synthetic.REGION_TYPES) and "background" in result["regions"]
 
 
 def test_tool_writes_every_field_and_the_plot(setup: dict, tmp_path: Path):
     result = run_tool(setup, tmp_path / "out", "--bed", str(setup["bed"]), "--boundary-tolerance", "2")
-    assert {"model", "fasta", "bed", "window", "inference_mode", "weightings", "histogram_bins", "records", "all",
-            "regions", "boundaries", "bed_records_not_in_fasta"} <= set(result)
-    assert result["inference_mode"] == {**result["inference_mode"], "mode": "fixed_ratio", "eval_compression": 0.5}
+    assert {"model", "fasta", "bed", "window", "inference_mode", "weightings", "histogram_bins", "records",
+            "all", "regions", "boundaries", "bed_records_not_in_fasta"} <= set(result)
+    assert result["inference_mode"] == {**result["inference_mode"], "mode": "fixed_ratio",
+                                        "eval_compression": 0.5}
     assert set(result["weightings"]) == {"per_token", "per_base"}
     stat_fields = {"bases", "tokens", "mean_token_length", "median_token_length", "max_token_length",
                    "mean_token_length_per_base", "median_token_length_per_base", "histogram_per_token",
@@ -169,7 +174,8 @@ def test_compression_per_species_from_shards(setup: dict, tmp_path: Path):
     corpus = tmp_path / "corpus"
     run_prepare("--input", str(setup["root"] / "genomes"), "--out", str(corpus), "--seq-len", "301",
                 "--valid-species", "synth_sp01", "--samples-per-shard", "8")
-    result = run_tool(setup, tmp_path / "out", "--data", str(corpus), "--data-split", "train", "--max-samples", "11")
+    result = run_tool(setup, tmp_path / "out", "--data", str(corpus), "--data-split", "train",
+                      "--max-samples", "11")
     samples = read_shards(corpus, "train")[:11]
     lengths = np.array([len(seq) for _, seq in samples])
     species = result["species"]
@@ -180,13 +186,14 @@ def test_compression_per_species_from_shards(setup: dict, tmp_path: Path):
 
 
 def test_carmania_and_bad_bed_are_refused(setup: dict, tmp_path: Path, capsys):
-    carmania = save_portable(build_model_from_preset("carmania-tiny", dim=32, n_heads=2, n_kv_heads=1, ffn_dim=64,
-                                                     n_layers=1), tmp_path / "carmania")
+    carmania = save_portable(build_model_from_preset("carmania-tiny", dim=32, n_heads=2, n_kv_heads=1,
+                                                     ffn_dim=64, n_layers=1), tmp_path / "carmania")
     assert analyze_tokens.main(["--model", str(carmania), "--fasta", str(setup["fasta"]),
                                 "--out", str(tmp_path / "c")]) == 2
     assert "carmania model, which has no learned tokenizer" in capsys.readouterr().err
     bed = tmp_path / "long.bed"
     bed.write_text("synth_sp00_chr1\t0\t99999\tbackground\n")
-    assert analyze_tokens.main(["--model", str(setup["model"]), "--fasta", str(setup["fasta"]), "--bed", str(bed),
-                                "--out", str(tmp_path / "b"), "--no-progress"]) == 2
-    assert "long.bed: interval synth_sp00_chr1:0-99999 ends past the record's 2500 bases" in capsys.readouterr().err
+    assert analyze_tokens.main(["--model", str(setup["model"]), "--fasta", str(setup["fasta"]),
+                                "--bed", str(bed), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert ("long.bed: interval synth_sp00_chr1:0-99999 ends past the record's 2500 bases"
+            in capsys.readouterr().err)

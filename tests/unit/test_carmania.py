@@ -109,7 +109,8 @@ def test_no_future_leakage_and_the_window_bounds_the_receptive_field():
 # --------------------------------------------------------------------------------- presets
 def test_carmania_83m_meets_its_parameter_count():
     cfg = config_from_preset("carmania-83m")
-    assert (cfg.n_layers, cfg.dim, cfg.ffn_dim, cfg.n_heads, cfg.n_kv_heads, cfg.window) == (5, 1024, 4608, 16, 4, 128)
+    assert (cfg.n_layers, cfg.dim, cfg.ffn_dim, cfg.n_heads, cfg.n_kv_heads, cfg.window) == (
+        5, 1024, 4608, 16, 4, 128)
     assert cfg.tm_weight == 1.0
     with torch.device("meta"):
         model = Carmania(cfg)

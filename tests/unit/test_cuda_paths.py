@@ -15,7 +15,8 @@ NO_CUDA = "no CUDA device on this machine"
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 @pytest.mark.skipif(torch.cuda.is_available() and not apex_available(),
-                    reason="NVIDIA apex is not built here (install it from NVIDIA's source, never 'pip install apex')")
+                    reason="NVIDIA apex is not built here "
+                           "(install it from NVIDIA's source, never 'pip install apex')")
 def test_apex_fused_rmsnorm_matches_pytorch():
     norm = RMSNorm(256).cuda()
     with torch.no_grad():

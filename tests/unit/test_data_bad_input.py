@@ -37,7 +37,8 @@ def test_every_shared_bad_input_file_normalises_with_manifest_counts(tmp_path):
     for path in files:
         reference = reference_fasta_counts(path)
         table = expected[f"bad_input/{path.name}"]
-        assert (reference["bp"], reference["lower"], reference["N"]) == (table["bp"], table["lower"], table["N"])
+        assert (reference["bp"], reference["lower"], reference["N"]) == (
+            table["bp"], table["lower"], table["N"])
         out = tmp_path / path.name.split(".")[0]
         manifest = run_prepare("--input", path, "--out", out, "--seq-len", "1024")
         (stats,) = manifest["species"].values()
@@ -79,7 +80,8 @@ def test_malformed_files_fail_naming_the_file(tmp_path, capsys):
         "empty.fa.gz": (gzip.compress(b""), "empty file"),
         "not_fasta.txt": (b"hello world\nthis is not a genome\n", "not FASTA"),
         "reads.fq": (b"@r1\nACGT\n+\nIIII\n", "not FASTA"),
-        "bad_char.fa": (b">a\nACGT\n>second desc\nACGTAC\nG*T\n", "record #1 'second': invalid character '*' at offset 7"),
+        "bad_char.fa": (b">a\nACGT\n>second desc\nACGTAC\nG*T\n",
+                        "record #1 'second': invalid character '*' at offset 7"),
         "space.fa": (b">a\nACGT ACGT\n", "invalid character ' ' at offset 4"),
     }  # fmt: skip
     for name, (data, reason) in cases.items():
@@ -113,7 +115,8 @@ def test_on_invalid_n_crlf_empty_records_and_duplicate_ids(tmp_path):
                            "--min-len", "1", "--max-n-frac", "1")  # fmt: skip
     stats = manifest["totals"]
     assert (stats["records"], stats["empty_records"], stats["duplicate_ids"]) == (5, 2, 1)
-    assert (stats["input_bases"], stats["invalid_bases"], stats["iupac_bases"], stats["n_bases"]) == (28, 1, 2, 2)
+    assert (stats["input_bases"], stats["invalid_bases"], stats["iupac_bases"], stats["n_bases"]) == (
+        28, 1, 2, 2)
     assert stats["lower_bases"] == 4 and stats["kept_bases"] == 28
     assert any("'r1'" in entry for entry in manifest["duplicate_ids"])
     assert len(manifest["empty_records"]) == 2
@@ -122,7 +125,8 @@ def test_on_invalid_n_crlf_empty_records_and_duplicate_ids(tmp_path):
 def test_cli_reports_one_line_without_traceback(tmp_path):
     path = _write(tmp_path / "bad.fa", b">a\nAC!GT\n")
     done = subprocess.run(
-        [sys.executable, str(REPO / "data_prep" / "prepare.py"), "--input", str(path), "--out", str(tmp_path / "o")],
+        [sys.executable, str(REPO / "data_prep" / "prepare.py"), "--input", str(path),
+         "--out", str(tmp_path / "o")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 1
@@ -156,7 +160,8 @@ def _block_records(data: bytes, block: int):
         return "error"
 
 
-_FASTA_PIECES = ["A", "c", "N", "\n", "\n", ">", "\r", "\r\n", " ", "\t", "#", "\n>", "\n\n", ">h d", "é", "x"]
+_FASTA_PIECES = ["A", "c", "N", "\n", "\n", ">", "\r", "\r\n", " ", "\t", "#", "\n>", "\n\n", ">h d", "é",
+                 "x"]
 
 
 @settings(max_examples=600, deadline=None)

@@ -38,7 +38,8 @@ def test_one_epoch_covers_every_sample_exactly_once(synthetic_corpus, tmp_path):
     # fewer shards (2) than rank x worker slots (4): shards are split into interleaved parts
     few = tmp_path / "few"
     run_prepare("--from-store", synthetic_corpus / "genomes.zarr", "--out", few, "--seq-len", "512",
-                "--min-len", "64", "--samples-per-shard", "250", "--mix-shards", "1", "--max-n-frac", "0.5")  # fmt: skip
+                "--min-len", "64", "--samples-per-shard", "250", "--mix-shards", "1",
+                "--max-n-frac", "0.5")  # fmt: skip
     assert len(json.loads((few / "manifest.json").read_text())["shards"]) == 2
     seen = _epoch_samples(few, micro_batch=3, seq_len=512, shuffle_buffer=7)
     assert len(seen) == len(set(seen)) and set(seen) == _all_train_samples(few) == expected
@@ -51,13 +52,15 @@ def _take(loader, count):
 
 def _build(corpus, rank, **kwargs):
     return build_pretrain_loader(corpus, "train", rank=rank, world_size=RANKS, num_workers=WORKERS,
-                                 micro_batch=4, seed=11, shuffle_buffer=32, with_meta=True, **kwargs)  # fmt: skip
+                                 micro_batch=4, seed=11, shuffle_buffer=32, with_meta=True,
+                                 **kwargs)  # fmt: skip
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("augment", [False, True])
 def test_resume_equals_uninterrupted_run_2_ranks_2_workers(synthetic_corpus, augment):
-    options = {"seq_len": 400, "random_crop": True, "reverse_complement": True} if augment else {"seq_len": 512}
+    options = ({"seq_len": 400, "random_crop": True, "reverse_complement": True} if augment
+               else {"seq_len": 512})
     first, more = 31, 41  # odd: the resumed run starts on worker 1; ~22 batches per worker and epoch
     for rank in range(RANKS):
         reference = _take(_build(synthetic_corpus, rank, **options), first + more)
@@ -72,7 +75,8 @@ def test_resume_equals_uninterrupted_run_2_ranks_2_workers(synthetic_corpus, aug
         assert len(head + tail) == len(reference)
         for (ids, meta), (ref_ids, ref_meta) in zip(head + tail, reference):
             assert meta == ref_meta
-            assert torch.equal(ids, ref_ids) and ids.dtype == torch.long and ids.shape == (4, options["seq_len"])
+            assert (torch.equal(ids, ref_ids) and ids.dtype == torch.long
+                    and ids.shape == (4, options["seq_len"]))
         if augment:
             assert {m[3] for _, meta in reference for m in meta} == {True, False}
             assert len({m[2] for _, meta in reference for m in meta}) > 10
@@ -102,8 +106,8 @@ def test_resume_refuses_a_different_setup(synthetic_corpus):
                                   seed=11, shuffle_buffer=32)  # fmt: skip
     with pytest.raises(ValueError, match="world size 2, this run has 4"):
         wider.load_state_dict(state)
-    other_workers = build_pretrain_loader(synthetic_corpus, rank=0, world_size=RANKS, num_workers=3, micro_batch=4,
-                                          seed=11, shuffle_buffer=32)  # fmt: skip
+    other_workers = build_pretrain_loader(synthetic_corpus, rank=0, world_size=RANKS, num_workers=3,
+                                          micro_batch=4, seed=11, shuffle_buffer=32)  # fmt: skip
     with pytest.raises(ValueError, match="workers: saved 2, now 3"):
         other_workers.load_state_dict(state)
 

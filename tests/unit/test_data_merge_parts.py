@@ -57,8 +57,8 @@ def prepared(corpus_inputs, tmp_path_factory):
     run_prepare(*common, "--out", root / "whole")
     for k in (1, 2):
         run_prepare(*common, "--out", root / f"part{k}", "--part", f"{k}/2")
-    assert merge_parts.main(["--parts", str(root / "part2"), str(root / "part1"), "--out", str(root / "merged"),
-                             "--no-progress"]) == 0
+    assert merge_parts.main(["--parts", str(root / "part2"), str(root / "part1"),
+                             "--out", str(root / "merged"), "--no-progress"]) == 0
     return root / "whole", root / "part1", root / "part2", root / "merged"
 
 
@@ -80,7 +80,8 @@ def test_two_parts_merged_equal_one_run(prepared):
     whole, _, _, merged = prepared
     assert_same_corpus(whole, merged)
     one, two = _manifest(whole), _manifest(merged)
-    assert one["totals"]["duplicate_ids"] == 1 and one["totals"]["empty_records"] == 2  # 'shared' is in both parts
+    # 'shared' is in both parts
+    assert one["totals"]["duplicate_ids"] == 1 and one["totals"]["empty_records"] == 2
     assert one["skipped_files"] and one["splits"]["train"]["shards"] > 2 and one["splits"]["valid"]["samples"]
     assert [p["part"] for p in two["parts"]] == ["1/2", "2/2"] and set(two["timing_seconds"]["parts"]) == {
         "1/2", "2/2"}
@@ -144,11 +145,13 @@ def test_refuses_an_input_replaced_after_its_part_read_it(corpus_inputs, tmp_pat
     shutil.copytree(genomes, copied)
     parts = [tmp_path / "part1", tmp_path / "part2"]
     for k, part in enumerate(parts, 1):
-        run_prepare("--input", copied, "--species-map", species_map, *SETTINGS, "--out", part, "--part", f"{k}/2")
+        run_prepare("--input", copied, "--species-map", species_map, *SETTINGS, "--out", part,
+                    "--part", f"{k}/2")
     replaced = Path(_manifest(parts[0])["files"][0]["source_file"])  # read by part 1, which is not rerun
     replaced.write_text(replaced.read_text() + ">late\nACGT\n")
     error = _refusal(capsys, "--parts", *parts, "--out", tmp_path / "out")
-    assert f"input file {replaced} is" in error and "when part 1/2" in error and "prepare that part again" in error
+    assert (f"input file {replaced} is" in error and "when part 1/2" in error
+            and "prepare that part again" in error)
     edited = Path(_manifest(parts[1])["files"][0]["source_file"])  # read by part 2: a same-size edit
     edited_text = edited.read_text()
     replaced.write_text(replaced.read_text()[: -len(">late\nACGT\n")])  # part 1's file as it read it
@@ -156,11 +159,12 @@ def test_refuses_an_input_replaced_after_its_part_read_it(corpus_inputs, tmp_pat
     error = _refusal(capsys, "--parts", *parts, "--out", tmp_path / "out")
     assert f"input file {edited} is not the file part 2/2" in error and "--input-check size" in error
     # --input-check size compares sizes only: the edit goes through
-    assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "sized"), "--input-check", "size",
-                             "--no-progress"]) == 0
+    assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "sized"),
+                             "--input-check", "size", "--no-progress"]) == 0
     edited.unlink()  # inputs no longer where they were (merged elsewhere): not checked
     replaced.unlink()
-    assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert merge_parts.main(["--parts", *map(str, parts), "--out", str(tmp_path / "out"),
+                             "--no-progress"]) == 0
 
 
 def test_a_relative_input_is_checked_where_its_part_ran(corpus_inputs, tmp_path, capsys, monkeypatch):
@@ -170,8 +174,8 @@ def test_a_relative_input_is_checked_where_its_part_ran(corpus_inputs, tmp_path,
     merged_from.mkdir()
     monkeypatch.chdir(ran_in)
     for k in (1, 2):
-        run_prepare("--input", "genomes", "--species-map", species_map, *SETTINGS, "--out", tmp_path / f"part{k}",
-                    "--part", f"{k}/2")
+        run_prepare("--input", "genomes", "--species-map", species_map, *SETTINGS,
+                    "--out", tmp_path / f"part{k}", "--part", f"{k}/2")
     parts = [tmp_path / "part1", tmp_path / "part2"]
     relative = _manifest(parts[0])["files"][0]["source_file"]
     assert not Path(relative).is_absolute()

@@ -35,7 +35,8 @@ def test_codes_agree_with_tokenizer():
 
 def test_normalize_counts_and_codes():
     codes, counts = normalize(b"ACGTacgtNnRYkmBDHVww")  # lower case: the code | SOFTMASK_BIT (8)
-    assert SOFTMASK_BIT == 8 and codes.tolist() == [0, 1, 2, 3, 8, 9, 10, 11, 4, 12, 4, 4, 12, 12, 4, 4, 4, 4, 12, 12]
+    assert SOFTMASK_BIT == 8 and codes.tolist() == [
+        0, 1, 2, 3, 8, 9, 10, 11, 4, 12, 4, 4, 12, 12, 4, 4, 4, 4, 12, 12]
     assert int(((codes >> 3) & 1).sum()) == counts.lower
     assert (counts.length, counts.n, counts.iupac, counts.lower, counts.invalid) == (20, 2, 10, 9, 0)
 
@@ -50,7 +51,8 @@ def test_normalize_invalid_reports_first_offset():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200) | st.text(alphabet="ACGTNacgtnRYSWKMBDHVrysbdhvXU-*", max_size=200).map(str.encode))
+@given(st.binary(max_size=200)
+       | st.text(alphabet="ACGTNacgtnRYSWKMBDHVrysbdhvXU-*", max_size=200).map(str.encode))
 def test_normalize_matches_its_per_character_definition(raw):
     expected_codes, n, iupac, lower, invalid = [], 0, 0, 0, 0
     for char in raw.decode("latin-1"):
@@ -68,7 +70,8 @@ def test_normalize_matches_its_per_character_definition(raw):
         lower += char.islower()
     codes, counts = normalize(raw, on_invalid="n")
     assert codes.tolist() == expected_codes and codes.flags.writeable
-    assert counts.as_dict() == {"length": len(raw), "n": n, "iupac": iupac, "lower": lower, "invalid": invalid}
+    assert counts.as_dict() == {"length": len(raw), "n": n, "iupac": iupac, "lower": lower,
+                                "invalid": invalid}
     if invalid:
         with pytest.raises(InvalidBaseError) as caught:
             normalize(raw)
@@ -94,11 +97,13 @@ def test_cut_record_matches_brute_force_accounting():
     rng = np.random.default_rng(0)
     for _ in range(400):
         length = int(rng.integers(0, 400))
-        codes = np.where(rng.random(length) < rng.random() ** 2, N, rng.integers(0, 4, length)).astype(np.uint8)
+        codes = np.where(rng.random(length) < rng.random() ** 2, N,
+                         rng.integers(0, 4, length)).astype(np.uint8)
         is_n = codes == N  # before soft-masking: a masked N (12) is still N
         codes |= np.where(rng.random(length) < rng.random(), SOFTMASK_BIT, 0).astype(np.uint8)
         seq_len = int(rng.integers(1, 60))
-        spec = ChunkSpec(seq_len, int(rng.integers(0, seq_len)), int(rng.integers(0, seq_len + 1)), rng.random())
+        spec = ChunkSpec(seq_len, int(rng.integers(0, seq_len)), int(rng.integers(0, seq_len + 1)),
+                         rng.random())
         starts, ends = chunk_bounds(length, spec)
         if length:  # chunks tile the record: start at 0, end at the record end, no gaps
             assert starts[0] == 0 and ends[-1] == length and (starts[1:] <= ends[:-1]).all()
@@ -170,7 +175,8 @@ def test_shard_writer_writes_every_chunk_with_its_json_and_reports_true_hashes(t
                 assert seq_name[:-4] == json_name[:-5] and seq_name.endswith(".seq")
                 raw = tar.extractfile(json_name).read()
                 meta = json.loads(raw)
-                assert seq_name == f"000000-{meta['record_index']:06d}-{meta['start']:010d}.seq"  # order-free key
+                # order-free key
+                assert seq_name == f"000000-{meta['record_index']:06d}-{meta['start']:010d}.seq"
                 seq = tar.extractfile(seq_name).read()
                 assert raw == json.dumps(meta, separators=(",", ":")).encode()  # compact, ASCII-escaped
                 assert meta == dict(expected[meta["record"], meta["start"]], crc32=zlib.crc32(seq))

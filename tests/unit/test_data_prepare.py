@@ -156,10 +156,12 @@ def test_genome_store_holds_records_and_attributes(synthetic_genomes, synthetic_
             assert store.sequence(summary["species"], record_id, len(seq) - 3) == _expected_text(seq[-3:])
     # Whole records in corpus order, read in blocks (what --from-store cuts from)
     records = list(store.iter_records())
-    assert [r.locator for r in records] == [f"{f['group']}/{i:06d}" for f in files for i in range(f["records"])]
+    assert [r.locator for r in records] == [f"{f['group']}/{i:06d}"
+                                            for f in files for i in range(f["records"])]
     for record in records:
         text = store.sequence(record.species, record.record_id)
-        assert np.array_equal(record.codes, store.codes(record.species, record.record_id)) and len(text) == record.counts.length
+        assert (np.array_equal(record.codes, store.codes(record.species, record.record_id))
+                and len(text) == record.counts.length)
 
 
 def test_genome_store_file_count_follows_genomes_not_records(tmp_path):
@@ -198,7 +200,8 @@ def test_readme_reads_the_store_with_zarr_alone(synthetic_genomes, synthetic_cor
     assert first_line.startswith("path, species, record_id = ")
     store = str(synthetic_corpus / "genomes.zarr")
     script = tmp_path / "read_store.py"
-    script.write_text(f"path, species, record_id = {store!r}, {species!r}, {record_id!r}\n{rest}print(bases)\n")
+    script.write_text(f"path, species, record_id = {store!r}, {species!r}, {record_id!r}\n"
+                      f"{rest}print(bases)\n")
     bases = subprocess.run([sys.executable, str(script)], check=True, capture_output=True, text=True,
                            cwd=tmp_path).stdout.strip()  # fmt: skip
     assert bases == _expected_text(seq) and any(c.islower() for c in bases)
@@ -206,7 +209,8 @@ def test_readme_reads_the_store_with_zarr_alone(synthetic_genomes, synthetic_cor
 
 def test_recut_from_store_equals_fresh_prepare(synthetic_genomes, synthetic_corpus, tmp_path):
     common = ["--seq-len", "300", "--overlap", "50", "--min-len", "100", "--samples-per-shard", "40"]
-    recut = run_prepare("--from-store", synthetic_corpus / "genomes.zarr", "--out", tmp_path / "recut", *common)
+    recut = run_prepare("--from-store", synthetic_corpus / "genomes.zarr", "--out", tmp_path / "recut",
+                        *common)
     fresh = run_prepare("--input", synthetic_genomes, "--out", tmp_path / "fresh", *common)
     assert [s["sha256"] for s in recut["shards"]] == [s["sha256"] for s in fresh["shards"]]
     assert recut["species"] == fresh["species"] and recut["totals"]["input_bases"] == 180_000
@@ -223,7 +227,8 @@ def test_recut_from_store_equals_fresh_prepare(synthetic_genomes, synthetic_corp
 
 def test_recut_in_place_and_validation_splits(synthetic_genomes, tmp_path):
     out = tmp_path / "corpus"
-    run_prepare("--input", synthetic_genomes, "--out", out, "--seq-len", "1000", "--valid-species", "synth_sp01")
+    run_prepare("--input", synthetic_genomes, "--out", out, "--seq-len", "1000",
+                "--valid-species", "synth_sp01")
     store_listing = sorted(p.name for p in (out / "genomes.zarr").iterdir())
     manifest = run_prepare("--from-store", "--out", out, "--seq-len", "2000", "--valid-frac", "0.34")
     assert manifest["parameters"]["seq_len"] == 2000 and manifest["store"] == "genomes.zarr"
@@ -252,15 +257,17 @@ def test_species_map_and_cli(synthetic_genomes, tmp_path):
     assert manifest["species"]["Alpha"]["input_bases"] == 120_000
 
     for script in ("prepare.py", "synthetic.py"):
-        help_text = subprocess.run([sys.executable, REPO / "data_prep" / script, "--help"], capture_output=True,
-                                   text=True, check=True).stdout  # fmt: skip
+        help_text = subprocess.run([sys.executable, REPO / "data_prep" / script, "--help"],
+                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert "--out" in help_text
     # an existing output is never clobbered silently
     done = subprocess.run([sys.executable, REPO / "data_prep" / "prepare.py", "--input", synthetic_genomes,
-                           "--out", tmp_path / "m", "--no-progress"], capture_output=True, text=True, check=False)  # fmt: skip
+                           "--out", tmp_path / "m", "--no-progress"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 1 and "exists" in done.stderr and "Traceback" not in done.stderr
     refused = subprocess.run([sys.executable, REPO / "data_prep" / "prepare.py", "--input", synthetic_genomes,
-                              "--out", tmp_path / "w", "--workers", "0"], capture_output=True, text=True, check=False)  # fmt: skip
+                              "--out", tmp_path / "w", "--workers", "0"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
     assert refused.returncode == 2 and "--workers must be at least 1, got 0" in refused.stderr
     assert not (tmp_path / "w").exists()
 
@@ -270,7 +277,8 @@ def test_parallel_ingest_gives_identical_output(synthetic_genomes, synthetic_cor
 
     out = tmp_path / "parallel"
     argv = ["--input", str(synthetic_genomes), "--out", str(out), "--seq-len", "512", "--min-len", "64",
-            "--samples-per-shard", "16", "--mix-shards", "4", "--max-n-frac", "0.5", "--no-progress"]  # fmt: skip
+            "--samples-per-shard", "16", "--mix-shards", "4", "--max-n-frac", "0.5",
+            "--no-progress"]  # fmt: skip
     assert prepare.main([*argv, "--workers", "2"]) == 0
     parallel = json.loads((out / "manifest.json").read_text())
     serial = json.loads((synthetic_corpus / "manifest.json").read_text())
@@ -295,8 +303,8 @@ def test_a_recut_keeps_the_recorded_split_and_the_suggested_command_does(synthet
     from megamerge.training.input_checks import TrainingInputError, check_seq_length
 
     out = tmp_path / "corpus"
-    first = run_prepare("--input", synthetic_genomes, "--out", out, "--seq-len", "1000", "--valid-frac", "0.34",
-                        "--seed", "3")
+    first = run_prepare("--input", synthetic_genomes, "--out", out, "--seq-len", "1000",
+                        "--valid-frac", "0.34", "--seed", "3")
     held_out = {meta["record"] for meta, _ in read_shards(out, "valid")}
     assert held_out and first["splits"]["valid"]["samples"] > 0
     with pytest.raises(TrainingInputError) as refusal:
@@ -312,5 +320,6 @@ def test_a_recut_keeps_the_recorded_split_and_the_suggested_command_does(synthet
     other = run_prepare("--from-store", out / "genomes.zarr", "--out", tmp_path / "c2k", "--seq-len", "2000")
     assert other["parameters"]["valid_frac"] == 0.34 and other["splits"]["valid"]["samples"] > 0
     species = run_prepare("--from-store", "--out", out, "--seq-len", "1000", "--valid-species", "synth_sp01")
-    assert species["parameters"]["valid_frac"] == 0.0 and species["parameters"]["valid_species"] == ["synth_sp01"]
+    assert (species["parameters"]["valid_frac"] == 0.0
+            and species["parameters"]["valid_species"] == ["synth_sp01"])
     assert species["parameters"]["seed"] == 3  # the seed is not a split flag: kept

@@ -21,7 +21,8 @@ RECORDS = {"short": 40, "exactly_window": WINDOW, "long": 250}  # the long one i
 def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("embed") / "model"
-    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny")), out, extra={"training_args": {"seq_length": 128}})
+    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny")), out,
+                  extra={"training_args": {"seq_length": 128}})
     return out
 
 
@@ -41,8 +42,8 @@ def store(model_dir, sequences, tmp_path_factory):
     text = {k: (v[:5].lower() + "N" + v[6:]) if k == "short" else v for k, v in sequences.items()}
     sequences.update(text)
     fasta.write_text("".join(f">{name} description\n{seq[:60]}\n{seq[60:]}\n" for name, seq in text.items()))
-    assert main(["--model", str(model_dir), "--input", str(fasta), "--out", str(work / "e.zarr"), "--per-token",
-                 "--window", str(WINDOW), "--batch-size", "2", "--no-progress"]) == 0
+    assert main(["--model", str(model_dir), "--input", str(fasta), "--out", str(work / "e.zarr"),
+                 "--per-token", "--window", str(WINDOW), "--batch-size", "2", "--no-progress"]) == 0
     return zarr.open_group(str(work / "e.zarr"), mode="r")
 
 

@@ -9,7 +9,8 @@ from megamerge.memory_estimate.activations import Kernels, activation_estimate, 
 from megamerge.models import MergeDNAConfig
 from tools.estimate_memory import main as estimate_main
 
-FIXED = {"compression_range": (0.5, 0.5)}  # deterministic token counts, as benchmarks/bench_memory.py runs them
+# deterministic token counts, as benchmarks/bench_memory.py runs them
+FIXED = {"compression_range": (0.5, 0.5)}
 
 
 @pytest.mark.parametrize("checkpoint", [False, True], ids=["plain", "checkpointed"])
@@ -42,7 +43,8 @@ def test_local_attention_keeps_no_window_sized_state_on_either_device():
     for device in ("cpu", "gpu"):
         k = Kernels(device, 4)
         for local in (True, False):
-            assert block_bytes(wide, 4096, 1, local, k) == block_bytes(narrow, 4096, 1, local, k), (device, local)
+            assert block_bytes(wide, 4096, 1, local, k) == block_bytes(narrow, 4096, 1, local, k), (
+                device, local)
 
 
 def test_cli_prints_every_term(capsys):

@@ -42,12 +42,13 @@ def run_worker_jobs(tmp: Path, jobs: list[dict]) -> list[dict]:
     """Each job's outputs; the worker runs with cwd and HF caches in tmp and no repository on its path.
     A job: hf_dir, classes, and optionally adapter, generate + prompts."""
     requests = [{"out": str(tmp / f"outputs{i}.safetensors"), "sequences": SEQUENCES, "adapter": None,
-                 **{k: str(v) if isinstance(v, Path) else v for k, v in job.items()}} for i, job in enumerate(jobs)]
+                 **{k: str(v) if isinstance(v, Path) else v for k, v in job.items()}}
+                for i, job in enumerate(jobs)]
     (tmp / "request.json").write_text(json.dumps(requests))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, str(WORKER), str(tmp / "request.json")], cwd=tmp, env=env, check=False,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(WORKER), str(tmp / "request.json")], cwd=tmp, env=env,
+                          check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [load_file(r["out"]) for r in requests]
 
@@ -65,9 +66,9 @@ def finetuned_run(root: Path, portable: Path, **spec_changes) -> tuple[Path, tor
     """A saved tools/finetune.py seed directory with non-trivial LoRA / head weights, and the
     TaskModel's outputs on SEQUENCES (what megamerge predicts)."""
     spec = {"model": str(portable), "family": "mergedna", "method": "lora", "task_type": "classification",
-            "num_outputs": 3, "pooling": "mean_tokens", "from_scratch": False, "seed": 0, "eval_compression": None,
-            "lora_rank": 4, "lora_alpha": 8.0, "target_modules": list(DEFAULT_TARGETS), "adapt_tokenizer": False,
-            **spec_changes}
+            "num_outputs": 3, "pooling": "mean_tokens", "from_scratch": False, "seed": 0,
+            "eval_compression": None, "lora_rank": 4, "lora_alpha": 8.0,
+            "target_modules": list(DEFAULT_TARGETS), "adapt_tokenizer": False, **spec_changes}
     model = build_task_model(spec)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -164,7 +165,8 @@ def test_lora_sequence_classifier_matches_megamerge(exports):
 def test_regression_head_answers_in_label_units(exports):
     """tools/finetune.py standardises regression targets with train's mean and std and maps its
     predictions back; the exported model does the same, so it predicts what megamerge predicts."""
-    got = exports["outputs"]["regression"]["AutoModelForSequenceClassification.logits"]  # [B, 1], transformers'
+    # [B, 1], transformers'
+    got = exports["outputs"]["regression"]["AutoModelForSequenceClassification.logits"]
     assert close(got[:, 0], exports["expected"]["regression"]) < TOLERANCE
     config = json.loads((exports["hf"]["regression"] / "config.json").read_text())
     assert (config["label_mean"], config["label_std"]) == (REGRESSION_MEAN, REGRESSION_STD)

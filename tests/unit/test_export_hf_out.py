@@ -26,7 +26,8 @@ def refused(capsys, *argv) -> str:
     return err
 
 
-@pytest.mark.parametrize(("where", "relation"), [("itself", "is"), ("inside", "lies inside"), ("parent", "contains")])
+@pytest.mark.parametrize(("where", "relation"),
+                         [("itself", "is"), ("inside", "lies inside"), ("parent", "contains")])
 def test_out_overlapping_the_model_is_refused_and_the_model_kept(portable, capsys, where, relation):
     before = tree(portable.parent)
     out = {"itself": portable, "inside": portable / "hf", "parent": portable.parent}[where]
@@ -55,7 +56,8 @@ def test_overwrite_replaces_an_earlier_export_whole(portable, tmp_path, capsys):
     out = tmp_path / "hf"
     assert export_hf.main(["--finetuned", str(seed_dir), "--out", str(out)]) == 0
     assert (out / "lora_adapter").is_dir()
-    assert "or pass --overwrite to replace this earlier output" in refused(capsys, "--model", portable, "--out", out)
+    assert "or pass --overwrite to replace this earlier output" in refused(capsys, "--model", portable,
+                                                                           "--out", out)
     assert export_hf.main(["--model", str(portable), "--out", str(out), "--overwrite"]) == 0
     assert not (out / "lora_adapter").exists()
     assert tree(out) == tree(export_to_hf(portable, tmp_path / "fresh"))  # exactly a fresh export
@@ -65,7 +67,8 @@ def test_overwrite_replaces_an_earlier_export_whole(portable, tmp_path, capsys):
     before = tree(out)
     assert export_hf.main(["--model", str(broken), "--out", str(out), "--overwrite"]) == 2
     assert tree(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no partial directory left
+    # no partial directory left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_from_hf_writes_only_a_new_directory(portable, tmp_path, capsys):
@@ -74,6 +77,7 @@ def test_from_hf_writes_only_a_new_directory(portable, tmp_path, capsys):
     assert "--overwrite replaces an earlier Hugging Face export" in refused(
         capsys, "--from-hf", hf, "--out", portable, "--overwrite")
     assert "exists and is not empty" in refused(capsys, "--from-hf", hf, "--out", portable)
-    assert f"--out {hf / 'back'} lies inside the input {hf}" in refused(capsys, "--from-hf", hf, "--out", hf / "back")
+    assert f"--out {hf / 'back'} lies inside the input {hf}" in refused(capsys, "--from-hf", hf,
+                                                                        "--out", hf / "back")
     assert tree(hf) == before
     assert export_hf.main(["--from-hf", str(hf), "--out", str(tmp_path / "back")]) == 0

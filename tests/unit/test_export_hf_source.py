@@ -41,7 +41,8 @@ def test_missing_module_is_named_at_export_time():
     with pytest.raises(ValueError, match="'RMSNorm' comes from megamerge"):
         inline_modules(["megamerge.vocabulary", "megamerge.models.common.rope",
                         "megamerge.models.common.local_attention", "megamerge.models.common.full_attention",
-                        "megamerge.models.common.attention", "megamerge.models.common.block"], ["TransformerBlock"])
+                        "megamerge.models.common.attention", "megamerge.models.common.block"],
+                       ["TransformerBlock"])
 
 
 def test_same_name_in_two_modules_is_refused():

@@ -30,7 +30,8 @@ def test_enospc_anywhere_in_the_chain_is_a_full_disk(tmp_path):
 def test_a_failed_save_removes_the_partial_step_and_names_the_last_complete_one(tmp_path):
     partial_checkpoint(tmp_path, latest="global_step2")
     message = describe_failed_save(tmp_path, "global_step4", OSError(errno.ENOSPC, "No space left on device"))
-    assert message.startswith(f"cannot write checkpoint {tmp_path / 'global_step4'}: no space left on the device (")
+    assert message.startswith(
+        f"cannot write checkpoint {tmp_path / 'global_step4'}: no space left on the device (")
     assert f"removed the partial global_step4; {tmp_path / 'latest'} still names global_step2" in message
     assert "\n" not in message
     assert not (tmp_path / "global_step4").exists() and (tmp_path / "global_step2").is_dir()

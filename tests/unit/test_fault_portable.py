@@ -85,7 +85,8 @@ def test_config_larger_than_the_weights_fails_before_allocating(portable, tmp_pa
 def test_shape_mismatch_names_the_tensor_and_both_shapes(portable, tmp_path):
     narrower = {"dim": 64, "n_heads": 2, "ffn_dim": 160}
     bad = edited_copy(portable, tmp_path / "bad", lambda c: c["model_config"].update(narrower))
-    with pytest.raises(ValueError, match=r"local_encoder\.embed\.weight is \[7, 128\], the config gives \[7, 64"):
+    with pytest.raises(ValueError,
+                       match=r"local_encoder\.embed\.weight is \[7, 128\], the config gives \[7, 64"):
         load_portable(bad)
     with pytest.raises(ConversionError, match=r"is \[7, 128\], the config gives \[7, 64\]"):
         read_checked_portable(bad)
@@ -112,7 +113,8 @@ def test_unknown_top_level_key_names_the_file_and_the_key(portable, tmp_path, ke
         (lambda c: json.dumps([c]), "expected a JSON object at the top level, found list"),
         (lambda c: json.dumps({**c, "extra_keys": "step"}), "'extra_keys' must be a list of key names"),
         (lambda c: json.dumps({**c, "model_config": [1, 2]}), "'model_config' must be a JSON object"),
-        (lambda c: json.dumps({**c, "format": "safetensors"}), "format 'safetensors' is not 'megamerge-portable'"),
+        (lambda c: json.dumps({**c, "format": "safetensors"}),
+         "format 'safetensors' is not 'megamerge-portable'"),
     ],
 )
 def test_broken_config_json_names_the_file(portable, tmp_path, text, reason):

@@ -244,10 +244,13 @@ def test_no_fasta_in_a_directory_names_what_was_skipped(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [
-        ("plain.fa.gz", GENOME, "not gzip data despite its .gz suffix: the file is plain-text FASTA"),  # row 11
+        ("plain.fa.gz", GENOME,
+         "not gzip data despite its .gz suffix: the file is plain-text FASTA"),  # row 11
         ("plain.fa.bz2", GENOME, "not bz2 data despite its .bz2 suffix"),
-        ("gzip.fa.bz2", gzip.compress(GENOME), "not bz2 data despite its .bz2 suffix: the file is gzip-compressed"),
-        ("xz.fa.zst", lzma.compress(GENOME), "not zstd data despite its .zst suffix: the file is xz-compressed"),
+        ("gzip.fa.bz2", gzip.compress(GENOME),
+         "not bz2 data despite its .bz2 suffix: the file is gzip-compressed"),
+        ("xz.fa.zst", lzma.compress(GENOME),
+         "not zstd data despite its .zst suffix: the file is xz-compressed"),
         ("archive.fa.zip", b"PK\x03\x04" + bytes(40), "a zip archive, which prepare.py does not read"),
         ("zip_inside.fa", b"PK\x03\x04" + bytes(40), "a zip archive"),
         ("seven.fa.7z", b"not really", "named .7z (a 7-zip archive), which prepare.py does not read"),
@@ -256,7 +259,8 @@ def test_no_fasta_in_a_directory_names_what_was_skipped(tmp_path, capsys):
         ("cut.fa.xz", lzma.compress(GENOME * 50)[:60], "truncated or corrupt"),
         ("cut.fa.zst", zstd.compress(GENOME * 50)[:30], "truncated or corrupt"),
         ("cut.fa.bgz", bgzip(GENOME * 5)[:-40], "truncated or corrupt"),
-        ("cut_at_block.fa.gz", bgzip(GENOME * 5)[:-28], "truncated or corrupt bgzip"),  # gzip alone cannot tell
+        # gzip alone cannot tell
+        ("cut_at_block.fa.gz", bgzip(GENOME * 5)[:-28], "truncated or corrupt bgzip"),
     ],
 )
 def test_unreadable_compression_is_refused_by_name(tmp_path, capsys, name, data, reason):
@@ -276,11 +280,14 @@ def test_unreadable_compression_is_refused_by_name(tmp_path, capsys, name, data,
 @pytest.mark.parametrize(
     ("flags", "reason"),
     [
-        (["--seq-len", "4096"], "every record is shorter than --min-len 1024 (the longest has 38 bases; --seq-len 4096)"),
+        (["--seq-len", "4096"],
+         "every record is shorter than --min-len 1024 (the longest has 38 bases; --seq-len 4096)"),
         (["--seq-len", "64", "--min-len", "50"], "every record is shorter than --min-len 50"),
         (["--valid-frac", "0.99999", "--seq-len", "8"], "--valid-frac 0.99999 held out all 4 records"),
-        (["--valid-species", "a", "b", "--seq-len", "8"], "--valid-species a b holds out every species of the corpus (a, b)"),
-        (["--max-n-frac", "0.0", "--seq-len", "16", "--nmask"], "every chunk has an N fraction above --max-n-frac 0.0"),
+        (["--valid-species", "a", "b", "--seq-len", "8"],
+         "--valid-species a b holds out every species of the corpus (a, b)"),
+        (["--max-n-frac", "0.0", "--seq-len", "16", "--nmask"],
+         "every chunk has an N fraction above --max-n-frac 0.0"),
     ],
 )
 def test_empty_training_split_is_an_error_that_says_why(genomes, tmp_path, capsys, flags, reason):

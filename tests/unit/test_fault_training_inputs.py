@@ -98,8 +98,8 @@ def test_load_whose_latest_names_a_missing_step_lists_the_steps_that_exist(tmp_p
     (load / "latest").write_text("global_step500")
     message = refused(mock_data=True, load=str(load))
     assert message == (f"--load {load}: latest names 'global_step500', which does not exist; other complete "
-                       f"checkpoints here: global_step20, global_step100, global_step300 (write one of them into "
-                       f"{load / 'latest'} to resume from it)")
+                       "checkpoints here: global_step20, global_step100, global_step300 (write one of them "
+                       f"into {load / 'latest'} to resume from it)")
     (load / "latest").write_text("global_step400\n")
     assert "'global_step400', which is incomplete (no megamerge_complete marker)" in refused(mock_data=True,
                                                                                           load=str(load))
@@ -113,7 +113,8 @@ def test_batch_sizes_below_one(flag):
     assert refused(mock_data=True, **{flag: 0}) == f"--{flag.replace('_', '-')} 0: must be at least 1"
 
 
-@pytest.mark.parametrize(("rank", "prefix"), [("0", "train.py: error: "), ("1", "train.py: error (rank 1): ")])
+@pytest.mark.parametrize(("rank", "prefix"),
+                         [("0", "train.py: error: "), ("1", "train.py: error (rank 1): ")])
 def test_refusal_is_one_line_and_exit_2_other_ranks_only_after_the_wait(tmp_path, capsys, monkeypatch, rank,
                                                                          prefix):
     monkeypatch.setenv("RANK", rank)
@@ -144,7 +145,8 @@ def complete_step(load: Path, step: int) -> Path:
     file that torch reads (the client state of a 1-rank layout, no tensors)."""
     directory = load / f"global_step{step}"
     directory.mkdir(parents=True)
-    torch.save({"layout": {"tp": 1, "pp": 1, "dp": 1}, "model_config": {}}, directory / "mp_rank_00_model_states.pt")
+    torch.save({"layout": {"tp": 1, "pp": 1, "dp": 1}, "model_config": {}},
+               directory / "mp_rank_00_model_states.pt")
     torch.save({"optimizer_state_dict": {}}, directory / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
     (directory / COMPLETE_MARKER).write_text("{}\n")
     return directory
@@ -165,10 +167,11 @@ def test_a_load_without_a_checkpoint_is_refused_unless_it_is_the_save_directory(
     (--load = --save, as slurm/ passes) still does."""
     typo = tmp_path / "ck_typo"
     assert refused(mock_data=True, load=str(typo), save=str(tmp_path / "new")) == (
-        f"--load {typo}: no such directory; to start a new run leave --load out (--load equal to --save is the "
-        "first-attempt form that resumes once a checkpoint exists)")
+        f"--load {typo}: no such directory; to start a new run leave --load out (--load equal to --save is "
+        "the first-attempt form that resumes once a checkpoint exists)")
     typo.mkdir()
-    assert refused(mock_data=True, load=str(typo)).startswith(f"--load {typo}: holds no checkpoint (no `latest`)")
+    assert refused(mock_data=True, load=str(typo)).startswith(
+        f"--load {typo}: holds no checkpoint (no `latest`)")
     check_training_inputs(flags(mock_data=True, load=str(typo), save=str(typo)))
     check_training_inputs(flags(mock_data=True, load=str(typo) + "/", save=str(typo)))  # the same directory
 
@@ -195,7 +198,8 @@ def test_metrics_alone_are_an_earlier_run_and_an_empty_save_is_not(tmp_path):
     save.mkdir()
     check_training_inputs(flags(mock_data=True, save=str(save)))
     (save / "metrics.jsonl").write_text('{"iteration": 1}\n')
-    assert refused(mock_data=True, save=str(save)).startswith(f"--save {save} holds metrics.jsonl of an earlier run")
+    assert refused(mock_data=True, save=str(save)).startswith(
+        f"--save {save} holds metrics.jsonl of an earlier run")
     assert input_checks.earlier_run(tmp_path / "absent") is None
 
 
@@ -222,8 +226,9 @@ def test_a_damaged_step_is_named_with_the_other_complete_steps(tmp_path):
     optimizer.unlink()
     message = refused(mock_data=True, load=str(ck), save=str(ck))
     assert message.startswith(f"--load {ck}: latest names 'global_step3', which is damaged ({step3}: missing "
-                              f"checkpoint shard(s) {optimizer.name} (the checkpoint was written at TP=1 PP=1 DP=1)); "
-                              "other complete checkpoints here: global_step1, global_step2 (write one of them into ")
+                              f"checkpoint shard(s) {optimizer.name} (the checkpoint was written at TP=1 "
+                              "PP=1 DP=1)); other complete checkpoints here: global_step1, global_step2 "
+                              "(write one of them into ")
     check_training_inputs(flags(mock_data=True, load=str(ck), save=str(tmp_path / "new"), finetune=True))
     model_states = step3 / "mp_rank_00_model_states.pt"
     model_states.write_bytes(model_states.read_bytes()[:40])

@@ -37,13 +37,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("family,kind,method,flags,floor", CASES,
-                         ids=["-".join((c[0], c[1], c[2], *[f for f in c[3] if f.startswith("--p")])) for c in CASES])
+                         ids=["-".join((c[0], c[1], c[2], *[f for f in c[3] if f.startswith("--p")]))
+                              for c in CASES])
 def test_head_and_method_learn(workspace, one_thread, family, kind, method, flags, floor):
     root, models, tasks = workspace
     out = root / "out" / f"{family}-{kind}-{method}-{len(flags)}"
-    options = build_parser().parse_args(["--model", str(models[family]), "--task", str(tasks[kind]), "--out", str(out),
-                                         "--method", method, "--epochs", "3", "--batch-size", "16", "--seeds", "1",
-                                         "--no-progress", *flags])
+    options = build_parser().parse_args(["--model", str(models[family]), "--task", str(tasks[kind]),
+                                         "--out", str(out), "--method", method, "--epochs", "3",
+                                         "--batch-size", "16", "--seeds", "1", "--no-progress", *flags])
     record = run(options)
     assert record["metric"] == ("pearson" if kind == "regression" else "mcc")
     assert record["task_type"] == {"binary": "classification", "three": "classification"}.get(kind, kind)
@@ -68,7 +69,8 @@ def test_pooling_weights_and_eval_compression(workspace, one_thread):
         assert by_token.sum(1).tolist() == [round(ratio * 40), round(ratio * 24)]  # the fixed eval ratio
         assert by_base.sum(1).tolist() == [40, 24]  # every valid base counted once
         assert ((by_base > 0) == (by_token > 0)).all()
-        expected = (states[1, :by_token[1].sum().long()] * by_base[1, :by_token[1].sum().long(), None]).sum(0) / 24
+        expected = (states[1, :by_token[1].sum().long()]
+                    * by_base[1, :by_token[1].sum().long(), None]).sum(0) / 24
         torch.testing.assert_close(pool(states, by_base, "mean_bases")[1], expected)
     with pytest.raises(ValueError, match="eval_compression=1.5 must lie in"):
         load_backbone(models["mergedna"], "classification", False, 0, 1.5)

@@ -26,8 +26,8 @@ from tools.finetune import build_parser
 
 
 def options(model, task, out, *flags):
-    return build_parser().parse_args(["--model", str(model), "--task", str(task), "--out", str(out), "--batch-size",
-                                      "16", "--no-progress", *flags])
+    return build_parser().parse_args(["--model", str(model), "--task", str(task), "--out", str(out),
+                                      "--batch-size", "16", "--no-progress", *flags])
 
 
 def fingerprint(model) -> str:
@@ -57,8 +57,8 @@ def test_test_is_scored_once_with_the_dev_selected_epoch(tmp_path, one_thread, m
 
     monkeypatch.setattr(loop, "evaluate_split", spy)
     epochs = 3
-    record = run(options(model, task, tmp_path / "out", "--method", "full", "--lr", "3e-3", "--epochs", str(epochs),
-                         "--seeds", "0,1"))
+    record = run(options(model, task, tmp_path / "out", "--method", "full", "--lr", "3e-3",
+                         "--epochs", str(epochs), "--seeds", "0,1"))
     assert len(calls) == 2 * (epochs + 1)
     for k, seed in enumerate(record["per_seed"]):
         mine = calls[k * (epochs + 1):(k + 1) * (epochs + 1)]

@@ -108,7 +108,8 @@ def test_summary_means_over_tasks_and_of_group_means(tmp_path):
     assert pre["per_seed_mean_over_tasks"] == pytest.approx([1.4 / 3, 1.6 / 3, 1.8 / 3])
     assert pre["std_over_seeds"] == pytest.approx(0.2 / 3)
     row = summary["rows"][0]
-    assert row["pretrained"]["test_mean"] == pytest.approx(0.5) and row["pretrained"]["test_std"] == pytest.approx(0.1)
+    assert (row["pretrained"]["test_mean"] == pytest.approx(0.5)
+            and row["pretrained"]["test_std"] == pytest.approx(0.1))
     assert row["pretrained"]["dev_mean"] == pytest.approx(0.2)
     assert summary["pretrained_wins"] == 2 and summary["compared_tasks"] == 3  # tf/0, tf/1; not prom/a
     assert summary["missing"] == [] and summary["finetune_wall_s_total"] == pytest.approx(60.0)
@@ -131,8 +132,10 @@ def test_summary_lists_missing_runs_and_rejects_bad_results(tmp_path):
     assert summary["missing"] == ["pretrained b"] and summary["means"]["pretrained"] is None
     assert "| . | b | missing |" in render_markdown(summary) and "incomplete" in render_markdown(summary)
     result_path(out, "pretrained", tasks[1]).parent.mkdir(parents=True)
-    result_path(out, "pretrained", tasks[1]).write_text(json.dumps({"metric": "mcc", "per_seed": [{"test": {}}]}))
-    with pytest.raises(SuiteError, match=r"b/results.json: per_seed entries need dev and test values of 'mcc'"):
+    result_path(out, "pretrained", tasks[1]).write_text(
+        json.dumps({"metric": "mcc", "per_seed": [{"test": {}}]}))
+    with pytest.raises(SuiteError,
+                       match=r"b/results.json: per_seed entries need dev and test values of 'mcc'"):
         summarize(out, tasks, ["pretrained"])
 
 
@@ -152,16 +155,18 @@ def test_cli_lists_tasks_and_rejects_bad_flags(tmp_path):
     make_task_dir(tmp_path / "g" / "t2")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "tools/evaluate_suite.py", *args], cwd=REPO, capture_output=True,
-                              text=True, check=False, timeout=120)
+        return subprocess.run([sys.executable, "tools/evaluate_suite.py", *args], cwd=REPO,
+                              capture_output=True, text=True, check=False, timeout=120)
 
     listed = cli("--tasks", str(tmp_path), "--list-tasks")
     assert listed.returncode == 0 and listed.stdout.split() == ["g/t1", "g/t2"], listed.stderr
-    bad = cli("--tasks", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o"), "--from-scratch")
+    bad = cli("--tasks", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o"),
+              "--from-scratch")
     assert bad.returncode == 2 and "--from-scratch: set by the suite" in bad.stderr
     no_model = cli("--tasks", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o"))
     assert no_model.returncode == 2 and "no config.json there" in no_model.stderr
-    index = cli("--tasks", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o"), "--task-index", "2")
+    index = cli("--tasks", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o"),
+                "--task-index", "2")
     assert index.returncode == 2 and "has 2 tasks (0..1)" in index.stderr
 
 
@@ -201,11 +206,13 @@ def test_motif_task_negatives_keep_the_composition(tmp_path):
 
 
 def test_synthetic_cli_writes_a_task(tmp_path):
-    proc = subprocess.run([sys.executable, "data_prep/synthetic.py", "--task", "species", "--out", str(tmp_path),
-                           "--species", "2", "--seq-length", "32", "--train-per-class", "4", "--eval-per-class", "2"],
+    proc = subprocess.run([sys.executable, "data_prep/synthetic.py", "--task", "species",
+                           "--out", str(tmp_path), "--species", "2", "--seq-length", "32",
+                           "--train-per-class", "4", "--eval-per-class", "2"],
                           cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "train 8, dev 4, test 4 rows" in proc.stdout
-    bad = subprocess.run([sys.executable, "data_prep/synthetic.py", "--task", "species", "--out", str(tmp_path),
-                          "--species", "1"], cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
+    bad = subprocess.run([sys.executable, "data_prep/synthetic.py", "--task", "species",
+                          "--out", str(tmp_path), "--species", "1"],
+                         cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
     assert bad.returncode == 2 and "--species >= 2" in bad.stderr

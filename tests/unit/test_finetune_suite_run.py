@@ -30,7 +30,8 @@ def evaluate_suite(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "portable"
-    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny")), path, extra={"training_args": {"seq_length": 64}})
+    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny")), path,
+                  extra={"training_args": {"seq_length": 64}})
     return path
 
 
@@ -38,11 +39,12 @@ def test_suite_summary_matches_results_and_resumes(model, tmp_path):
     tasks, out = tmp_path / "tasks", tmp_path / "out"
     write_task(tasks / "synth" / "motif", "motif", species=2, length=64, sizes=(24, 12, 12), seed=0)
     write_task(tasks / "synth" / "species", "species", species=3, length=64, sizes=(16, 8, 8), seed=0)
-    first = evaluate_suite("--model", str(model), "--tasks", str(tasks), "--out", str(out), "--compare-scratch",
-                           *FINETUNE_ARGS)
+    first = evaluate_suite("--model", str(model), "--tasks", str(tasks), "--out", str(out),
+                           "--compare-scratch", *FINETUNE_ARGS)
     assert first.returncode == 0, first.stdout + first.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["task"] for r in summary["rows"]] == ["synth/motif", "synth/species"] and summary["missing"] == []
+    assert ([r["task"] for r in summary["rows"]] == ["synth/motif", "synth/species"]
+            and summary["missing"] == [])
     for row in summary["rows"]:
         for arm in ("pretrained", "scratch"):
             result = json.loads((out / arm / row["task"] / "results.json").read_text())
@@ -60,14 +62,14 @@ def test_suite_summary_matches_results_and_resumes(model, tmp_path):
 
     # The same command again: nothing is rerun, the summary is the same.
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("results.json")}
-    again = evaluate_suite("--model", str(model), "--tasks", str(tasks), "--out", str(out), "--compare-scratch",
-                           *FINETUNE_ARGS)
+    again = evaluate_suite("--model", str(model), "--tasks", str(tasks), "--out", str(out),
+                           "--compare-scratch", *FINETUNE_ARGS)
     assert again.returncode == 0, again.stderr
     assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")} == stamps
     assert json.loads((out / "summary.json").read_text())["rows"] == summary["rows"]
     # Other finetune settings into the same OUT are refused, naming what changed.
-    other = evaluate_suite("--model", str(model), "--tasks", str(tasks), "--out", str(out), "--compare-scratch",
-                           *FINETUNE_ARGS, "--lr", "1e-3")
+    other = evaluate_suite("--model", str(model), "--tasks", str(tasks), "--out", str(out),
+                           "--compare-scratch", *FINETUNE_ARGS, "--lr", "1e-3")
     assert other.returncode == 2 and "finetune_flags" in other.stderr
 
 
@@ -77,7 +79,8 @@ def test_a_failing_task_is_reported_and_the_others_kept(model, tmp_path):
     bad = tasks / "one_class"
     write_task(bad, "motif", species=1, length=64, sizes=(16, 8, 8), seed=1)
     lines = (bad / "train.csv").read_text().splitlines()
-    (bad / "train.csv").write_text("\n".join([lines[0], *(line for line in lines[1:] if line.endswith(",1"))]) + "\n")
+    (bad / "train.csv").write_text(
+        "\n".join([lines[0], *(line for line in lines[1:] if line.endswith(",1"))]) + "\n")
     proc = evaluate_suite("--model", str(model), "--tasks", str(tasks), "--out", str(out), *FINETUNE_ARGS)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "failed: pretrained one_class: finetune.py exit" in proc.stderr

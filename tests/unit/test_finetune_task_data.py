@@ -91,14 +91,15 @@ BAD_INPUTS = [
     ({"dev": None}, r"no dev split \(expected one of dev.csv, dev.tsv, dev.parquet\)"),
     ({"train": [("ACGT", 1), ("GG", 1), ("ACG", 1)]}, r"train.csv: column 'label' has a single class \(1\)"),
     ({"test": []}, r"test.csv: no data rows"),
-    ({"train": [("ACGT", 0), ("", 1), ("AC", 1)]}, r"train.csv: row 2 \(line 3\), column 'sequence': empty sequence"),
+    ({"train": [("ACGT", 0), ("", 1), ("AC", 1)]},
+     r"train.csv: row 2 \(line 3\), column 'sequence': empty sequence"),
     ({"dev": [("ACGT", 0), ("GG", 2), ("AC", 1)]},
      r"dev.csv: row 2 \(line 3\), column 'label': label '2' never occurs in train"),
 ]
 
 
-@pytest.mark.parametrize("change,message", BAD_INPUTS, ids=["char", "split", "one-class", "no-rows", "empty-seq",
-                                                             "unseen-label"])
+@pytest.mark.parametrize("change,message", BAD_INPUTS, ids=["char", "split", "one-class", "no-rows",
+                                                             "empty-seq", "unseen-label"])
 def test_bad_input_names_file_row_and_column(tmp_path, change, message):
     rows = {"train": GOOD, "dev": GOOD, "test": GOOD, **change}
     with pytest.raises(TaskDataError, match=message):
@@ -111,12 +112,13 @@ def test_more_bad_inputs(tmp_path):
     (tmp_path / "empty" / "train.csv").write_text("")
     with pytest.raises(TaskDataError, match=r"train.csv: empty file"):
         load_task(tmp_path / "empty")
-    with pytest.raises(TaskDataError, match=r"train.csv: no column 'label' in the header \['sequence', 'y'\]"):
+    with pytest.raises(TaskDataError,
+                       match=r"train.csv: no column 'label' in the header \['sequence', 'y'\]"):
         load_task(task(tmp_path / "col", header=("sequence", "y")))
     per_base = [("ACGT", "0110"), ("ACG", "001"), ("AC", "10")]
     short = [("ACGT", "0110"), ("ACG", "01"), ("AC", "10")]
-    with pytest.raises(TaskDataError, match=r"test.csv: row 2 \(line 3\), column 'label': 2 per-base labels for a "
-                                            r"sequence of 3 bases"):
+    with pytest.raises(TaskDataError, match=r"test.csv: row 2 \(line 3\), column 'label': 2 per-base labels "
+                                            r"for a sequence of 3 bases"):
         load_task(task(tmp_path / "pb", per_base, per_base, short), task_type="per_base")
     with pytest.raises(TaskDataError, match=r"train.csv: row 1 \(line 2\), column 'label': regression label "
                                             r"'high' is not a finite number"):
@@ -133,10 +135,12 @@ def test_cli_refuses_bad_input_before_training(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--model", str(model), "--task", str(bad), "--out", str(out), "--method", "probe"]) == 2
     err = capsys.readouterr().err
-    assert "finetune.py: error:" in err and "train.csv: row 2 (line 3), column 'sequence': invalid base 'U'" in err
+    assert ("finetune.py: error:" in err
+            and "train.csv: row 2 (line 3), column 'sequence': invalid base 'U'" in err)
     assert not out.exists()  # nothing trained, nothing written
     good = task(tmp_path / "good")
-    for flags, message in ((["--seeds", "0,0"], "no repeats"), (["--pooling", "last"], "--pooling last is for CARMANIA"),
+    for flags, message in ((["--seeds", "0,0"], "no repeats"),
+                           (["--pooling", "last"], "--pooling last is for CARMANIA"),
                            (["--target-modules", "wq", "qkv"], "--target-modules ['qkv']"),
                            (["--epochs", "0"], "--epochs 0 must be >= 1")):
         assert main(["--model", str(model), "--task", str(good), "--out", str(out), "--method", "probe",

@@ -98,7 +98,8 @@ def test_the_three_passes_are_unchanged(kernel, overrides):
     assert losses == pytest.approx(ref_losses, abs=TOLERANCE)
     assert grads.keys() == ref_grads.keys()
     for name, grad in grads.items():
-        assert (grad - ref_grads[name]).abs().max() <= TOLERANCE * max(1.0, float(ref_grads[name].abs().max())), name
+        assert ((grad - ref_grads[name]).abs().max()
+                <= TOLERANCE * max(1.0, float(ref_grads[name].abs().max()))), name
 
 
 def test_no_latent_attention_call_passes_a_mask(kernel, monkeypatch):
@@ -108,8 +109,8 @@ def test_no_latent_attention_call_passes_a_mask(kernel, monkeypatch):
         calls.append(kwargs.get("attn_mask"))
         return F.scaled_dot_product_attention(*args, **kwargs)
 
-    monkeypatch.setattr(full_attention_module, "F", types.SimpleNamespace(scaled_dot_product_attention=recording_sdpa,
-                                                                          pad=F.pad))
+    monkeypatch.setattr(full_attention_module, "F",
+                        types.SimpleNamespace(scaled_dot_product_attention=recording_sdpa, pad=F.pad))
     torch.manual_seed(0)
     model = MergeDNA(MergeDNAConfig.from_preset("tiny")).train()
     model.compute_losses(*_padded_batch())["loss"].backward()

@@ -158,7 +158,8 @@ def test_cli_seeds_top_k_and_stdout(carmania_dir):
 def test_cli_help_and_errors(tmp_path):
     help_run = _run("--help")
     assert help_run.returncode == 0 and "--top-k" in help_run.stdout and "--temperature" in help_run.stdout
-    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny", dim=64, n_heads=4, ffn_dim=160)), tmp_path / "m")
+    save_portable(MergeDNA(MergeDNAConfig.from_preset("tiny", dim=64, n_heads=4, ffn_dim=160)),
+                  tmp_path / "m")
     wrong_family = _run("--model", str(tmp_path / "m"), "--prompt", "ACGT")
     assert wrong_family.returncode == 2 and "only CARMANIA" in wrong_family.stderr
     bad_prompt = _run("--model", str(tmp_path / "m"), "--prompt", "ACGX")

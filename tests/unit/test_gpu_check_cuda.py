@@ -12,7 +12,8 @@ NO_CUDA = "no CUDA device on this machine"
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]
 
 
-@pytest.mark.skipif(not la.flex_attention_available(), reason="torch.nn.attention.flex_attention not importable")
+@pytest.mark.skipif(not la.flex_attention_available(),
+                    reason="torch.nn.attention.flex_attention not importable")
 @pytest.mark.parametrize("left,right", [(16, 16), (63, 0)])
 def test_flex_local_attention_matches_reference_forward_and_backward(left, right):
     torch.manual_seed(0)
@@ -36,7 +37,8 @@ def test_blocked_local_attention_matches_reference_on_cuda():
     q, k, v = (torch.randn(2, 4, 1000, 64, device="cuda") for _ in range(3))
     valid = torch.ones(2, 1000, dtype=torch.bool, device="cuda")
     out = la.blocked_local_attention(q, k, v, valid, 16, 16)
-    torch.testing.assert_close(out, la.dense_local_attention_reference(q, k, v, valid, 16, 16), atol=2e-5, rtol=2e-4)
+    torch.testing.assert_close(out, la.dense_local_attention_reference(q, k, v, valid, 16, 16),
+                               atol=2e-5, rtol=2e-4)
 
 
 BF16_LOSS_TOLERANCE = 0.05  # relative, per loss term: bf16's 8-bit mantissa over ~30 blocks
@@ -53,4 +55,5 @@ def test_three_pass_loss_bf16_forward_tracks_fp32():
             fast = model.compute_losses(ids, seeds)
     for key in ("loss", "mtr", "latent_mtr", "amtm"):
         rel = abs(float(fast[key]) - float(exact[key])) / abs(float(exact[key]))
-        assert rel < BF16_LOSS_TOLERANCE, f"{key}: bf16 {float(fast[key]):.4f} vs fp32 {float(exact[key]):.4f}"
+        assert rel < BF16_LOSS_TOLERANCE, (
+            f"{key}: bf16 {float(fast[key]):.4f} vs fp32 {float(exact[key]):.4f}")

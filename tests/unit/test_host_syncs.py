@@ -64,4 +64,5 @@ def test_a_step_syncs_only_where_named(counted_syncs):
     assert dict(counted_syncs) == REMAINING
     # negative control: a sync in megamerge's code is seen and attributed to its function
     check_input_ids(ids)
-    assert counted_syncs[("vocabulary.py", "check_input_ids")] == REMAINING[("vocabulary.py", "check_input_ids")] + 2
+    assert (counted_syncs[("vocabulary.py", "check_input_ids")]
+            == REMAINING[("vocabulary.py", "check_input_ids")] + 2)

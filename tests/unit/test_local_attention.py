@@ -52,7 +52,8 @@ def test_chunking_changes_no_output_and_keeps_only_the_inputs_for_backward():
     # q, k, v and the key mask: no unfolded contexts, no probabilities between the two passes.
     assert sum(t.numel() for t in saved) == 3 * q.numel() + valid.numel()
     w = torch.randn_like(whole)
-    for a, b in zip(torch.autograd.grad((whole * w).sum(), (q, k, v)), torch.autograd.grad((chunked * w).sum(), (q, k, v))):
+    for a, b in zip(torch.autograd.grad((whole * w).sum(), (q, k, v)),
+                    torch.autograd.grad((chunked * w).sum(), (q, k, v))):
         assert (a - b).abs().max() < 1e-6  # key gradients sum chunk halos in another order
 
 
@@ -72,7 +73,8 @@ def test_grouped_query_heads_are_shared():
     _, k, v = _qkv(1, 2, 50, 8, seed=2)
     valid = torch.ones(1, 50, dtype=torch.bool)
     out = local_attention(q, k, v, valid, 7, 0)
-    ref = dense_local_attention_reference(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), valid, 7, 0)
+    ref = dense_local_attention_reference(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                          valid, 7, 0)
     assert (out - ref).abs().max() < 1e-5
 
 

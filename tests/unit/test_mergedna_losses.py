@@ -112,9 +112,10 @@ def test_pad_in_the_middle_is_rejected(tiny):
 
 
 # The 0.1 threshold was set with megamerge's rotary merge (and the global ranking, per-base AMTM and
-# plain latent attention and single-layer latent merge of the time), so that row keeps those options. The paper's plain average is a bag of a token's bases
-# and overfits more slowly (BENCHMARKS.md: MTR 0.30 against 0.02 after 150 MTR-only steps), so its
-# row asks only for a loss far below chance (ln 4 = 1.39 nats/base) within the same 400 steps.
+# plain latent attention and single-layer latent merge of the time), so that row keeps those options.
+# The paper's plain average is a bag of a token's bases and overfits more slowly (BENCHMARKS.md: MTR
+# 0.30 against 0.02 after 150 MTR-only steps), so its row asks only for a loss far below chance
+# (ln 4 = 1.39 nats/base) within the same 400 steps.
 OVERFIT_CASES = {
     "megamerge_extensions": ({"rotary_merge": True, "merge_selection": "global_rank",
                               "amtm_normalization": "per_masked_base", "size_proportional_attention": False,

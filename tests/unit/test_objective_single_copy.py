@@ -21,11 +21,11 @@ LATENT_ENCODER_MODULE = "megamerge.models.mergedna.latent_encoder"
 STEP_PIECES = {"merge_latent", "latent_key_bias"}
 MODEL = ROOT / "models" / "mergedna" / "model.py"
 OBJECTIVE_MODULE = "megamerge.models.mergedna.objective"
-PIECES = {"token_targets", "merge_latent", "latent_key_bias", "unmerge_latent", "amtm_base_mask", "mask_bases",
-          "objective_outputs"}
+PIECES = {"token_targets", "merge_latent", "latent_key_bias", "unmerge_latent", "amtm_base_mask",
+          "mask_bases", "objective_outputs"}
 # The primitives the objective is made of: only objective.py may call them (their own modules aside).
-PRIMITIVES = {"base_cross_entropy", "amtm_token_mask", "global_merge_to", "group_sizes", "transition_matrix_loss",
-              "uniform", "normal", "cross_entropy"}
+PRIMITIVES = {"base_cross_entropy", "amtm_token_mask", "global_merge_to", "group_sizes",
+              "transition_matrix_loss", "uniform", "normal", "cross_entropy"}
 
 
 def _tree(path: Path) -> ast.Module:
@@ -82,13 +82,15 @@ def test_generic_code_imports_no_model_family():
     for folder in ("training", "parallel"):
         for path in sorted((ROOT / folder).glob("*.py")):
             imported = {node.module for node in ast.walk(_tree(path)) if isinstance(node, ast.ImportFrom)}
-            imported |= {a.name for node in ast.walk(_tree(path)) if isinstance(node, ast.Import) for a in node.names}
+            imported |= {a.name for node in ast.walk(_tree(path)) if isinstance(node, ast.Import)
+                         for a in node.names}
             assert not [m for m in imported if m and m.startswith(families)], f"{folder}/{path.name}"
 
 
 def test_compute_losses_calls_the_same_pieces():
     tree = _tree(MODEL)
-    compute_losses = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "compute_losses")
+    compute_losses = next(n for n in ast.walk(tree)
+                          if isinstance(n, ast.FunctionDef) and n.name == "compute_losses")
     via_module = {n.attr for n in ast.walk(compute_losses) if isinstance(n, ast.Attribute)
                   and isinstance(n.value, ast.Name) and n.value.id == "objective"}
     # token_targets is reached through MergeDNA.token_targets, merge_latent and latent_key_bias through
@@ -112,6 +114,7 @@ def test_pipeline_defines_no_objective_of_its_own():
 
 def test_only_the_objective_module_calls_the_primitives_in_mergedna():
     for path in sorted((ROOT / "models" / "mergedna").glob("*.py")):
-        if path.name in ("objective.py", "token_merging.py", "masking.py"):  # the objective and the definitions
+        # the objective and the definitions
+        if path.name in ("objective.py", "token_merging.py", "masking.py"):
             continue
         assert not (_called_names(_tree(path)) & PRIMITIVES), path.name

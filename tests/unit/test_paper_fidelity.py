@@ -69,9 +69,10 @@ def test_a_config_saved_before_the_options_loads_with_its_old_behaviour():
     for option in OPTIONS:
         del saved[option]
     old = MergeDNAConfig.from_dict(saved)
-    assert (old.rotary_merge, old.merge_selection, old.amtm_normalization, old.size_proportional_attention) == (
-        True, "global_rank", "per_masked_base", False)
-    assert (old.latent_merge_schedule, old.latent_merge_layer) == ("single_layer", old.latent_encoder_layers // 2)
+    assert (old.rotary_merge, old.merge_selection, old.amtm_normalization,
+            old.size_proportional_attention) == (True, "global_rank", "per_masked_base", False)
+    assert (old.latent_merge_schedule, old.latent_merge_layer) == ("single_layer",
+                                                                   old.latent_encoder_layers // 2)
     assert len(old.paper_deviations()) == len(OPTIONS)
     new = MergeDNAConfig.from_preset("tiny")
     assert MergeDNAConfig.from_dict(new.to_dict()) == new  # a current config round-trips unchanged
@@ -84,9 +85,10 @@ def test_train_flags_select_each_option():
     cfg = model_config(parse_args(["--mock-data", "--rotary-merge", "--merge-selection", "global_rank",
                                    "--amtm-normalization", "per_masked_base", "--no-size-proportional-attention",
                                    "--latent-merge-schedule", "single_layer"]))
-    assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization, cfg.size_proportional_attention) == (
-        True, "global_rank", "per_masked_base", False)
-    assert (cfg.latent_merge_schedule, cfg.latent_merge_layer) == ("single_layer", cfg.latent_encoder_layers // 2)
+    assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization,
+            cfg.size_proportional_attention) == (True, "global_rank", "per_masked_base", False)
+    assert (cfg.latent_merge_schedule, cfg.latent_merge_layer) == ("single_layer",
+                                                                   cfg.latent_encoder_layers // 2)
 
 
 def test_renamed_flags_still_select_their_option_with_a_warning(capsys):
@@ -220,10 +222,12 @@ def test_amtm_per_masked_token_sums_over_bases_and_divides_by_tokens():
     base_mask[0, :5] = True  # sample 0: K_0 tokens cover 5 bases; sample 1: 3 bases
     base_mask[1, 4:7] = True
     token_lengths = torch.tensor([6, 4])  # K_b = round(0.5 * L_b) = 3, 2
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), ids.reshape(-1), reduction="none").view(2, 10)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), ids.reshape(-1),
+                                           reduction="none").view(2, 10)
     summed = ce[base_mask].sum()
     paper = MergeDNAConfig.from_preset("tiny")
-    loss, per_base, _, scored = objective.amtm_loss(paper, logits, base_targets(ids), base_mask, token_lengths)
+    loss, per_base, _, scored = objective.amtm_loss(paper, logits, base_targets(ids), base_mask,
+                                                    token_lengths)
     assert torch.allclose(loss, summed / 5) and torch.allclose(per_base, summed / 8) and int(scored) == 8
     ours = MergeDNAConfig.from_preset("tiny", amtm_normalization="per_masked_base")
     loss, per_base, _, _ = objective.amtm_loss(ours, logits, base_targets(ids), base_mask, token_lengths)
@@ -232,11 +236,14 @@ def test_amtm_per_masked_token_sums_over_bases_and_divides_by_tokens():
 
 def test_amtm_normalisations_differ_by_bases_per_masked_token_in_the_model():
     ids, seeds = _ids(2, 256), sample_seeds(7, torch.arange(2))
-    outs = {norm: _tiny(amtm_normalization=norm).compute_losses(ids, seeds) for norm in OPTIONS["amtm_normalization"]}
+    outs = {norm: _tiny(amtm_normalization=norm).compute_losses(ids, seeds)
+            for norm in OPTIONS["amtm_normalization"]}
     paper, ours = outs["per_masked_token"], outs["per_masked_base"]
-    assert torch.allclose(paper["amtm_per_base"], ours["amtm"], rtol=1e-6)  # the eval metric is the same in both
+    # the eval metric is the same in both
+    assert torch.allclose(paper["amtm_per_base"], ours["amtm"], rtol=1e-6)
     model = _tiny()
-    masked_tokens = objective.amtm_token_count(model.cfg, model.token_targets(torch.full((2,), 256), seeds)).sum()
+    masked_tokens = objective.amtm_token_count(model.cfg,
+                                               model.token_targets(torch.full((2,), 256), seeds)).sum()
     summed = ours["amtm"] * ours["masked_count"]  # cross-entropy summed over the masked bases
     assert torch.allclose(paper["amtm"], summed / masked_tokens, rtol=1e-6)
     assert 1.5 < float(ours["masked_count"] / masked_tokens) < 3.0  # about 2 bases per masked token
@@ -285,7 +292,8 @@ def _latent_pass(schedule: str, lengths: list[int], latent_compression: float = 
     B, L, D = len(lengths), max(lengths), model.cfg.dim
     valid = torch.arange(L)[None] < torch.tensor(lengths)[:, None]  # [B, L]
     tokens = TokenState(x=torch.randn(B, L, D, generator=torch.Generator().manual_seed(5)) * valid[..., None],
-                        pos=torch.arange(L).float().expand(B, L) * 2 + 0.5, sizes=valid.float() * 2, valid=valid,
+                        pos=torch.arange(L).float().expand(B, L) * 2 + 0.5, sizes=valid.float() * 2,
+                        valid=valid,
                         assign=(torch.arange(2 * L) // 2).clamp(max=L - 1).expand(B, 2 * L))
     seen = []
     hooks = [b.register_forward_pre_hook(lambda _, a: seen.append((a[0].shape[1], a[2], a[3])))
@@ -300,7 +308,8 @@ def _latent_pass(schedule: str, lengths: list[int], latent_compression: float = 
 
 @pytest.mark.parametrize("schedule", OPTIONS["latent_merge_schedule"])
 @pytest.mark.parametrize("latent_compression", [0.5, 0.3])
-def test_latent_merge_reaches_k_per_sample_with_groups_covering_every_token_once(schedule, latent_compression):
+def test_latent_merge_reaches_k_per_sample_with_groups_covering_every_token_once(
+        schedule, latent_compression):
     lengths = [61, 40, 17, 2, 1]
     cfg, tokens, merged, latent_map, _ = _latent_pass(schedule, lengths, latent_compression)
     L_b = torch.tensor(lengths)
@@ -358,11 +367,13 @@ def test_every_merged_block_attends_to_each_token_as_often_as_the_local_tokens_i
 def test_latent_merge_layer_belongs_to_the_single_layer_schedule():
     assert MergeDNAConfig.from_preset("tiny").latent_merge_layer is None
     assert MergeDNAConfig.from_preset("tiny", latent_merge_schedule="single_layer").latent_merge_layer == 2
-    with pytest.raises(ValueError, match="latent_merge_layer=1 applies to latent_merge_schedule=single_layer"):
+    with pytest.raises(ValueError,
+                       match="latent_merge_layer=1 applies to latent_merge_schedule=single_layer"):
         MergeDNAConfig.from_preset("tiny", latent_merge_layer=1)
     with pytest.raises(ValueError, match="latent_compression=0.05 is below 0.0625"):
         MergeDNAConfig.from_preset("tiny", latent_compression=0.05)
-    MergeDNAConfig.from_preset("tiny", latent_merge_schedule="single_layer", latent_compression=0.05)  # a burst can
+    MergeDNAConfig.from_preset("tiny", latent_merge_schedule="single_layer",
+                               latent_compression=0.05)  # a burst can
 
 
 def test_single_layer_is_the_burst_megamerge_ran_before():
@@ -378,7 +389,8 @@ def test_single_layer_is_the_burst_megamerge_ran_before():
         if i == cfg.latent_merge_layer:
             state, ref_map = global_merge_to(state, objective.latent_token_count(cfg, tokens.lengths))
             bias = objective.latent_key_bias(cfg, ref_map, tokens.valid, state.x.shape[1])
-        state = replace(state, x=block(state.x, rope_angles(state.pos, cfg.head_dim, cfg.rope_theta), state.valid, bias))
+        state = replace(state, x=block(state.x, rope_angles(state.pos, cfg.head_dim, cfg.rope_theta),
+                                       state.valid, bias))
     assert torch.equal(ref_map, latent_map)
     assert torch.equal(enc.norm(state.x), merged.x)
 

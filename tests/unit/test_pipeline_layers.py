@@ -41,9 +41,11 @@ def test_pipeline_modules_hold_exactly_the_parameters_the_converter_names(merge_
 def test_layer_count_and_merge_layer_follow_the_list():
     cfg = MergeDNAConfig.from_preset("tiny")
     layers = pipeline_layers(cfg)
-    assert pipeline_layer_count(cfg) == len(layers) == cfg.latent_encoder_layers + cfg.latent_decoder_layers + 3
+    assert (pipeline_layer_count(cfg) == len(layers)
+            == cfg.latent_encoder_layers + cfg.latent_decoder_layers + 3)
     for merge_layer in range(cfg.latent_encoder_layers + 1):
-        cfg_m = MergeDNAConfig.from_preset("tiny", latent_merge_schedule="single_layer", latent_merge_layer=merge_layer)
+        cfg_m = MergeDNAConfig.from_preset("tiny", latent_merge_schedule="single_layer",
+                                           latent_merge_layer=merge_layer)
         (index,) = latent_merge_layer_indices(cfg_m)
         merging = pipeline_layers(cfg_m)[index]
         if merge_layer < cfg.latent_encoder_layers:
@@ -53,4 +55,5 @@ def test_layer_count_and_merge_layer_follow_the_list():
     # per_block (the paper's): after every block, so before blocks 1.. and at the norm
     merging = [layers[i] for i in latent_merge_layer_indices(cfg)]
     assert [(m.kind, m.index) for m in merging] == [
-        *((LATENT_ENCODER_BLOCK, i) for i in range(1, cfg.latent_encoder_layers)), (LATENT_ENCODER_NORM, None)]
+        *((LATENT_ENCODER_BLOCK, i) for i in range(1, cfg.latent_encoder_layers)),
+        (LATENT_ENCODER_NORM, None)]

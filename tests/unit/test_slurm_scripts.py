@@ -34,11 +34,13 @@ def test_preflight_keeps_global_batch_across_node_counts():
 def test_templates_parse_and_document_overrides():
     for template in sorted((REPO / "slurm").glob("pretrain_*.sh")):
         text = template.read_text()
-        assert subprocess.run(["bash", "-n", str(template)], check=False, capture_output=True).returncode == 0, template
+        assert subprocess.run(["bash", "-n", str(template)], check=False,
+                              capture_output=True).returncode == 0, template
         header = text.split("#SBATCH", 1)[0]
         for var in ("MODEL", "DATA", "SAVE", "DS_CONFIG", "TRAIN_ITERS", "GPUS_PER_NODE", "EXTRA_ARGS"):
             assert f"#   {var}=" in header, f"{template.name}: {var} undocumented"
-            assert re.search(rf'^: "\$\{{{var}:?=', text, re.MULTILINE), f"{template.name}: {var} has no default"
+            assert re.search(rf'^: "\$\{{{var}:?=', text, re.MULTILINE), (
+                f"{template.name}: {var} has no default")
         for directive in ("--gpus-per-node=8", "--signal=USR1@", "--requeue", "--open-mode=append", "%j"):
             assert directive in text, f"{template.name}: missing {directive}"
         assert 'source "$MEGAMERGE_HOME/slurm/common.sh"' in text  # shared set-up is sourced, not copied

@@ -72,7 +72,8 @@ def test_weight_one_or_no_softmask_is_todays_loss_bit_for_bit():
 def _objective_losses(cfg, ids, weights, logits, base_mask):
     B, n = ids.shape
     lengths = torch.full((B,), n // 2)
-    return objective.objective_outputs(cfg, ids, ids != PAD, *logits, base_mask, lengths, lengths // 2, weights)
+    return objective.objective_outputs(cfg, ids, ids != PAD, *logits, base_mask, lengths, lengths // 2,
+                                       weights)
 
 
 def test_weight_zero_makes_the_losses_blind_to_softmasked_targets():
@@ -93,15 +94,18 @@ def test_weight_zero_makes_the_losses_blind_to_softmasked_targets():
 
 def test_carmania_next_token_loss_weighs_the_predicted_base():
     torch.manual_seed(0)
-    model = Carmania(CarmaniaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=160, window=8)).eval()
+    model = Carmania(CarmaniaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=160,
+                                    window=8)).eval()
     ids, _ = _batch(n=64)
     softmask = torch.zeros_like(ids, dtype=torch.bool)
     softmask[:, -1] = True  # the last base: seen by no prediction, only predicted
     changed = ids.clone()
     changed[:, -1] = (ids[:, -1] + 1) % 4
     plain = model.compute_losses(ids)
-    assert torch.equal(plain["nt"], model.compute_losses(ids, None, softmask_base_weights(softmask, 1.0))["nt"])
-    blind = [model.compute_losses(x, None, softmask_base_weights(softmask, 0.0))["nt"] for x in (ids, changed)]
+    assert torch.equal(plain["nt"],
+                       model.compute_losses(ids, None, softmask_base_weights(softmask, 1.0))["nt"])
+    blind = [model.compute_losses(x, None, softmask_base_weights(softmask, 0.0))["nt"]
+             for x in (ids, changed)]
     assert torch.equal(blind[0], blind[1])
     assert not torch.equal(plain["nt"], model.compute_losses(changed)["nt"])
     # W = 0 drops the last of 63 predicted terms, and the normaliser stays 63 bases

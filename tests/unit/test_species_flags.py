@@ -37,8 +37,10 @@ def corpus(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    ({"a": 1, "nosuch": 2}, "--species-weights: species 'nosuch' not in the corpus's train split (its species: a, b)"),
-    ({"a": 0, "b": 0}, "--species-weights: the weights sum to 0.0; give at least one species a positive weight"),
+    ({"a": 1, "nosuch": 2},
+     "--species-weights: species 'nosuch' not in the corpus's train split (its species: a, b)"),
+    ({"a": 0, "b": 0},
+     "--species-weights: the weights sum to 0.0; give at least one species a positive weight"),
     ("by_base", "--species-weights by_base: neither uniform nor by_bases nor an existing JSON file"),
 ])  # fmt: skip
 def test_training_input_checks_refuse_unusable_weights(corpus, tmp_path, value, message):
@@ -55,7 +57,8 @@ def test_cli_refuses_an_unknown_species_in_one_line_before_starting(corpus, tmp_
     (tmp_path / "w.json").write_text(json.dumps({"a": 1, "nosuch": 2}))
     proc = subprocess.run([sys.executable, str(TRAIN), "--data", str(corpus), "--seq-length", "64",
                            "--species-weights", str(tmp_path / "w.json")],
-                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120, check=False)
+                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == ("megamerge/train.py: error: --species-weights: species 'nosuch' not in the "
-                                   "corpus's train split (its species: a, b)")
+    assert proc.stderr.strip() == ("megamerge/train.py: error: --species-weights: species 'nosuch' not in "
+                                   "the corpus's train split (its species: a, b)")

@@ -64,7 +64,8 @@ def test_drawn_proportions_match_the_weights_within_four_sigma(corpus, tmp_path)
     # species; the natural mix (big 77%, small 4%) would miss 'small' by about 20 sd.
     for species, weight in weights.items():
         p = weight / sum(weights.values())
-        assert abs(counts[species] - n * p) <= 4 * math.sqrt(n * p * (1 - p)), (species, counts[species], n * p)
+        assert abs(counts[species] - n * p) <= 4 * math.sqrt(n * p * (1 - p)), (
+            species, counts[species], n * p)
 
 
 def test_each_sample_species_is_drawn_from_its_global_index(even_corpus):
@@ -72,8 +73,8 @@ def test_each_sample_species_is_drawn_from_its_global_index(even_corpus):
     dp, micro = 2, 4
     draw = SpeciesDraw((("a", 1 / 3), ("b", 1 / 3), ("c", 1 / 3)), seed=5)
     for rank in range(dp):
-        loader = build_pretrain_loader(even_corpus, micro_batch=micro, rank=rank, world_size=dp, num_workers=2,
-                                       seed=5, species_weights="uniform", with_meta=True)
+        loader = build_pretrain_loader(even_corpus, micro_batch=micro, rank=rank, world_size=dp,
+                                       num_workers=2, seed=5, species_weights="uniform", with_meta=True)
         for it, (_, meta) in enumerate(islice(loader, 6)):
             index = global_indices(it, 0, 1, dp, rank, micro)
             assert [m["species"] for m in meta] == [draw(int(i)) for i in index]
@@ -157,8 +158,10 @@ def test_bad_weights_are_refused_naming_the_flag_and_the_species(corpus, tmp_pat
 def test_unusable_corpora_and_values_are_refused(corpus, tmp_path):
     with pytest.raises(SpeciesWeightsError, match="neither uniform nor by_bases nor an existing JSON file"):
         build_pretrain_loader(corpus, micro_batch=4, num_workers=0, species_weights="unifrom")
-    with pytest.raises(SpeciesWeightsError, match=r"'small' \(30\) has fewer train samples than the 32 loader slots"):
-        build_pretrain_loader(corpus, micro_batch=4, rank=0, world_size=16, num_workers=2, species_weights="uniform")
+    with pytest.raises(SpeciesWeightsError,
+                       match=r"'small' \(30\) has fewer train samples than the 32 loader slots"):
+        build_pretrain_loader(corpus, micro_batch=4, rank=0, world_size=16, num_workers=2,
+                              species_weights="uniform")
     old = tmp_path / "old"
     old.mkdir()
     manifest = json.loads((corpus / "manifest.json").read_text())
@@ -169,7 +172,8 @@ def test_unusable_corpora_and_values_are_refused(corpus, tmp_path):
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SpeciesWeightsError, match="has no samples_by_species"):
         build_pretrain_loader(old, micro_batch=4, num_workers=0, species_weights="uniform")
-    assert next(iter(build_pretrain_loader(old, micro_batch=4, num_workers=0))).shape == (4, 64)  # without: as before
+    # without: as before
+    assert next(iter(build_pretrain_loader(old, micro_batch=4, num_workers=0))).shape == (4, 64)
 
 
 def test_species_reader_keeps_exactly_the_species_samples_and_reports_damage(corpus, tmp_path):
@@ -181,7 +185,8 @@ def test_species_reader_keeps_exactly_the_species_samples_and_reports_damage(cor
             mine = [s for s in every if s.meta["species"] == species]
             for part, parts in ((0, 1), (1, 3)):
                 got = list(read_species_shard(entry, species, part, parts, lambda *_: never.append(1)))
-                assert [(s.key, s.seq, s.meta) for s in got] == [(s.key, s.seq, s.meta) for s in mine[part::parts]]
+                assert [(s.key, s.seq, s.meta) for s in got] == [(s.key, s.seq, s.meta)
+                                                                 for s in mine[part::parts]]
     assert not never
     data = bytearray(Path(entries[0].path).read_bytes())
     damaged = {"truncated": data[: len(data) // 2], "checksum": data[:100] + b"X" + data[101:]}

@@ -103,7 +103,8 @@ def test_intervals_tile_every_record_and_match_the_counts(genomes: Path):
         assert bases_by_type == info["bases_by_type"]
         assert sum(bases_by_type.values()) == LENGTH
         # the same intervals as the detailed annotation, in the same order
-        detailed = [line.split("\t")[:4] for line in (genomes / f"{species}.bed").read_text().splitlines()[1:]]
+        detailed = [line.split("\t")[:4]
+                    for line in (genomes / f"{species}.bed").read_text().splitlines()[1:]]
         assert [[r, str(s), str(e), k] for r, s, e, k in rows] == detailed
 
 

@@ -45,8 +45,9 @@ def test_auto_values_resolve_from_flags():
 def test_the_cpu_update_is_left_as_it_was_and_an_explicit_choice_is_kept(tmp_path):
     cpu = resolve_ds_config(REPO / "ds_configs" / "cpu.json", _args(), world_size=1, has_cuda=False)
     assert "fused" not in cpu["optimizer"]["params"]
-    deepspeed_fused = _write(tmp_path, {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2},
-                                               "optimizer": {"type": "AdamW", "params": {"torch_adam": False}}})
+    deepspeed_fused = _write(tmp_path, {"train_micro_batch_size_per_gpu": 2,
+                                        "zero_optimization": {"stage": 2},
+                                        "optimizer": {"type": "AdamW", "params": {"torch_adam": False}}})
     params = resolve_ds_config(deepspeed_fused, _args(), world_size=1, has_cuda=True)["optimizer"]["params"]
     assert params["torch_adam"] is False and "fused" not in params
 
@@ -117,7 +118,8 @@ def test_a_preset_is_never_overridden_by_a_flag_left_unset(monkeypatch):
     from megamerge.models.mergedna import config as mergedna_config
 
     custom = MergeDNAConfig.from_preset("tiny", rotary_merge=True, merge_selection="global_rank",
-                                        amtm_normalization="per_masked_base", size_proportional_attention=False,
+                                        amtm_normalization="per_masked_base",
+                                        size_proportional_attention=False,
                                         latent_merge_schedule="single_layer", latent_mtr_weight=0.5,
                                         compression_range=(0.3, 0.7))
     monkeypatch.setitem(mergedna_config.PRESETS, "custom", custom)
@@ -125,7 +127,8 @@ def test_a_preset_is_never_overridden_by_a_flag_left_unset(monkeypatch):
     assert model_config(parse_args(["--mock-data", "--model", "custom"])) == custom
     flagged = model_config(parse_args(["--mock-data", "--model", "custom", "--no-rotary-merge",
                                        "--latent-mtr-weight", "0.25"]))
-    assert (flagged.rotary_merge, flagged.latent_mtr_weight, flagged.merge_selection) == (False, 0.25, "global_rank")
+    assert (flagged.rotary_merge, flagged.latent_mtr_weight, flagged.merge_selection) == (
+        False, 0.25, "global_rank")
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
@@ -148,16 +151,16 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     ],
 )
 def test_cli_reports_config_errors_before_starting(flags, message):
-    proc = subprocess.run([sys.executable, str(TRAIN), *flags], cwd=REPO, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, str(TRAIN), *flags], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_cli_needs_data_or_mock_data():
-    proc = subprocess.run([sys.executable, str(TRAIN)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run([sys.executable, str(TRAIN)], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "--data DIR" in proc.stderr
 
 

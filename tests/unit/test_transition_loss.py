@@ -46,14 +46,16 @@ def _reference_loss(logits: torch.Tensor, seqs: list[str], next_token: bool) -> 
         if p.sum() == 0:
             continue
         q = q / q.sum(1, keepdim=True)
-        kls.append(sum(p[i, j] * math.log(p[i, j] / q[i, j]) for i in range(4) for j in range(4) if p[i, j] > 0))
+        kls.append(sum(p[i, j] * math.log(p[i, j] / q[i, j])
+                       for i in range(4) for j in range(4) if p[i, j] > 0))
     return sum(kls) / max(len(kls), 1)
 
 
 def _ids(seqs: list[str]) -> torch.Tensor:
     """Right-pad with PAD ('-' in the strings)."""
     width = max(map(len, seqs))
-    rows = [torch.cat((encode_tensor(s.replace("-", "")), torch.full((width - len(s.replace("-", "")),), PAD)))
+    rows = [torch.cat((encode_tensor(s.replace("-", "")),
+                       torch.full((width - len(s.replace("-", "")),), PAD)))
             for s in seqs]
     return torch.stack(rows)
 

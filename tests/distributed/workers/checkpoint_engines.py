@@ -61,7 +61,8 @@ def worker_eval_tp2(ckpt: Path, out: Path) -> None:
     config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
               "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
               "zero_optimization": {"stage": 2}}
-    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), model_parameters=model.parameters(),
+    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model),
+                                           model_parameters=model.parameters(),
                                            config=config, mpu=ModelParallelUnit(parallel))
     checkpointing.load(engine, ckpt, finetune=True)
     losses = eval_losses(model)
@@ -91,16 +92,16 @@ def worker_bf16(save: Path, out: Path) -> None:
               "bf16": {"enabled": True},
               "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
               "zero_optimization": {"stage": 2, "overlap_comm": False, "contiguous_gradients": True}}
-    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model), model_parameters=model.parameters(),
-                                           config=config)
+    engine, _, _, _ = deepspeed.initialize(model=PretrainingObjective(model),
+                                           model_parameters=model.parameters(), config=config)
     rank = dist.get_rank()
     for it in range(2):
         index = torch.arange(2) + 4 * it + 2 * rank
         loss = engine(Batch(MockGenome(SEQ, seed=3).batch(index), sample_seeds(3, index)))["loss"]
         engine.backward(loss)
         engine.step()
-    client_state = {"iteration": 2, "consumed_samples": 8, "family": "mergedna", "model_config": cfg.to_dict(),
-                    "args": {},
+    client_state = {"iteration": 2, "consumed_samples": 8, "family": "mergedna",
+                    "model_config": cfg.to_dict(), "args": {},
                     "megamerge_version": __version__, "layout": {"tp": 1, "pp": 1, "dp": 2}}
     checkpointing.save(engine, save, 2, client_state, {"data": None, "rng": checkpointing.rng_state()})
     master = {name: safe_get_full_fp32_param(p).detach().clone() for name, p in model.named_parameters()}

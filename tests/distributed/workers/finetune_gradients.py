@@ -27,7 +27,8 @@ class WithoutAllReduce(DataParallel):
         return extra
 
 
-def step_gradients(model, data, dp: DataParallel, settings: LoopSettings) -> tuple[dict[str, np.ndarray], float]:
+def step_gradients(model, data, dp: DataParallel,
+                   settings: LoopSettings) -> tuple[dict[str, np.ndarray], float]:
     params = [p for p in model.parameters() if p.requires_grad]
     no_update = torch.optim.SGD(params, lr=0.0)  # train_step's own step, leaving the weights as they were
     loss = train_step(model, no_update, params, data.train, GLOBAL_BATCH, dp, settings)
@@ -35,8 +36,8 @@ def step_gradients(model, data, dp: DataParallel, settings: LoopSettings) -> tup
 
 
 def main(model_dir: str, task_dir: str, out: str) -> None:
-    options = build_parser().parse_args(["--model", model_dir, "--task", task_dir, "--out", out, "--method", "full",
-                                         "--seeds", "1"])
+    options = build_parser().parse_args(["--model", model_dir, "--task", task_dir, "--out", out,
+                                         "--method", "full", "--seeds", "1"])
     _, _, data, model = prepare(options)
     dp = DataParallel.from_env()
     settings = LoopSettings(lr=0.0, clip_grad=0.0, progress=False)
@@ -44,7 +45,8 @@ def main(model_dir: str, task_dir: str, out: str) -> None:
     alone, _ = step_gradients(model, data, WithoutAllReduce(dp.rank, dp.world_size, dp.device), settings)
     if dp.is_main:
         np.savez(out, loss=np.float64(loss), **{f"summed/{n}": g for n, g in summed.items()},
-                 **{f"alone/{n}": g for n, g in alone.items()}, **{f"twice/{n}": 2 * g for n, g in summed.items()})
+                 **{f"alone/{n}": g for n, g in alone.items()},
+                 **{f"twice/{n}": 2 * g for n, g in summed.items()})
     dp.close()
 
 

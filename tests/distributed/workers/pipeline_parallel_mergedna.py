@@ -41,7 +41,8 @@ def _batches(it: int, softmask_weight: float):
     return out
 
 
-def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None, softmask_weight: float = 1.0) -> None:
+def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None,
+           softmask_weight: float = 1.0) -> None:
     import deepspeed
     import torch.distributed as dist
 
@@ -53,7 +54,8 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None, soft
     init_distributed()
     torch.set_num_threads(1)
     parallel = initialize_model_parallel(tp=tp, pp=pp)
-    cfg = MergeDNAConfig.from_preset("tiny", **(overrides or {}))  # options from tests/distributed/test_fidelity_layouts.py
+    # options from tests/distributed/test_fidelity_layouts.py
+    cfg = MergeDNAConfig.from_preset("tiny", **(overrides or {}))
     torch.manual_seed(0)
     model = MergeDNA(cfg)
     ref = copy.deepcopy(model)
@@ -102,7 +104,8 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None, soft
         worst = max(merged, key=lambda k: merged[k][0])
         out_path.write_text(json.dumps({
             "forward": forward,
-            "max_grad_diff": merged[worst][0], "worst_grad": worst, "max_grad": max(v[1] for v in merged.values()),
+            "max_grad_diff": merged[worst][0], "worst_grad": worst,
+            "max_grad": max(v[1] for v in merged.values()),
             "n_compared": sum(len(d) for d in grad_report), "n_params": len(ref_params),
             "stage_params": [len(d) for d in grad_report if d],
             "merge_stages": [next(s for s in range(pp) if parts[s] <= i < parts[s + 1])

@@ -68,7 +68,8 @@ def check_column_then_row(rank: int, world: int, group) -> dict:
     rows = slice(rank * HIDDEN // world, (rank + 1) * HIDDEN // world)
     out = {"column_shard": _diff(column.weight, first.weight[rows]),
            "row_shard": _diff(row.weight, second.weight[:, rows]),
-           "column_weight_flagged": bool(column.weight.tensor_model_parallel and column.weight.partition_dim == 0),
+           "column_weight_flagged": bool(column.weight.tensor_model_parallel
+                                         and column.weight.partition_dim == 0),
            "row_weight_flagged": bool(row.weight.tensor_model_parallel and row.weight.partition_dim == 1)}
 
     x_ref = _per_rank(0, 2, 3, IN).requires_grad_()  # [B, T, IN], replicated

@@ -31,7 +31,8 @@ def worker(out_path: Path, overrides: dict | None = None) -> None:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     state = initialize_model_parallel(tp=2, pp=1)
-    cfg = MergeDNAConfig.from_preset("tiny", **(overrides or {}))  # options from tests/distributed/test_fidelity_layouts.py
+    # options from tests/distributed/test_fidelity_layouts.py
+    cfg = MergeDNAConfig.from_preset("tiny", **(overrides or {}))
     torch.manual_seed(0)
     ref = MergeDNA(cfg)
     model = copy.deepcopy(ref)

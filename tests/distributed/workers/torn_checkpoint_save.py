@@ -61,7 +61,8 @@ def main(save: Path) -> None:
     torch.save = real_save
 
     assert (save / "latest").read_text() == "global_step1", (save / "latest").read_text()
-    assert (save / "global_step2").exists() and not (save / "global_step2" / checkpointing.COMPLETE_MARKER).exists()
+    assert ((save / "global_step2").exists()
+            and not (save / "global_step2" / checkpointing.COMPLETE_MARKER).exists())
     second = engine()
     tag, state = checkpointing.load(second, save, finetune=False)
     assert tag == "global_step1" and state["iteration"] == 1, (tag, state)
