@@ -61,7 +61,8 @@ def save_portable(model: nn.Module, out_dir: str | Path, extra: dict | None = No
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Clone so tensors sharing storage (views, tied weights) are written as independent entries.
-    state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float32).contiguous().clone()
+             for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS), metadata={"format": FORMAT, "family": family.name})
     (out / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     return out
@@ -130,7 +131,8 @@ def _parse_config(path: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise PortableFormatError(f"{path}: not valid JSON ({e.msg}: line {e.lineno}, column {e.colno})") from None
+        raise PortableFormatError(f"{path}: not valid JSON ({e.msg}: line {e.lineno}, "
+                                  f"column {e.colno})") from None
     except UnicodeDecodeError:
         raise PortableFormatError(f"{path}: not valid JSON (not UTF-8 text)") from None
     if not isinstance(config, dict):
@@ -147,8 +149,8 @@ def _check_top_level_keys(path: Path, config: dict) -> None:
     if unknown:
         more = f" (and {unknown[1:]})" if unknown[1:] else ""
         raise PortableFormatError(f"{path}: unknown top-level key {unknown[0]!r}{more}; the format's keys "
-                                  f"are {list(RESERVED)}, and extra metadata must be listed in {EXTRA_KEYS!r} "
-                                  "(save_portable's extra= does that): a misspelling?")
+                                  f"are {list(RESERVED)}, and extra metadata must be listed in "
+                                  f"{EXTRA_KEYS!r} (save_portable's extra= does that): a misspelling?")
 
 
 def read_portable_config(model_dir: str | Path) -> dict:

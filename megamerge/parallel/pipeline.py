@@ -87,9 +87,10 @@ class PipelineDriver:
             yield stage_input, torch.zeros(1)
 
     def train_step(self, engine, batches: list[Batch], poison_loss: bool = False) -> dict[str, float]:
-        """One optimizer step over `batches` (one per gradient-accumulation micro-step). Returns the micro-batch- and data-parallel-averaged
-        `reported_keys` on every rank. `poison_loss` makes the backward start from NaN (fault
-        injection for the NaN guard's test); the reported losses stay finite."""
+        """One optimizer step over `batches` (one per gradient-accumulation micro-step). Returns the
+        micro-batch- and data-parallel-averaged `reported_keys` on every rank. `poison_loss` makes
+        the backward start from NaN (fault injection for the NaN guard's test); the reported losses
+        stay finite."""
         inputs = self.stage_inputs(batches, training=True)
         self.poison_loss = poison_loss
         try:

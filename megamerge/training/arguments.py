@@ -53,8 +53,8 @@ class RenamedFlag(argparse.Action):
 
     def __call__(self, parser, namespace, value, option_string=None):
         new_value = self.renamed_values[value]
-        spelled = (self.new_flag if new_value else "--no-" + self.new_flag[2:]) if isinstance(new_value, bool) \
-            else f"{self.new_flag} {new_value}"
+        spelled = ((self.new_flag if new_value else "--no-" + self.new_flag[2:])
+                   if isinstance(new_value, bool) else f"{self.new_flag} {new_value}")
         warn_once(parser.prog, f"{option_string} {value} is deprecated and will be removed; use {spelled}")
         setattr(namespace, self.dest, new_value)
 
@@ -62,7 +62,8 @@ class RenamedFlag(argparse.Action):
 def add_config_flags(group) -> None:
     """A flag per declared config field, defaulting to None: the preset's value."""
     for name, declarations in config_flag_declarations().items():
-        help_text = "; ".join(f"{model}: {d.help}" for model, d, _ in declarations) + "; default: the preset's"
+        help_text = ("; ".join(f"{model}: {d.help}" for model, d, _ in declarations)
+                     + "; default: the preset's")
         _, declaration, default = declarations[0]
         if isinstance(default, bool):
             kwargs = {"action": argparse.BooleanOptionalAction}
@@ -117,16 +118,19 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seq-length", type=int, default=4096,
                    help="bases per sequence; must equal the corpus's seq_len (its manifest.json)")
     g.add_argument("--allow-seq-length-crop", action="store_true",
-                   help="accept a --seq-length shorter than the corpus's seq_len: every sample is cropped to it")
+                   help="accept a --seq-length shorter than the corpus's seq_len: every sample is "
+                        "cropped to it")
     g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
-    g.add_argument("--strict-data", action="store_true", help="stop on a corrupt shard instead of skipping it")
+    g.add_argument("--strict-data", action="store_true",
+                   help="stop on a corrupt shard instead of skipping it")
     g.add_argument("--species-weights", default=None, metavar="FILE|uniform|by_bases",
-                   help="draw each training sample's species by weight: a JSON file {species: weight}, 'uniform' "
-                        "or 'by_bases' (each species by its train bases); default: read the shards as written")
+                   help="draw each training sample's species by weight: a JSON file {species: weight}, "
+                        "'uniform' or 'by_bases' (each species by its train bases); default: read the shards "
+                        "as written")
     g.add_argument("--softmask-loss-weight", type=float, default=1.0, metavar="W",
-                   help="multiply the loss terms of bases soft-masked (lower case) in the input FASTA by W (MTR, "
-                        "latent MTR, AMTM, CARMANIA's next-token loss; the normalisers stay unweighted); Evo 2 "
-                        "uses 0.1")
+                   help="multiply the loss terms of bases soft-masked (lower case) in the input FASTA by W "
+                        "(MTR, latent MTR, AMTM, CARMANIA's next-token loss; the normalisers stay "
+                        "unweighted); Evo 2 uses 0.1")
 
 
 def _batch_flags(p: argparse.ArgumentParser) -> None:
@@ -134,7 +138,8 @@ def _batch_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--micro-batch-size", type=int, default=None,
                    help="sequences per rank per micro-step (default: the DeepSpeed config's value)")
     g.add_argument("--global-batch-size", type=int, default=None,
-                   help="sequences per optimizer step (default: the DeepSpeed config's train_batch_size, else 256)")
+                   help="sequences per optimizer step (default: the DeepSpeed config's train_batch_size, "
+                        "else 256)")
 
 
 FAMILY_DEFAULT = "default: the model family's paper recipe (MergeDNA / CARMANIA, see the module docstring)"

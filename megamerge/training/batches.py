@@ -30,7 +30,8 @@ class TrainBatches:
     """Endless training micro-batches from a prepared corpus (--data) or --mock-data."""
 
     def __init__(self, args, micro: int, accumulation: int, dp: int, dp_rank: int):
-        self.args, self.micro, self.accumulation, self.dp, self.dp_rank = args, micro, accumulation, dp, dp_rank
+        (self.args, self.micro, self.accumulation, self.dp,
+         self.dp_rank) = args, micro, accumulation, dp, dp_rank
         self.mock = MockGenome(args.seq_length, args.seed) if args.mock_data else None
         self.loader = None
         self._iter = None
@@ -95,8 +96,9 @@ class ValidBatches:
             return
         from megamerge.data import build_pretrain_loader
 
-        loader = build_pretrain_loader(self.args.data, "valid", micro_batch=self.micro, seq_len=self.args.seq_length,
-                                       rank=self.dp_rank, world_size=self.dp, num_workers=0, seed=self.args.seed)
+        loader = build_pretrain_loader(self.args.data, "valid", micro_batch=self.micro,
+                                       seq_len=self.args.seq_length, rank=self.dp_rank, world_size=self.dp,
+                                       num_workers=0, seed=self.args.seed)
         for i, ids in enumerate(loader):
             if i >= self.args.eval_iters:
                 break

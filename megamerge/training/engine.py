@@ -42,7 +42,8 @@ def build_engine(model: nn.Module, parallel, ds_config: dict, device: torch.devi
         return BuiltEngine(engine, None, engine)
     # TP shards travel whole between stages (no pipe/grad partitioning over the TP group).
     ds_config.setdefault("pipeline", {}).update(pipe_partitioned=False, grad_partitioned=False)
-    pipeline = family_of_model(model).pipeline(model, parallel)  # the engine moves only this stage's layers to the device
+    # the engine moves only this stage's layers to the device
+    pipeline = family_of_model(model).pipeline(model, parallel)
     engine, _, _, _ = deepspeed.initialize(model=pipeline.module, config=ds_config,
                                            model_parameters=list(pipeline.module.parameters()))
 

@@ -31,7 +31,8 @@ def model_config(args):
         if value is None:
             continue
         if field not in fields:
-            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models ({args.model})")
+            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to {family.name} models "
+                              f"({args.model})")
         overrides[field] = value
     own = declared_fields(family.config_class)
     for name, declarations in config_flag_declarations().items():

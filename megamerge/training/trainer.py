@@ -74,7 +74,8 @@ class Trainer:
     """One pre-training run: `Trainer(args).run()` (the module docstring gives the order of calls)."""
 
     def __init__(self, args):
-        self.started = time.monotonic()  # --exit-duration-in-mins counts from here, start-up included (as Megatron)
+        # --exit-duration-in-mins counts from here, start-up included (as Megatron)
+        self.started = time.monotonic()
         self.args = args
         # Seconds of file reads instead of a traceback on every rank after DeepSpeed's start-up.
         refuse_bad_training_inputs(args, program="megamerge/train.py")
@@ -82,7 +83,8 @@ class Trainer:
             raise ConfigError(f"--exit-duration-in-mins must be positive, got {args.exit_duration_in_mins}")
         world_size = launched_world_size()
         self.has_cuda = torch.cuda.is_available()
-        self.ds_config = resolve_ds_config(args.ds_config, args, world_size, self.has_cuda)  # before any process group
+        # before any process group
+        self.ds_config = resolve_ds_config(args.ds_config, args, world_size, self.has_cuda)
         self.cfg = model_config(args)
         check_parallel_layout(args, self.cfg, world_size)
 
@@ -93,7 +95,8 @@ class Trainer:
                             format="%(asctime)s megamerge %(levelname)s %(message)s")
         if args.start_over:
             self.start_over()
-        self.parallel = initialize_model_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size)
+        self.parallel = initialize_model_parallel(args.tensor_model_parallel_size,
+                                                  args.pipeline_model_parallel_size)
         self.family = family_of_preset(args.model)  # its ModelSpec: what to log, how to evaluate, FLOPs
         self.logged_keys = (*self.family.loss_keys, *self.family.ratio_keys)
         model, self.total_parameters = self.build_model()
@@ -102,7 +105,8 @@ class Trainer:
         self.micro = self.ds_config["train_micro_batch_size_per_gpu"]
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
         self.global_batch = self.ds_config["train_batch_size"]
-        dp, dp_rank = self.parallel.dp, self.parallel.dp_rank  # every TP/PP rank of one replica reads the same samples
+        # every TP/PP rank of one replica reads the same samples
+        dp, dp_rank = self.parallel.dp, self.parallel.dp_rank
         self.train_batches = TrainBatches(args, self.micro, self.accumulation, dp, dp_rank)
         self.valid_batches = ValidBatches(args, self.micro, dp, dp_rank)
         self.state = self.resume() if args.load else RunState()
@@ -134,7 +138,8 @@ class Trainer:
         if self.rank0 and self.args.save:
             aside = move_earlier_run_aside(self.args.save)
             if aside is not None:
-                log.info("%s: moved the earlier run in %s aside to %s", START_OVER_FLAG, self.args.save, aside)
+                log.info("%s: moved the earlier run in %s aside to %s", START_OVER_FLAG, self.args.save,
+                         aside)
         dist.barrier()
 
     def recorded_args(self) -> dict:
@@ -153,7 +158,8 @@ class Trainer:
             Path(args.save).mkdir(parents=True, exist_ok=True)
             (Path(args.save) / "run_config.json").write_text(json.dumps(
                 {"args": self.recorded_args(), "family": self.family.name, "model_config": self.cfg.to_dict(),
-                 "paper_deviations": self.cfg.paper_deviations(), "ds_config": self.ds_config, "megamerge_version": __version__}, indent=2, default=str))
+                 "paper_deviations": self.cfg.paper_deviations(), "ds_config": self.ds_config,
+                 "megamerge_version": __version__}, indent=2, default=str))
 
     # ------------------------------------------------------------------------ checkpoints
     def resume(self) -> RunState:
@@ -176,8 +182,8 @@ class Trainer:
             rank_states = saved["rank_states"]
             if len(rank_states) != self.env.world_size:
                 raise ConfigError(f"checkpoint {tag} was written by {len(rank_states)} ranks, this run has "
-                                  f"{self.env.world_size}: exact resume of the data stream needs the same layout "
-                                  "(use --finetune to load weights only)")
+                                  f"{self.env.world_size}: exact resume of the data stream needs the same "
+                                  "layout (use --finetune to load weights only)")
             self.train_batches.load_state_dict(rank_states[self.env.rank]["data"])
             checkpointing.set_rng_state(rank_states[self.env.rank]["rng"])
         log.info("resumed from %s/%s at iteration %d (%d samples consumed)", load_dir, tag, state.iteration,
@@ -193,7 +199,8 @@ class Trainer:
             saved_deviations = type(self.cfg).from_dict(saved_cfg).paper_deviations()
             raise ConfigError(f"checkpoint {self.args.load}/{tag} was trained with a different model config "
                               f"(its departures from the paper: {saved_deviations or 'none'}; train.py's "
-                              f"{', '.join(method_flag_names(type(self.cfg)))} select them); saved {saved_cfg}")
+                              f"{', '.join(method_flag_names(type(self.cfg)))} select them); "
+                              f"saved {saved_cfg}")
 
     def save(self, reason: str) -> None:
         """A checkpoint of the engine, the run state and every rank's data position and RNG states
@@ -208,7 +215,8 @@ class Trainer:
         }
         rank_state = {"data": self.train_batches.state_dict(), "rng": checkpointing.rng_state()}
         try:
-            tag = checkpointing.save(self.engine, self.args.save, self.state.iteration, client_state, rank_state)
+            tag = checkpointing.save(self.engine, self.args.save, self.state.iteration, client_state,
+                                     rank_state)
         except checkpointing.CheckpointSaveError as e:
             # Exit non-zero, so that a scheduler does not requeue into the same full disk. The other
             # ranks wait in DeepSpeed's collectives of this save: only the launcher (srun
@@ -274,11 +282,12 @@ class Trainer:
 
     def count_skipped_step(self) -> None:
         skips, limit = self.state.consecutive_skips, self.args.max_skipped_iters
-        log.warning("iteration %d skipped: non-finite loss or gradient (%d in a row)", self.state.iteration, skips)
+        log.warning("iteration %d skipped: non-finite loss or gradient (%d in a row)", self.state.iteration,
+                    skips)
         if skips >= limit:
             raise TrainingStopped(f"{skips} consecutive iterations had a non-finite loss or gradient "
-                                  f"(--max-skipped-iters {limit}); stopping at iteration {self.state.iteration}. "
-                                  "Lower --lr or check the data.")
+                                  f"(--max-skipped-iters {limit}); stopping at iteration "
+                                  f"{self.state.iteration}. Lower --lr or check the data.")
 
     def log_step(self, step: StepResult) -> None:
         """Average the step's losses over all ranks; every --log-interval iterations (and at the
@@ -300,7 +309,8 @@ class Trainer:
             **{k: means[k] for k in self.family.loss_keys}, "lr": step.lr, "grad_norm": step.grad_norm,
             **{k: means[k] for k in self.family.ratio_keys},
             "bases_per_second": samples_per_second * n, "samples_per_second": samples_per_second,
-            "mfu": mfu, "skipped_iters": self.state.skipped_iters, "corrupt_shards": self.corrupt_shards_seen(),
+            "mfu": mfu, "skipped_iters": self.state.skipped_iters,
+            "corrupt_shards": self.corrupt_shards_seen(),
             "samples_by_species": self.samples_by_species_seen(),
         }
         self.logger.log(record, step.token_lengths)
@@ -336,8 +346,9 @@ class Trainer:
         self.logger.log({"iteration": self.state.iteration, "split": "valid",
                          "consumed_samples": self.state.consumed_samples, **result})
         if self.rank0:
-            log.info("valid @ %d: loss %.4f | %s %.4f | perplexity %.3f", self.state.iteration, result["loss"],
-                     self.family.eval_accuracy_name, result[self.family.eval_accuracy_name], result["perplexity"])
+            log.info("valid @ %d: loss %.4f | %s %.4f | perplexity %.3f", self.state.iteration,
+                     result["loss"], self.family.eval_accuracy_name, result[self.family.eval_accuracy_name],
+                     result["perplexity"])
 
     def stop_reason(self, stopping: Stop | None) -> str | None:
         """Why the run stops after this iteration (--exit-interval, a signal, --exit-duration-in-mins),
@@ -355,9 +366,10 @@ class Trainer:
         if self.rank0:
             log.info("stopped at iteration %d: %s", self.state.iteration, reason)
             if self.args.save:
-                status = {"iteration": self.state.iteration, "train_iters": self.args.train_iters, "reason": reason,
-                          "finished": self.state.iteration >= self.args.train_iters,
+                status = {"iteration": self.state.iteration, "train_iters": self.args.train_iters,
+                          "reason": reason, "finished": self.state.iteration >= self.args.train_iters,
                           "consumed_samples": self.state.consumed_samples}
-                checkpointing.atomic_write(Path(self.args.save) / "exit_status.json", json.dumps(status) + "\n")
+                checkpointing.atomic_write(Path(self.args.save) / "exit_status.json",
+                                           json.dumps(status) + "\n")
         dist.barrier()
         return 0

@@ -174,7 +174,8 @@ def test_resuming_another_model_is_refused_before_deepspeed_loads_it(tmp_path):
         assert f"checkpoint ck/global_step1 {message}" in proc.stderr, describe(proc)
         assert "Traceback" not in proc.stderr, describe(proc)
         if "different model config" in message:  # names every flag that selects a method option
-            assert "--latent-merge-schedule" in proc.stderr and "--size-proportional-attention" in proc.stderr, describe(proc)
+            assert ("--latent-merge-schedule" in proc.stderr
+                    and "--size-proportional-attention" in proc.stderr), describe(proc)
 
 
 def test_torchrun_launch_takes_rank_from_the_environment(tmp_path):

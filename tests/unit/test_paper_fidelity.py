@@ -55,7 +55,8 @@ def test_deviations_name_each_departing_option():
                                      amtm_normalization="per_masked_base", size_proportional_attention=False,
                                      latent_merge_schedule="single_layer")
     assert cfg.paper_deviations() == ["rotary_merge=True", "merge_selection=global_rank",  # in field order
-                                      "latent_merge_schedule=single_layer", "size_proportional_attention=False",
+                                      "latent_merge_schedule=single_layer",
+                                      "size_proportional_attention=False",
                                       "amtm_normalization=per_masked_base"]
 
 
@@ -83,7 +84,8 @@ def test_train_flags_select_each_option():
 
     assert model_config(parse_args(["--mock-data"])).paper_deviations() == []
     cfg = model_config(parse_args(["--mock-data", "--rotary-merge", "--merge-selection", "global_rank",
-                                   "--amtm-normalization", "per_masked_base", "--no-size-proportional-attention",
+                                   "--amtm-normalization", "per_masked_base",
+                                   "--no-size-proportional-attention",
                                    "--latent-merge-schedule", "single_layer"]))
     assert (cfg.rotary_merge, cfg.merge_selection, cfg.amtm_normalization,
             cfg.size_proportional_attention) == (True, "global_rank", "per_masked_base", False)
@@ -101,7 +103,8 @@ def test_renamed_flags_still_select_their_option_with_a_warning(capsys):
     assert old == new and old.paper_deviations() == ["rotary_merge=True", "size_proportional_attention=False"]
     err = capsys.readouterr().err
     assert "--merge-rule rotary is deprecated and will be removed; use --rotary-merge" in err
-    assert "--latent-attention plain is deprecated and will be removed; use --no-size-proportional-attention" in err
+    assert ("--latent-attention plain is deprecated and will be removed; "
+            "use --no-size-proportional-attention" in err)
     paper = model_config(parse_args(["--mock-data", "--merge-rule", "paper_average",
                                      "--latent-attention", "size_proportional"]))
     assert paper.paper_deviations() == []
@@ -113,8 +116,8 @@ def test_every_method_option_is_declared_once_with_its_paper_value():
     from megamerge.models.common.config_options import declared_fields, values_before_named
 
     options = {name: d for name, (_, d) in declared_fields(MergeDNAConfig).items() if d.is_method_option}
-    assert set(options) == {"rotary_merge", "merge_selection", "amtm_normalization", "size_proportional_attention",
-                            "latent_merge_schedule"}
+    assert set(options) == {"rotary_merge", "merge_selection", "amtm_normalization",
+                            "size_proportional_attention", "latent_merge_schedule"}
     paper = MergeDNAConfig()
     for name, d in options.items():
         assert getattr(paper, name) == d.paper and d.paper in d.choices and d.before in d.choices, name
@@ -122,7 +125,8 @@ def test_every_method_option_is_declared_once_with_its_paper_value():
         overrides = {"latent_merge_layer": 2} if name == "latent_merge_schedule" else {}
         assert MergeDNAConfig(**{name: other}, **overrides).paper_deviations() == [f"{name}={other}"]
     assert values_before_named(MergeDNAConfig) == {name: d.before for name, d in options.items()}
-    with pytest.raises(ValueError, match=r"merge_selection='nope' must be one of \['per_window', 'global_rank'\]"):
+    with pytest.raises(ValueError,
+                       match=r"merge_selection='nope' must be one of \['per_window', 'global_rank'\]"):
         MergeDNAConfig(merge_selection="nope")
 
 

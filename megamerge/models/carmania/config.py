@@ -18,8 +18,8 @@ class CarmaniaConfig:
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     init_std: float = 0.02
-    tm_weight: float = setting(1.0, help="beta in L = L_NT + beta * L_TM, the transition-matrix loss's weight "
-                                          "(the paper's 1; 5 hurts)")
+    tm_weight: float = setting(1.0, help="beta in L = L_NT + beta * L_TM, the transition-matrix loss's "
+                                         "weight (the paper's 1; 5 hurts)")
 
     def __post_init__(self):
         self.validate()

@@ -19,7 +19,8 @@ class Batch:
 
     def __post_init__(self):
         if self.base_weights is None:
-            self.base_weights = torch.ones(self.input_ids.shape, dtype=torch.float32, device=self.input_ids.device)
+            self.base_weights = torch.ones(self.input_ids.shape, dtype=torch.float32,
+                                           device=self.input_ids.device)
         else:
             self.base_weights = self.base_weights.float()
 

@@ -73,4 +73,5 @@ def choice_errors(cfg) -> list[str]:
 
 def values_before_named(config_class) -> dict:
     """What a saved config without each later-named option was trained with (field -> value)."""
-    return {name: d.before for name, (_, d) in declared_fields(config_class).items() if d.before is not NOT_NAMED}
+    return {name: d.before for name, (_, d) in declared_fields(config_class).items()
+            if d.before is not NOT_NAMED}

@@ -30,7 +30,8 @@ def base_cross_entropy(
     flat_targets = targets.reshape(-1)
     # One reduction for both cases, so that all-one weights give the unweighted loss bit for bit
     # (x * 1.0 is exact): a batch always carries weights (common/batch.py).
-    per_base = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="none")  # [B*N]
+    per_base = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX,
+                               reduction="none")  # [B*N]
     total = (per_base if weights is None else per_base * weights.reshape(-1).float()).sum()
     scored = flat_targets != IGNORE_INDEX
     count = scored.sum()

@@ -35,8 +35,8 @@ class MergeDNAConfig:
         paper=False, choices=(False, True), before=True, renamed_from="merge_rule",
         renamed_values={"paper_average": False, "rotary": True},
         help="the unmerge: off, the paper's Z_N = S^T Z_L (every base of a token gets its vector); on, "
-             "megamerge's rotary merge (constituents averaged in the merged token's RoPE frame and rotated back "
-             "on unmerge, token_merging.py, so bases of one token get different vectors)")
+             "megamerge's rotary merge (constituents averaged in the merged token's RoPE frame and rotated "
+             "back on unmerge, token_merging.py, so bases of one token get different vectors)")
     merge_selection: str = option(
         paper="per_window", choices=("per_window", "global_rank"), before="global_rank",
         help="the local merges: per_window, the paper's top r_l pairs in each window (Eq. 5); "
@@ -59,17 +59,18 @@ class MergeDNAConfig:
     latent_merge_schedule: str = option(
         paper="per_block", choices=("per_block", "single_layer"), before="single_layer",
         help="latent MTR's merge: per_block, the paper's ToMe-style merge of a share of the tokens "
-             "after every Latent Encoder block down to K = L/2 (Sec. 3.3); single_layer, megamerge's one burst "
-             "before block latent_merge_layer")
+             "after every Latent Encoder block down to K = L/2 (Sec. 3.3); single_layer, megamerge's one "
+             "burst before block latent_merge_layer")
     # single_layer only: the merge comes before this latent-encoder block (None: half the blocks;
     # latent_encoder_layers: after the last block). A per_block config leaves it None.
     latent_merge_layer: int | None = None
     size_proportional_attention: bool = option(
         paper=True, choices=(True, False), before=False, renamed_from="latent_attention",
         renamed_values={"size_proportional": True, "plain": False},
-        help="latent MTR's attention: on, after each latent merge attention adds log(size) to each key's logits "
-             "(ToMe's proportional attention, size = the local tokens a latent token stands for; the paper's "
-             "ToMe-style merge); off, plain attention over the merged tokens (megamerge's earlier behaviour)")
+        help="latent MTR's attention: on, after each latent merge attention adds log(size) to each key's "
+             "logits (ToMe's proportional attention, size = the local tokens a latent token stands for; the "
+             "paper's ToMe-style merge); off, plain attention over the merged tokens (megamerge's earlier "
+             "behaviour)")
     amtm_mask_ratio: float = 0.5  # fraction of the L local tokens masked by AMTM (K/L in the paper)
     latent_mtr_weight: float = setting(0.25, help="lambda, the latent MTR loss's weight (the paper's 0.25)")
     amtm_normalization: str = option(
@@ -159,8 +160,9 @@ class MergeDNAConfig:
                 bad(f"latent_merge_layer={self.latent_merge_layer} must lie in [0, latent_encoder_layers]")
             return
         if self.latent_merge_layer is not None:
-            bad(f"latent_merge_layer={self.latent_merge_layer} applies to latent_merge_schedule=single_layer only "
-                "(per_block merges after every latent-encoder block); leave it unset or choose single_layer")
+            bad(f"latent_merge_layer={self.latent_merge_layer} applies to latent_merge_schedule=single_layer "
+                "only (per_block merges after every latent-encoder block); leave it unset or choose "
+                "single_layer")
         floor = 0.5**self.latent_encoder_layers
         if self.latent_compression < floor:
             bad(f"latent_compression={self.latent_compression} is below {floor:.3g}: with "

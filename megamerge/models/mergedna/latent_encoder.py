@@ -35,7 +35,8 @@ class LatentPass:
     token_valid: torch.Tensor  # [B, L] bool: the tokens the pass started from
     latent_map: torch.Tensor | None = None  # [B, L] -> [0, T): pass 2's merges so far, composed
     # RoPE (cos, sin [B, T, 1, hd/2]) and the size-proportional key bias [B, T] at the current tokens,
-    # computed at the first block after the pass starts or merges, and shared by the blocks up to the next merge
+    # computed at the first block after the pass starts or merges, and shared by the blocks up to the
+    # next merge
     rope_cos: torch.Tensor | None = field(default=None, metadata=NOT_CARRIED)
     rope_sin: torch.Tensor | None = field(default=None, metadata=NOT_CARRIED)
     key_bias: torch.Tensor | None = field(default=None, metadata=NOT_CARRIED)

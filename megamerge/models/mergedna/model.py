@@ -124,5 +124,6 @@ class MergeDNA(nn.Module):
         # Everything stays a tensor: the trainer moves the step's numbers to the host once.
         out["bases_per_token"] = out["bases_per_token"].detach()
         out["latent_bases_per_token"] = out["latent_bases_per_token"].detach()
-        out["token_lengths"] = tokens.sizes.detach()  # [B, L] bases per token, 0 on padding (the histogram drops them)
+        # [B, L] bases per token, 0 on padding (the histogram drops them)
+        out["token_lengths"] = tokens.sizes.detach()
         return out

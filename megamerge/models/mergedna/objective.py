@@ -56,8 +56,8 @@ def latent_token_count(cfg: MergeDNAConfig, token_lengths: torch.Tensor) -> torc
     return (cfg.latent_compression * token_lengths.float()).ceil().clamp(min=1).long()
 
 
-def merge_latent(cfg: MergeDNAConfig, tokens: TokenState, latent_map: torch.Tensor | None, token_valid: torch.Tensor,
-                 point: int) -> tuple[TokenState, torch.Tensor]:
+def merge_latent(cfg: MergeDNAConfig, tokens: TokenState, latent_map: torch.Tensor | None,
+                 token_valid: torch.Tensor, point: int) -> tuple[TokenState, torch.Tensor]:
     """Pass 2's global merge (ToMe, no window) at latent merge point `point` (one of
     cfg.latent_merge_points) of its current tokens [B, T, D] (T = L before the first merge), whose
     map from the frozen tokens token_valid [B, L] is latent_map [B, L] -> [0, T) (None before the
@@ -85,8 +85,8 @@ def amtm_token_count(cfg: MergeDNAConfig, token_lengths: torch.Tensor) -> torch.
     return (cfg.amtm_mask_ratio * token_lengths.float()).round().clamp(min=1).long()
 
 
-def amtm_loss(cfg: MergeDNAConfig, masked_logits: torch.Tensor, targets: torch.Tensor, base_mask: torch.Tensor,
-              token_lengths: torch.Tensor, base_weights: torch.Tensor | None = None,
+def amtm_loss(cfg: MergeDNAConfig, masked_logits: torch.Tensor, targets: torch.Tensor,
+              base_mask: torch.Tensor, token_lengths: torch.Tensor, base_weights: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """AMTM on masked_logits [B, N, 4]: (loss, masked-base mean cross-entropy, correct, scored).
     Paper reading (Sec. 3.3, Eq. 7, L_AMTM = -1/K sum over masked positions): the cross-entropy is
@@ -95,7 +95,8 @@ def amtm_loss(cfg: MergeDNAConfig, masked_logits: torch.Tensor, targets: torch.T
     by the number of masked bases instead. The per-base mean is returned either way, for the
     masked-base accuracy and perplexity that evaluation reports. `base_weights` [B, N] weigh each
     masked base's term (losses.py: the normaliser, bases or K, stays unweighted)."""
-    per_base, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask, weights=base_weights)
+    per_base, correct, scored = base_cross_entropy(masked_logits, targets, select=base_mask,
+                                                   weights=base_weights)
     if cfg.amtm_normalization == "per_masked_base":
         return per_base, per_base, correct, scored
     has_mask = base_mask.any(1)  # an all-N sample has tokens but no base to mask, and adds no K_b
@@ -111,12 +112,13 @@ def latent_key_bias(cfg: MergeDNAConfig, latent_map: torch.Tensor, token_valid: 
     size-proportional attention; None with size_proportional_attention off."""
     if not cfg.size_proportional_attention:
         return None
-    return group_sizes(latent_map, token_valid, n_groups).clamp_min(1.0).log()  # padding groups: 0, masked anyway
+    # padding groups: 0, masked anyway
+    return group_sizes(latent_map, token_valid, n_groups).clamp_min(1.0).log()
 
 
 @torch.no_grad()
-def amtm_base_mask(cfg: MergeDNAConfig, frozen: TokenState, latent_map: torch.Tensor, base_valid: torch.Tensor,
-                   seeds: torch.Tensor | None) -> torch.Tensor:
+def amtm_base_mask(cfg: MergeDNAConfig, frozen: TokenState, latent_map: torch.Tensor,
+                   base_valid: torch.Tensor, seeds: torch.Tensor | None) -> torch.Tensor:
     """Pass 3's masked bases [B, N] bool: local tokens of `frozen` (pass 1's tokens) drawn with
     P ~ 1/g^2, g the size of their latent group in latent_map [B, L] (pass 2), and every base of a
     drawn token (M_N = U(M_L, S)). Keyed by `seeds` [B] when given."""

@@ -147,10 +147,12 @@ class LatentEncoderNormPipe(_PipeLayer):
 
     def forward(self, carried: tuple) -> tuple:
         cfg, c = self.cfg, carry.from_tuple(Carry, carried)
-        pass2 = merge_if_due(cfg, c.pass2, cfg.latent_encoder_layers, cfg.latent_merge_points)  # after the last block
+        # after the last block
+        pass2 = merge_if_due(cfg, c.pass2, cfg.latent_encoder_layers, cfg.latent_merge_points)
         merged = pass2.state  # [B, K, D]
         c.pass1, c.pass3 = _normed(c.pass1, self.norm), _normed(c.pass3, self.norm)
-        back = unmerge_latent(cfg, self.norm(merged.x), merged.pos, pass2.latent_map, c.pass1.state.pos)  # [B, L, D]
+        back = unmerge_latent(cfg, self.norm(merged.x), merged.pos, pass2.latent_map,
+                              c.pass1.state.pos)  # [B, L, D]
         c.pass2, c.latent_lengths = LatentPass.start(replace(c.pass1.state, x=back)), merged.lengths
         return carry.to_tuple(c)
 

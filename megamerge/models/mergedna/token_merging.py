@@ -97,7 +97,8 @@ def window_quotas(capacity: torch.Tensor, r: torch.Tensor, n_windows: torch.Tens
     return quota + torch.minimum((shortfall - room_before).clamp(min=0), room)
 
 
-def _select_top(score: torch.Tensor, quota: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _select_top(score: torch.Tensor, quota: torch.Tensor,
+                temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per group (a window, or the whole sequence), the quota [B, G] best of score [B, G, H]:
     returns (chosen [B, G, H] bool, straight-through soft gate [B, G, H]). The gate's threshold
     sits between the last chosen and the first unchosen score of the group."""
@@ -132,7 +133,8 @@ def merge_step(
 
     sizes = state.sizes.float()
     sizes_new = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes)
-    pos_new = sizes.new_zeros(B, width).scatter_add(1, token_map, sizes * state.pos) / sizes_new.clamp_min(1.0)
+    pos_new = (sizes.new_zeros(B, width).scatter_add(1, token_map, sizes * state.pos)
+               / sizes_new.clamp_min(1.0))
     x = state.x.float()
     if rotary_theta is not None:  # express every constituent in its merged token's frame
         x = rotate_hidden(x, state.pos - pos_new.gather(1, token_map), rotary_theta)
