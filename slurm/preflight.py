@@ -76,8 +76,8 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
                 dp = world_size // (tp * pp)
                 micro = plan_micro_batch(requested, global_batch, dp)
                 if micro != requested:
-                    print(f"preflight: micro-batch {requested} x DP {dp} exceeds the global batch {global_batch}: "
-                          f"using --micro-batch-size {micro}", file=sys.stderr)
+                    print(f"preflight: micro-batch {requested} x DP {dp} exceeds the global batch "
+                          f"{global_batch}: using --micro-batch-size {micro}", file=sys.stderr)
                     args.micro_batch_size = micro
                     extra = ["--micro-batch-size", str(micro)]
         ds = resolve_ds_config(args.ds_config, args, world_size, has_cuda)
@@ -86,8 +86,8 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
         print(f"preflight: error: {e}", file=sys.stderr)
         return 2
     dp = world_size // (tp * pp)
-    micro, accumulation, global_batch = (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"],
-                                         ds["train_batch_size"])
+    micro, accumulation, global_batch = (ds["train_micro_batch_size_per_gpu"],
+                                         ds["gradient_accumulation_steps"], ds["train_batch_size"])
     zero = ds.get("zero_optimization", {}).get("stage")
     precision = "bf16" if ds.get("bf16", {}).get("enabled") else "fp32"
     print(f"preflight: model {args.model}, {nodes} node(s) x {world_size // nodes} ranks = {world_size}; "
@@ -95,8 +95,8 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
     print(f"preflight: global batch {global_batch} = micro {micro} x accumulation {accumulation} x DP {dp} "
           f"sequences of {args.seq_length} bases", file=sys.stderr)
     if pp > 1 and accumulation < 2 * pp:
-        print(f"preflight: note: {accumulation} micro-batches per step through {pp} pipeline stages leaves a large "
-              f"1F1B bubble; a smaller MICRO_BATCH raises the count", file=sys.stderr)
+        print(f"preflight: note: {accumulation} micro-batches per step through {pp} pipeline stages leaves "
+              f"a large 1F1B bubble; a smaller MICRO_BATCH raises the count", file=sys.stderr)
     if has_cuda:
         name = torch.cuda.get_device_name()
         from megamerge.training.peak_flops import peak_flops_per_device
@@ -111,10 +111,11 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
     return 0
 
 
-def table(model: str, ds_config: str, micro: int | None, gpus_per_node: int, tp: int, pp: int, seq_length: int,
-          global_batch: int, iters: int) -> None:
+def table(model: str, ds_config: str, micro: int | None, gpus_per_node: int, tp: int, pp: int,
+          seq_length: int, global_batch: int, iters: int) -> None:
     config_micro = micro or json.loads(Path(ds_config).read_text())["train_micro_batch_size_per_gpu"]
-    print(f"| nodes | GPUs | TP x PP x DP | micro | accumulation | global batch | est. time ({iters // 1000}k iters) |")
+    print("| nodes | GPUs | TP x PP x DP | micro | accumulation | global batch "
+          f"| est. time ({iters // 1000}k iters) |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     for nodes in (1, 2, 4, 8, 16, 32):
         gpus = nodes * gpus_per_node
@@ -125,8 +126,8 @@ def table(model: str, ds_config: str, micro: int | None, gpus_per_node: int, tp:
             continue
         hours = estimated_hours(model, seq_length, global_batch, iters, gpus)
         when = f"{hours / 24:.1f} d" if hours >= 48 else f"{hours:.0f} h"
-        print(f"| {nodes} | {gpus} | {tp} x {pp} x {dp} | {micro} | {global_batch // (micro * dp)} | {global_batch} "
-              f"| {when} |")
+        print(f"| {nodes} | {gpus} | {tp} x {pp} x {dp} | {micro} | {global_batch // (micro * dp)} "
+              f"| {global_batch} | {when} |")
 
 
 def main() -> int:
@@ -147,7 +148,8 @@ def main() -> int:
     p.add_argument("train_argv", nargs=argparse.REMAINDER)
     a = p.parse_args()
     if a.table:
-        table(a.model, a.ds_config, a.micro_batch, a.gpus_per_node, a.tp, a.pp, a.seq_length, a.global_batch, a.train_iters)
+        table(a.model, a.ds_config, a.micro_batch, a.gpus_per_node, a.tp, a.pp, a.seq_length, a.global_batch,
+              a.train_iters)
         return 0
     if a.world_size is None or not a.train_argv or a.train_argv[0] != "--":
         p.error("give --world-size N -- <train.py flags>, or --table")
