@@ -4,10 +4,8 @@ the previous ones, interleaved in one run, written to the `CPU step` section of 
     python benchmarks/bench_step.py                 # both kernel sets, side by side
     python benchmarks/bench_step.py --kernels new   # one set only (no ratio)
 
-Kernel sets (megamerge/models/common/full_attention.py):
-  old  latent attention through SDPA with a mask (boolean key padding, or a float mask carrying the
-       size-proportional log-size bias);
-  new  the key-column form: no mask, the per-key term in an extra head-dim column.
+Kernel sets: benchmarks/kernel_sets.py (old: masked latent attention and merge widths read from
+the device; new: today's).
 
 Configurations: the tiny preset, and a mid-size one (the 380m layout, 4 / 20 / 4 / 2 blocks, at
 D = 256 so that a CPU step takes seconds), both at N = 4096 with one padded sample. The target
@@ -28,12 +26,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.benchmarks_md import machine_line, update_section
+from benchmarks.kernel_sets import KERNEL_SETS, use_kernel_set
 from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
-from megamerge.models.common.full_attention import set_full_attention_kernel
 from megamerge.vocabulary import PAD
 
-KERNEL_SETS = {"old": "masked", "new": "key_column"}
 CONFIGS = {  # name -> (config, micro-batch)
     "tiny": (lambda: MergeDNAConfig.from_preset("tiny"), 2),
     "mid (380m layout, D = 256)": (
@@ -64,16 +61,16 @@ def measure(kernel_sets: list[str], n: int, repeats: int) -> dict:
         step = make_step(make_cfg(), micro, n)
         times = {k: [] for k in kernel_sets}
         for kernel_set in kernel_sets:  # warm-up, one step each
-            set_full_attention_kernel(KERNEL_SETS[kernel_set])
+            use_kernel_set(kernel_set)
             step()
         for _ in tqdm(range(repeats), desc=name, unit="round"):
             for kernel_set in kernel_sets:
-                set_full_attention_kernel(KERNEL_SETS[kernel_set])
+                use_kernel_set(kernel_set)
                 t0 = time.perf_counter()
                 step()
                 times[kernel_set].append(time.perf_counter() - t0)
         out[name] = {k: statistics.median(v) for k, v in times.items()}
-    set_full_attention_kernel("key_column")
+    use_kernel_set("new")
     return out
 
 

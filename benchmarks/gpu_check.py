@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.kernel_sets import KERNEL_SETS  # imports nothing beyond the standard library
+
 CUDA_TEST_FILES = ["tests/unit/test_cuda_paths.py", "tests/unit/test_local_attention.py",
                    "tests/unit/test_gpu_check_cuda.py"]
 
@@ -94,28 +96,26 @@ def cuda_tests(out: Path, dry_run: bool, timeout: float) -> dict:
 
 
 # ------------------------------------------------------------------------- 3. measurements (plan)
-LATENT_KERNELS = {"new": "key_column", "old": "masked"}  # megamerge/models/common/full_attention.py
 
 
 def measurement_plan(dry_run: bool, kernels: str = "both") -> list[dict]:
     """In order of importance: what is left when the budget runs out matters least. `kernels`:
-    "both" times today's latent attention beside the old masked one (380m, micro 8) right after
+    "both" times today's kernels beside the old ones (benchmarks/kernel_sets.py; 380m, micro 8) right after
     the local-kernel choice, so one run gives the ratio; "new" or "old" runs every step with one."""
-    latent = LATENT_KERNELS["old" if kernels == "old" else "new"]
+    kernel_set = "old" if kernels == "old" else "new"
     if dry_run:
-        base = {"preset": "tiny", "seq_length": 256, "warmup": 1, "steps": 1, "latent": latent}
+        base = {"preset": "tiny", "seq_length": 256, "warmup": 1, "steps": 1, "kernels": kernel_set}
         plan = [{**base, "micro": 1, "checkpointing": False, "attention": "blocked", "profile": True},
                 {**base, "micro": 2, "checkpointing": True, "attention": "blocked"}]
         if kernels == "both":
             plan.append({**base, "micro": 1, "checkpointing": False, "attention": "blocked",
-                         "latent": LATENT_KERNELS["old"]})
+                         "kernels": "old"})
         return plan
-    base = {"preset": "380m", "seq_length": 4096, "warmup": 2, "steps": 4, "latent": latent}
+    base = {"preset": "380m", "seq_length": 4096, "warmup": 2, "steps": 4, "kernels": kernel_set}
     plan = [{**base, "micro": 8, "checkpointing": False, "attention": kernel}
             for kernel in ("blocked", "flex")]
     if kernels == "both":
-        plan += [{**base, "micro": 8, "checkpointing": False, "attention": "best",
-                  "latent": LATENT_KERNELS["old"]}]
+        plan += [{**base, "micro": 8, "checkpointing": False, "attention": "best", "kernels": "old"}]
     plan += [{**base, "micro": m, "checkpointing": False, "attention": "best"} for m in (4, 16)]
     plan += [{**base, "micro": m, "checkpointing": True, "attention": "best"} for m in (16, 32)]
     plan += [{**base, "micro": 8, "checkpointing": False, "attention": "best", "profile": True}]
@@ -171,7 +171,7 @@ def run_plan(plan: list[dict], deadline: float, dry_run: bool) -> list[dict]:
         results.append(run_measurement(spec, timeout=left if dry_run else min(left, 150)))
         kernels = [r for r in results
                    if r.get("status") == "ok" and r["micro"] == 8 and not r["checkpointing"]
-                   and r["preset"] == "380m" and r.get("latent") == plan[0].get("latent")]
+                   and r["preset"] == "380m" and r.get("kernels") == plan[0].get("kernels")]
         if kernels:
             best_kernel = min(kernels, key=lambda r: r["step_s"])["attention"]
     return results
@@ -189,15 +189,15 @@ def write_report(out: Path, report: dict) -> None:
              f"status: {report['cuda_tests']['status']} {report['cuda_tests'].get('reason', '')}", ""]
     lines += [f"- {t['outcome']}: {t['name']} {t['detail']}" for t in report["cuda_tests"]["tests"]]
     lines += ["", "## Training step (three passes, DeepSpeed engine)", "",
-              ("| preset | micro | ckpt | compile | attention | latent | status | step s | bases/s | TFLOP/s "
-               "| MFU | peak GiB |"),
+              ("| preset | micro | ckpt | compile | attention | kernels | status | step s | bases/s "
+               "| TFLOP/s | MFU | peak GiB |"),
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def cell(r, key, fmt="{:.3g}"):
         return fmt.format(r[key]) if r.get(key) is not None else "-"
 
     for r in report["measurements"]:
         lines.append(f"| {r['preset']} | {r['micro']} | {r['checkpointing']} | {r.get('compile', False)} | "
-                     f"{r['attention']} | {r.get('latent', 'key_column')} | {r['status']} | "
+                     f"{r['attention']} | {r.get('kernels', 'new')} | {r['status']} | "
                      f"{cell(r, 'step_s')} | {cell(r, 'bases_per_s', '{:,.0f}')} | "
                      f"{cell(r, 'tflops')} | {cell(r, 'mfu', '{:.1%}')} | "
                      f"{cell(r, 'peak_memory_gib', '{:.1f}')} |")
@@ -222,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for gpu_report.json / gpu_report.md")
     parser.add_argument("--dry-run", action="store_true",
                         help="CPU, tiny preset, fp32: proves the script runs")
-    parser.add_argument("--kernels", choices=("both", *LATENT_KERNELS), default="both",
-                        help="latent attention: both (today's and the old masked one side by side, default), "
-                             "new, or old (every measurement with the old kernels)")
+    parser.add_argument("--kernels", choices=("both", *KERNEL_SETS), default="both",
+                        help="kernel sets (benchmarks/kernel_sets.py): both (today's and the old side by "
+                             "side, default), new, or old (every measurement with the old kernels)")
     parser.add_argument("--budget-minutes", type=float, default=8.0, help="the whole check ends within this")
     parser.add_argument("--wheelhouse", type=Path,
                         help="install missing dependencies from here first (offline)")

@@ -17,6 +17,7 @@ from megamerge.models.registry import family_of_preset
 from megamerge.parallel import initialize_model_parallel
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 from megamerge.training.arguments import build_parser
+from megamerge.training.compile import apply_compile
 from megamerge.training.distributed import init_distributed
 from megamerge.training.ds_config import resolve_ds_config
 from megamerge.training.engine import build_engine
@@ -52,11 +53,11 @@ def engine_for(spec: dict, cuda: bool):
     torch.manual_seed(0)
     cfg = model_config(args)
     model = family.model_class(cfg)
+    if spec.get("compile"):  # train.py --compile: each block on its own, merge code eager
+        apply_compile(model)
     if spec["checkpointing"]:
         apply_activation_checkpointing(model)
     built = build_engine(model, parallel, ds_config, env.device)
-    if spec.get("compile"):
-        built.engine.compile()
     return built.engine, cfg, family, env.device, "torch AdamW"
 
 
@@ -74,11 +75,12 @@ def synchronize(device) -> None:
 
 
 def measure(spec: dict) -> dict:
-    from megamerge.models.common import full_attention, local_attention
+    from benchmarks.kernel_sets import use_kernel_set
+    from megamerge.models.common import local_attention
 
     cuda = torch.cuda.is_available()
     local_attention.set_local_attention_kernel(spec["attention"])
-    full_attention.set_full_attention_kernel(spec.get("latent", "key_column"))  # "masked": the old kernels
+    use_kernel_set(spec.get("kernels", "new"))
     engine, cfg, family, device, optimizer = engine_for(spec, cuda)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 4, (spec["micro"], spec["seq_length"]), generator=generator)

@@ -73,8 +73,10 @@ def check_input_ids(input_ids: torch.Tensor) -> torch.Tensor:
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be [batch, bases], got shape {tuple(input_ids.shape)}")
     valid = input_ids != PAD
-    if bool((valid[:, 1:] & ~valid[:, :-1]).any()):
-        raise ValueError("PAD may only appear as a suffix of each row (right padding)")
-    if not bool(valid[:, 0].all()):
+    pad_inside = (valid[:, 1:] & ~valid[:, :-1]).any()
+    all_pad = ~valid[:, 0].all()
+    if bool(pad_inside | all_pad):  # one sync for both checks; the message is worked out only on failure
+        if bool(pad_inside):
+            raise ValueError("PAD may only appear as a suffix of each row (right padding)")
         raise ValueError("every row needs at least one base that is not PAD")
     return valid

@@ -98,3 +98,40 @@ def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+SYNCING_TENSOR_METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+
+
+@contextmanager
+def counted_host_syncs() -> Iterator[dict]:
+    """{(file under megamerge/, function): calls} of the Tensor methods that wait for the device
+    (`SYNCING_TENSOR_METHODS`), made while the context lives, each attributed to the innermost
+    megamerge function on the stack (a call inside DeepSpeed counts for the megamerge code that
+    called into it). Counted on the CPU by patching the methods: the code path is CUDA's."""
+    import collections
+    import traceback
+
+    import torch
+
+    package = REPO / "megamerge"
+    counts = collections.Counter()
+    originals = {name: getattr(torch.Tensor, name) for name in SYNCING_TENSOR_METHODS}
+
+    def counting(original):
+        def method(self, *args, **kwargs):
+            for frame in reversed(traceback.extract_stack()[:-1]):
+                path = Path(frame.filename).resolve()
+                if package in path.parents:
+                    counts[(str(path.relative_to(package)), frame.name)] += 1
+                    break
+            return original(self, *args, **kwargs)
+        return method
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counting(original))
+    try:
+        yield counts
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)

@@ -108,6 +108,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     add_config_flags(g)
     g.add_argument("--checkpoint-activations", action="store_true",
                    help="recompute each Transformer block in the backward pass")
+    g.add_argument("--compile", action="store_true",
+                   help="compile each Transformer block with torch.compile (regional compilation, dynamic "
+                        "shapes; the merge index code between blocks stays eager)")
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:

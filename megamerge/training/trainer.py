@@ -34,6 +34,7 @@ from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
 from megamerge.training import checkpointing, evaluation
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 from megamerge.training.batches import TrainBatches, ValidBatches
+from megamerge.training.compile import apply_compile
 from megamerge.training.distributed import (
     all_gather_counts,
     all_reduce_mean,
@@ -129,6 +130,8 @@ class Trainer:
         model = self.family.model_class(self.cfg)
         total_parameters = model.parameter_counts()["total"]
         apply_tensor_parallel(model, self.parallel.tp_group)
+        if self.args.compile:  # first: activation checkpointing then wraps the compiled forward
+            apply_compile(model)
         if self.args.checkpoint_activations:
             apply_activation_checkpointing(model)
         return model, total_parameters

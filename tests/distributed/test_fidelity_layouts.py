@@ -15,8 +15,9 @@ from tests.helpers import TINY_ARGS, describe, read_metrics, run_train, run_work
 
 pytestmark = pytest.mark.layout_equivalence
 
-EXTENSIONS = {"rotary_merge": True, "merge_selection": "global_rank", "amtm_normalization": "per_masked_base",
-              "size_proportional_attention": False, "latent_merge_schedule": "single_layer"}
+# in the config's field order, which paper_deviations follows
+EXTENSIONS = {"rotary_merge": True, "merge_selection": "global_rank", "latent_merge_schedule": "single_layer",
+              "size_proportional_attention": False, "amtm_normalization": "per_masked_base"}
 EXTENSION_FLAGS = ["--rotary-merge", "--merge-selection", "global_rank",
                    "--amtm-normalization", "per_masked_base", "--no-size-proportional-attention",
                    "--latent-merge-schedule", "single_layer"]

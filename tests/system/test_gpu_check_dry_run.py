@@ -19,8 +19,8 @@ def test_gpu_check_dry_run_writes_both_reports(tmp_path):
     runs = report["measurements"]
     assert [r["status"] for r in runs] == ["ok", "ok", "ok"], runs
     assert {r["checkpointing"] for r in runs} == {False, True}
-    # --kernels both (the default): the old masked latent attention timed beside today's
-    assert [r["latent"] for r in runs] == ["key_column", "key_column", "masked"]
+    # --kernels both (the default): the old kernels (benchmarks/kernel_sets.py) timed beside today's
+    assert [r["kernels"] for r in runs] == ["new", "new", "old"]
     for r in runs:
         assert r["step_s"] > 0 and r["bases_per_s"] > 0 and r["tflops"] > 0 and r["mfu"] is None
         assert 1.5 < r["ratios"]["bases_per_token"] < 2.5  # the tiny preset's compression on random bases

@@ -13,7 +13,7 @@ from megamerge.hf_export.inline_source import inline_modules
 from tests.unit.finetune_tasks import micro_mergedna
 from tools.export_hf import main
 
-ALLOWED_IMPORTS = {"__future__", "torch", "transformers", "math", "dataclasses"}
+ALLOWED_IMPORTS = {"__future__", "torch", "transformers", "math", "dataclasses", "struct"}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

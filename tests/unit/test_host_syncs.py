@@ -5,9 +5,7 @@ that wait for the device; the code path is the same on CUDA."""
 
 from __future__ import annotations
 
-import collections
-import traceback
-from pathlib import Path
+import json
 
 import pytest
 import torch
@@ -15,42 +13,23 @@ import torch
 from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.vocabulary import PAD, check_input_ids
-
-SYNCING = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
-PACKAGE = Path(__file__).resolve().parents[2] / "megamerge"
+from tests.helpers import counted_host_syncs, run_workers
 
 # (file, function) -> calls in one compute_losses + backward of the tiny preset (two local merges per
 # tokenizer pass, per_block latent merges), N = 1024, batch 2, one sample padded.
 REMAINING = {
-    # A merge's output width is the longest row it leaves: a data-dependent shape. One per merge
-    # step: 2 local merges x passes 1 and 3, and pass 2's 4 latent merge points.
-    ("models/mergedna/token_merging.py", "merge_step"): 8,
-    # Bipartite steps repeat until every row is at its target (about log2(L / K) of them); one check
-    # per latent merge point and step.
-    ("models/mergedna/token_merging.py", "global_merge_to"): 8,
-    # Right-padding of the input ids is checked (a clear error instead of garbage): two reductions.
-    ("vocabulary.py", "check_input_ids"): 2,
+    # Right-padding of the input ids is checked (a clear error instead of garbage): one reduction.
+    ("vocabulary.py", "check_input_ids"): 1,
+    # Bases and token targets per row, copied to the host once: every merge's output width (a
+    # data-dependent shape) is then computed there (token_merging.py, "Token counts on the host").
+    ("models/mergedna/local_encoder.py", "host_counts"): 1,
 }
 
 
 @pytest.fixture
-def counted_syncs(monkeypatch):
-    """{(file under megamerge/, function): calls} of the syncing Tensor methods while the fixture lives."""
-    counts = collections.Counter()
-
-    def counting(name, original):
-        def method(self, *args, **kwargs):
-            for frame in reversed(traceback.extract_stack()[:-1]):
-                path = Path(frame.filename).resolve()
-                if PACKAGE in path.parents:
-                    counts[(str(path.relative_to(PACKAGE)), frame.name)] += 1
-                    break
-            return original(self, *args, **kwargs)
-        return method
-
-    for name in SYNCING:
-        monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
-    return counts
+def counted_syncs():
+    with counted_host_syncs() as counts:
+        yield counts
 
 
 def test_a_step_syncs_only_where_named(counted_syncs):
@@ -65,4 +44,38 @@ def test_a_step_syncs_only_where_named(counted_syncs):
     # negative control: a sync in megamerge's code is seen and attributed to its function
     check_input_ids(ids)
     assert (counted_syncs[("vocabulary.py", "check_input_ids")]
-            == REMAINING[("vocabulary.py", "check_input_ids")] + 2)
+            == REMAINING[("vocabulary.py", "check_input_ids")] + 1)
+
+
+@pytest.mark.parametrize("options", [{"merge_selection": "global_rank"},
+                                     {"latent_merge_schedule": "single_layer", "latent_compression": 0.2}])
+def test_other_merge_rules_size_their_merges_on_the_host_too(counted_syncs, options):
+    torch.manual_seed(0)
+    model = MergeDNA(MergeDNAConfig.from_preset("tiny", **options)).train()
+    ids = MockGenome(256, seed=5).batch(torch.arange(2))
+    ids[1, 200:] = PAD
+    counted_syncs.clear()
+    model.compute_losses(ids, torch.tensor([1, 2]))["loss"].backward()
+    assert dict(counted_syncs) == REMAINING
+
+
+# A whole `Trainer.train_step` of 2 micro-steps (tests/distributed/workers/trainer_step_syncs.py):
+# compute_losses' syncs once per micro-step, and the trainer's own.
+TRAIN_STEP = {
+    "vocabulary.py:check_input_ids": 2,
+    "models/mergedna/local_encoder.py:host_counts": 2,
+    # Once per optimizer step, not per micro-step: DeepSpeed's finiteness check of the gradient norm
+    # (2, deepspeed/runtime/utils.py is_invalid_grad_norm), torch AdamW's step counter (1, CPU only:
+    # CUDA's fused AdamW keeps it on the device), the step's logged means to the host in one copy
+    # (1) and the gradient norm for the log line (1).
+    "training/trainer.py:train_step": 5,
+    # --mock-data draws each batch from CPU tensors on the host: no device involved.
+    "data/mock_data.py:<listcomp>": 4,
+}
+
+
+@pytest.mark.slow  # a DeepSpeed engine in a subprocess: ~20 s
+def test_a_trainer_step_syncs_only_where_named(tmp_path):
+    out = tmp_path / "syncs.json"
+    run_workers("tests.distributed.workers.trainer_step_syncs", 1, out)
+    assert json.loads(out.read_text()) == TRAIN_STEP

@@ -1,5 +1,8 @@
 """Invariants of the learned tokenizer's merges and of global ToMe."""
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 from megamerge.models import MergeDNA, MergeDNAConfig
@@ -133,3 +136,45 @@ def test_per_block_schedule_lands_on_k_and_never_halves_more_than_once_a_step():
         current = after
     removed = torch.stack(removed, 1)  # [B, steps]
     assert bool((removed.max(1).values - removed.min(1).values <= 1).all())
+
+
+def test_host_token_counts_equal_the_device_lengths_after_every_merge():
+    """token_merging.py sizes a merge from counts on the host (no device sync): the capacity
+    formulas must give exactly what the device merges, on the edge cases too (one-token rows, a
+    lone last token at a window start, r above the capacity, several bipartite rounds)."""
+    g = torch.Generator().manual_seed(7)
+    for window in (2, 4, 16):
+        for trial in range(25):
+            B, L = 4, int(torch.randint(1, 70, (1,), generator=g))
+            counts = [int(c) for c in torch.randint(1, L + 1, (B,), generator=g)]
+            valid = torch.arange(L)[None] < torch.tensor(counts)[:, None]
+            state = TokenState.from_bases(torch.randn(B, L, 8, generator=g), valid, tuple(counts))
+            r = tuple(int(x) for x in torch.randint(0, L + 2, (B,), generator=g))
+            for per_window in (True, False):
+                grouping = torch.randn(B, L, 4, generator=g)
+                new, _ = local_window_merge(state, grouping, torch.tensor(r), window, 0.1,
+                                            per_window=per_window, host_r=r)
+                assert list(new.counts) == new.lengths.tolist(), (window, counts, r)
+            target = tuple(int(x) for x in torch.randint(1, L + 1, (B,), generator=g))
+            merged, _ = global_merge_to(state, torch.tensor(target), host_target=target)
+            device_only, _ = global_merge_to(replace(state, counts=None), torch.tensor(target))
+            assert list(merged.counts) == merged.lengths.tolist() == device_only.lengths.tolist(), (
+                counts, target)
+            assert merged.x.shape == device_only.x.shape and torch.equal(merged.x, device_only.x)
+
+
+def test_wrong_host_counts_are_caught_on_the_device():
+    valid = torch.ones(1, 16, dtype=torch.bool)
+    state = TokenState.from_bases(torch.randn(1, 16, 4), valid, (3,))  # the device has 16 tokens
+    with pytest.raises(RuntimeError, match="host token counts disagree with the device"):
+        local_window_merge(state, torch.randn(1, 16, 4), torch.tensor([1]), 16, 0.1, host_r=(1,))
+
+
+@pytest.mark.parametrize("compression", [0.5, 0.3, 0.37, 0.123456789])
+def test_latent_token_count_on_the_host_matches_the_device_float32(compression):
+    from megamerge.models.mergedna.objective import latent_token_count
+
+    schedule = "per_block" if compression >= 0.3 else "single_layer"
+    cfg = MergeDNAConfig(latent_compression=compression, latent_merge_schedule=schedule)
+    lengths = torch.arange(1, 5000)
+    assert latent_token_count(cfg, lengths).tolist() == [latent_token_count(cfg, n) for n in range(1, 5000)]

@@ -20,11 +20,7 @@ from megamerge.models.common.norm import RMSNorm
 from megamerge.models.common.rope import rope_angles
 from megamerge.models.mergedna import objective
 from megamerge.models.mergedna.config import MergeDNAConfig
-from megamerge.models.mergedna.token_merging import TokenState
-
-# Derived from the positions and the map, so recomputed rather than sent between pipeline stages
-# (megamerge/parallel/carry.py skips fields so marked).
-NOT_CARRIED = {"carried": False}
+from megamerge.models.mergedna.token_merging import NOT_CARRIED, TokenState
 
 
 @dataclass
@@ -36,22 +32,26 @@ class LatentPass:
     latent_map: torch.Tensor | None = None  # [B, L] -> [0, T): pass 2's merges so far, composed
     # RoPE (cos, sin [B, T, 1, hd/2]) and the size-proportional key bias [B, T] at the current tokens,
     # computed at the first block after the pass starts or merges, and shared by the blocks up to the
-    # next merge
+    # next merge (derived from the positions and the map, so recomputed rather than sent between
+    # pipeline stages)
     rope_cos: torch.Tensor | None = field(default=None, metadata=NOT_CARRIED)
     rope_sin: torch.Tensor | None = field(default=None, metadata=NOT_CARRIED)
     key_bias: torch.Tensor | None = field(default=None, metadata=NOT_CARRIED)
+    # token_valid's row sums, on the host (token_merging.py: "Token counts on the host")
+    token_counts: tuple[int, ...] | None = field(default=None, metadata=NOT_CARRIED)
 
     @classmethod
     def start(cls, state: TokenState) -> LatentPass:
-        return cls(state, state.valid)
+        return cls(state, state.valid, token_counts=state.counts)
 
 
 def merge_if_due(cfg: MergeDNAConfig, p: LatentPass, point: int, merge_points: tuple[int, ...]) -> LatentPass:
     """Pass 2's global merge when `point` is one of its `merge_points` (passes 1 and 3 have none)."""
     if point not in merge_points:
         return p
-    state, latent_map = objective.merge_latent(cfg, p.state, p.latent_map, p.token_valid, point)
-    return LatentPass(state, p.token_valid, latent_map)
+    state, latent_map = objective.merge_latent(cfg, p.state, p.latent_map, p.token_valid, point,
+                                               p.token_counts)
+    return LatentPass(state, p.token_valid, latent_map, token_counts=p.token_counts)
 
 
 def latent_block_step(cfg: MergeDNAConfig, block: nn.Module, p: LatentPass, index: int,

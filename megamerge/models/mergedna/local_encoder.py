@@ -15,6 +15,32 @@ from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.token_merging import TokenState, local_window_merge
 from megamerge.vocabulary import PAD, VOCAB_SIZE
 
+# (bases per row, token targets per row) as Python ints: what LocalEncoder.forward needs to size
+# every merge on the host (models/mergedna/model.py: host_counts).
+HostCounts = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+_merge_widths = "host"  # "device": each merge reads its width from the device (benchmarks' old kernels)
+
+
+def set_merge_widths(where: str) -> None:
+    """Where merges take their output widths from: "host" (host_counts, the default) or "device"
+    (a sync per merge, as before issue 27; benchmarks/kernel_sets.py times both)."""
+    global _merge_widths
+    if where not in ("host", "device"):
+        raise ValueError(f"merge widths come from 'host' or 'device', not {where!r}")
+    _merge_widths = where
+
+
+def host_counts(base_valid: torch.Tensor, target_tokens: torch.Tensor) -> HostCounts | None:
+    """base_valid [B, N] and target_tokens [B] to the host in one copy: the step's one sync for
+    token counts (every merge width after it is computed on the host). None with
+    set_merge_widths("device")."""
+    if _merge_widths == "device":
+        return None
+    bases, targets = torch.stack([base_valid.sum(1), target_tokens]).tolist()
+    return tuple(bases), tuple(targets)
+
 
 class TokenMerger(nn.Module):
     """Scores adjacent pairs with its own small grouping embedding and merges the best r_b."""
@@ -28,10 +54,11 @@ class TokenMerger(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.grouping = nn.Linear(cfg.dim, cfg.grouping_dim, bias=False)
 
-    def forward(self, state: TokenState, r: torch.Tensor) -> TokenState:
+    def forward(self, state: TokenState, r: torch.Tensor,
+                host_r: tuple[int, ...] | None = None) -> TokenState:
         grouping = self.grouping(self.norm(state.x))  # [B, L, G]
         return local_window_merge(state, grouping, r, self.window, self.temperature, self.rotary_theta,
-                                  self.per_window)[0]
+                                  self.per_window, host_r)[0]
 
 
 class LocalEncoder(nn.Module):
@@ -46,9 +73,12 @@ class LocalEncoder(nn.Module):
         )
         self.mergers = nn.ModuleList(TokenMerger(cfg) for _ in range(cfg.local_encoder_layers))
 
-    def forward(self, input_ids: torch.Tensor, target_tokens: torch.Tensor) -> TokenState:
-        """input_ids [B, N] (PAD only as a suffix), target_tokens [B] -> TokenState with L tokens."""
-        state = TokenState.from_bases(self.embed(input_ids), input_ids != PAD)
+    def forward(self, input_ids: torch.Tensor, target_tokens: torch.Tensor,
+                host_counts: HostCounts | None = None) -> TokenState:
+        """input_ids [B, N] (PAD only as a suffix), target_tokens [B] -> TokenState with L tokens.
+        With `host_counts` (the same numbers on the host) no merge reads its width from the device."""
+        base_counts, host_targets = host_counts if host_counts is not None else (None, None)
+        state = TokenState.from_bases(self.embed(input_ids), input_ids != PAD, base_counts)
         n_layers = len(self.blocks)
         for i, (block, merger) in enumerate(zip(self.blocks, self.mergers)):
             rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
@@ -57,5 +87,9 @@ class LocalEncoder(nn.Module):
             # lands exactly on the target).
             remaining = (state.lengths - target_tokens).clamp(min=0)
             r = -(-remaining // (n_layers - i))
-            state = merger(state, r)
+            host_r = None
+            if state.counts is not None:
+                host_r = tuple(-(-max(c - t, 0) // (n_layers - i))
+                               for c, t in zip(state.counts, host_targets))
+            state = merger(state, r, host_r)
         return state

@@ -30,7 +30,7 @@ from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.latent_decoder import LatentDecoder
 from megamerge.models.mergedna.latent_encoder import LatentEncoder
 from megamerge.models.mergedna.local_decoder import LocalDecoder
-from megamerge.models.mergedna.local_encoder import LocalEncoder
+from megamerge.models.mergedna.local_encoder import HostCounts, LocalEncoder, host_counts
 from megamerge.models.mergedna.token_merging import TokenState
 from megamerge.vocabulary import check_input_ids
 
@@ -71,6 +71,12 @@ class MergeDNA(nn.Module):
         sample in training, fixed in eval."""
         return objective.token_targets(self.cfg, base_lengths, seeds, self.training)
 
+    def tokenize(self, input_ids: torch.Tensor, base_valid: torch.Tensor, targets: torch.Tensor,
+                 counts: HostCounts | None = None) -> TokenState:
+        """The Local Encoder on input_ids [B, N] to targets [B] tokens, its merges sized on the host
+        (`counts`: local_encoder.host_counts, taken here when not given)."""
+        return self.local_encoder(input_ids, targets, counts or host_counts(base_valid, targets))
+
     def decode(self, tokens: TokenState, base_valid: torch.Tensor) -> torch.Tensor:
         """Latent Decoder + Local Decoder: token states at L -> base logits [B, N, 4]."""
         decoded = self.latent_decoder(tokens)
@@ -79,7 +85,7 @@ class MergeDNA(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The MTR pass: reconstruct logits [B, N, 4] for every base."""
         base_valid = check_input_ids(input_ids)
-        tokens = self.local_encoder(input_ids, self.token_targets(base_valid.sum(1)))
+        tokens = self.tokenize(input_ids, base_valid, self.token_targets(base_valid.sum(1)))
         latent, _ = self.latent_encoder(tokens)
         return self.decode(latent, base_valid)
 
@@ -87,7 +93,7 @@ class MergeDNA(nn.Module):
         """Latent-encoder states for downstream use: (hidden [B, L, D], assign [B, N] base ->
         token, token_mask [B, L]). Uses the fixed eval compression when the model is in eval."""
         base_valid = check_input_ids(input_ids)
-        tokens = self.local_encoder(input_ids, self.token_targets(base_valid.sum(1)))
+        tokens = self.tokenize(input_ids, base_valid, self.token_targets(base_valid.sum(1)))
         latent, _ = self.latent_encoder(tokens)
         return latent.x, latent.assign, latent.valid
 
@@ -101,9 +107,10 @@ class MergeDNA(nn.Module):
         cfg = self.cfg
         base_valid = check_input_ids(input_ids)
         token_targets = self.token_targets(base_valid.sum(1), seeds)
+        counts = host_counts(base_valid, token_targets)  # passes 1 and 3 merge alike
 
         # Pass 1 - MTR.
-        tokens = self.local_encoder(input_ids, token_targets)  # [B, L, D]
+        tokens = self.tokenize(input_ids, base_valid, token_targets, counts)  # [B, L, D]
         latent, _ = self.latent_encoder(tokens)
         logits = self.decode(latent, base_valid)  # [B, N, 4]
 
@@ -115,7 +122,8 @@ class MergeDNA(nn.Module):
 
         # Pass 3 - AMTM, masks drawn from pass 2's latent groups.
         base_mask = objective.amtm_base_mask(cfg, frozen, latent_map, base_valid, seeds)  # [B, N]
-        masked_tokens = self.local_encoder(objective.mask_bases(input_ids, base_mask), token_targets)
+        masked_ids = objective.mask_bases(input_ids, base_mask)
+        masked_tokens = self.tokenize(masked_ids, base_valid, token_targets, counts)
         masked_latent, _ = self.latent_encoder(masked_tokens)
         masked_logits = self.decode(masked_latent, base_valid)
 

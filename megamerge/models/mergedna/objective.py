@@ -16,6 +16,9 @@ L = MTR + latent_mtr_weight * latent MTR + AMTM (+ tm_weight * TM when tm_weight
 
 from __future__ import annotations
 
+import math
+import struct
+
 import torch
 
 from megamerge.models.common.keyed_random import STREAM_AMTM, STREAM_COMPRESSION, normal, uniform
@@ -51,25 +54,44 @@ def token_targets(cfg: MergeDNAConfig, base_lengths: torch.Tensor, seeds: torch.
     return target.clamp(min=1).long()
 
 
-def latent_token_count(cfg: MergeDNAConfig, token_lengths: torch.Tensor) -> torch.Tensor:
-    """K_b [B] long: the latent tokens pass 2 merges each sample's token_lengths [B] (L_b) down to."""
+def _float32(value: float) -> float:
+    """`value` rounded to float32. A product of two float32 values is exact in a Python float (48
+    significant bits), so rounding it once gives float32 multiplication, bit for bit."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def latent_token_count(cfg: MergeDNAConfig, token_lengths: torch.Tensor | int) -> torch.Tensor | int:
+    """K_b [B] long: the latent tokens pass 2 merges each sample's token_lengths [B] (L_b) down to;
+    for one row's L_b as an int (counts on the host), the same float32 arithmetic."""
+    if isinstance(token_lengths, int):
+        return max(1, math.ceil(_float32(_float32(cfg.latent_compression) * token_lengths)))
     return (cfg.latent_compression * token_lengths.float()).ceil().clamp(min=1).long()
 
 
 def merge_latent(cfg: MergeDNAConfig, tokens: TokenState, latent_map: torch.Tensor | None,
-                 token_valid: torch.Tensor, point: int) -> tuple[TokenState, torch.Tensor]:
+                 token_valid: torch.Tensor, point: int,
+                 token_counts: tuple[int, ...] | None = None) -> tuple[TokenState, torch.Tensor]:
     """Pass 2's global merge (ToMe, no window) at latent merge point `point` (one of
     cfg.latent_merge_points) of its current tokens [B, T, D] (T = L before the first merge), whose
     map from the frozen tokens token_valid [B, L] is latent_map [B, L] -> [0, T) (None before the
     first merge). Returns (merged [B, T', D], the composed map [B, L] -> [0, T')); after the last
     point T' = K_b per sample. per_block: this point's share (token_merging.per_block_length);
-    single_layer: the whole way to K_b in one burst."""
+    single_layer: the whole way to K_b in one burst. `token_counts`: token_valid's row sums on
+    the host (with tokens.counts), so that the merge's widths are computed there."""
     start = token_valid.sum(1)  # [B] L_b
     target = latent_token_count(cfg, start)  # [B] K_b
     points = cfg.latent_merge_points
-    if cfg.latent_merge_schedule == "per_block":
-        target = per_block_length(start, target, tokens.lengths, points.index(point), len(points))
-    merged, step_map = global_merge_to(tokens, target, cfg.merge_theta)
+    step, steps = points.index(point), len(points)
+    per_block = cfg.latent_merge_schedule == "per_block"
+    if per_block:
+        target = per_block_length(start, target, tokens.lengths, step, steps)
+    host_target = None
+    if token_counts is not None and tokens.counts is not None:
+        host_target = tuple(latent_token_count(cfg, n) for n in token_counts)
+        if per_block:
+            host_target = tuple(per_block_length(n, k, c, step, steps)
+                                for n, k, c in zip(token_counts, host_target, tokens.counts))
+    merged, step_map = global_merge_to(tokens, target, cfg.merge_theta, host_target)
     return merged, step_map if latent_map is None else step_map.gather(1, latent_map)
 
 

@@ -41,6 +41,7 @@ from megamerge.models.common.batch import Batch
 from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.latent_decoder import latent_decoder_step
 from megamerge.models.mergedna.latent_encoder import LatentPass, latent_block_step, merge_if_due
+from megamerge.models.mergedna.local_encoder import host_counts
 from megamerge.models.mergedna.model import MergeDNA
 from megamerge.models.mergedna.objective import (
     amtm_base_mask,
@@ -59,6 +60,7 @@ from megamerge.models.mergedna.pipeline_layers import (
     latent_merge_layer_indices,
     pipeline_layers,
 )
+from megamerge.models.mergedna.token_merging import TokenState
 from megamerge.parallel import carry
 from megamerge.parallel.pipeline import PipelineDriver
 from megamerge.vocabulary import check_input_ids
@@ -107,20 +109,29 @@ class _PipeLayer(nn.Module):
 class LocalEncoderPipe(_PipeLayer):
     """Stage 0's layer: the tokenizer on the input (pass 1) and on the AMTM-masked input (pass 3)."""
 
-    def _token_targets(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        return token_targets(self.cfg, check_input_ids(input_ids).sum(1), seeds, self.training)
+    def _tokenize(self, input_ids: torch.Tensor, seeds: torch.Tensor,
+                  base_mask: torch.Tensor | None = None) -> tuple[TokenState, TokenState | None]:
+        """Pass 1's tokens, and pass 3's on the input with base_mask's bases masked (if given):
+        merged to the same per-sample targets, sized on the host as MergeDNA.compute_losses does
+        (the later stages, which receive the tokens through a carry, read merge widths from the
+        device)."""
+        base_valid = check_input_ids(input_ids)
+        targets = token_targets(self.cfg, base_valid.sum(1), seeds, self.training)
+        counts = host_counts(base_valid, targets)
+        tokens = self.local_encoder(input_ids, targets, counts)
+        if base_mask is None:
+            return tokens, None
+        return tokens, self.local_encoder(mask_bases(input_ids, base_mask), targets, counts)
 
     def forward(self, inputs: tuple) -> tuple:
         b = carry.from_tuple(StageInputs, inputs)
-        targets = self._token_targets(b.input_ids, b.seeds)
-        tokens = self.local_encoder(b.input_ids, targets)
-        masked = self.local_encoder(mask_bases(b.input_ids, b.base_mask), targets)
+        tokens, masked = self._tokenize(b.input_ids, b.seeds, b.base_mask)
         return carry.to_tuple(Carry(b.input_ids, b.base_mask, b.base_weights, LatentPass.start(tokens),
                                     LatentPass.start(masked)))
 
     @torch.no_grad()
     def preview(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> LatentPass:
-        return LatentPass.start(self.local_encoder(input_ids, self._token_targets(input_ids, seeds)))
+        return LatentPass.start(self._tokenize(input_ids, seeds)[0])
 
 
 class LatentEncoderBlockPipe(_PipeLayer):

@@ -30,12 +30,20 @@ plain average).
 * `global_merge_to`: ToMe's bipartite matching without a window, repeated until K tokens remain
   (latent MTR). Tokens stay in base order; groups need not be contiguous. `per_block_length`
   spreads the merges to K over several such steps (the paper's merge after every latent block).
+
+Token counts on the host. A merge's output width is the longest row it leaves, a data-dependent
+shape, and reading it from the device stalls a GPU until the queue drains. How many tokens each
+row keeps is exact arithmetic on the counts before the merge (`window_merge_capacity`,
+`bipartite_merge_capacity`: every valid token is a prefix of its row), so a `TokenState` can carry
+its rows' counts as Python ints (`counts`), and a merge given them computes its width on the host
+and only checks it on the device (`torch._assert_async`, which does not wait). Without counts (a
+pipeline stage that received the state from another) the merge asks the device, as before.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +51,8 @@ import torch.nn.functional as F
 from megamerge.models.common.rope import rotate_hidden
 
 _SCORE_FLOOR = -3.0  # below any cosine similarity; stands in for "cannot merge" without inf arithmetic
+# Host-side state that megamerge/parallel/carry.py does not send between pipeline stages.
+NOT_CARRIED = {"carried": False}
 
 
 @dataclass
@@ -52,6 +62,7 @@ class TokenState:
     sizes: torch.Tensor  # [B, L] float, bases covered (0 for padding)
     valid: torch.Tensor  # [B, L] bool, a prefix of each row
     assign: torch.Tensor  # [B, N] long, base -> token index
+    counts: tuple[int, ...] | None = field(default=None, metadata=NOT_CARRIED)  # lengths, known on the host
 
     @property
     def lengths(self) -> torch.Tensor:  # [B]
@@ -61,7 +72,9 @@ class TokenState:
         return replace(self, x=self.x.detach())
 
     @classmethod
-    def from_bases(cls, x: torch.Tensor, base_valid: torch.Tensor) -> TokenState:
+    def from_bases(cls, x: torch.Tensor, base_valid: torch.Tensor,
+                   base_counts: tuple[int, ...] | None = None) -> TokenState:
+        """`base_counts`: base_valid's row sums, when the caller has them on the host."""
         B, N = base_valid.shape
         idx = torch.arange(N, device=x.device)
         return cls(
@@ -70,7 +83,32 @@ class TokenState:
             sizes=base_valid.float(),
             valid=base_valid,
             assign=idx.expand(B, N),
+            counts=base_counts,
         )
+
+
+def window_merge_capacity(count: int, window: int) -> int:
+    """How many even slots of a row with `count` valid tokens can merge in `local_window_merge`:
+    every even slot e < count that has a valid neighbour in its window (e + 1, or e - 1 unless e
+    starts a window)."""
+    last_alone = count % 2 == 1 and (count - 1) % window == 0
+    return (count + 1) // 2 - int(last_alone)
+
+
+def bipartite_merge_capacity(count: int) -> int:
+    """How many even slots of a row with `count` valid tokens can merge in `global_bipartite_merge`."""
+    return (count + 1) // 2 if count >= 2 else 0
+
+
+def _output_width(new_lengths: torch.Tensor, new_counts: tuple[int, ...] | None) -> int:
+    """The merge's output width: from the host counts when known (checked on the device without
+    waiting), else read from the device (a sync)."""
+    if new_counts is None:
+        return max(int(new_lengths.max()), 1)
+    width = max(max(new_counts), 1)
+    torch._assert_async(new_lengths.max() <= width,
+                        "token_merging: host token counts disagree with the device")
+    return width
 
 
 def _rank_desc(score: torch.Tensor) -> torch.Tensor:
@@ -120,12 +158,13 @@ def merge_step(
     removed: torch.Tensor,  # [B, L] bool: the hard decision
     gate: torch.Tensor,  # [B, L] float, == removed in value, may carry a straight-through gradient
     rotary_theta: float | None = None,
+    new_counts: tuple[int, ...] | None = None,  # each row's tokens after the step, when known on the host
 ) -> tuple[TokenState, torch.Tensor]:
     """Apply one merge step; returns the new state and token_map [B, L] (old token -> new)."""
     B, _, D = state.x.shape  # [B, L, D]
     keep = ~removed
     new_lengths = state.lengths - removed.sum(1)
-    width = max(int(new_lengths.max()), 1)
+    width = _output_width(new_lengths, new_counts)
     # Padding tokens (size 0) are clamped onto the last slot; they add nothing to any sum.
     new_index = (keep.long().cumsum(1) - 1).clamp(0, width - 1)
     partner_new = new_index.gather(1, partner)
@@ -153,6 +192,7 @@ def merge_step(
         sizes=sizes_new,
         valid=torch.arange(width, device=x.device) < new_lengths[:, None],
         assign=token_map.gather(1, state.assign),
+        counts=new_counts,
     )
     return new_state, token_map
 
@@ -165,9 +205,11 @@ def local_window_merge(
     temperature: float,
     rotary_theta: float | None = None,
     per_window: bool = True,
+    host_r: tuple[int, ...] | None = None,  # r on the host, with state.counts
 ) -> tuple[TokenState, torch.Tensor]:
     """Merge r[b] adjacent pairs of each sample, top r_l per window (per_window, paper Eq. 5) or
-    the r[b] best across the sequence (per_window=False, megamerge's global rank)."""
+    the r[b] best across the sequence (per_window=False, megamerge's global rank): min(r[b], the
+    row's capacity) pairs either way."""
     B, L = state.valid.shape
     dev = grouping.device
     g = F.normalize(grouping.float(), dim=-1)
@@ -204,13 +246,19 @@ def local_window_merge(
     partner = idx.expand(B, L).clone()
     partner[:, evens] = partner_even
     gate = gate_even.new_zeros(B, L).index_copy(1, evens, gate_even)
-    return merge_step(state, partner, removed, gate, rotary_theta)
+    new_counts = None
+    if state.counts is not None and host_r is not None:
+        new_counts = tuple(c - min(r_b, window_merge_capacity(c, window))
+                           for c, r_b in zip(state.counts, host_r))
+    return merge_step(state, partner, removed, gate, rotary_theta, new_counts)
 
 
 def global_bipartite_merge(
-    state: TokenState, r: torch.Tensor, rotary_theta: float | None = None
+    state: TokenState, r: torch.Tensor, rotary_theta: float | None = None,
+    host_r: tuple[int, ...] | None = None,
 ) -> tuple[TokenState, torch.Tensor]:
-    """One ToMe step without a window: even slots merge into their most similar odd slot."""
+    """One ToMe step without a window: even slots merge into their most similar odd slot
+    (min(r[b], the row's capacity) of them; `host_r`: r on the host, with state.counts)."""
     B, L = state.valid.shape
     dev = state.x.device
     if L < 2:
@@ -229,43 +277,52 @@ def global_bipartite_merge(
     removed[:, a_idx] = chosen
     partner = idx.expand(B, L).clone()
     partner[:, a_idx] = torch.where(can_merge, b_idx[best], a_idx)
-    return merge_step(state, partner, removed, removed.float(), rotary_theta)
+    new_counts = None
+    if state.counts is not None and host_r is not None:
+        new_counts = tuple(c - min(r_b, bipartite_merge_capacity(c)) for c, r_b in zip(state.counts, host_r))
+    return merge_step(state, partner, removed, removed.float(), rotary_theta, new_counts)
 
 
 def global_merge_to(
-    state: TokenState, target: torch.Tensor, rotary_theta: float | None = None
+    state: TokenState, target: torch.Tensor, rotary_theta: float | None = None,
+    host_target: tuple[int, ...] | None = None,
 ) -> tuple[TokenState, torch.Tensor]:
     """Repeat bipartite steps until each sample has at most target[b] tokens (about
-    log2(L / K) steps). Returns the merged state and the composed map [B, L] -> [0, K)."""
+    log2(L / K) steps). Returns the merged state and the composed map [B, L] -> [0, K).
+    With state.counts and `host_target` (target on the host) the loop is steered on the host."""
     B, L = state.valid.shape
     token_map = torch.arange(L, device=state.x.device).expand(B, L)
+    on_host = state.counts is not None and host_target is not None
     for _ in range(max(1, math.ceil(math.log2(max(L, 2)))) + 1):
         excess = (state.lengths - target).clamp(min=0)
-        if not bool(excess.any()):
+        host_excess = tuple(max(c - t, 0) for c, t in zip(state.counts, host_target)) if on_host else None
+        if not (any(host_excess) if on_host else bool(excess.any())):
             break
-        before = state.lengths
-        state, step_map = global_bipartite_merge(state, excess, rotary_theta)
+        before = state.counts if on_host else state.lengths
+        state, step_map = global_bipartite_merge(state, excess, rotary_theta, host_excess)
         token_map = step_map.gather(1, token_map)
-        if torch.equal(before, state.lengths):
+        if before == state.counts if on_host else torch.equal(before, state.lengths):
             break  # nothing left that can merge (single-token rows)
     return state, token_map
 
 
 def per_block_length(
-    start: torch.Tensor,  # [B] long, L_b: tokens before the first step
-    final: torch.Tensor,  # [B] long, K_b: tokens after the last step
-    current: torch.Tensor,  # [B] long, tokens now (before step `step`)
+    start: torch.Tensor | int,  # [B] long, L_b: tokens before the first step (or one row's, on the host)
+    final: torch.Tensor | int,  # [B] long, K_b: tokens after the last step
+    current: torch.Tensor | int,  # [B] long, tokens now (before step `step`)
     step: int,
     steps: int,
-) -> torch.Tensor:  # [B] long
+) -> torch.Tensor | int:  # [B] long
     """Tokens each sample keeps after merge step `step` of `steps`: ToMe's even share (a constant
     r per block, here (L_b - K_b) / steps, cumulative and rounded), kept within what one bipartite
     step can do (at most half the tokens leave: >= ceil(current / 2)) and what the remaining steps
     can still undo (<= K_b * 2^(steps - 1 - step), so the last step lands on K_b exactly whenever
     K_b >= L_b / 2^steps)."""
-    share = start - torch.div((start - final) * (step + 1), steps, rounding_mode="floor")
-    at_most_half = current - torch.div(current, 2, rounding_mode="floor")
+    share = start - (start - final) * (step + 1) // steps
+    at_most_half = current - current // 2
     reachable = final * 2 ** (steps - 1 - step)
+    if isinstance(start, int):  # the same counts on the host (token counts as Python ints)
+        return min(max(share, at_most_half), reachable)
     return torch.minimum(torch.maximum(share, at_most_half), reachable)
 
 

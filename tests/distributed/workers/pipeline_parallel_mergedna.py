@@ -84,7 +84,7 @@ def worker(out_path: Path, tp: int, pp: int, overrides: dict | None = None,
         ref_opt.zero_grad(set_to_none=True)
         sums = {k: 0.0 for k in ("loss", "mtr", "latent_mtr", "amtm")}
         for batch in batches:
-            o = ref.compute_losses(*batch)
+            o = ref.compute_losses(batch.input_ids, batch.seeds, batch.base_weights)
             (o["loss"] / ACCUM).backward()
             for k in sums:
                 sums[k] += float(o[k]) / ACCUM
