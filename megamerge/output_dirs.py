@@ -1,7 +1,10 @@
-"""Output directories built whole beside their final place and renamed in, never written over.
+"""Output directories (and single output files) built whole beside their final place and renamed in,
+never written over.
 
     check_output_dir(out, inputs, overwrite, is_own_output, tool)  # before anything is read or built
     with built_then_published(out) as work: ...                     # write into `work`; swapped in at the end
+    check_output_file(out, inputs, overwrite, is_own_output, tool, flag)  # the same rules for one file
+    with written_then_renamed(out) as partial: ...                  # write `partial`; renamed in at the end
 
 An output may not be, contain or lie inside an input (publishing replaces it as a whole, so an
 overlap would delete the input). An existing non-empty output is replaced only with --overwrite,
@@ -37,15 +40,18 @@ def overlap(out: Path, inputs: list[Path]) -> tuple[str, Path] | None:
     return None
 
 
+def refuse_overlap(out: Path, inputs: list[Path], flag: str, what: str) -> None:
+    found = overlap(out, inputs)
+    if found is not None:
+        relation, given = found
+        raise OutputDirError(f"{flag} {out} {relation} the input {given}; give {what} outside every input")
+
+
 def check_output_dir(out: Path, inputs: list[Path], overwrite: bool, is_own_output: Callable[[Path], bool],
                      tool: str) -> None:
     """Refuse `out` when it overlaps an input, is a file, or is a non-empty directory that is not
     `tool`'s own earlier output (`is_own_output`) to be replaced with --overwrite."""
-    found = overlap(out, inputs)
-    if found is not None:
-        relation, given = found
-        raise OutputDirError(f"--out {out} {relation} the input {given}; give an output directory outside "
-                             "every input")
+    refuse_overlap(out, inputs, "--out", "an output directory")
     if not out.exists():
         return
     if not out.is_dir():
@@ -89,3 +95,37 @@ def swap_in(work: Path, out: Path) -> None:
         out.rename(replaced)
     work.rename(out)
     shutil.rmtree(replaced, ignore_errors=True)
+
+
+def check_output_file(out: Path, inputs: list[Path], overwrite: bool, is_own_output: Callable[[Path], bool],
+                      tool: str, flag: str) -> None:
+    """check_output_dir's rules for one file given as `flag`: refuse an input, a directory, or an
+    existing file unless --overwrite and it is `tool`'s own earlier output (`is_own_output`)."""
+    refuse_overlap(out, inputs, flag, "an output file")
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise OutputDirError(f"{flag} {out}: exists and is a directory")
+    own = is_own_output(out)
+    if not overwrite:
+        way_out = f", or pass --overwrite to replace this earlier output of {tool}" if own else ""
+        raise OutputDirError(f"{flag} {out}: exists; choose a new path{way_out}")
+    if not own:
+        raise OutputDirError(f"{flag} {out}: not an earlier output of {tool}; --overwrite only replaces what "
+                             f"{tool} wrote: choose another {flag}")
+
+
+@contextmanager
+def written_then_renamed(out: Path) -> Iterator[Path]:
+    """A hidden path beside `out` to write; renamed to `out` on success (replacing an earlier one in one
+    step), removed on any failure, so `out` is never half-written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    partial.unlink(missing_ok=True)
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, out)

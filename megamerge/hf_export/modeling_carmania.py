@@ -42,6 +42,9 @@ class CarmaniaForCausalLM(PreTrainedModel, GenerationMixin):
     def _rope(self, pos: torch.Tensor, batch: int):
         return Carmania._rope(self, pos, batch)
 
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return Carmania.hidden_states(self, input_ids)
+
     def new_cache(self) -> SlidingWindowKVCache:
         return Carmania.new_cache(self)
 

@@ -69,13 +69,17 @@ class Carmania(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [B, N] (right-padded) -> next-base logits [B, N, 4]: position t predicts base t+1."""
+        return self.output(self.hidden_states(input_ids))
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The normalised per-base states [B, N, D] that the head reads (state t has seen bases <= t)."""
         valid = check_input_ids(input_ids)
         B, N = input_ids.shape
         rope = self._rope(torch.arange(N, device=input_ids.device), B)
         h = self.tok_embeddings(input_ids)  # [B, N, D]
         for layer in self.layers:
             h = layer(h, rope, valid)
-        return self.output(self.norm(h))
+        return self.norm(h)
 
     def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None,
                        base_weights: torch.Tensor | None = None) -> dict:
