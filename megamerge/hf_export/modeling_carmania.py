@@ -45,6 +45,9 @@ class CarmaniaForCausalLM(PreTrainedModel, GenerationMixin):
     def new_cache(self) -> SlidingWindowKVCache:
         return Carmania.new_cache(self)
 
+    def hidden_states(self, input_ids: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        return Carmania.hidden_states(self, input_ids, layer)
+
     def vocabulary_logits(self, base_logits: torch.Tensor) -> torch.Tensor:
         """[B, T, 4] over A C G T -> [B, T, vocabulary]: N, PAD and MASK are never predicted."""
         never = base_logits.new_full((*base_logits.shape[:-1], VOCAB_SIZE - NUM_BASE_CLASSES), float("-inf"))
