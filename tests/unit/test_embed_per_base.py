@@ -262,3 +262,18 @@ def test_growing_arrays_stream_in_whole_chunks(tmp_path):
     array = zarr.open_group(str(tmp_path / "g.zarr"), mode="r")["per_base"]
     assert array.chunks == (1024, 1024) and array.metadata.dimension_names == ("base", "dim")
     np.testing.assert_array_equal(array[:], data)
+
+
+def test_local_decoder_states_need_the_decoders(models, tmp_path, capsys):
+    from megamerge.portable import read_portable_config, write_portable_state
+
+    config = read_portable_config(models["mergedna"])
+    encoder_only = write_portable_state(load_portable(models["mergedna"]).state_dict(), "mergedna",
+                                        config["model_config"], tmp_path / "encoder_only", encoder_only=True)
+    fasta = tmp_path / "in.fa"
+    fasta.write_text(">s\nACGTACGTAC\n")
+    flags = ["--model", str(encoder_only), "--input", str(fasta), "--no-progress", "--per-base"]
+    assert main([*flags, "local-decoder", "--out", str(tmp_path / "d.zarr")]) == 2
+    assert "has no decoders; use --per-base unmerge" in capsys.readouterr().err
+    assert main([*flags, "unmerge", "--out", str(tmp_path / "u.zarr")]) == 0
+    assert not (tmp_path / "d.zarr").exists() and (tmp_path / "u.zarr").exists()
