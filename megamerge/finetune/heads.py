@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from megamerge.models.common.rope import rope_angles
+from megamerge.models.mergedna.token_merging import TokenState
 from megamerge.portable import EncoderOnlyRemoved
 from megamerge.vocabulary import check_input_ids
 
@@ -61,20 +61,19 @@ def mergedna_base_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Ten
     base_valid = check_input_ids(input_ids)
     tokens = model.local_encoder(input_ids, model.token_targets(base_valid.sum(1)))
     latent, _ = model.latent_encoder(tokens)
+    return local_decoder_states(model, latent, base_valid)
+
+
+def local_decoder_states(model: nn.Module, latent: TokenState, base_valid: torch.Tensor) -> torch.Tensor:
+    """The Local Decoder's normalised per-base states [B, N, D] (what its base head reads) from the
+    Latent Encoder's output tokens."""
     decoded = model.latent_decoder(latent)
     return model.local_decoder.hidden_states(decoded.x, latent.pos, latent.assign, base_valid)
 
 
 def carmania_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """Normalised last-block states [B, N, D] (Carmania.forward without its next-base head)."""
-    valid = check_input_ids(input_ids)
-    B, N = input_ids.shape
-    pos = torch.arange(N, device=input_ids.device, dtype=torch.float32).expand(B, N)
-    rope = rope_angles(pos, model.cfg.head_dim, model.cfg.rope_theta)
-    h = model.tok_embeddings(input_ids)  # [B, N, D]
-    for layer in model.layers:
-        h = layer(h, rope, valid)
-    return model.norm(h)
+    return model.hidden_states(input_ids)
 
 
 def pool(states: torch.Tensor, weights: torch.Tensor, pooling: str) -> torch.Tensor:

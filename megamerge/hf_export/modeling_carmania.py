@@ -42,11 +42,11 @@ class CarmaniaForCausalLM(PreTrainedModel, GenerationMixin):
     def _rope(self, pos: torch.Tensor, batch: int):
         return Carmania._rope(self, pos, batch)
 
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return Carmania.hidden_states(self, input_ids)
-
     def new_cache(self) -> SlidingWindowKVCache:
         return Carmania.new_cache(self)
+
+    def hidden_states(self, input_ids: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        return Carmania.hidden_states(self, input_ids, layer)
 
     def vocabulary_logits(self, base_logits: torch.Tensor) -> torch.Tensor:
         """[B, T, 4] over A C G T -> [B, T, vocabulary]: N, PAD and MASK are never predicted."""

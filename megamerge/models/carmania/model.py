@@ -71,15 +71,20 @@ class Carmania(nn.Module):
         """input_ids [B, N] (right-padded) -> next-base logits [B, N, 4]: position t predicts base t+1."""
         return self.output(self.hidden_states(input_ids))
 
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The normalised per-base states [B, N, D] that the head reads (state t has seen bases <= t)."""
+    def hidden_states(self, input_ids: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Per-base states [B, N, D] after `layer` blocks. None or n_layers: the last block's output
+        after the final norm, what the head reads; 0 < layer < n_layers: the residual stream after
+        that many blocks, un-normalised; 0: the token embeddings."""
+        depth = self.cfg.n_layers
+        if layer is not None and not 0 <= layer <= depth:
+            raise ValueError(f"layer {layer}: this CARMANIA has layers 0..{depth} (0: the embeddings)")
         valid = check_input_ids(input_ids)
         B, N = input_ids.shape
         rope = self._rope(torch.arange(N, device=input_ids.device), B)
         h = self.tok_embeddings(input_ids)  # [B, N, D]
-        for layer in self.layers:
-            h = layer(h, rope, valid)
-        return self.norm(h)
+        for block in self.layers[:layer]:
+            h = block(h, rope, valid)
+        return h if layer is not None and layer < depth else self.norm(h)
 
     def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None,
                        base_weights: torch.Tensor | None = None) -> dict:

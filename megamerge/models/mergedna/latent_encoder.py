@@ -93,3 +93,11 @@ class LatentEncoder(nn.Module):
             p = latent_block_step(self.cfg, block, p, i, merge_points)
         p = merge_if_due(self.cfg, p, len(self.blocks), merge_points)  # the merge after the last block
         return replace(p.state, x=self.norm(p.state.x)), p.latent_map
+
+    def after_blocks(self, state: TokenState, layer: int) -> TokenState:
+        """The residual stream after the first `layer` blocks (0: the incoming tokens), before the
+        final norm and without latent merging: the intermediate layers MergeDNA.encode_state reads."""
+        p = LatentPass.start(state)
+        for i, block in enumerate(self.blocks[:layer]):
+            p = latent_block_step(self.cfg, block, p, i, merge_points=())
+        return p.state

@@ -89,13 +89,26 @@ class MergeDNA(nn.Module):
         latent, _ = self.latent_encoder(tokens)
         return self.decode(latent, base_valid)
 
-    def encode(self, input_ids: torch.Tensor):
+    def encode(self, input_ids: torch.Tensor, layer: int | None = None):
         """Latent-encoder states for downstream use: (hidden [B, L, D], assign [B, N] base ->
-        token, token_mask [B, L]). Uses the fixed eval compression when the model is in eval."""
+        token, token_mask [B, L]). Uses the fixed eval compression when the model is in eval.
+        `layer`: see encode_state."""
+        latent = self.encode_state(input_ids, layer)
+        return latent.x, latent.assign, latent.valid
+
+    def encode_state(self, input_ids: torch.Tensor, layer: int | None = None) -> TokenState:
+        """The Latent Encoder's tokens after `layer` of its blocks, as a TokenState (x, pos, assign,
+        valid). None or latent_encoder_layers: its output, final norm included; 0 < layer < that:
+        the residual stream after that many blocks, un-normalised; 0: the Local Encoder's output."""
+        depth = self.cfg.latent_encoder_layers
+        if layer is not None and not 0 <= layer <= depth:
+            raise ValueError(f"layer {layer}: the Latent Encoder has layers 0..{depth} "
+                             "(0 is the Local Encoder's output)")
         base_valid = check_input_ids(input_ids)
         tokens = self.tokenize(input_ids, base_valid, self.token_targets(base_valid.sum(1)))
-        latent, _ = self.latent_encoder(tokens)
-        return latent.x, latent.assign, latent.valid
+        if layer is None or layer == depth:
+            return self.latent_encoder(tokens)[0]
+        return self.latent_encoder.after_blocks(tokens, layer)
 
     # ------------------------------------------------------------------------------ losses
     def compute_losses(self, input_ids: torch.Tensor, seeds: torch.Tensor | None = None,
