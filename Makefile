@@ -25,7 +25,7 @@ demo: setup
 
 # Lint first: it takes a second, and a style failure should not wait for a 10-minute suite.
 test: setup lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 # The fast loop while editing: in-process tests that take seconds (tests/distributed and tests/system
 # launch processes; a few unit tests are marked slow by hand).
