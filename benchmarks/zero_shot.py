@@ -251,7 +251,7 @@ def pretrain_stage(family: str, args: argparse.Namespace) -> None:
     ckpt, portable = folder / "checkpoints", folder / "portable"
     shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run: no resume from an older one
     shutil.rmtree(portable, ignore_errors=True)
-    iters = args.train_iters or SCHEDULE_ITERS
+    iters = args.train_iters or args.schedule_iters
     budget = [] if args.train_iters else time_budget_flags(args.train_minutes)
     log(f"pre-training {family} ({FAMILY_PRESETS[family]}) on {args.nproc} rank(s): "
         + (f"{iters} iterations" if args.train_iters else
@@ -463,10 +463,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--train-minutes", type=float, default=20.0,
                         help="wall-clock budget of each family's training command, start-up to final "
-                             f"checkpoint, with an lr schedule of {SCHEDULE_ITERS} iterations (default 20: "
-                             "the issue's 20-minute recipe)")
+                             "checkpoint; it stops there or at the end of its --schedule-iters lr schedule, "
+                             "whichever comes first (default 20: the issue's 20-minute recipe)")
     budget.add_argument("--train-iters", type=int, default=None,
                         help="an iteration budget instead (the lr schedule's length; no time limit)")
+    p.add_argument("--schedule-iters", type=int, default=SCHEDULE_ITERS,
+                   help="the lr schedule of a --train-minutes run (default 900, pretrain_real_genomes.py's: "
+                        "MergeDNA tiny did 656 of them in 20 minutes on 2 CPU ranks; CARMANIA, several times "
+                        "faster, ends its schedule early, so both see at most the same bases)")
     p.add_argument("--skip-train", action="store_true",
                    help="score the portable models an earlier run left in OUT/<family>/portable")
     p.add_argument("--nproc", type=int, default=2, help="training ranks (default 2)")
@@ -500,11 +504,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
     args.out = args.out.resolve()
+    args.genome = args.genome.resolve() if args.genome else None  # the stages run from the repository
     args.families = [f for f in args.families.split(",") if f]
     if not args.families or set(args.families) - set(FAMILY_PRESETS):
         p.error(f"--families {','.join(args.families)}: choose among {', '.join(FAMILY_PRESETS)}")
-    if args.train_iters is not None and args.train_iters < 1:
-        p.error("--train-iters must be >= 1")
+    if min(args.train_iters or 1, args.schedule_iters) < 1:
+        p.error("--train-iters and --schedule-iters must be >= 1")
     if args.train_iters is None and args.train_minutes <= FINAL_MARGIN_MINS:
         p.error(f"--train-minutes must exceed the {FINAL_MARGIN_MINS}-minute margin kept for the final "
                 "validation and checkpoint")
