@@ -34,6 +34,8 @@ from benchmarks.markov_baseline import markov_baseline
 
 SHARED_GENOMES = REPO.parent / "shared" / "data" / "genomes"
 GLOBAL_BATCH = 8  # sequences per optimizer step, whatever the number of ranks
+SCHEDULE_ITERS = 900  # the lr schedule of the 20-minute recipe (2 CPU ranks stopped at 656 in 20 minutes)
+FINAL_MARGIN_MINS = 1.5  # of the time budget, kept for the final validation pass and checkpoint
 
 
 def species_label(path: Path) -> str:
@@ -48,21 +50,25 @@ def genome_files(genomes: Path) -> list[Path]:
     return sorted(p for p in genomes.iterdir() if p.name.endswith((".gz", ".fa", ".fna", ".fasta")))
 
 
-def prepare_corpus(files: list[Path], corpus: Path, valid_species: str, seq_length: int) -> None:
-    """Shards of `seq_length` bases from `files`, labelled Genus_species, `valid_species` held out."""
+def prepare_corpus(files: list[Path], corpus: Path, valid_species: str | None, seq_length: int,
+                   valid_frac: float = 0.0) -> None:
+    """Shards of `seq_length` bases from `files`, labelled Genus_species, `valid_species` held out (or, with
+    None, the records whose id hashes below `valid_frac`: data_prep/split.py)."""
     corpus.parent.mkdir(parents=True, exist_ok=True)
     species_map = corpus.parent / "species.tsv"
     species_map.write_text("".join(f"{p.name}\t{species_label(p)}\n" for p in files))
+    held_out = ["--valid-species", valid_species] if valid_species else ["--valid-frac", str(valid_frac)]
     subprocess.run([sys.executable, "data_prep/prepare.py", "--input", *map(str, files), "--out", str(corpus),
                     "--overwrite", "--seq-len", str(seq_length), "--species-map", str(species_map),
-                    "--valid-species", valid_species, "--samples-per-shard", "1024"], cwd=REPO, check=True)
+                    *held_out, "--samples-per-shard", "1024"], cwd=REPO, check=True)
 
 
 def pretrain_args(corpus: Path, ckpt: Path, seq_length: int, train_iters: int,
-                  log_interval: int = 50) -> list[str]:
-    """train.py and its flags for this benchmark's recipe: tiny, global batch 8 (micro-batch 4), lr 2e-3
-    cosine to 2e-4 after a 10% warm-up, validation on the whole held-out split at the end."""
-    return ["megamerge/train.py", "--ds_config", "ds_configs/cpu.json", "--model", "tiny",
+                  log_interval: int = 50, model: str = "tiny") -> list[str]:
+    """train.py and its flags for this benchmark's recipe: the `model` preset (tiny), global batch 8
+    (micro-batch 4), lr 2e-3 cosine to 2e-4 after a 10% warm-up, validation on the whole held-out split
+    at the end."""
+    return ["megamerge/train.py", "--ds_config", "ds_configs/cpu.json", "--model", model,
             "--data", str(corpus), "--seq-length", str(seq_length), "--micro-batch-size", "4",
             "--global-batch-size", str(GLOBAL_BATCH),
             "--train-iters", str(train_iters), "--lr", "2e-3", "--min-lr", "2e-4",
@@ -72,18 +78,24 @@ def pretrain_args(corpus: Path, ckpt: Path, seq_length: int, train_iters: int,
             "--save", str(ckpt), "--save-interval", str(train_iters), "--num-workers", "1"]
 
 
+def time_budget_flags(budget_mins: float, final_margin_mins: float = FINAL_MARGIN_MINS) -> list[str]:
+    """train.py's flags that end the training command within `budget_mins` from start-up to the final
+    checkpoint (none for a budget of 0: the run does all its iterations)."""
+    return ["--exit-duration-in-mins", str(budget_mins - final_margin_mins)] if budget_mins > 0 else []
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--genomes", type=Path, default=SHARED_GENOMES)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "real")
     ap.add_argument("--valid-species", default="Saccharomyces_cerevisiae")
     ap.add_argument("--seq-length", type=int, default=512)
-    ap.add_argument("--train-iters", type=int, default=900,
+    ap.add_argument("--train-iters", type=int, default=SCHEDULE_ITERS,
                     help="the lr schedule's length; the time budget may stop the run earlier")
     ap.add_argument("--budget-mins", type=float, default=20.0,
                     help="wall-clock budget of the training command, start-up to final checkpoint; 0: none, "
                          "the run does all --train-iters (an iteration budget)")
-    ap.add_argument("--final-margin-mins", type=float, default=1.5,
+    ap.add_argument("--final-margin-mins", type=float, default=FINAL_MARGIN_MINS,
                     help="part of the budget kept for the final validation pass and checkpoint")
     ap.add_argument("--nproc", type=int, default=2, help="ranks; the global batch stays 8 sequences")
     ap.add_argument("--extra-train-args", default="",
@@ -105,8 +117,7 @@ def main(argv=None) -> int:
     print("== pre-training", flush=True)
     subprocess.run(["rm", "-rf", str(ckpt)], check=True)
     t0 = time.time()
-    budget = (["--exit-duration-in-mins", str(args.budget_mins - args.final_margin_mins)]
-              if args.budget_mins > 0 else [])
+    budget = time_budget_flags(args.budget_mins, args.final_margin_mins)
     subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(args.nproc),
                     *pretrain_args(corpus, ckpt, args.seq_length, args.train_iters),
                     *budget, *shlex.split(args.extra_train_args)], cwd=REPO, check=True)

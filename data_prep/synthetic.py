@@ -19,6 +19,15 @@ reads (background is the high-entropy class). The annotation is what lets us che
 learned tokenizer merges repeats more than dense regions. Everything derives from --seed, so a given
 command always writes the same genomes.
 
+With --variants N it also writes `<species>.variants.vcf` beside each FASTA: N single-base variants
+with ground truth (VCF 4.2, INFO MOTIF=1 for one that breaks a planted motif instance, MOTIF=0 for one
+in unconstrained background; see data_prep/synthetic_variants.py), the input of
+benchmarks/zero_shot.py and of tools/score_variants.py --labels MOTIF:
+
+    python data_prep/synthetic.py --out data/zero_shot --species 1 --variants 2000
+
+Files appear only when the whole run succeeded.
+
 With --task species|motif it writes a labelled fine-tuning task instead (train/dev/test CSV, see
 data_prep/synthetic_task.py) from the same species models:
 
@@ -28,8 +37,10 @@ data_prep/synthetic_task.py) from the same species models:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,10 +50,12 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make `data_prep` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.species_model import BASES, REGION_TYPES, generate_record, make_species
+from data_prep.species_model import BASES, REGION_TYPES, SpeciesModel, generate_record, make_species
 from data_prep.synthetic_task import write_task
+from data_prep.synthetic_variants import GenomeRecord, write_variants
 
 LINE_WIDTH = 80
+VARIANTS_SUFFIX = ".variants.vcf"
 
 
 def write_fasta(path: Path, records: list[tuple[str, bytes]], compress: bool) -> None:
@@ -53,41 +66,66 @@ def write_fasta(path: Path, records: list[tuple[str, bytes]], compress: bool) ->
             handle.write(b"\n".join(lines) + b"\n")
 
 
+@contextlib.contextmanager
+def staged(out: Path):
+    """A hidden folder in `out` to write a run's files into; they are moved into `out` only when the whole
+    run succeeded, so a failed run (e.g. --variants asking for more than a genome holds) leaves nothing
+    half-written."""
+    stage = out / ".synthetic.partial"
+    shutil.rmtree(stage, ignore_errors=True)  # left by a run that was killed
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        for path in sorted(stage.iterdir()):
+            path.replace(out / path.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def species_genome(model: SpeciesModel, length: int, records: int, rng: np.random.Generator
+                   ) -> list[GenomeRecord]:
+    """`records` records of `model`'s species, `length` bases in all, each with the regions that tile it."""
+    record_lengths = np.full(records, length // records)
+    record_lengths[: length % records] += 1
+    genome = []
+    for r, rec_len in enumerate(record_lengths):
+        seq, regions = generate_record(model, int(rec_len), rng)
+        kept = [(start, min(end, int(rec_len)), kind, detail)  # the last region is cut at the record's end
+                for start, end, kind, detail in regions if start < rec_len]
+        genome.append(GenomeRecord(f"{model.name}_chr{r + 1}", seq[:rec_len], kept))
+    return genome
+
+
 def generate(out: Path, species: int, length: int, records: int, seed: int, compress: bool, progress: bool,
-             regions_bed: bool = False):
-    out.mkdir(parents=True, exist_ok=True)
-    truth = {"seed": seed, "length_per_species": length, "records_per_species": records, "species": {}}
-    for index in tqdm(range(species), desc="species", disable=not progress or None):
-        rng = np.random.default_rng([seed, index])
-        model = make_species(f"synth_sp{index:02d}", rng)
-        fasta_records, bed_rows, region_rows = [], [], []
-        type_bases = dict.fromkeys(REGION_TYPES, 0)
-        record_lengths = np.full(records, length // records)
-        record_lengths[: length % records] += 1
-        for r, rec_len in enumerate(record_lengths):
-            name = f"{model.name}_chr{r + 1}"
-            seq, regions = generate_record(model, int(rec_len), rng)
-            seq = seq[:rec_len]
-            fasta_records.append((name, seq))
-            for start, end, kind, detail in regions:
-                if start >= rec_len:
-                    break
-                end = min(end, int(rec_len))
-                bed_rows.append(f"{name}\t{start}\t{end}\t{kind}\t{detail}")
-                region_rows.append(f"{name}\t{start}\t{end}\t{kind}")
+             regions_bed: bool = False, variants: int = 0):
+    truth = {"seed": seed, "length_per_species": length, "records_per_species": records,
+             **({"variants_per_species": variants} if variants else {}), "species": {}}
+    with staged(out) as stage:
+        for index in tqdm(range(species), desc="species", disable=not progress or None):
+            rng = np.random.default_rng([seed, index])
+            model = make_species(f"synth_sp{index:02d}", rng)
+            genome = species_genome(model, length, records, rng)
+            fasta_name = model.name + (".fa.gz" if compress else ".fa")
+            write_fasta(stage / fasta_name, [(record.name, record.seq) for record in genome], compress)
+            regions = [(record.name, *region) for record in genome for region in record.regions]
+            (stage / f"{model.name}.bed").write_text("#record\tstart\tend\ttype\tdetail\n" + "".join(
+                f"{name}\t{start}\t{end}\t{kind}\t{detail}\n" for name, start, end, kind, detail in regions))
+            if regions_bed:  # plain BED for tools that take the fourth column as the region class
+                (stage / f"{model.name}.regions.bed").write_text("".join(
+                    f"{name}\t{start}\t{end}\t{kind}\n" for name, start, end, kind, _ in regions))
+            type_bases = dict.fromkeys(REGION_TYPES, 0)
+            for _, start, end, kind, _ in regions:
                 type_bases[kind] += end - start
-        suffix = ".fa.gz" if compress else ".fa"
-        write_fasta(out / f"{model.name}{suffix}", fasta_records, compress)
-        (out / f"{model.name}.bed").write_text("#record\tstart\tend\ttype\tdetail\n"
-                                               + "\n".join(bed_rows) + "\n")
-        if regions_bed:  # plain BED for tools that take the fourth column as the region class
-            (out / f"{model.name}.regions.bed").write_text("\n".join(region_rows) + "\n")
-        truth["species"][model.name] = {
-            "gc": round(model.gc, 4),
-            "motifs": [BASES[m].tobytes().decode() for m in model.motifs],
-            "bases_by_type": type_bases,
-        }
-    (out / "synthetic.json").write_text(json.dumps(truth, indent=1) + "\n")
+            truth["species"][model.name] = {
+                "gc": round(model.gc, 4),
+                "motifs": [BASES[m].tobytes().decode() for m in model.motifs],
+                "bases_by_type": type_bases,
+            }
+            if variants:
+                truth["species"][model.name]["variants"] = write_variants(
+                    stage / f"{model.name}{VARIANTS_SUFFIX}", genome, model.motifs, variants, seed, index,
+                    model.name, fasta_name)
+        (stage / "synthetic.json").write_text(json.dumps(truth, indent=1) + "\n")
     return truth
 
 
@@ -107,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write <species>.regions.bed (record, start, end, class; "
                              "0-based half-open) beside each FASTA: the planted regions, for "
                              "tools/analyze_tokens.py --bed")
+    parser.add_argument("--variants", type=int, default=0, metavar="N",
+                        help="also write <species>.variants.vcf beside each FASTA: N SNVs with ground truth, "
+                             "half breaking planted motif instances (INFO MOTIF=1), half in unconstrained "
+                             "background (MOTIF=0), REF as in the FASTA (data_prep/synthetic_variants.py); "
+                             "0: none")
     task = parser.add_argument_group("labelled task (instead of genomes)")
     task.add_argument("--task", choices=("species", "motif"), default=None,
                       help="write a fine-tuning task to --out: which species a chunk is from, or whether a "
@@ -115,18 +158,29 @@ def main(argv: list[str] | None = None) -> int:
     task.add_argument("--train-per-class", type=int, default=1000, help="training examples per class")
     task.add_argument("--eval-per-class", type=int, default=250, help="dev and test examples per class, each")
     args = parser.parse_args(argv)
+    if args.task and args.variants:
+        parser.error("--variants goes with genomes, not with --task")
     if args.task:
         return write_task_cli(parser, args)
     if args.species < 1 or args.records < 1 or args.length < args.records:
         parser.error("need --species >= 1, --records >= 1 and --length >= --records")
-    truth = generate(args.out, args.species, args.length, args.records, args.seed, not args.no_gzip,
-                     not args.no_progress, args.regions_bed)
+    if args.variants < 0 or args.variants == 1:
+        parser.error(f"--variants {args.variants}: give 0 (none) or at least 2 (one of each class)")
+    try:
+        truth = generate(args.out, args.species, args.length, args.records, args.seed, not args.no_gzip,
+                         not args.no_progress, args.regions_bed, args.variants)
+    except ValueError as e:  # more variants than the genome has eligible bases; nothing was written
+        parser.error(str(e))
     totals = dict.fromkeys(REGION_TYPES, 0)
     for info in truth["species"].values():
         for kind, count in info["bases_by_type"].items():
             totals[kind] += count
     summary = ", ".join(f"{kind} {count:,}" for kind, count in totals.items())
     print(f"{args.species} species x {args.length:,} bp -> {args.out} ({summary})")
+    for name, info in truth["species"].items() if args.variants else ():
+        counts = info["variants"]
+        print(f"{name}: {counts['motif_breaking']:,} motif-breaking (MOTIF=1) and {counts['background']:,} "
+              f"background (MOTIF=0) SNVs -> {args.out / (name + VARIANTS_SUFFIX)}")
     return 0
 
 

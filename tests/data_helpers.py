@@ -48,6 +48,19 @@ def read_shards(out_dir: Path, split: str | None = None) -> list[tuple[dict, byt
     return samples
 
 
+def read_fasta_records(path: Path) -> dict[str, bytes]:
+    """Record name -> sequence bytes (case kept) of a gzipped FASTA, read naively: the check of a writer."""
+    records, name = {}, None
+    with gzip.open(path, "rb") as handle:
+        for line in handle.read().split(b"\n"):
+            if line.startswith(b">"):
+                name = line[1:].decode()
+                records[name] = b""
+            elif line:
+                records[name] += line
+    return records
+
+
 def file_contents(directory: Path) -> dict[str, bytes]:
     """Relative path -> bytes of every file under `directory`."""
     return {str(p.relative_to(directory)): p.read_bytes()

@@ -3,7 +3,6 @@ the intervals tile each record exactly (so they cover everything that was plante
 
 from __future__ import annotations
 
-import gzip
 import json
 from itertools import pairwise
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from data_prep.synthetic import REGION_TYPES, main
+from tests.data_helpers import read_fasta_records
 
 SPECIES, LENGTH, RECORDS = 2, 40_000, 2
 
@@ -22,18 +22,6 @@ def genomes(tmp_path_factory) -> Path:
     assert main(["--out", str(out), "--species", str(SPECIES), "--length", str(LENGTH), "--records",
                  str(RECORDS), "--regions-bed", "--no-progress"]) == 0
     return out
-
-
-def read_fasta(path: Path) -> dict[str, bytes]:
-    records, name = {}, None
-    with gzip.open(path, "rb") as handle:
-        for line in handle.read().split(b"\n"):
-            if line.startswith(b">"):
-                name = line[1:].decode()
-                records[name] = b""
-            elif line:
-                records[name] += line
-    return records
 
 
 def read_regions(path: Path) -> list[tuple[str, int, int, str]]:
@@ -62,7 +50,7 @@ def test_intervals_have_their_class_property(genomes: Path):
     truth = json.loads((genomes / "synthetic.json").read_text())
     checked = dict.fromkeys(REGION_TYPES, 0)
     for species, info in truth["species"].items():
-        fasta = read_fasta(genomes / f"{species}.fa.gz")
+        fasta = read_fasta_records(genomes / f"{species}.fa.gz")
         for record, start, end, kind in read_regions(genomes / f"{species}.regions.bed"):
             seq = fasta[record][start:end]
             assert len(seq) == end - start > 0
@@ -91,7 +79,7 @@ def test_intervals_have_their_class_property(genomes: Path):
 def test_intervals_tile_every_record_and_match_the_counts(genomes: Path):
     truth = json.loads((genomes / "synthetic.json").read_text())
     for species, info in truth["species"].items():
-        fasta = read_fasta(genomes / f"{species}.fa.gz")
+        fasta = read_fasta_records(genomes / f"{species}.fa.gz")
         rows = read_regions(genomes / f"{species}.regions.bed")
         bases_by_type = dict.fromkeys(REGION_TYPES, 0)
         for record, seq in fasta.items():
