@@ -10,9 +10,9 @@ gpu_check.py on a GPU), so one run gives issue 27's before/after ratio:
 
 from __future__ import annotations
 
-KERNEL_SETS = {  # name -> (latent attention kernel, where merge widths come from)
-    "new": ("key_column", "host"),
+KERNEL_SETS = {  # name -> (latent attention kernel, where merge widths come from); tables list old first
     "old": ("masked", "device"),
+    "new": ("key_column", "host"),
 }
 
 
