@@ -75,7 +75,9 @@ class MergeDNA(nn.Module):
                  counts: HostCounts | None = None) -> TokenState:
         """The Local Encoder on input_ids [B, N] to targets [B] tokens, its merges sized on the host
         (`counts`: local_encoder.host_counts, taken here when not given)."""
-        return self.local_encoder(input_ids, targets, counts or host_counts(base_valid, targets))
+        if counts is None:
+            counts = host_counts(base_valid, targets)
+        return self.local_encoder(input_ids, targets, counts)
 
     def decode(self, tokens: TokenState, base_valid: torch.Tensor) -> torch.Tensor:
         """Latent Decoder + Local Decoder: token states at L -> base logits [B, N, 4]."""
