@@ -76,12 +76,13 @@ def bench_merge_share(cfg: MergeDNAConfig, n: int, repeats: int) -> dict:
     state = TokenState.from_bases(x, valid)
     rope = rope_angles(state.pos, cfg.head_dim, cfg.rope_theta)
     r = torch.tensor([n // 4])
+    target = torch.tensor([n // 2])
 
     def run_block():
         block(x, rope, valid).sum().backward()
 
     def run_merge():
-        merger(state, r).x.sum().backward()
+        merger(state, r, target).x.sum().backward()
 
     return {"block": median_seconds(run_block, repeats), "merge": median_seconds(run_merge, repeats)}
 

@@ -47,6 +47,7 @@ MERGEDNA_SOURCES = [
     "megamerge.models.common.config_options",
     "megamerge.models.mergedna.config",
     "megamerge.models.mergedna.token_merging",
+    "megamerge.models.mergedna.merge_decisions",
     "megamerge.models.mergedna.objective",
     "megamerge.models.mergedna.local_encoder",
     "megamerge.models.mergedna.latent_encoder",

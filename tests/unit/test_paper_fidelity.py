@@ -12,7 +12,12 @@ from megamerge.models.carmania.config import CARMANIA_PRESETS
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.mergedna import objective
 from megamerge.models.mergedna.config import PRESETS
-from megamerge.models.mergedna.token_merging import TokenState, local_window_merge, window_quotas
+from megamerge.models.mergedna.token_merging import (
+    TokenState,
+    grouping_similarity,
+    local_window_merge,
+    window_quotas,
+)
 from megamerge.training.arguments import parse_args
 from megamerge.vocabulary import base_targets
 
@@ -117,7 +122,7 @@ def test_every_method_option_is_declared_once_with_its_paper_value():
 
     options = {name: d for name, (_, d) in declared_fields(MergeDNAConfig).items() if d.is_method_option}
     assert set(options) == {"rotary_merge", "merge_selection", "amtm_normalization",
-                            "size_proportional_attention", "latent_merge_schedule"}
+                            "size_proportional_attention", "latent_merge_schedule", "merge_decisions"}
     paper = MergeDNAConfig()
     for name, d in options.items():
         assert getattr(paper, name) == d.paper and d.paper in d.choices and d.before in d.choices, name
@@ -197,7 +202,8 @@ def test_per_window_selection_merges_evenly_across_windows(per_window):
     grouping = torch.randn(B, L, 16, generator=g)
     grouping[:, : L // 2] = grouping[:, :1] + 0.01 * grouping[:, : L // 2]
     r = torch.full((B,), 16)
-    new, token_map = local_window_merge(state, grouping, r, window, 0.1, per_window=per_window)
+    new, token_map = local_window_merge(state, grouping_similarity(grouping), r, window, 0.1,
+                                          per_window=per_window)
     assert new.lengths.tolist() == [L - 16] * B  # the per-sample target is met either way
     removed_per_window = torch.stack([
         ((token_map[:, w * window:(w + 1) * window].diff(dim=1) == 0).sum(1)) for w in range(L // window)
@@ -212,7 +218,8 @@ def test_per_window_gate_carries_the_straight_through_gradient():
     B, L = 2, 32
     state = TokenState.from_bases(torch.randn(B, L, 4), torch.ones(B, L, dtype=torch.bool))
     grouping = torch.randn(B, L, 8, requires_grad=True)
-    new, _ = local_window_merge(state, grouping, torch.tensor([6, 9]), 8, 0.1, per_window=True)
+    new, _ = local_window_merge(state, grouping_similarity(grouping), torch.tensor([6, 9]), 8, 0.1,
+                                  per_window=True)
     new.x.sum().backward()
     assert grouping.grad is not None and grouping.grad.abs().sum() > 0
 

@@ -10,6 +10,7 @@ from megamerge.models.mergedna.token_merging import (
     TokenState,
     global_merge_to,
     group_sizes,
+    grouping_similarity,
     local_window_merge,
     per_block_length,
 )
@@ -69,7 +70,8 @@ def test_one_merge_step_respects_windows_and_per_sample_counts():
     valid[2, 40:] = False
     state = TokenState.from_bases(torch.randn(B, L, 8, generator=g), valid)
     r = torch.tensor([0, 32, 10])  # 32 = every even slot: the most one step may remove
-    new, token_map = local_window_merge(state, torch.randn(B, L, 4, generator=g), r, window, 0.1)
+    new, token_map = local_window_merge(state, grouping_similarity(torch.randn(B, L, 4, generator=g)), r,
+                                          window, 0.1)
     assert new.lengths.tolist() == [64, 32, 30]
     for b in range(B):
         n_valid = int(valid[b].sum())
@@ -92,7 +94,7 @@ def test_padding_never_scores_as_a_merge_candidate():
     state = TokenState.from_bases(torch.randn(1, L, 4), valid)
     grouping = torch.zeros(1, L, 4)
     grouping[0, 5:] = 1.0  # padded tokens are maximally similar to each other
-    new, _ = local_window_merge(state, grouping, torch.tensor([100]), 16, 0.1)
+    new, _ = local_window_merge(state, grouping_similarity(grouping), torch.tensor([100]), 16, 0.1)
     assert new.lengths.tolist() == [2]  # only the 5 valid tokens merge: evens 0, 2, 4 leave
     assert new.sizes[0, :2].sum() == 5 and new.sizes[0, 2:].sum() == 0
 
@@ -152,8 +154,8 @@ def test_host_token_counts_equal_the_device_lengths_after_every_merge():
             r = tuple(int(x) for x in torch.randint(0, L + 2, (B,), generator=g))
             for per_window in (True, False):
                 grouping = torch.randn(B, L, 4, generator=g)
-                new, _ = local_window_merge(state, grouping, torch.tensor(r), window, 0.1,
-                                            per_window=per_window, host_r=r)
+                new, _ = local_window_merge(state, grouping_similarity(grouping), torch.tensor(r), window,
+                                            0.1, per_window=per_window, host_r=r)
                 assert list(new.counts) == new.lengths.tolist(), (window, counts, r)
             target = tuple(int(x) for x in torch.randint(1, L + 1, (B,), generator=g))
             merged, _ = global_merge_to(state, torch.tensor(target), host_target=target)
@@ -167,7 +169,8 @@ def test_wrong_host_counts_are_caught_on_the_device():
     valid = torch.ones(1, 16, dtype=torch.bool)
     state = TokenState.from_bases(torch.randn(1, 16, 4), valid, (3,))  # the device has 16 tokens
     with pytest.raises(RuntimeError, match="host token counts disagree with the device"):
-        local_window_merge(state, torch.randn(1, 16, 4), torch.tensor([1]), 16, 0.1, host_r=(1,))
+        local_window_merge(state, grouping_similarity(torch.randn(1, 16, 4)), torch.tensor([1]), 16, 0.1,
+                           host_r=(1,))
 
 
 @pytest.mark.parametrize("compression", [0.5, 0.3, 0.37, 0.123456789])

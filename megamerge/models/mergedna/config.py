@@ -41,6 +41,12 @@ class MergeDNAConfig:
         paper="per_window", choices=("per_window", "global_rank"), before="global_rank",
         help="the local merges: per_window, the paper's top r_l pairs in each window (Eq. 5); "
              "global_rank, megamerge's one ranking of all pairs across the sequence")
+    merge_decisions: str = option(
+        paper="learned", choices=("learned", "random", "fixed"), before="learned",
+        help="which pairs the Local Encoder merges: learned, the grouping embedding's scores (the paper); "
+             "random, chance pairs under the same per-window counts; fixed, chunks of N/L bases "
+             "(merge_decisions.py). random and fixed are the tokenizer ablation's controls, at evaluation "
+             "or for a baseline trained without a learned tokenizer")
     compression_range: tuple[float, float] = setting(
         (0.4, 0.6), help="clip range LOW HIGH of the sampled L/N in training (the paper's 0.4 0.6)")
     compression_mean: float = 0.5  # training: L/N ~ N(mean, std) clipped to the range

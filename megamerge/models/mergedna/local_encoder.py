@@ -12,7 +12,8 @@ from megamerge.models.common.block import TransformerBlock
 from megamerge.models.common.norm import RMSNorm
 from megamerge.models.common.rope import rope_angles
 from megamerge.models.mergedna.config import MergeDNAConfig
-from megamerge.models.mergedna.token_merging import TokenState, local_window_merge
+from megamerge.models.mergedna.merge_decisions import fixed_chunk_similarity, random_similarity
+from megamerge.models.mergedna.token_merging import TokenState, grouping_similarity, local_window_merge
 from megamerge.vocabulary import PAD, VOCAB_SIZE
 
 # (bases per row, token targets per row) as Python ints: what LocalEncoder.forward needs to size
@@ -43,22 +44,31 @@ def host_counts(base_valid: torch.Tensor, target_tokens: torch.Tensor) -> HostCo
 
 
 class TokenMerger(nn.Module):
-    """Scores adjacent pairs with its own small grouping embedding and merges the best r_b."""
+    """Scores adjacent pairs with its own small grouping embedding and merges the best r_b.
+    cfg.merge_decisions is read at every call, so an evaluation can swap the decisions of a
+    trained model (merge_decisions.py)."""
 
     def __init__(self, cfg: MergeDNAConfig):
         super().__init__()
+        self.cfg = cfg
         self.window = cfg.window
         self.temperature = cfg.merge_temperature
         self.rotary_theta = cfg.merge_theta
-        self.per_window = cfg.merge_selection == "per_window"
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.grouping = nn.Linear(cfg.dim, cfg.grouping_dim, bias=False)
 
-    def forward(self, state: TokenState, r: torch.Tensor,
+    def forward(self, state: TokenState, r: torch.Tensor, target_tokens: torch.Tensor,
                 host_r: tuple[int, ...] | None = None) -> TokenState:
-        grouping = self.grouping(self.norm(state.x))  # [B, L, G]
-        return local_window_merge(state, grouping, r, self.window, self.temperature, self.rotary_theta,
-                                  self.per_window, host_r)[0]
+        decisions = self.cfg.merge_decisions
+        per_window = self.cfg.merge_selection == "per_window"
+        if decisions == "learned":
+            similarity = grouping_similarity(self.grouping(self.norm(state.x)))  # [B, L-1]
+        elif decisions == "random":
+            similarity = random_similarity(state)
+        else:
+            similarity, per_window = fixed_chunk_similarity(state, target_tokens), False
+        return local_window_merge(state, similarity, r, self.window, self.temperature, self.rotary_theta,
+                                  per_window, host_r)[0]
 
 
 class LocalEncoder(nn.Module):
@@ -91,5 +101,5 @@ class LocalEncoder(nn.Module):
             if state.counts is not None:
                 host_r = tuple(-(-max(c - t, 0) // (n_layers - i))
                                for c, t in zip(state.counts, host_targets))
-            state = merger(state, r, host_r)
+            state = merger(state, r, target_tokens, host_r)
         return state

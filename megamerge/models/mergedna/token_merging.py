@@ -197,9 +197,16 @@ def merge_step(
     return new_state, token_map
 
 
+def grouping_similarity(grouping: torch.Tensor) -> torch.Tensor:
+    """grouping [B, L, G] -> cosine similarity of each adjacent pair (j, j+1) [B, L-1]: the learned
+    merge score."""
+    g = F.normalize(grouping.float(), dim=-1)
+    return (g[:, :-1] * g[:, 1:]).sum(-1)
+
+
 def local_window_merge(
     state: TokenState,
-    grouping: torch.Tensor,  # [B, L, G] grouping embedding of each token
+    similarity: torch.Tensor,  # [B, L-1] score in [-1, 1] of merging pair (j, j+1): grouping_similarity
     r: torch.Tensor,  # [B] long, merges wanted per sample
     window: int,
     temperature: float,
@@ -211,12 +218,11 @@ def local_window_merge(
     the r[b] best across the sequence (per_window=False, megamerge's global rank): min(r[b], the
     row's capacity) pairs either way."""
     B, L = state.valid.shape
-    dev = grouping.device
-    g = F.normalize(grouping.float(), dim=-1)
+    dev = similarity.device
     idx = torch.arange(L, device=dev)
     same_window = (idx[:-1] // window) == (idx[1:] // window)
     pair_ok = state.valid[:, :-1] & state.valid[:, 1:] & same_window  # pair (j, j+1)
-    pair_score = (g[:, :-1] * g[:, 1:]).sum(-1).masked_fill(~pair_ok, _SCORE_FLOOR)  # [B, L-1]
+    pair_score = similarity.float().masked_fill(~pair_ok, _SCORE_FLOOR)  # [B, L-1]
     pair_score = F.pad(pair_score, (1, 1), value=_SCORE_FLOOR)  # [B, L+1]; entry j: pair (j-1, j)
 
     evens = idx[0::2]  # [E]
