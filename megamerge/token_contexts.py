@@ -123,6 +123,9 @@ def _csv_context(spec: ContextSpec, windows: dict, window: int, max_sequences: i
             unit.append((key, 0, codes[a:b] != N))
         if any(keep.any() for _, _, keep in unit):  # an all-N sequence has no base to count
             context.pieces.append(unit)
+    if not context.pieces:
+        raise TokenAnalysisError(f"--contexts {spec.name}: {spec.path}: the {len(picked)} sequences drawn "
+                                 "are all N")
     used = [rows[row] for row in picked.tolist()]
     context.counts = {"format": "csv", "rows": len(rows), "sequences_used": len(picked),
                       "sequences_skipped": len(rows) - len(picked),

@@ -232,7 +232,10 @@ def test_bad_csv_input_names_the_file_and_row(setup: dict, tmp_path: Path, capsy
     bad_row.write_text("sequence,label\nACGT,1\nACGU,0\n")
     empty_row = tmp_path / "emptyrow.csv"
     empty_row.write_text("sequence,label\nACGT,1\n,0\n")
-    for path, message in ((no_column, f"{no_column}: CSV input needs a 'sequence' column"),
+    all_n = tmp_path / "alln.csv"
+    all_n.write_text("sequence\nNNNN\nnnRY\n")
+    for path, message in ((all_n, f"{all_n}: the 2 sequences drawn are all N"),
+                          (no_column, f"{no_column}: CSV input needs a 'sequence' column"),
                           (bad_row, f"{bad_row}: row 2 (line 3): invalid character 'U'"),
                           (empty_row, f"{empty_row}: row 2 (line 3): empty sequence")):
         assert analyze_tokens.main(["--model", str(setup["model"]), "--out", str(tmp_path / "o"),
