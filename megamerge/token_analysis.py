@@ -108,23 +108,30 @@ def tokenize_batch(model, batch: list[np.ndarray], device) -> list[np.ndarray]:
     return [assign[row, :len(codes)] for row, codes in enumerate(batch)]
 
 
+def tokenize_windows(model, windows: list[np.ndarray], batch_size: int, device,
+                     progress: bool = True) -> list[np.ndarray]:
+    """Each window of codes [n_w] alone through the Local Encoder -> its base -> token index [n_w]."""
+    model.eval()
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))  # similar lengths share a batch
+    assigned: list = [None] * len(windows)
+    with tqdm(total=sum(len(w) for w in windows), desc="tokenizing", unit="bp", file=sys.stderr,
+              disable=not progress) as bar:
+        for first in range(0, len(order), batch_size):
+            batch = order[first:first + batch_size]
+            for i, assign in zip(batch, tokenize_batch(model, [windows[i] for i in batch], device)):
+                assigned[i] = assign
+            bar.update(sum(len(windows[i]) for i in batch))
+    return assigned
+
+
 def tokenize_records(model, records: dict[str, np.ndarray], window: int, batch_size: int, device,
                      progress: bool = True) -> dict[str, np.ndarray]:
     """record id -> token id of every base [n] (int64, numbering the record's tokens in order)."""
     from megamerge.sequence_embeddings import window_bounds
 
-    model.eval()
     pieces = [(name, a, codes[a:b]) for name, codes in records.items()
               for a, b in window_bounds(len(codes), window)]
-    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][2]))  # similar lengths share a batch
-    assigned: list = [None] * len(pieces)
-    with tqdm(total=sum(len(p[2]) for p in pieces), desc="tokenizing", unit="bp", file=sys.stderr,
-              disable=not progress) as bar:
-        for first in range(0, len(order), batch_size):
-            batch = order[first:first + batch_size]
-            for i, assign in zip(batch, tokenize_batch(model, [pieces[i][2] for i in batch], device)):
-                assigned[i] = assign
-            bar.update(sum(len(pieces[i][2]) for i in batch))
+    assigned = tokenize_windows(model, [codes for _, _, codes in pieces], batch_size, device, progress)
     token_ids = {name: np.empty(len(codes), dtype=np.int64) for name, codes in records.items()}
     offsets = dict.fromkeys(records, 0)
     for (name, start, codes), assign in zip(pieces, assigned):  # windows of a record come in order
@@ -293,28 +300,32 @@ def _add_species_batch(model, batch: list[tuple[str, np.ndarray]], device, total
 
 
 # ------------------------------------------------------------------------------------ plot
-def plot_histograms(stats: dict[str, dict], path: Path, mode: str) -> None:
-    """Two panels (per-token and per-base weighting), one line per class, to a PNG."""
+def plot_histograms(stats: dict[str, dict], path: Path, mode: str,
+                    weightings: tuple[str, ...] = tuple(WEIGHTINGS)) -> None:
+    """One panel per weighting (per-token, per-base), one line per class or context, to a PNG. The
+    paper's Figure 2 is the per-base panel alone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharex=True)
+    fig, axes = plt.subplots(1, len(weightings), figsize=(6.5 * len(weightings), 4.8), sharex=True,
+                             squeeze=False)
     x = np.arange(1, HIST_MAX + 1)
-    for ax, weighting in zip(axes, WEIGHTINGS):
+    for ax, weighting in zip(axes[0], weightings):
         for name, s in stats.items():
             if s.get("bases"):
                 ax.plot(x, s[f"histogram_{weighting}"], marker="o", markersize=3,
-                        label=f"{name} (mean {s['mean_token_length']:.2f} bp/token)")
+                        label=f"{name} (mean {s['mean_token_length']:.2f} bp/token, "
+                        f"{s['mean_token_length_per_base']:.2f} per base)")
         ax.set_title(f"{weighting.replace('_', '-')} weighting: "
                      f"{WEIGHTINGS[weighting].replace('bin k = ', '')}", fontsize=9)
         ax.set_xticks(x, HIST_BINS, fontsize=8)
         ax.set_xlabel("token length (bases)")
         ax.set_ylabel("normalised frequency")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"MergeDNA Local Encoder token lengths ({mode})", fontsize=11)
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"MergeDNA Local Encoder token lengths ({mode})", fontsize=11 if len(weightings) > 1 else 9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

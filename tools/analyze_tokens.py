@@ -3,6 +3,8 @@
 
     python tools/analyze_tokens.py --model PORTABLE_DIR --fasta genome.fa.gz --out OUT \\
         [--bed regions.bed] [--data SHARDS_DIR] [--window 4096] [--boundary-tolerance 1]
+    python tools/analyze_tokens.py --model PORTABLE_DIR --out OUT --contexts \\
+        prom=GUE/prom/prom_300_tata/test.csv repeats=genome.fa.gz:softmasked unique=genome.fa.gz:unmasked
 
 Runs the Local Encoder (eval mode: the fixed ratio L = round(eval_compression * bases) per window)
 over the FASTA in windows and writes
@@ -16,6 +18,17 @@ over the FASTA in windows and writes
 The definitions (weightings, straddling tokens, forced window boundaries) are in
 megamerge/token_analysis.py. Synthetic genomes with a ground-truth BED:
 data_prep/synthetic.py --regions-bed.
+
+With --contexts NAME=SPEC ... instead of --fasta (the paper's Figure 2 on real sequence), it writes
+    OUT/tokens.json                  per context (`contexts`): the sequences / bases used and skipped,
+                                     and the token-length statistics; `js_distance` between every
+                                     two contexts' per-base histograms, `split_half_js` per context
+                                     (two random halves of one context: the distance chance alone
+                                     gives) and `js_ratio_to_split_half` per pair
+    OUT/token_lengths_by_context.png normalised frequency of token lengths 1..16 per base, one curve
+                                     per context
+SPEC syntax, soft-mask attribution and limits: megamerge/token_contexts.py; the distances:
+megamerge/token_distance.py.
 """
 
 from __future__ import annotations
@@ -47,17 +60,28 @@ from megamerge.token_analysis import (
     species_compression,
     tokenize_records,
 )
+from megamerge.token_contexts import SPEC_SYNTAX, context_token_lengths, parse_contexts
+from megamerge.token_distance import histogram, pairwise_js, split_half_js
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Token-length statistics of a portable MergeDNA model's Local Encoder over a FASTA, per "
-        "BED region class, with boundary precision/recall and per-species compression (see the module "
-        "docstring).",
+        "BED region class, with boundary precision/recall and per-species compression; or, with --contexts, "
+        "per named context (GUE CSVs, soft-masked or unmasked bases of FASTAs) with the Jensen-Shannon "
+        "distance between every two contexts against a split-half baseline (see the module docstring).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", type=Path, required=True, help="portable MergeDNA directory")
-    parser.add_argument("--fasta", type=Path, required=True, help="FASTA(.gz) to tokenize")
+    parser.add_argument("--fasta", type=Path, default=None, help="FASTA(.gz) to tokenize (or --contexts)")
+    parser.add_argument("--contexts", nargs="+", default=None, metavar="NAME=SPEC",
+                        help=f"named contexts to compare instead of --fasta: {SPEC_SYNTAX}. A CSV needs a "
+                        "'sequence' column (GUE's train/dev/test.csv) and each sequence is tokenized whole; "
+                        "a FASTA is tokenized in --window windows, and :softmasked / :unmasked then keep "
+                        "only its lower-case / upper-case bases (the model still sees every base). A "
+                        "colon inside FILE's own name is fine when FILE exists. N bases are left out and "
+                        "counted; a bad CSV row (a character outside ACGTN and IUPAC codes, an empty "
+                        "sequence) is an error naming the file and the row")
     parser.add_argument("--bed", type=Path, default=None,
                         help="BED of annotated regions (4th column = class)")
     parser.add_argument("--data", type=Path, default=None,
@@ -73,9 +97,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("--contexts options")
+    group.add_argument("--max-sequences-per-context", type=int, default=2000,
+                       help="CSV rows per context at most, drawn at random (--seed); the rest are counted "
+                       "as skipped")
+    group.add_argument("--max-bases-per-context", type=int, default=500_000,
+                       help="FASTA bases per context at most: windows are taken in a random order (--seed) "
+                       "until the context holds this many bases; the rest are counted as skipped")
+    group.add_argument("--split-half-splits", type=int, default=5,
+                       help="random splits of each context into two halves for the split-half baseline")
+    group.add_argument("--split-block", type=int, default=1000,
+                       help="a FASTA context is split into halves in blocks of this many consecutive "
+                       "bases, so that neighbouring bases do not land in both halves (a CSV context: "
+                       "whole sequences)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the splits")
     args = parser.parse_args(argv)
+    if (args.fasta is None) == (args.contexts is None):
+        parser.error("give --fasta (with --bed / --data) or --contexts, one of the two")
+    if args.contexts is not None and (args.bed or args.data):
+        parser.error("--bed and --data go with --fasta, not --contexts")
     if args.batch_size < 1 or args.max_samples < 1:
         parser.error("--batch-size and --max-samples must be >= 1")
+    if min(args.max_sequences_per_context, args.max_bases_per_context, args.split_half_splits,
+           args.split_block) < 1:
+        parser.error("--max-sequences-per-context, --max-bases-per-context, --split-half-splits and "
+                     "--split-block must be >= 1")
     if args.window < 2:
         parser.error("--window must be >= 2")
     if args.boundary_tolerance < 0:
@@ -98,19 +144,26 @@ def load_model(args: argparse.Namespace):
     return model, device
 
 
-def analyze(args: argparse.Namespace) -> dict:
-    model, device = load_model(args)
+def inference_mode(model, window: int) -> tuple[str, dict]:
+    """-> (short words for plot titles, the tokens.json entry)."""
     ratio = model.cfg.eval_compression
-    mode = f"fixed ratio L/N = {ratio:g} per {args.window}-base window"
+    mode = f"fixed ratio L/N = {ratio:g} per {window}-base window"
+    return mode, {"mode": "fixed_ratio", "eval_compression": ratio, "description": mode + " (eval mode: "
+                  "the Local Encoder merges every window to round(ratio * bases) tokens, so the mean token "
+                  "length is fixed whatever the content)"}
+
+
+def analyze(args: argparse.Namespace) -> dict:
+    if args.contexts is not None:
+        return analyze_contexts(args)
+    model, device = load_model(args)
+    mode, mode_entry = inference_mode(model, args.window)
     records = read_fasta_codes(args.fasta)
     token_ids = tokenize_records(model, records, args.window, args.batch_size, device, not args.no_progress)
     lengths = {name: per_base_token_lengths(ids) for name, ids in token_ids.items()}
     result = {
         "model": str(args.model), "fasta": str(args.fasta), "bed": str(args.bed) if args.bed else None,
-        "window": args.window, "megamerge_version": __version__,
-        "inference_mode": {"mode": "fixed_ratio", "eval_compression": ratio, "description": mode + " (eval "
-                           "mode: the Local Encoder merges every window to round(ratio * bases) tokens, so "
-                           "the mean token length is fixed whatever the content)"},
+        "window": args.window, "megamerge_version": __version__, "inference_mode": mode_entry,
         "weightings": WEIGHTINGS, "histogram_bins": HIST_BINS,
         "records": {name: {"bases": int(ids.size), "tokens": int(np.unique(ids).size)}
                     for name, ids in token_ids.items()},
@@ -139,6 +192,54 @@ def analyze(args: argparse.Namespace) -> dict:
     return result
 
 
+def analyze_contexts(args: argparse.Namespace) -> dict:
+    specs = parse_contexts(args.contexts)  # bad specs fail before the model loads
+    model, device = load_model(args)
+    mode, mode_entry = inference_mode(model, args.window)
+    contexts, warnings = context_token_lengths(
+        model, specs, window=args.window, block=args.split_block,
+        max_sequences=args.max_sequences_per_context, max_bases=args.max_bases_per_context, seed=args.seed,
+        batch_size=args.batch_size, device=device, progress=not args.no_progress)
+    stats, split_half = {}, {}
+    for c in contexts:
+        stats[c.spec.name] = {"path": str(c.spec.path), "selection": c.spec.selection, "unit": c.unit,
+                              "units": len(c.units), "counts": c.counts,
+                              **length_stats(np.concatenate(c.units))}
+        split_half[c.spec.name] = split_half_js(c.units, args.split_half_splits, args.seed)
+    distance, ratio = pairwise_js({c.spec.name: histogram(c.units) for c in contexts}, split_half)
+    result = {
+        "model": str(args.model), "window": args.window, "megamerge_version": __version__,
+        "inference_mode": mode_entry, "weightings": WEIGHTINGS, "histogram_bins": HIST_BINS,
+        "limits": {"max_sequences_per_context": args.max_sequences_per_context,
+                   "max_bases_per_context": args.max_bases_per_context, "seed": args.seed},
+        "distance": "Jensen-Shannon distance (sqrt of the JS divergence, base 2: 0 identical, 1 disjoint) "
+                    "between per-base token-length histograms (lengths 1..15, 16+)",
+        "split_half": {"splits": args.split_half_splits, "seed": args.seed,
+                       "fasta_block_bases": args.split_block,
+                       "description": "JS distance between two random halves of one context's units"},
+        "warnings": warnings,
+        "contexts": stats,
+        "js_distance": distance,
+        "split_half_js": split_half,
+        "js_ratio_to_split_half": ratio,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tokens.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_histograms(stats, args.out / "token_lengths_by_context.png", mode, weightings=("per_base",))
+    return result
+
+
+def context_summary(result: dict) -> str:
+    parts = [f"{name} {s['bases']:,} bases, mean {s['mean_token_length_per_base']:.2f} per base, "
+             f"split-half {result['split_half_js'][name]['mean']}" for name, s in result["contexts"].items()]
+    pairs = [(d, a, b) for a, row in result["js_distance"].items() for b, d in row.items() if a < b]
+    if pairs:
+        d, a, b = max(pairs)
+        parts.append(f"largest JS distance {d:.4f} ({a} vs {b}, "
+                     f"{result['js_ratio_to_split_half'][a][b]}x split-half)")
+    return "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -146,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TokenAnalysisError, ValueError, FileNotFoundError) as e:
         print(f"analyze_tokens.py: error: {e}", file=sys.stderr)
         return 2
+    if "contexts" in result:
+        print(f"{context_summary(result)} -> {args.out}", file=sys.stderr)
+        return 0
     summary = f"{result['all']['bases']:,} bases, {result['all']['tokens']:,.0f} tokens"
     if "regions" in result:
         means = ", ".join(f"{cls} {s['mean_token_length_per_base']:.2f}"

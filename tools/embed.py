@@ -19,7 +19,6 @@ megamerge/sequence_embeddings.py.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -39,31 +38,20 @@ DEFAULT_WINDOW = 4096
 
 def read_sequences(path: Path) -> list[Sequence]:
     from data_prep.fasta import InputError, read_fasta
-    from data_prep.normalize import InvalidBaseError, normalize
+    from data_prep.sequence_csv import read_sequence_csv
     from megamerge.data.shards import split_softmask
 
     if not path.is_file():
         raise EmbedError(f"--input {path}: no such file")
-    if path.suffix.lower() == ".csv":
-        out = []
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or "sequence" not in reader.fieldnames:
-                raise EmbedError(f"{path}: CSV input needs a 'sequence' column (GUE format: sequence,label)")
-            for row_number, row in enumerate(reader):
-                try:
-                    codes, _ = normalize(row["sequence"].strip().encode("ascii", "replace"))
-                    # lower case is soft-masked there; the model takes the code
-                    codes = split_softmask(codes)[0]
-                except InvalidBaseError as e:
-                    # rows counted from 1 and the file line, as tools/finetune.py says them (ids stay 0-based)
-                    raise EmbedError(f"{path}: row {row_number + 1} (line {reader.line_num}): {e}") from None
-                out.append(Sequence(str(row_number), codes, row.get("label")))
-    else:
-        try:
+    try:
+        # lower case is soft-masked there; the model takes the code
+        if path.suffix.lower() == ".csv":
+            out = [Sequence(str(row), split_softmask(codes)[0], cells.get("label"))
+                   for row, codes, cells in read_sequence_csv(path)]
+        else:
             out = [Sequence(r.record_id, split_softmask(r.codes)[0]) for r in read_fasta(path)]
-        except InputError as e:
-            raise EmbedError(str(e)) from None
+    except InputError as e:
+        raise EmbedError(str(e)) from None
     empty = [s.seq_id for s in out if s.codes.size == 0]
     if empty:
         raise EmbedError(f"{path}: sequence {empty[0]!r} is empty")
