@@ -28,10 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import torch
 
 from megamerge import __version__
-from megamerge.portable import load_portable, read_portable_config
 from megamerge.token_analysis import (
     HIST_BINS,
     WEIGHTINGS,
@@ -39,6 +37,7 @@ from megamerge.token_analysis import (
     boundary_scores,
     check_regions,
     length_stats,
+    load_tokenizer,
     per_base_token_lengths,
     plot_histograms,
     read_bed,
@@ -85,21 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_model(args: argparse.Namespace):
-    config = read_portable_config(args.model)
-    if config["family"] != "mergedna":
-        raise TokenAnalysisError(f"--model {args.model} holds a {config['family']} model, which has no "
-                                 "learned tokenizer; token analysis needs a MergeDNA model")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
-    model = load_portable(args.model, device=device)
-    if args.eval_compression is not None:
-        model.cfg.eval_compression = args.eval_compression
-    return model, device
-
-
 def analyze(args: argparse.Namespace) -> dict:
-    model, device = load_model(args)
+    model, device = load_tokenizer(args.model, args.device, args.eval_compression)
     ratio = model.cfg.eval_compression
     mode = f"fixed ratio L/N = {ratio:g} per {args.window}-base window"
     records = read_fasta_codes(args.fasta)
