@@ -1,6 +1,8 @@
 """What MergeDNA's learned tokenizer (the Local Encoder) does to real sequence: token lengths per
-region class, token boundaries against annotated region boundaries, compression per species.
-tools/analyze_tokens.py is the command line; this module holds the logic.
+region class, token boundaries against annotated region boundaries, compression per species, and
+how two models (checkpoints of one run, say) place their boundaries differently on the same bases.
+tools/analyze_tokens.py and tools/compare_tokenizers.py are the command lines; this module holds
+the logic.
 
 Tokenizing. Each FASTA record is cut into consecutive windows of `window` bases (the last one
 shorter), as in megamerge/sequence_embeddings.py; each window goes through the Local Encoder alone
@@ -15,6 +17,13 @@ Two weightings of a token-length histogram (DESIGN.md, Figure 2):
                per base it covers). The paper's peaks are only reachable with this weighting (or an
                L that is not fixed).
 The last bin holds every length >= HIST_MAX.
+
+Comparing two tokenizers. A position is a gap between two adjacent bases of one window (window
+edges are left out: both models always put a boundary there). A model puts a token boundary at a
+gap when the bases on its two sides sit in different tokens. The boundary change rate is the share
+of positions where exactly one of the two models has a boundary: 0 for identical merge decisions,
+and at a fixed ratio (both models make the same number of tokens per window) a moved boundary
+counts twice, once where it was and once where it went.
 
 Regions. A token that straddles a region boundary is shared between the classes in proportion to
 its bases: each base adds 1/len(its token) tokens to its class, so a class's token count can be
@@ -93,7 +102,37 @@ def read_fasta_codes(path: Path) -> dict[str, np.ndarray]:
     return records
 
 
+def first_bases(records: dict[str, np.ndarray], max_bases: int | None) -> dict[str, np.ndarray]:
+    """The records in order, cut after max_bases bases in all (None: all of them)."""
+    if max_bases is None:
+        return records
+    out, left = {}, max_bases
+    for name, codes in records.items():
+        if left <= 0:
+            break
+        out[name], left = codes[:left], left - min(left, len(codes))
+    return out
+
+
 # ------------------------------------------------------------------------------- tokenizing
+def load_tokenizer(model_dir: Path, device: str = "auto", eval_compression: float | None = None):
+    """A portable MergeDNA model in eval mode on `device` (cpu, cuda, cuda:N, or auto), with its
+    fixed inference ratio L/N replaced by eval_compression if given -> (model, torch.device).
+    A CARMANIA model, which has no learned tokenizer, is refused."""
+    from megamerge.portable import load_portable, read_portable_config
+
+    config = read_portable_config(model_dir)
+    if config["family"] != "mergedna":
+        raise TokenAnalysisError(f"--model {model_dir} holds a {config['family']} model, which has no "
+                                 "learned tokenizer; token analysis needs a MergeDNA model")
+    resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                            else "cpu" if device == "auto" else device)
+    model = load_portable(model_dir, device=resolved)
+    if eval_compression is not None:
+        model.cfg.eval_compression = eval_compression
+    return model, resolved
+
+
 @torch.no_grad()
 def tokenize_batch(model, batch: list[np.ndarray], device) -> list[np.ndarray]:
     """Local Encoder in eval mode on right-padded windows -> base -> token index [n_w] per window."""
@@ -109,12 +148,12 @@ def tokenize_batch(model, batch: list[np.ndarray], device) -> list[np.ndarray]:
 
 
 def tokenize_windows(model, windows: list[np.ndarray], batch_size: int, device,
-                     progress: bool = True) -> list[np.ndarray]:
+                     progress: bool = True, desc: str = "tokenizing") -> list[np.ndarray]:
     """Each window of codes [n_w] alone through the Local Encoder -> its base -> token index [n_w]."""
     model.eval()
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))  # similar lengths share a batch
     assigned: list = [None] * len(windows)
-    with tqdm(total=sum(len(w) for w in windows), desc="tokenizing", unit="bp", file=sys.stderr,
+    with tqdm(total=sum(len(w) for w in windows), desc=desc, unit="bp", file=sys.stderr,
               disable=not progress) as bar:
         for first in range(0, len(order), batch_size):
             batch = order[first:first + batch_size]
@@ -125,13 +164,13 @@ def tokenize_windows(model, windows: list[np.ndarray], batch_size: int, device,
 
 
 def tokenize_records(model, records: dict[str, np.ndarray], window: int, batch_size: int, device,
-                     progress: bool = True) -> dict[str, np.ndarray]:
+                     progress: bool = True, desc: str = "tokenizing") -> dict[str, np.ndarray]:
     """record id -> token id of every base [n] (int64, numbering the record's tokens in order)."""
     from megamerge.sequence_embeddings import window_bounds
 
     pieces = [(name, a, codes[a:b]) for name, codes in records.items()
               for a, b in window_bounds(len(codes), window)]
-    assigned = tokenize_windows(model, [codes for _, _, codes in pieces], batch_size, device, progress)
+    assigned = tokenize_windows(model, [codes for _, _, codes in pieces], batch_size, device, progress, desc)
     token_ids = {name: np.empty(len(codes), dtype=np.int64) for name, codes in records.items()}
     offsets = dict.fromkeys(records, 0)
     for (name, start, codes), assign in zip(pieces, assigned):  # windows of a record come in order
@@ -249,6 +288,38 @@ def boundary_scores(token_ids: dict[str, np.ndarray], regions: list[Region], tol
     return {"tolerance_bases": tolerance, "token_boundaries": n_token, "annotation_boundaries": n_annot,
             "precision": round(precision, 6), "recall": round(recall, 6), "f1": round(f1, 6),
             "chance_precision": round(near_positions / positions, 6) if positions else 0.0}
+
+
+# ------------------------------------------------------------------------ comparing two tokenizers
+def window_gaps(token_ids: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """token_ids [n] of one record, tokenized in windows of `window` bases -> (boundary, inside),
+    both bool [n - 1] over the gaps between bases p and p + 1: boundary, the two sit in different
+    tokens; inside, they sit in one window (window edges are boundaries by construction)."""
+    from megamerge.sequence_embeddings import window_bounds
+
+    boundary = token_ids[1:] != token_ids[:-1]  # [n - 1]
+    inside = np.ones(max(token_ids.size - 1, 0), dtype=bool)  # [n - 1]
+    for start, _ in window_bounds(token_ids.size, window)[1:]:
+        inside[start - 1] = False  # the gap before the window's first base
+    return boundary, inside
+
+
+def boundary_changes(a: dict[str, np.ndarray], b: dict[str, np.ndarray], window: int) -> dict:
+    """Two tokenizations of the same records (record -> token id of every base, as tokenize_records
+    gives with `window`) -> positions (gaps inside windows), each tokenization's boundaries there,
+    those only one of them has, and boundary_change_rate = (only_a + only_b) / positions."""
+    if a.keys() != b.keys() or any(a[name].size != b[name].size for name in a):
+        raise TokenAnalysisError("the two tokenizations cover different records or lengths")
+    counts = dict.fromkeys(("positions", "boundaries_a", "boundaries_b", "only_a", "only_b"), 0)
+    for name, ids_a in a.items():
+        boundary_a, inside = window_gaps(ids_a, window)
+        boundary_b = window_gaps(b[name], window)[0]
+        boundary_a, boundary_b = boundary_a[inside], boundary_b[inside]  # [positions of this record]
+        for key, gaps in (("positions", inside), ("boundaries_a", boundary_a), ("boundaries_b", boundary_b),
+                          ("only_a", boundary_a & ~boundary_b), ("only_b", boundary_b & ~boundary_a)):
+            counts[key] += int(gaps.sum())
+    changed = counts["only_a"] + counts["only_b"]
+    return {**counts, "boundary_change_rate": changed / counts["positions"] if counts["positions"] else 0.0}
 
 
 # ------------------------------------------------------------------------------ species data

@@ -41,10 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import torch
 
 from megamerge import __version__
-from megamerge.portable import load_portable, read_portable_config
 from megamerge.token_analysis import (
     HIST_BINS,
     WEIGHTINGS,
@@ -52,6 +50,7 @@ from megamerge.token_analysis import (
     boundary_scores,
     check_regions,
     length_stats,
+    load_tokenizer,
     per_base_token_lengths,
     plot_histograms,
     read_bed,
@@ -131,19 +130,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_model(args: argparse.Namespace):
-    config = read_portable_config(args.model)
-    if config["family"] != "mergedna":
-        raise TokenAnalysisError(f"--model {args.model} holds a {config['family']} model, which has no "
-                                 "learned tokenizer; token analysis needs a MergeDNA model")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
-    model = load_portable(args.model, device=device)
-    if args.eval_compression is not None:
-        model.cfg.eval_compression = args.eval_compression
-    return model, device
-
-
 def inference_mode(model, window: int) -> tuple[str, dict]:
     """-> (short words for plot titles, the tokens.json entry)."""
     ratio = model.cfg.eval_compression
@@ -156,7 +142,7 @@ def inference_mode(model, window: int) -> tuple[str, dict]:
 def analyze(args: argparse.Namespace) -> dict:
     if args.contexts is not None:
         return analyze_contexts(args)
-    model, device = load_model(args)
+    model, device = load_tokenizer(args.model, args.device, args.eval_compression)
     mode, mode_entry = inference_mode(model, args.window)
     records = read_fasta_codes(args.fasta)
     token_ids = tokenize_records(model, records, args.window, args.batch_size, device, not args.no_progress)
@@ -194,7 +180,7 @@ def analyze(args: argparse.Namespace) -> dict:
 
 def analyze_contexts(args: argparse.Namespace) -> dict:
     specs = parse_contexts(args.contexts)  # bad specs fail before the model loads
-    model, device = load_model(args)
+    model, device = load_tokenizer(args.model, args.device, args.eval_compression)
     mode, mode_entry = inference_mode(model, args.window)
     contexts, warnings = context_token_lengths(
         model, specs, window=args.window, block=args.split_block,

@@ -37,3 +37,6 @@ class ModelSpec:
     # The family's paper recipe for train.py's optimiser flags (argument dest -> value); a flag given
     # on the command line wins (training/arguments.py).
     training_defaults: dict | None = None
+    # model -> {metrics.jsonl key: parameters} whose gradient norms the trainer logs
+    # (training/grad_norms.py); None: the family logs none (CARMANIA has no learned tokenizer).
+    grad_norm_groups: Callable[[nn.Module], dict[str, list[nn.Parameter]]] | None = None

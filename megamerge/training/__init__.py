@@ -7,5 +7,6 @@ engine.py (the DeepSpeed engine, also used by the portable -> DeepSpeed converte
 come from megamerge/data/mock_data.py), input_checks.py (the flags and inputs refused before
 DeepSpeed starts), peak_flops.py (MFU's denominator),
 run_state.py and checkpointing.py (what a checkpoint holds, written atomically), evaluation.py,
-metrics.py (metrics.jsonl, TensorBoard, the progress line), lr_schedule.py, signals.py (stop
-requests), distributed.py (process-group start-up) and activation_checkpointing.py."""
+metrics.py (metrics.jsonl, TensorBoard, the progress line), grad_norms.py (the gradient norms of
+a family's parameter groups, such as MergeDNA's merge scorers, for metrics.jsonl), lr_schedule.py,
+signals.py (stop requests), distributed.py (process-group start-up) and activation_checkpointing.py."""

@@ -44,6 +44,7 @@ from megamerge.training.distributed import (
 )
 from megamerge.training.ds_config import ConfigError, resolve_ds_config
 from megamerge.training.engine import build_engine
+from megamerge.training.grad_norms import group_grad_norms
 from megamerge.training.input_checks import (
     START_OVER_FLAG,
     move_earlier_run_aside,
@@ -69,6 +70,9 @@ class StepResult:
     lr: float
     grad_norm: float | None  # None when the optimizer skipped the step
     token_lengths: torch.Tensor | None  # last micro-batch's token lengths in bases (TensorBoard histogram)
+    # The family's parameter-group gradient norms (training/grad_norms.py), on iterations that log;
+    # None where not computable (pipeline stages, a skipped step).
+    grad_norms: dict[str, float | None]
 
 
 class Trainer:
@@ -103,6 +107,7 @@ class Trainer:
         model, self.total_parameters = self.build_model()
         built = build_engine(model, self.parallel, self.ds_config, self.env.device)
         self.engine, self.pipeline, self.eval_forward = built.engine, built.pipeline, built.eval_forward
+        self.grad_norm_groups = self.tracked_grad_norm_groups(model)
         self.micro = self.ds_config["train_micro_batch_size_per_gpu"]
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
         self.global_batch = self.ds_config["train_batch_size"]
@@ -135,6 +140,17 @@ class Trainer:
         if self.args.checkpoint_activations:
             apply_activation_checkpointing(model)
         return model, total_parameters
+
+    def tracked_grad_norm_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+        """{metrics key: parameters} of the family's gradient-norm groups (MergeDNA's merge scorers
+        and Local Encoder; none for CARMANIA). Under pipeline parallelism the engine runs backward and
+        step in one call, so no gradient can be read between them: the keys are kept with no
+        parameters and log null. Tensor parallelism replicates these (unsplit) parameters, and each
+        TP rank holds their full gradient, so rank 0's norm is every rank's."""
+        if self.family.grad_norm_groups is None:
+            return {}
+        groups = self.family.grad_norm_groups(model)
+        return {key: [] for key in groups} if self.pipeline is not None else groups
 
     def start_over(self) -> None:
         """--start-over: rank 0 renames --save's earlier run before any rank reads or writes there."""
@@ -261,6 +277,10 @@ class Trainer:
             group["lr"] = lr
         poison = iteration in self.inject_nan
         token_lengths = None
+        # Only an iteration that logs pays for the norms (an all-reduce per parameter under ZeRO-2).
+        groups = self.grad_norm_groups if self.logs_at(iteration + 1) else {}
+        norms = None  # [len(groups)] on the device
+        group_norms = {}  # key -> float, read with the losses
         if self.pipeline is not None:  # the engine runs the micro-batches through the stages itself
             batches = [self.micro_batch(iteration, m) for m in range(self.accumulation)]
             out = self.pipeline.train_step(self.engine, batches, poison_loss=poison)
@@ -270,18 +290,26 @@ class Trainer:
             for m in range(self.accumulation):
                 out = self.engine(self.micro_batch(iteration, m))
                 self.engine.backward(out["loss"] * float("nan") if poison else out["loss"])
+                if m == self.accumulation - 1 and any(groups.values()):
+                    norms = group_grad_norms(groups)  # before step(), which frees the gradients
                 self.engine.step()  # applies the update at the last micro-step only
                 values = torch.stack([out[key].detach().float() for key in self.logged_keys])
                 sums = values if sums is None else sums + values
                 token_lengths = out.get("token_lengths")
-            # The step's one sync of its own: the means to the host, for the log line.
-            losses = dict(zip(self.logged_keys, (sums / self.accumulation).tolist()))
+            # The step's one sync of its own: the means (and any group norms) to the host, for the log line.
+            means = sums / self.accumulation
+            host = (means if norms is None else torch.cat([means, norms])).tolist()
+            losses = dict(zip(self.logged_keys, host))
+            group_norms = dict(zip(groups, host[len(self.logged_keys):]))
         applied = self.engine.was_step_applied()
         grad_norm = self.engine.get_global_grad_norm() if applied else None
+        # null, like grad_norm, for a skipped (non-finite) step
+        group_norms = {key: group_norms.get(key) if applied else None for key in groups}
         self.state.advance(self.global_batch, applied)
         if not applied:
             self.count_skipped_step()
-        return StepResult(dict(losses), lr, None if grad_norm is None else float(grad_norm), token_lengths)
+        return StepResult(dict(losses), lr, None if grad_norm is None else float(grad_norm), token_lengths,
+                          group_norms)
 
     def count_skipped_step(self) -> None:
         skips, limit = self.state.consecutive_skips, self.args.max_skipped_iters
@@ -298,7 +326,7 @@ class Trainer:
         reduced = all_reduce_mean([step.losses.get(k, 0.0) for k in self.logged_keys], self.env.device)
         self.interval.add(dict(zip(self.logged_keys, reduced)))
         iteration, args = self.state.iteration, self.args
-        if iteration % args.log_interval != 0 and iteration != args.train_iters:
+        if not self.logs_at(iteration):
             return
         samples_per_second = self.interval.iterations * self.global_batch / self.interval.seconds()
         means = self.interval.means()
@@ -310,6 +338,7 @@ class Trainer:
         record = {
             "iteration": iteration, "consumed_samples": self.state.consumed_samples,
             **{k: means[k] for k in self.family.loss_keys}, "lr": step.lr, "grad_norm": step.grad_norm,
+            **self.grad_norm_record(step),
             **{k: means[k] for k in self.family.ratio_keys},
             "bases_per_second": samples_per_second * n, "samples_per_second": samples_per_second,
             "mfu": mfu, "skipped_iters": self.state.skipped_iters,
@@ -321,6 +350,21 @@ class Trainer:
                            " ".join(f"{k} {means[k]:.3f}" for k in self.family.loss_keys[1:])
                            + "".join(f" | {means[k]:.2f} b/tok" for k in self.family.ratio_keys[:1]))
         self.interval.reset()
+
+    def logs_at(self, iteration: int) -> bool:
+        """Whether the step that ends at `iteration` writes a metrics line."""
+        return iteration % self.args.log_interval == 0 or iteration == self.args.train_iters
+
+    @staticmethod
+    def grad_norm_record(step: StepResult) -> dict:
+        """Each group norm of the logged step and its ratio to the whole model's `grad_norm` (all
+        before clipping); null where either is."""
+        record = {}
+        for key, norm in step.grad_norms.items():
+            record[key] = norm
+            record[f"{key}_ratio"] = (None if norm is None or not step.grad_norm
+                                      else norm / step.grad_norm)
+        return record
 
     def corrupt_shards_seen(self) -> int:
         """Damaged shards met so far by any worker of any rank, each counted once: a data-parallel

@@ -114,6 +114,9 @@ def test_nan_steps_are_skipped_and_counted_then_stop_the_run(tmp_path, layout):
     m = read_metrics(tmp_path / "a")
     assert m[1]["skipped_iters"] == 0 and m[2]["skipped_iters"] == 1 and m[4]["skipped_iters"] == 1
     assert m[2]["grad_norm"] is None and m[3]["grad_norm"] is not None
+    # the merge scorers' norm is null with it (and always under pipeline stages)
+    assert m[2]["merge_grad_norm"] is None and m[2]["merge_grad_norm_ratio"] is None
+    assert (m[3]["merge_grad_norm"] is None) == (layout == "pp2")
     bad = run_train(2, [*common, "--train-iters", "6", "--inject-nan-at", "1", "2", "3",
                         "--max-skipped-iters", "3", "--save", "b"], tmp_path)
     assert bad.returncode != 0

@@ -1,7 +1,7 @@
 """MergeDNA's registry entry: config, model, presets, what training logs, FLOPs, the blocks
 tensor parallelism splits (every Latent Encoder and Latent Decoder block; the local encoder and
-decoder, whose windows are short and whose merges are local, stay replicated) and the pipeline
-layers."""
+decoder, whose windows are short and whose merges are local, stay replicated), the pipeline
+layers and the parameter groups whose gradient norms training logs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ from megamerge.models.model_spec import ModelSpec
 
 def _tensor_parallel_blocks(model: MergeDNA) -> list:
     return [*model.latent_encoder.blocks, *model.latent_decoder.blocks]
+
+
+def _grad_norm_groups(model: MergeDNA) -> dict[str, list]:
+    """The learned tokenizer's parameters: every Local Encoder TokenMerger's grouping projection
+    (`local_encoder.mergers.*.grouping.weight`, whose cosine scores pick the merges and which learns
+    only through the straight-through gate) and the whole Local Encoder around them."""
+    return {"merge_grad_norm": [merger.grouping.weight for merger in model.local_encoder.mergers],
+            "local_encoder_grad_norm": list(model.local_encoder.parameters())}
 
 
 def _pipeline(model: MergeDNA, parallel):
@@ -33,4 +41,5 @@ MERGEDNA_SPEC = ModelSpec(
     training_defaults=TRAINING_DEFAULTS,
     pipeline_layers=pipeline_layers,
     pipeline=_pipeline,
+    grad_norm_groups=_grad_norm_groups,
 )

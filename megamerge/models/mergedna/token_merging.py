@@ -50,6 +50,16 @@ import torch.nn.functional as F
 
 from megamerge.models.common.rope import rotate_hidden
 
+_gate_gradient = True  # False: the hard merge without its straight-through gradient (a benchmark control)
+
+
+def set_gate_gradient(enabled: bool) -> None:
+    """Whether the local merge's straight-through gate passes a gradient to the merge scores
+    (benchmarks/merge_gradient.py's control cuts it to measure what it is worth)."""
+    global _gate_gradient
+    _gate_gradient = bool(enabled)
+
+
 _SCORE_FLOOR = -3.0  # below any cosine similarity; stands in for "cannot merge" without inf arithmetic
 # Host-side state that megamerge/parallel/carry.py does not send between pipeline stages.
 NOT_CARRIED = {"carried": False}
@@ -244,7 +254,7 @@ def local_window_merge(
         grouped, quota = score[:, None], r[:, None]
     chosen, soft = _select_top(grouped, quota, temperature)  # chosen implies can_merge: quota <= capacity
     chosen, soft = chosen.reshape(B, -1)[:, :E], soft.reshape(B, -1)[:, :E]
-    gate_even = chosen.float() + soft - soft.detach()
+    gate_even = chosen.float() + soft - soft.detach() if _gate_gradient else chosen.float()
     gate_even = torch.where(can_merge, gate_even, torch.zeros_like(gate_even))
 
     removed = torch.zeros(B, L, dtype=torch.bool, device=dev)

@@ -1,6 +1,8 @@
 """One `Trainer.train_step` (2 micro-steps of the tiny preset, mock data, one process) with the
 host syncs counted (tests/helpers.counted_host_syncs), after a first step that pays DeepSpeed's
-one-time set-up. Writes {"file:function": calls} as JSON to argv[1]."""
+one-time set-up. The counted step is the run's last, so it logs and computes the merge gradient
+norms (training/grad_norms.py). Writes {"syncs": {"file:function": calls}, "grad_norms": the step's
+norm keys} as JSON to argv[1]."""
 
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ def main(out: Path) -> None:
     trainer = Trainer(args)
     trainer.train_step()
     with counted_host_syncs() as counts:
-        trainer.train_step()
-    out.write_text(json.dumps({f"{file}:{function}": n for (file, function), n in counts.items()}))
+        step = trainer.train_step()
+    out.write_text(json.dumps({"syncs": {f"{file}:{function}": n for (file, function), n in counts.items()},
+                               "grad_norms": {k: v is not None for k, v in step.grad_norms.items()}}))
 
 
 if __name__ == "__main__":
