@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO))
 
 from tqdm import tqdm
 
-from benchmarks.gpu_check import free_port
 from benchmarks.pretrain_real_genomes import SHARED_GENOMES, genome_files, prepare_corpus, pretrain_args
+from megamerge.free_port import free_port
 
 GUE = REPO.parent / "shared" / "data" / "benchmarks" / "GUE"
 SEQ_LENGTH = 512

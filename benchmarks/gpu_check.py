@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.kernel_sets import KERNEL_SETS  # imports nothing beyond the standard library
+from megamerge.free_port import free_port  # the standard library only
 
 CUDA_TEST_FILES = ["tests/unit/test_cuda_paths.py", "tests/unit/test_local_attention.py",
                    "tests/unit/test_gpu_check_cuda.py"]
@@ -123,12 +123,6 @@ def measurement_plan(dry_run: bool, kernels: str = "both") -> list[dict]:
     plan += [{**base, "preset": "1b", "micro": m, "checkpointing": True, "attention": "best"}
              for m in (8, 16)]
     return plan
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_measurement(spec: dict, timeout: float) -> dict:

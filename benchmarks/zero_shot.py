@@ -50,7 +50,6 @@ import numpy as np
 import torch
 
 from benchmarks.benchmarks_md import machine_line, update_section
-from benchmarks.gpu_check import free_port
 from benchmarks.markov_baseline import best_setting, fit_and_validate, snv_log_likelihood_ratio
 from benchmarks.pretrain_real_genomes import (
     FINAL_MARGIN_MINS,
@@ -63,6 +62,7 @@ from benchmarks.pretrain_real_genomes import (
 from data_prep import synthetic
 from data_prep.split import SplitSpec
 from data_prep.synthetic_variants import LABEL_FIELD
+from megamerge.free_port import free_port
 from megamerge.models.registry import build_model
 from megamerge.output_dirs import written_then_renamed
 from megamerge.portable import load_portable, read_portable_config, save_portable

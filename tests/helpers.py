@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from megamerge.free_port import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "megamerge" / "train.py"
@@ -27,12 +28,6 @@ TINY_ARGS = [
     "--ds_config", str(CPU_CONFIG), "--mock-data", "--model", "tiny", "--seq-length", "256",
     "--lr", "1e-3", "--lr-warmup-iters", "2", "--log-interval", "1", "--num-workers", "0",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict:

@@ -17,12 +17,12 @@ and data stream), which works at any data-parallel size.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 
 from megamerge import __version__
+from megamerge.free_port import free_port
 from megamerge.models.registry import ModelSpec, get_family
 from megamerge.parallel.pipeline import check_pipeline_stages
 from megamerge.parallel.tensor_parallel import TensorParallelSizeError, check_tensor_parallel_sizes
@@ -32,12 +32,6 @@ from megamerge.training.checkpointing import WEIGHTS_ONLY_MARKER
 from .errors import ConversionError
 from .parameter_names import meta_model
 from .staging import check_output_free, staging_dir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_checked_portable(portable_dir: Path) -> tuple[dict, ModelSpec, object, dict[str, torch.Tensor]]:
@@ -135,7 +129,7 @@ def convert_from_portable(portable_dir: str | Path, out_dir: str | Path, tp: int
     world = tp * pp
     with staging_dir(out_dir) as tmp:
         try:
-            mp.spawn(_write_rank, args=(world, _free_port(), tp, pp, zero_stage, str(portable_dir), str(tmp),
+            mp.spawn(_write_rank, args=(world, free_port(), tp, pp, zero_stage, str(portable_dir), str(tmp),
                                         client_state), nprocs=world, join=True)
         except mp.ProcessRaisedException as e:
             last = [line for line in str(e).strip().splitlines() if line.strip()][-1]
