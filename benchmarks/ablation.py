@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ DENSE_CLASS = "background"  # data_prep/synthetic.py's high-entropy class
 LATENT_MERGE_FLAG = "--latent-merge-schedule"
 SYNTHETIC_FASTA = "synth_sp00.upper.fa"
 STAGES = ("pretrain", "portable", "tokens", "finetune", "scratch")
+GUE_TASKS = ("tf/0", "tf/1", "prom/prom_300_tata")  # issue 15's (and issue 28's) three GUE tasks
 
 
 class AblationError(Exception):
@@ -202,6 +204,12 @@ def run_logged(cmd: list[str], log: Path, nice: int) -> None:
         raise AblationError(f"{cmd[1] if len(cmd) > 1 else cmd[0]} exited {done.returncode}; see {log}")
 
 
+def require_nice() -> None:
+    """run_logged's subprocesses run under `nice`: fail before any work when it is missing."""
+    if shutil.which("nice") is None:
+        raise AblationError("`nice` is not on PATH")
+
+
 @contextlib.contextmanager
 def locked(path: Path):
     """Two drivers over one OUT prepare the shared inputs once."""
@@ -255,9 +263,9 @@ def capped_task(source: Path, dest: Path, dev_rows: int) -> None:
     (dest / "dev.csv.tmp").replace(dest / "dev.csv")
 
 
-def check_settings(vdir: Path, settings: dict) -> None:
-    """Refuse to resume a variant directory written with other settings."""
-    record = vdir / "variant.json"
+def check_settings(vdir: Path, settings: dict, name: str = "variant.json") -> None:
+    """Refuse to resume a directory (a variant's: its variant.json) written with other settings."""
+    record = vdir / name
     if record.exists():
         old = json.loads(record.read_text())
         if old != settings:
@@ -279,16 +287,23 @@ def pretrain(vdir: Path, corpus: Path, flags: list[str], args: argparse.Namespac
                 *flags, *resume], vdir / "pretrain.log", args.nice)
 
 
+def finetune_run(model: Path, task_dir: Path, out: Path, seeds: list[int], args: argparse.Namespace,
+                 log: Path, extra: Sequence[str] = ()) -> None:
+    """tools/finetune.py, LoRA at the fixed budget (args.lr, args.epochs, args.train_rows; batch 32),
+    `extra` flags appended; skipped when OUT holds results of these seeds."""
+    results = out / "results.json"
+    if results.exists() and json.loads(results.read_text())["settings"]["seeds"] == seeds:
+        return  # done with these seeds; with others it runs again (finetune.py rewrites OUT)
+    run_logged([sys.executable, "tools/finetune.py", "--model", str(model), "--task", str(task_dir),
+                "--out", str(out), "--method", "lora", "--lr", str(args.lr), "--epochs", str(args.epochs),
+                "--seeds", ",".join(map(str, seeds)) + ",", "--batch-size", "32",
+                "--max-train-samples", str(args.train_rows), "--no-progress", *extra], log, args.nice)
+
+
 def finetune(vdir: Path, task: str, args: argparse.Namespace, scratch: bool) -> None:
     out = vdir / ("finetune_scratch" if scratch else "finetune") / task
-    results = out / "results.json"
-    if results.exists() and json.loads(results.read_text())["settings"]["seeds"] == list(range(args.seeds)):
-        return  # done with these seeds; with other --seeds it runs again (finetune.py rewrites OUT)
-    run_logged([sys.executable, "tools/finetune.py", "--model", str(vdir / "portable"),
-                "--task", str(args.out / "tasks" / task), "--out", str(out), "--method", "lora",
-                "--lr", str(args.lr), "--epochs", str(args.epochs), "--seeds", str(args.seeds),
-                "--batch-size", "32", "--max-train-samples", str(args.train_rows), "--no-progress",
-                *(["--from-scratch"] if scratch else [])], vdir / "finetune.log", args.nice)
+    finetune_run(vdir / "portable", args.out / "tasks" / task, out, list(range(args.seeds)), args,
+                 vdir / "finetune.log", ["--from-scratch"] if scratch else [])
 
 
 def run_variant(name: str, args: argparse.Namespace) -> None:
@@ -356,6 +371,15 @@ def report(args: argparse.Namespace) -> str:
 
 
 # ------------------------------------------------------------------------------- CLI
+def add_finetune_budget_flags(p: argparse.ArgumentParser) -> None:
+    """The fixed fine-tuning budget's flags (finetune_run reads them), and the subprocesses' niceness."""
+    p.add_argument("--train-rows", type=int, default=400, help="fine-tune on the first N training rows")
+    p.add_argument("--dev-rows", type=int, default=300, help="dev capped to its first N rows")
+    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (the best on dev is kept)")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (LoRA, constant)")
+    p.add_argument("--nice", type=int, default=10, help="niceness of every subprocess")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "ablation",
@@ -366,16 +390,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"comma-separated stages to run (of {', '.join(STAGES)})")
     p.add_argument("--train-iters", type=int, default=150,
                    help="pre-training iterations of 8 x 512 bases, every variant")
-    p.add_argument("--tasks", default="tf/0,tf/1,prom/prom_300_tata", help="GUE tasks, comma-separated")
-    p.add_argument("--train-rows", type=int, default=400, help="fine-tune on the first N training rows")
-    p.add_argument("--dev-rows", type=int, default=300, help="dev capped to its first N rows")
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (the best on dev is kept)")
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (LoRA, constant)")
+    p.add_argument("--tasks", default=",".join(GUE_TASKS), help="GUE tasks, comma-separated")
+    add_finetune_budget_flags(p)
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds")
     p.add_argument("--scratch-variants", default="paper",
                    help="variants whose architecture is also fine-tuned from scratch "
                         "(comma-separated; '' for none)")
-    p.add_argument("--nice", type=int, default=10, help="niceness of every subprocess")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the table from what exists")
     p.add_argument("--list-variants", action="store_true",
                    help="print the variants and their flags, then exit")
@@ -403,8 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if not args.report_only:
-            if shutil.which("nice") is None:
-                raise AblationError("`nice` is not on PATH")
+            require_nice()
             prepare_inputs(args.out, args.tasks, args.dev_rows)
             for name in tqdm(args.variants, desc="variants", unit="variant"):
                 run_variant(name, args)

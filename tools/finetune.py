@@ -10,6 +10,9 @@ TASK_DIR holds train, dev and test files (.csv, .tsv or .parquet) with a `sequen
 column; GUE's layout works as is. Labels: integers or names (classification), other numbers
 (regression), one digit per base or a list column (per-base classification).
 
+--merge-decisions random or fixed swaps the trained tokenizer's merge decisions for a control's
+(benchmarks/tokenizer_ablation.py); results.json's settings record what the model used.
+
 Protocol: for each seed, train --epochs epochs, score dev after each, restore the best dev epoch and
 score test once with it (never select on test). results.json reports every seed and the mean ± std of
 the headline metric (MCC for classification and per-base, Pearson for regression).
@@ -31,6 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from megamerge.finetune.adapters import DEFAULT_TARGETS, METHODS
 from megamerge.finetune.heads import POOLINGS
 from megamerge.finetune.task_data import TASK_TYPES
+from megamerge.models.common.config_options import declared_fields
+from megamerge.models.mergedna.config import MergeDNAConfig
+
+MERGE_DECISIONS = declared_fields(MergeDNAConfig)["merge_decisions"][1].choices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-compression", type=float, default=None,
                    help="MergeDNA: the fixed tokens/bases ratio used in fine-tuning and test "
                         "(default: the model's eval_compression, 0.5)")
+    p.add_argument("--merge-decisions", default=None, choices=MERGE_DECISIONS,
+                   help="MergeDNA: which pairs the (frozen) Local Encoder merges, set on the loaded model: "
+                        "learned (the trained tokenizer), random (chance pairs, the same counts per window), "
+                        "fixed (chunks of N/L bases); the tokenizer ablation's controls "
+                        "(benchmarks/tokenizer_ablation.py). Default: the model's own (learned)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # The deepspeed launcher appends --local_rank=N; torchrun and srun use the environment instead.
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)

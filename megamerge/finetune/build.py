@@ -14,9 +14,10 @@ from megamerge.portable import load_portable, read_portable_config
 
 
 def load_backbone(model_dir: str | Path, task_type: str, from_scratch: bool, init_seed: int,
-                  eval_compression: float | None):
+                  eval_compression: float | None, merge_decisions: str | None = None):
     """-> (bare model in eval mode, family). from_scratch: the portable config's architecture,
-    initialised from torch.manual_seed(init_seed)."""
+    initialised from torch.manual_seed(init_seed). `eval_compression` and `merge_decisions` (MergeDNA;
+    None: the model's own) are set on the model's config, which the model reads at every call."""
     config = read_portable_config(model_dir)
     family = config["family"]
     if task_type == "per_base" and config.get("encoder_only") and not from_scratch:
@@ -26,10 +27,13 @@ def load_backbone(model_dir: str | Path, task_type: str, from_scratch: bool, ini
         model = build_model(family, config["model_config"]).eval()
     else:
         model = load_portable(model_dir)
-    if eval_compression is not None:
+    overrides = {"eval_compression": eval_compression, "merge_decisions": merge_decisions}
+    for name, value in overrides.items():
+        if value is None:
+            continue
         if family != "mergedna":
-            raise ValueError("--eval-compression applies to MergeDNA (CARMANIA does not merge)")
-        model.cfg.eval_compression = eval_compression
+            raise ValueError(f"--{name.replace('_', '-')} applies to MergeDNA (CARMANIA does not merge)")
+        setattr(model.cfg, name, value)
         model.cfg.validate()
     return model, family
 
@@ -37,11 +41,12 @@ def load_backbone(model_dir: str | Path, task_type: str, from_scratch: bool, ini
 def build_task_model(spec: dict, model_dir: str | Path | None = None, adapter_dir: str | Path | None = None
                      ) -> TaskModel:
     """spec keys: model, family, method, task_type, num_outputs, pooling, from_scratch, seed,
-    eval_compression, lora_rank, lora_alpha, target_modules, adapt_tokenizer. `model_dir` overrides
+    eval_compression, lora_rank, lora_alpha, target_modules, adapt_tokenizer, and optionally
+    merge_decisions (specs saved before it have none: the model's own). `model_dir` overrides
     spec["model"]; `adapter_dir` loads saved LoRA adapters instead of creating fresh ones."""
     torch.manual_seed(spec["seed"])
     model, family = load_backbone(model_dir or spec["model"], spec["task_type"], spec["from_scratch"],
-                                  spec["seed"], spec["eval_compression"])
+                                  spec["seed"], spec["eval_compression"], spec.get("merge_decisions"))
     if family == "mergedna" and spec["task_type"] != "per_base":
         drop_decoders(model)
     if spec["method"] == "lora":

@@ -61,6 +61,7 @@ def make_spec(o: argparse.Namespace, data: TaskData, family: str, seed: int) -> 
         "task": data.name, "task_dir": str(Path(o.task).resolve()), "task_type": data.task_type,
         "num_outputs": data.num_outputs, "classes": data.classes, "pooling": o.pooling,
         "from_scratch": o.from_scratch, "seed": seed, "eval_compression": o.eval_compression,
+        "merge_decisions": o.merge_decisions,
         "lora_rank": o.lora_rank, "lora_alpha": o.lora_alpha, "target_modules": list(o.target_modules),
         "adapt_tokenizer": o.adapt_tokenizer, "sequence_column": o.sequence_column,
         "label_column": o.label_column,
@@ -72,6 +73,11 @@ def make_spec(o: argparse.Namespace, data: TaskData, family: str, seed: int) -> 
 def count_parameters(model) -> dict[str, int]:
     backbone = sum(p.numel() for n, p in bare_model(model.backbone).named_parameters() if "lora_" not in n)
     return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "backbone": backbone}
+
+
+def merge_decisions_of(model) -> str | None:
+    """The merge decisions the backbone's Local Encoder ran with (None: CARMANIA does not merge)."""
+    return getattr(bare_model(model.backbone).cfg, "merge_decisions", None)
 
 
 class FinetuneInputError(ValueError):
@@ -98,11 +104,12 @@ def run(o: argparse.Namespace) -> dict:
     dp = DataParallel.from_env()
     lr = o.lr if o.lr is not None else DEFAULT_LR[o.method]
     out = Path(o.out)
-    per_seed, parameters = [], None
+    per_seed, parameters, decisions = [], None, None
     for seed in seeds:
         spec = make_spec(o, data, family, seed)
         model = (first if seed == seeds[0] else build_task_model(spec)).to(dp.device)
         parameters = count_parameters(model)
+        decisions = merge_decisions_of(model)
         settings = LoopSettings(lr=lr, epochs=o.epochs, batch_size=o.batch_size,
                                 eval_batch_size=o.eval_batch_size, weight_decay=o.weight_decay,
                                 max_steps=o.max_steps, label_mean=spec["label_mean"],
@@ -139,7 +146,8 @@ def run(o: argparse.Namespace) -> dict:
                      "weight_decay": o.weight_decay, "pooling": o.pooling, "lora_rank": o.lora_rank,
                      "lora_alpha": o.lora_alpha, "target_modules": list(o.target_modules),
                      "adapt_tokenizer": o.adapt_tokenizer, "eval_compression": o.eval_compression,
-                     "max_train_samples": o.max_train_samples, "seeds": seeds},
+                     "max_train_samples": o.max_train_samples, "seeds": seeds,
+                     "merge_decisions": decisions},
         "n_train": len(data.train), "n_dev": len(data.dev), "n_test": len(data.test),
         "trainable_parameters": parameters["trainable"], "backbone_parameters": parameters["backbone"],
         "world_size": dp.world_size,

@@ -196,7 +196,9 @@ def export_finetuned(seed_dir: str | Path, out_dir: str | Path, model_dir: str |
     else:
         backbone = Path(model_dir or spec["model"])
     head = {f"head.{k}": v for k, v in load_file(str(seed_dir / HEAD_FILE)).items()}
-    overrides = {} if spec["eval_compression"] is None else {"eval_compression": spec["eval_compression"]}
+    # the config fields the run set on the backbone (specs saved before merge_decisions lack it)
+    overrides = {name: spec.get(name) for name in ("eval_compression", "merge_decisions")
+                 if spec.get(name) is not None}
     task = "AutoModelForTokenClassification" if spec["task_type"] == "per_base" else \
         "AutoModelForSequenceClassification"
     label_scale = (spec["label_mean"], spec["label_std"]) if spec["task_type"] == "regression" else (0.0, 1.0)

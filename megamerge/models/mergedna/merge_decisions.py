@@ -25,11 +25,16 @@ def random_similarity(state: TokenState) -> torch.Tensor:  # [B, L-1]
     return torch.rand(B, max(L - 1, 0), device=state.x.device) * 2 - 1
 
 
+def fixed_chunk(base: torch.Tensor, n_bases: torch.Tensor, target_tokens: torch.Tensor) -> torch.Tensor:
+    """The chunk floor(n * L_b / N_b) of base positions base [B, M] (long) of samples with n_bases
+    [B] bases cut into target_tokens [B] chunks -> [B, M]."""
+    return base * target_tokens[:, None] // n_bases.clamp(min=1)[:, None]
+
+
 def fixed_chunk_similarity(state: TokenState, target_tokens: torch.Tensor) -> torch.Tensor:  # [B, L-1]
     """target_tokens [B]: L_b, the chunks each sample is cut into."""
     sizes = state.sizes.float()  # [B, L]
     first_base = (sizes.cumsum(1) - sizes).long()  # [B, L] tokens are contiguous runs of bases
-    n_bases = sizes.sum(1).long().clamp(min=1)  # [B]
-    chunk = first_base * target_tokens[:, None] // n_bases[:, None]  # [B, L]
+    chunk = fixed_chunk(first_base, sizes.sum(1).long(), target_tokens)  # [B, L]
     same = chunk[:, :-1] == chunk[:, 1:]
     return same.float() * 2 - 1
