@@ -156,7 +156,7 @@ def summary(label: str, minutes: float, iteration: int, run_dir: Path) -> dict:
     bounds = json.loads((out / "boundaries" / "tokens.json").read_text())["boundaries"]
     ablation = json.loads((out / "ablation" / "ablation.json").read_text())
     contexts = json.loads((out / "contexts" / "tokens.json").read_text())
-    tokenizers = ablation["tokenizers"]
+    tokenizers = ablation  # its entries "learned", "random", "fixed"
     learned_mtr, random_mtr = tokenizers["learned"]["mtr"], tokenizers["random"]["mtr"]
     ratio = contexts["js_ratio_to_split_half"]  # [a][b], symmetric
     pairs = {(a, b): ratio[a][b] for a in ratio for b in ratio[a] if a < b}
