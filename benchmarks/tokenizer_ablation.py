@@ -11,6 +11,9 @@ weight the trained model's:
   learned  the Local Encoder's grouping scores (the paper)
   random   chance pairs under the same per-window merge counts, over --random-seeds global-RNG seeds
   fixed    chunks of N/L bases
+  learned_global_rank  (on request) the learned scores ranked across the whole sequence instead of per
+           window (MergeDNAConfig.merge_selection="global_rank"): the content-adaptive merge budget the
+           per-window rule forbids, at the same total L
 
 Stages, each skipped when its output exists, so rerunning the same command resumes:
   a) evaluate  OUT/eval/<run>.json (learned, random-seed<k>, fixed): train.py's validation protocol
@@ -68,6 +71,9 @@ EVAL_METRICS = ("loss", "mtr", "latent_mtr", "amtm", "masked_base_perplexity", "
                 "chunk_boundary_agreement")
 RELATIVE_TO_LEARNED = ("mtr", "masked_base_perplexity")  # <metric>_relative_change: (x - learned) / learned
 FINETUNE_TOKENIZERS = ("learned", "random")
+# Evaluation-only tokenizer: (merge_decisions, merge_selection); the others keep the model's selection.
+SELECTION_VARIANTS = {"learned_global_rank": ("learned", "global_rank")}
+EVAL_TOKENIZERS = (*MERGE_DECISIONS, *SELECTION_VARIANTS)
 
 
 class TokenizerAblationError(AblationError):
@@ -135,7 +141,9 @@ def capped(batches: Iterable, max_samples: int | None) -> Iterator:
 def evaluate_tokenizer(model, decisions: str, rng_seed: int | None, args: argparse.Namespace) -> dict:
     """The validation numbers of `model` with its merge decisions set to `decisions`; `rng_seed`
     seeds the global RNG that random merges draw from."""
-    model.cfg.merge_decisions = decisions
+    trained_selection = model.cfg.merge_selection
+    model.cfg.merge_decisions, model.cfg.merge_selection = SELECTION_VARIANTS.get(
+        decisions, (decisions, trained_selection))
     model.eval()
     if rng_seed is not None:
         torch.manual_seed(rng_seed)
@@ -149,6 +157,7 @@ def evaluate_tokenizer(model, decisions: str, rng_seed: int | None, args: argpar
     with ChunkAgreement(model.local_encoder) as chunks:
         sums = validation_sums(PretrainingObjective(model), batches, args.seed, args.device, MERGEDNA_SPEC)
     result = validation_result(sums, MERGEDNA_SPEC)
+    model.cfg.merge_selection = trained_selection
     if result is None:
         raise TokenizerAblationError(f"{args.data}: the valid split gave no sample")
     return {**{k: result[k] for k in MERGEDNA_SPEC.loss_keys},
@@ -313,7 +322,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="prepared corpus (data_prep/prepare.py); its valid split is the held-out species")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--tokenizers", default=",".join(MERGE_DECISIONS),
-                   help=f"merge decisions to evaluate, comma-separated (default {','.join(MERGE_DECISIONS)})")
+                   help=f"merge decisions to evaluate, comma-separated, among {','.join(EVAL_TOKENIZERS)} "
+                        f"(default {','.join(MERGE_DECISIONS)})")
     p.add_argument("--random-seeds", type=int, default=3,
                    help="random merges: global-RNG seeds 0..K-1, each evaluated (default 3)")
     p.add_argument("--max-valid-samples", type=int, default=None,
@@ -340,7 +350,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for name in ("model", "data", "out", "gue"):
         setattr(args, name, getattr(args, name).resolve())
-    args.tokenizers = _list(args.tokenizers, MERGE_DECISIONS, "--tokenizers", p)
+    args.tokenizers = _list(args.tokenizers, EVAL_TOKENIZERS, "--tokenizers", p)
     args.finetune_tokenizers = _list(args.finetune_tokenizers, MERGE_DECISIONS, "--finetune-tokenizers", p)
     args.finetune_tasks = _list(args.finetune_tasks, None, "--finetune-tasks", p)
     try:

@@ -12,7 +12,7 @@ tokenizer already separates contexts by length and composition), under RUN/analy
   portable/   tools/convert_checkpoint.py
   boundaries/ tools/analyze_tokens.py on data_prep/synthetic.py's planted-region genome: boundary F1
   ablation/   benchmarks/tokenizer_ablation.py on the run's held-out species: MTR with the learned,
-              random and fixed merges
+              random and fixed merges, and the learned scores ranked across the sequence
   contexts/   tools/analyze_tokens.py --contexts (CONTEXTS): Figure-2 JS distances and split halves
   change_from_previous.json  tools/compare_tokenizers.py against the previous checkpoint on the held-out
               species' genome: the share of merge decisions (token boundaries) that changed
@@ -120,10 +120,10 @@ def analyze_checkpoint(label: str, iteration: int, args: argparse.Namespace) -> 
              "--fasta", str(synthetic / SYNTHETIC_FASTA), "--bed", str(synthetic / "synth_sp00.regions.bed"),
              "--window", str(SEQ_LENGTH), "--no-progress",
              "--out", str(out / "boundaries")], out / "boundaries.log")
-    if not (out / "ablation" / "ablation.json").exists():
-        run([python, "benchmarks/tokenizer_ablation.py", "--model", str(portable), "--data",
-             str(args.run / "corpus"), "--max-valid-samples", str(args.max_valid_samples), "--out",
-             str(out / "ablation")], out / "ablation.log")
+    # The ablation resumes itself (each tokenizer's result is a file), so it always runs.
+    run([python, "benchmarks/tokenizer_ablation.py", "--model", str(portable), "--data", str(args.run / "corpus"),
+         "--tokenizers", "learned,random,fixed,learned_global_rank", "--no-progress",
+         "--max-valid-samples", str(args.max_valid_samples), "--out", str(out / "ablation")], out / "ablation.log")
     if not (out / "contexts" / "tokens.json").exists():
         run([python, "tools/analyze_tokens.py", "--model", str(portable), "--window", str(SEQ_LENGTH),
              "--max-sequences-per-context", str(args.max_sequences), "--no-progress", "--out",
@@ -168,6 +168,7 @@ def summary(label: str, minutes: float, iteration: int, run_dir: Path) -> dict:
         "boundary_recall": bounds["recall"], "boundary_chance_precision": bounds["chance_precision"],
         "mtr_learned": learned_mtr, "mtr_random": random_mtr,
         "mtr_random_over_learned": random_mtr / learned_mtr,
+        "mtr_fixed": tokenizers["fixed"]["mtr"], "mtr_learned_global_rank": tokenizers["learned_global_rank"]["mtr"],
         "masked_base_accuracy_learned": tokenizers["learned"]["masked_base_accuracy"],
         "masked_base_accuracy_random": tokenizers["random"]["masked_base_accuracy"],
         "js_repeats_vs_unique": contexts["js_distance"][a][b],

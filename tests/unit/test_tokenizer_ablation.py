@@ -161,3 +161,15 @@ def test_finetune_part_runs_each_tokenizer_and_pairs_them(inputs, tmp_path):
         assert len(list(csv.reader(f))) == 1 + 16
     assert (out / "tasks" / "toy/0" / "test.csv").resolve() == (task / "test.csv").resolve()
     assert "| toy/0 | 0.250 ± 0.000 (1) |" in (out / "ablation.md").read_text()
+
+
+def test_global_rank_variant_reranks_the_learned_scores_and_restores_the_model(inputs):
+    args = parse_args(flags(inputs, inputs["root"] / "unused", "--tokenizers", "learned,learned_global_rank"))
+    check_inputs(args)
+    model = load_portable(inputs["model"])
+    with threads(1):
+        per_window = evaluate_tokenizer(model, "learned", None, args)
+        global_rank = evaluate_tokenizer(model, "learned_global_rank", None, args)
+    assert model.cfg.merge_selection == "per_window"
+    assert global_rank["merge_decisions"] == "learned_global_rank"
+    assert global_rank["mtr"] != per_window["mtr"]  # other pairs merge once windows may differ
