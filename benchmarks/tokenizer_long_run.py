@@ -121,9 +121,10 @@ def analyze_checkpoint(label: str, iteration: int, args: argparse.Namespace) -> 
              "--window", str(SEQ_LENGTH), "--no-progress",
              "--out", str(out / "boundaries")], out / "boundaries.log")
     # The ablation resumes itself (each tokenizer's result is a file), so it always runs.
-    run([python, "benchmarks/tokenizer_ablation.py", "--model", str(portable), "--data", str(args.run / "corpus"),
-         "--tokenizers", "learned,random,fixed,learned_global_rank", "--no-progress",
-         "--max-valid-samples", str(args.max_valid_samples), "--out", str(out / "ablation")], out / "ablation.log")
+    run([python, "benchmarks/tokenizer_ablation.py", "--model", str(portable),
+         "--data", str(args.run / "corpus"), "--tokenizers", "learned,random,fixed,learned_global_rank",
+         "--no-progress", "--max-valid-samples", str(args.max_valid_samples), "--out", str(out / "ablation")],
+        out / "ablation.log")
     if not (out / "contexts" / "tokens.json").exists():
         run([python, "tools/analyze_tokens.py", "--model", str(portable), "--window", str(SEQ_LENGTH),
              "--max-sequences-per-context", str(args.max_sequences), "--no-progress", "--out",
@@ -168,7 +169,8 @@ def summary(label: str, minutes: float, iteration: int, run_dir: Path) -> dict:
         "boundary_recall": bounds["recall"], "boundary_chance_precision": bounds["chance_precision"],
         "mtr_learned": learned_mtr, "mtr_random": random_mtr,
         "mtr_random_over_learned": random_mtr / learned_mtr,
-        "mtr_fixed": tokenizers["fixed"]["mtr"], "mtr_learned_global_rank": tokenizers["learned_global_rank"]["mtr"],
+        "mtr_fixed": tokenizers["fixed"]["mtr"],
+        "mtr_learned_global_rank": tokenizers["learned_global_rank"]["mtr"],
         "masked_base_accuracy_learned": tokenizers["learned"]["masked_base_accuracy"],
         "masked_base_accuracy_random": tokenizers["random"]["masked_base_accuracy"],
         "js_repeats_vs_unique": contexts["js_distance"][a][b],
