@@ -86,12 +86,20 @@ class OneLineParser(argparse.ArgumentParser):
         refuse_once(self.prog, message, before=self.format_usage())
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is None: those flags say in their help what they default to
+    (the preset's value, or off), and "(default: None)" would only contradict it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="megamerge/train.py",
         description="Pre-train MergeDNA with DeepSpeed. Launch with `deepspeed megamerge/train.py "
         "--ds_config ds_configs/zero2.json ...`, torchrun or srun (rank taken from the environment).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     for add_group in (_model_flags, _data_flags, _batch_flags, _optimisation_flags, _checkpoint_flags,
                       _logging_flags, _parallelism_flags):
