@@ -35,16 +35,17 @@ from megamerge.models.mergedna.token_merging import set_gate_gradient
 ARMS = ("gate", "no_gate_gradient")
 
 
-def small_config(dim: int = 32) -> MergeDNAConfig:
+def small_config(dim: int = 32, merge_temperature: float = 0.1) -> MergeDNAConfig:
     return MergeDNAConfig(dim=dim, n_heads=2, ffn_dim=2 * dim, grouping_dim=16, local_encoder_layers=2,
-                          latent_encoder_layers=1, latent_decoder_layers=1, local_decoder_layers=1)
+                          latent_encoder_layers=1, latent_decoder_layers=1, local_decoder_layers=1,
+                          merge_temperature=merge_temperature)
 
 
 def train_on_pairs(steps: int, seed: int, gate_gradient: bool = True, length: int = 64, batch: int = 16,
-                   lr: float = 3e-3, progress: bool = False) -> MergeDNA:
+                   lr: float = 3e-3, merge_temperature: float = 0.1, progress: bool = False) -> MergeDNA:
     """The small model trained `steps` AdamW steps on paired_bases with compute_losses' loss."""
     torch.manual_seed(seed)
-    model = MergeDNA(small_config())
+    model = MergeDNA(small_config(merge_temperature=merge_temperature))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     data = torch.Generator().manual_seed(1000 + seed)
     set_gate_gradient(gate_gradient)
@@ -90,22 +91,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=300, help="training steps per run")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run per seed and arm")
     ap.add_argument("--out", type=Path, default=None, help="write the runs and medians here as JSON")
+    ap.add_argument("--merge-temperature", type=float, default=0.1,
+                    help="the straight-through gate's temperature (MergeDNAConfig.merge_temperature)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="which arms to run, comma-separated")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = {arm: [] for arm in ARMS}
-    for arm in ARMS:
+    arms = args.arms.split(",")
+    runs = {arm: [] for arm in arms}
+    for arm in arms:
         for seed in seeds:
             start = time.perf_counter()
-            model = train_on_pairs(args.steps, seed, gate_gradient=arm == "gate", progress=True)
+            model = train_on_pairs(args.steps, seed, gate_gradient=arm == "gate",
+                                   merge_temperature=args.merge_temperature, progress=True)
             scores = score_tokenizers(model)
             runs[arm].append({"seed": seed, "seconds": round(time.perf_counter() - start, 1), **scores})
             print(arm, seed, json.dumps(scores), flush=True)
     medians = {arm: {d: {k: statistics.median(r[d][k] for r in runs[arm]) for k in ("mtr", "pair_agreement")}
-                     for d in ("learned", "random", "fixed")} for arm in ARMS}
+                     for d in ("learned", "random", "fixed")} for arm in arms}
     print(json.dumps(medians, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"steps": args.steps, "seeds": seeds, "runs": runs, "medians": medians}
+        record = {"steps": args.steps, "seeds": seeds, "merge_temperature": args.merge_temperature,
+                  "runs": runs, "medians": medians}
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
