@@ -13,7 +13,12 @@ from megamerge.models.common.norm import RMSNorm
 from megamerge.models.common.rope import rope_angles
 from megamerge.models.mergedna.config import MergeDNAConfig
 from megamerge.models.mergedna.merge_decisions import fixed_chunk_similarity, random_similarity
-from megamerge.models.mergedna.token_merging import TokenState, grouping_similarity, local_window_merge
+from megamerge.models.mergedna.token_merging import (
+    TokenState,
+    grouping_similarity,
+    local_window_merge,
+    merges_this_layer,
+)
 from megamerge.vocabulary import PAD, VOCAB_SIZE
 
 # (bases per row, token targets per row) as Python ints: what LocalEncoder.forward needs to size
@@ -93,13 +98,10 @@ class LocalEncoder(nn.Module):
         for i, (block, merger) in enumerate(zip(self.blocks, self.mergers)):
             rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
             state = replace(state, x=block(state.x, rope, state.valid))
-            # Spread the remaining reduction evenly over the layers left (ceil, so the last layer
-            # lands exactly on the target).
-            remaining = (state.lengths - target_tokens).clamp(min=0)
-            r = -(-remaining // (n_layers - i))
+            r = merges_this_layer(state.lengths, target_tokens, n_layers - i)  # [B]
             host_r = None
             if state.counts is not None:
-                host_r = tuple(-(-max(c - t, 0) // (n_layers - i))
+                host_r = tuple(merges_this_layer(c, t, n_layers - i)
                                for c, t in zip(state.counts, host_targets))
             state = merger(state, r, target_tokens, host_r)
         return state

@@ -299,6 +299,21 @@ def global_bipartite_merge(
     return merge_step(state, partner, removed, removed.float(), rotary_theta, new_counts)
 
 
+def excess_tokens(current: torch.Tensor | int, target: torch.Tensor | int) -> torch.Tensor | int:
+    """max(current - target, 0): the merges a row still needs. Rows [B] on the device, or one row's
+    counts as Python ints on the host (the same rule both places, so host widths match the device)."""
+    if isinstance(current, torch.Tensor):
+        return (current - target).clamp(min=0)
+    return max(current - target, 0)
+
+
+def merges_this_layer(current: torch.Tensor | int, target: torch.Tensor | int,
+                      layers_left: int) -> torch.Tensor | int:
+    """The Local Encoder's share for this layer: the remaining merges spread evenly over the layers
+    left, rounded up so the last layer lands exactly on the target."""
+    return -(-excess_tokens(current, target) // layers_left)
+
+
 def global_merge_to(
     state: TokenState, target: torch.Tensor, rotary_theta: float | None = None,
     host_target: tuple[int, ...] | None = None,
@@ -310,8 +325,9 @@ def global_merge_to(
     token_map = torch.arange(L, device=state.x.device).expand(B, L)
     on_host = state.counts is not None and host_target is not None
     for _ in range(max(1, math.ceil(math.log2(max(L, 2)))) + 1):
-        excess = (state.lengths - target).clamp(min=0)
-        host_excess = tuple(max(c - t, 0) for c, t in zip(state.counts, host_target)) if on_host else None
+        excess = excess_tokens(state.lengths, target)
+        host_excess = (tuple(excess_tokens(c, t) for c, t in zip(state.counts, host_target))
+                       if on_host else None)
         if not (any(host_excess) if on_host else bool(excess.any())):
             break
         before = state.counts if on_host else state.lengths
