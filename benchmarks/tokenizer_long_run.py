@@ -14,7 +14,7 @@ tokenizer already separates contexts by length and composition), under RUN/analy
   ablation/   benchmarks/tokenizer_ablation.py on the run's held-out species: MTR with the learned,
               random and fixed merges, and the learned scores ranked across the sequence
   contexts/   tools/analyze_tokens.py --contexts (CONTEXTS): Figure-2 JS distances and split halves
-  change_from_previous.json  tools/compare_tokenizers.py against the previous checkpoint on the held-out
+  change_from_<previous>.json  tools/compare_tokenizers.py against the previous checkpoint on the held-out
               species' genome: the share of merge decisions (token boundaries) that changed
 Then RUN/analysis/long_run.json and long_run.png (the three measures against training minutes).
 Every stage is skipped when its output exists, so rerunning resumes.
@@ -136,7 +136,7 @@ def analyze_checkpoint(label: str, iteration: int, args: argparse.Namespace) -> 
 
 def decision_changes(previous: str, label: str, args: argparse.Namespace) -> None:
     analysis = args.run / "analysis"
-    out = analysis / label / "change_from_previous.json"
+    out = analysis / label / f"change_from_{previous}.json"
     if not out.exists():
         run([sys.executable, "tools/compare_tokenizers.py", "--model", str(analysis / previous / "portable"),
              "--model", str(analysis / label / "portable"), "--fasta", str(HELD_OUT_GENOME), "--window",
@@ -154,7 +154,7 @@ def synthetic_genome(run_dir: Path) -> None:
         upper_case_copy(synthetic / "synth_sp00.fa.gz", synthetic / SYNTHETIC_FASTA)
 
 
-def summary(label: str, minutes: float, iteration: int, run_dir: Path) -> dict:
+def summary(label: str, minutes: float, iteration: int, run_dir: Path, previous: str | None) -> dict:
     out = run_dir / "analysis" / label
     bounds = json.loads((out / "boundaries" / "tokens.json").read_text())["boundaries"]
     ablation = json.loads((out / "ablation" / "ablation.json").read_text())
@@ -178,8 +178,8 @@ def summary(label: str, minutes: float, iteration: int, run_dir: Path) -> dict:
         **{f"js_{a}_vs_{b}_over_split_half": ratio[a][b] for a, b in LENGTH_MATCHED_PAIRS},
         "js_best_pair": " vs ".join(best_pair), "js_best_pair_over_split_half": pairs[best_pair],
     }
-    change = out / "change_from_previous.json"
-    if change.exists():
+    change = out / f"change_from_{previous}.json"
+    if previous is not None:
         row["decision_change_from_previous"] = json.loads(change.read_text())["boundary_change_rate"]
     return row
 
@@ -229,8 +229,8 @@ def analyze(args: argparse.Namespace) -> list[dict]:
         analyze_checkpoint(label, iteration, args)
         if previous is not None:
             decision_changes(previous, label, args)
+        rows.append(summary(label, available.get(iteration, 0.0), iteration, args.run, previous))
         previous = label
-        rows.append(summary(label, available.get(iteration, 0.0), iteration, args.run))
     analysis = args.run / "analysis"
     (analysis / "long_run.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, analysis / "long_run.png")
