@@ -115,10 +115,12 @@ def first_bases(records: dict[str, np.ndarray], max_bases: int | None) -> dict[s
 
 
 # ------------------------------------------------------------------------------- tokenizing
-def load_tokenizer(model_dir: Path, device: str = "auto", eval_compression: float | None = None):
+def load_tokenizer(model_dir: Path, device: str = "auto", eval_compression: float | None = None,
+                   merge_selection: str | None = None):
     """A portable MergeDNA model in eval mode on `device` (cpu, cuda, cuda:N, or auto), with its
-    fixed inference ratio L/N replaced by eval_compression if given -> (model, torch.device).
-    A CARMANIA model, which has no learned tokenizer, is refused."""
+    fixed inference ratio L/N replaced by eval_compression and its merge selection (per_window, the
+    paper's per-window budget, or global_rank, one ranking across the window) by merge_selection if
+    given -> (model, torch.device). A CARMANIA model, which has no learned tokenizer, is refused."""
     from megamerge.portable import load_portable, read_portable_config
 
     config = read_portable_config(model_dir)
@@ -130,6 +132,8 @@ def load_tokenizer(model_dir: Path, device: str = "auto", eval_compression: floa
     model = load_portable(model_dir, device=resolved)
     if eval_compression is not None:
         model.cfg.eval_compression = eval_compression
+    if merge_selection is not None:
+        model.cfg.merge_selection = merge_selection
     return model, resolved
 
 

@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a token boundary within this many bases of an annotation boundary matches it")
     parser.add_argument("--eval-compression", type=float, default=None,
                         help="L/N of the fixed-ratio inference (default: the model's eval_compression)")
+    parser.add_argument("--merge-selection", choices=("per_window", "global_rank"), default=None,
+                        help="which merges the learned scores take: per_window (the paper's budget of r_l "
+                             "pairs in every window) or global_rank (one ranking across the window, so "
+                             "content decides where tokens grow); default: the model's own")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -133,8 +137,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def inference_mode(model, window: int) -> tuple[str, dict]:
     """-> (short words for plot titles, the tokens.json entry)."""
     ratio = model.cfg.eval_compression
-    mode = f"fixed ratio L/N = {ratio:g} per {window}-base window"
-    return mode, {"mode": "fixed_ratio", "eval_compression": ratio, "description": mode + " (eval mode: "
+    mode = f"fixed ratio L/N = {ratio:g} per {window}-base window, {model.cfg.merge_selection} merges"
+    return mode, {"mode": "fixed_ratio", "eval_compression": ratio,
+                  "merge_selection": model.cfg.merge_selection, "description": mode + " (eval mode: "
                   "the Local Encoder merges every window to round(ratio * bases) tokens, so the mean token "
                   "length is fixed whatever the content)"}
 
@@ -142,7 +147,7 @@ def inference_mode(model, window: int) -> tuple[str, dict]:
 def analyze(args: argparse.Namespace) -> dict:
     if args.contexts is not None:
         return analyze_contexts(args)
-    model, device = load_tokenizer(args.model, args.device, args.eval_compression)
+    model, device = load_tokenizer(args.model, args.device, args.eval_compression, args.merge_selection)
     mode, mode_entry = inference_mode(model, args.window)
     records = read_fasta_codes(args.fasta)
     token_ids = tokenize_records(model, records, args.window, args.batch_size, device, not args.no_progress)
@@ -180,7 +185,7 @@ def analyze(args: argparse.Namespace) -> dict:
 
 def analyze_contexts(args: argparse.Namespace) -> dict:
     specs = parse_contexts(args.contexts)  # bad specs fail before the model loads
-    model, device = load_tokenizer(args.model, args.device, args.eval_compression)
+    model, device = load_tokenizer(args.model, args.device, args.eval_compression, args.merge_selection)
     mode, mode_entry = inference_mode(model, args.window)
     contexts, warnings = context_token_lengths(
         model, specs, window=args.window, block=args.split_block,

@@ -134,6 +134,17 @@ def test_csv_context_tokenizes_each_sequence_whole(setup: dict, tmp_path: Path, 
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_merge_selection_reaches_the_tokenizer(setup: dict, tmp_path: Path, one_thread):
+    fasta = f"genome={setup['fasta']}"
+    own = run_tool(setup, tmp_path / "own", fasta)
+    global_rank = run_tool(setup, tmp_path / "global", fasta, extra=("--merge-selection", "global_rank"))
+    assert own["inference_mode"]["merge_selection"] == "per_window"
+    assert global_rank["inference_mode"]["merge_selection"] == "global_rank"
+    # One ranking across the window lets some windows keep more tokens than others: other merges.
+    histograms = [r["contexts"]["genome"]["histogram_per_base"] for r in (own, global_rank)]
+    assert histograms[0] != histograms[1]
+
+
 def test_csv_rows_are_drawn_at_random_and_the_rest_counted(setup: dict, tmp_path: Path, one_thread):
     result = run_tool(setup, tmp_path / "out", f"seqs={setup['csv']}",
                       extra=("--max-sequences-per-context", "2", "--seed", "5"))
