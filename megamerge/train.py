@@ -10,6 +10,7 @@ Each iteration runs `accumulation` micro-steps of the model's objective, then on
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def main(argv=None) -> int:
     try:
         return Trainer(args).run()
     except (ConfigError, TrainingStopped) as e:  # every rank meets it: one line, from rank 0
+        # The run is over: while another rank waits in report_once for its launcher to stop it, the
+        # launcher's SIGTERM must end it, not ask the Trainer's StopRequest for a checkpoint at an
+        # iteration boundary that never comes (the launcher would kill it only after its own grace
+        # period, 30 s for deepspeed and torchrun).
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
         report_once("megamerge/train.py", str(e))
         return 2
 

@@ -234,3 +234,38 @@ def test_a_damaged_step_is_named_with_the_other_complete_steps(tmp_path):
     model_states.write_bytes(model_states.read_bytes()[:40])
     message = refused(mock_data=True, load=str(ck), save=str(tmp_path / "new"), finetune=True)
     assert f"which is damaged ({model_states}: truncated or corrupt checkpoint file (" in message
+
+
+def test_a_run_stopped_in_the_loop_leaves_sigterm_to_end_a_waiting_rank(monkeypatch):
+    """TrainingStopped comes after the Trainer's StopRequest took SIGTERM and SIGUSR1 (to save at the
+    next iteration boundary); a rank then waiting in report_once must die of its launcher's SIGTERM,
+    not sit out the wait (and the launcher's grace period) behind that handler."""
+    import signal
+
+    from megamerge import train
+    from megamerge.training.signals import StopRequest
+    from megamerge.training.trainer import TrainingStopped
+    from tests.helpers import TINY_ARGS
+
+    signals = (signal.SIGTERM, signal.SIGUSR1)
+    during_run, during_report = {}, {}
+
+    class StoppedTrainer:
+        def __init__(self, args):
+            self.stop = StopRequest()
+
+        def run(self):
+            during_run.update({sig: signal.getsignal(sig) for sig in signals})
+            raise TrainingStopped("3 consecutive iterations had a non-finite loss or gradient")
+
+    monkeypatch.setattr(train, "Trainer", StoppedTrainer)
+    monkeypatch.setattr(train, "report_once",
+                        lambda *args: during_report.update({sig: signal.getsignal(sig) for sig in signals}))
+    before = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        assert train.main([*TINY_ARGS, "--train-iters", "1"]) == 2
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert all(getattr(h, "__self__", None).__class__ is StopRequest for h in during_run.values())
+    assert during_report == {sig: signal.SIG_DFL for sig in signals}

@@ -1,7 +1,10 @@
 """Run by tests/distributed/test_grad_norm_metrics.py under torchrun: `Trainer(args).run()` for one
 logged iteration (what megamerge/train.py runs) with its micro-batches and its StepResult recorded,
-then the same iteration's gradient from a plain PyTorch model built with the run's seed. Each rank
-writes argv[1]/rank<R>.json: the group norms its trainer computed, and the reference norms.
+then the same iteration's gradient from a plain PyTorch model built with the run's seed. argv[2] is a
+JSON object {layout: [flags]}: the layouts run one after another in this one launch (the process
+start-up, most of a launch's time, is paid once), each from its own Trainer, process groups and
+engine. Each rank writes argv[1]/<layout>/rank<R>.json: the group norms its trainer computed, and
+the reference norms.
 
 The reference is independent of DeepSpeed: no engine, no ZeRO partitions, no tensor-parallel split
 (each rank builds the unsplit model). Its loss is averaged over the rank's micro-batches, then its
@@ -9,6 +12,7 @@ gradients over the data-parallel ranks, as the global batch's mean loss prescrib
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -41,7 +45,7 @@ def reference_norms(trainer: Trainer, batches: list) -> dict[str, float]:
             "grad_norm": norm(list(model.parameters()))}
 
 
-def main(out_dir: Path, flags: list[str]) -> None:
+def run_layout(out_dir: Path, flags: list[str]) -> None:
     args = parse_args([*flags, "--save", str(out_dir / "run"), "--train-iters", "1", "--eval-iters", "1",
                        "--num-workers", "0"])
     trainer = Trainer(args)
@@ -64,5 +68,13 @@ def main(out_dir: Path, flags: list[str]) -> None:
                                                                       "reference": reference}))
 
 
+def main(out_dir: Path, layouts: dict[str, list[str]]) -> None:
+    for name, flags in layouts.items():
+        (out_dir / name).mkdir(parents=True, exist_ok=True)
+        run_layout(out_dir / name, flags)
+        gc.collect()  # the previous layout's engine and process groups go before the next is built
+        dist.barrier()
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    main(Path(sys.argv[1]), json.loads(sys.argv[2]))
