@@ -33,6 +33,7 @@ fractional and sums, over a tiling annotation, to the record's token count.
 from __future__ import annotations
 
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,7 +401,9 @@ def plot_histograms(stats: dict[str, dict], path: Path, mode: str,
         ax.set_ylabel("normalised frequency")
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7)
-    fig.suptitle(f"MergeDNA Local Encoder token lengths ({mode})", fontsize=11 if len(weightings) > 1 else 9)
+    title = f"MergeDNA Local Encoder token lengths ({mode})"
+    wide = len(weightings) > 1
+    fig.suptitle(textwrap.fill(title, 110 if wide else 75), fontsize=11 if wide else 9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
