@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.ablation import SYNTHETIC_FASTA, upper_case_copy
+from benchmarks.ablation import SYNTHETIC_FASTA, AblationError, run_logged, upper_case_copy
 from benchmarks.pretrain_real_genomes import SHARED_GENOMES, genome_files, prepare_corpus, pretrain_args
 
 SHARED = REPO.parent / "shared" / "data"
@@ -58,15 +58,8 @@ HELD_OUT_GENOME = SHARED / "genomes" / "Saccharomyces_cerevisiae_chrI.fa.gz"  # 
 
 
 def run(cmd: list[str], log: Path) -> None:
-    """A stage's command, single-threaded and niced, its output to `log`; a failure names the log."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with log.open("w") as f:
-        done = subprocess.run(["nice", "-n", "5", *cmd], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                              env=env,
-                              check=False)
-    if done.returncode:
-        sys.exit(f"tokenizer_long_run.py: {' '.join(cmd[:3])} failed (exit {done.returncode}); see {log}")
+    """A stage's command, single-threaded and niced, its output appended to `log` (ablation.py's runner)."""
+    run_logged(cmd, log, nice=5)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -255,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     args.minutes = [float(m) for m in args.minutes.split(",")]
     args.run = args.run.resolve()
     if args.analyze:
-        analyze(args)
+        try:
+            analyze(args)
+        except AblationError as e:
+            sys.exit(f"tokenizer_long_run.py: {e}")
     else:
         train(args)
     return 0
