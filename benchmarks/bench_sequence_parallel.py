@@ -6,11 +6,12 @@ does) at long N, S = 1 against S = 2, in one run.
     python benchmarks/bench_sequence_parallel.py --seq-lengths 8192 --steps 1
 
 Each (N, S) runs in fresh processes (torchrun, gloo, one thread per rank), so each peak RSS is its
-own. Per rank it reports:
+own, measured as benchmarks/bench_memory.py measures it (VmHWM reset after a warm-up step at a short
+length, glibc's mmap threshold pinned so that freed tensors leave RSS). Per rank it reports:
   activations  bytes autograd keeps for the backward pass (benchmarks/activation_census.py's
                census of the first step: every distinct storage saved, parameters excluded)
-  peak RSS     the process's high-water mark over the whole run (model, Python and torch included)
-  RSS rise     peak RSS minus the RSS after the model is built: what the steps added
+  peak RSS     the high-water mark above the RSS after the warm-up: what the steps added
+               (activations, the backward pass's working set, gradients, communication buffers)
   step time    median over --steps timed steps after the census step
 The ratio columns divide S = 2's per-rank figure by S = 1's. What is split and what is not:
 megamerge/parallel/README.md, "Sequence parallelism".
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,12 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_memory import PINNED_MMAP_THRESHOLD, current_rss, peak_rss, reset_peak_rss
 from megamerge.free_port import free_port
 
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+MIB = 2**20
 
 
 def worker(model_name: str, seq_length: int, micro: int, steps: int, out: Path) -> None:
@@ -56,11 +54,10 @@ def worker(model_name: str, seq_length: int, micro: int, steps: int, out: Path) 
     torch.manual_seed(0)
     model = MergeDNA(MergeDNAConfig.from_preset(model_name)).train()
     apply_sequence_parallel(model, state.sp_group)
-    built_rss = _rss_mib()
 
-    def step(i: int, census: SavedTensorCensus | None = None) -> float:
+    def step(i: int, census: SavedTensorCensus | None = None, length: int = seq_length) -> float:
         index = torch.arange(micro) + micro * i
-        ids = torch.randint(0, 4, (micro, seq_length), generator=torch.Generator().manual_seed(i))
+        ids = torch.randint(0, 4, (micro, length), generator=torch.Generator().manual_seed(i))
         model.zero_grad(set_to_none=True)
         dist.barrier()
         start = time.perf_counter()
@@ -76,15 +73,17 @@ def worker(model_name: str, seq_length: int, micro: int, steps: int, out: Path) 
         dist.barrier()
         return time.perf_counter() - start
 
+    step(0, length=512)  # pages in the kernels and workspaces that do not grow with N
+    model.zero_grad(set_to_none=True)
+    reset_peak_rss()
+    baseline = current_rss()
     census = SavedTensorCensus(model, checkpointed=False)
     step(0, census)
     times = [step(i + 1) for i in range(steps)]
     result = {
-        "activations_mib": sum(census.bytes.values()) / 2**20,
-        "block_activations_mib": sum(v for (_, _, part), v in census.bytes.items()
-                                     if part == "blocks") / 2**20,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "built_rss_mib": built_rss,
+        "activations_mib": sum(census.bytes.values()) / MIB,
+        "block_activations_mib": sum(v for (_, _, part), v in census.bytes.items() if part == "blocks") / MIB,
+        "peak_rss_mib": (peak_rss() - baseline) / MIB,
         "step_seconds": statistics.median(times),
     }
     gathered = [None] * sp
@@ -101,7 +100,7 @@ def run(model: str, seq_length: int, sp: int, micro: int, steps: int) -> list[di
                str(free_port()), str(Path(__file__).resolve()), "--worker", "--model", model,
                "--seq-lengths", str(seq_length), "--micro-batch", str(micro), "--steps", str(steps),
                "--out", str(out)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1",
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(PINNED_MMAP_THRESHOLD),
                "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode:
@@ -111,20 +110,17 @@ def run(model: str, seq_length: int, sp: int, micro: int, steps: int) -> list[di
 
 def table(results: dict[tuple[int, int], list[dict]], sizes: list[int]) -> str:
     keys = (("activations_mib", "activations (MiB)"), ("block_activations_mib", "of which in blocks"),
-            ("peak_rss_mib", "peak RSS (MiB)"), ("rise", "RSS rise (MiB)"), ("step_seconds", "step (s)"))
-    lines = ["| N | S | " + " | ".join(name for _, name in keys) + " | activations S/1 | RSS rise S/1 |",
+            ("peak_rss_mib", "peak RSS rise (MiB)"), ("step_seconds", "step (s)"))
+    lines = ["| N | S | " + " | ".join(name for _, name in keys) + " | activations S/1 | peak RSS S/1 |",
              "|---" * (len(keys) + 4) + "|"]
     for (n, s), ranks in sorted(results.items()):
-        worst = {k: max(r[k] if k != "rise" else r["peak_rss_mib"] - r["built_rss_mib"] for r in ranks)
-                 for k, _ in keys}
+        worst = {k: max(r[k] for r in ranks) for k, _ in keys}
         base = results.get((n, 1))
-        ratio_act = ratio_rise = ""
+        ratios = ["", ""]
         if base and s > 1:
-            b = base[0]
-            ratio_act = f"{worst['activations_mib'] / b['activations_mib']:.2f}"
-            ratio_rise = f"{worst['rise'] / (b['peak_rss_mib'] - b['built_rss_mib']):.2f}"
+            ratios = [f"{worst[k] / base[0][k]:.2f}" for k in ("activations_mib", "peak_rss_mib")]
         cells = [f"{worst[k]:.2f}" if k == "step_seconds" else f"{worst[k]:,.0f}" for k, _ in keys]
-        lines.append(f"| {n:,} | {s} | " + " | ".join(cells) + f" | {ratio_act} | {ratio_rise} |")
+        lines.append(f"| {n:,} | {s} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
 
