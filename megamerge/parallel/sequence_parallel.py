@@ -61,6 +61,19 @@ class SequenceShards:
         self.group = group
         self.size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
+        self._rope = None  # (the whole tables, first, last, their slice): see rope_slice
+
+    def rope_slice(self, rope: tuple[torch.Tensor, torch.Tensor], width: int, first: int, last: int):
+        """Tokens [first, last) of the RoPE tables (cos, sin [B, T, 1, hd/2]) padded to `width`, as
+        copies, so that what a block saves holds only its slice. A module computes its tables once
+        for all its blocks; the copy is made once too (the tables are held while they are the
+        latest, so their identity cannot be reused)."""
+        cached = self._rope
+        if cached is None or cached[0][0] is not rope[0] or cached[0][1] is not rope[1] \
+                or cached[1:3] != (first, last):
+            part = tuple(_pad_tokens(t, width)[:, first:last].clone() for t in rope)
+            self._rope = cached = (rope, first, last, part)
+        return cached[3]
 
     def padded(self, length: int) -> int:
         return -(-length // self.size) * self.size
@@ -85,7 +98,7 @@ class _EnterBlock(torch.autograd.Function):
         full = grad.new_zeros(ctx.shape)
         full[:, ctx.start:ctx.stop] = grad
         dist.all_reduce(full, group=ctx.shards.group)
-        return full / ctx.shards.size, None, None, None
+        return full.div_(ctx.shards.size), None, None, None
 
 
 class _LeaveBlock(torch.autograd.Function):
@@ -159,10 +172,9 @@ def sharded_block_forward(forward, shards: SequenceShards, halo: int | None):
         width = shards.padded(T)
         x, key_bias = _pad_tokens(x, width), _pad_tokens(key_bias, width)
         valid = _pad_tokens(valid, width, False)
-        cos, sin = (_pad_tokens(t, width) for t in rope)
         start, stop = shards.own(width)
         first, last = (start, stop) if halo is None else (max(start - halo, 0), min(stop + halo, width))
-        y = forward(_EnterBlock.apply(x, first, last, shards), (cos[:, first:last], sin[:, first:last]),
+        y = forward(_EnterBlock.apply(x, first, last, shards), shards.rope_slice(rope, width, first, last),
                     valid if halo is None else valid[:, first:last], key_bias)
         return _LeaveBlock.apply(y, start - first, stop - start, shards)[:, :T]
 
