@@ -4,12 +4,14 @@
     CKPT_DIR/global_stepN/megamerge_complete          written after every rank finished
     CKPT_DIR/global_stepN/mp_rank_{m:02d}_model_states.pt            one per model-parallel rank
     CKPT_DIR/global_stepN/[bf16_]zero_pp_rank_{d}_mp_rank_{m:02d}_optim_states.pt
-                                                      one per (data-parallel, model-parallel) rank
+                                                      one per (ZeRO partition, model-parallel) rank
     CKPT_DIR/global_stepN/layer_{l:02d}-model_{t:02d}-model_states.pt   pipeline runs only
 
 The model-parallel rank is m = pp_rank * tp + tp_rank (megamerge's ModelParallelUnit and
-DeepSpeed's pipeline grid agree on it). The layout itself is read from `client_state["layout"]`,
-which train.py stores, so a missing file is reported by name instead of as a short glob.
+DeepSpeed's pipeline grid agree on it). ZeRO partitions d run over the data-parallel ranks, and
+under sequence parallelism over DP x SP (every SP rank holds whole parameters). The layout itself
+is read from `client_state["layout"]`, which train.py stores, so a missing file is reported by
+name instead of as a short glob.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ class CheckpointFiles:
     dp: int
     client_state: dict  # mp_rank_00_model_states.pt minus the tensors
     model_states: dict[int, Path] = field(default_factory=dict)  # mp rank -> file
-    optim_states: dict[tuple[int, int], Path] = field(default_factory=dict)  # (mp rank, dp rank) -> file
+    optim_states: dict[tuple[int, int], Path] = field(default_factory=dict)  # (mp rank, partition) -> file
+    sp: int = 1  # sequence-parallel size
+
+    @property
+    def zero_partitions(self) -> int:
+        return self.dp * self.sp
 
     @staticmethod
     def mp_rank(pp_rank: int, tp_rank: int, tp: int) -> int:
@@ -79,13 +86,14 @@ def find_checkpoint(load_dir: str | Path, tag: str | None = None,
         raise ConversionError(f"{first} has no megamerge layout/model_config in its client state: it was not "
                               "written by megamerge/train.py")
     tp, pp, dp = int(layout["tp"]), int(layout["pp"]), int(layout["dp"])
-    files = CheckpointFiles(directory, tag, tp, pp, dp, _client_state(state))
+    files = CheckpointFiles(directory, tag, tp, pp, dp, _client_state(state),
+                            sp=int(layout.get("sp", 1)))
     bf16_prefix = any(directory.glob("bf16_zero_pp_rank_*_optim_states.pt"))
     prefix = "bf16_zero_pp_rank" if bf16_prefix else "zero_pp_rank"
     missing = []
     for m in range(tp * pp):
         files.model_states[m] = directory / f"mp_rank_{m:02d}_model_states.pt"
-        for d in range(dp if with_optimizer else 0):
+        for d in range(files.zero_partitions if with_optimizer else 0):
             files.optim_states[(m, d)] = directory / f"{prefix}_{d}_mp_rank_{m:02d}_optim_states.pt"
     missing += [p for p in files.model_states.values() if not p.is_file()]
     missing += [p for p in files.optim_states.values() if not p.is_file()]
@@ -93,5 +101,6 @@ def find_checkpoint(load_dir: str | Path, tag: str | None = None,
         names = (", ".join(p.name for p in missing[:6])
                  + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""))
         raise ConversionError(f"{directory}: missing checkpoint shard(s) {names} (the checkpoint was "
-                              f"written at TP={tp} PP={pp} DP={dp})")
+                              f"written at TP={tp} PP={pp} DP={dp}"
+                              f"{f' SP={files.sp}' if files.sp > 1 else ''})")
     return files

@@ -66,8 +66,8 @@ def master_weights(files: CheckpointFiles, family: ModelSpec, cfg, progress: boo
         param_shapes = model_states.get("param_shapes")
         if not param_shapes:
             raise ConversionError(f"{files.model_states[m]}: no param_shapes; not a ZeRO checkpoint")
-        weights, facts = merge_master_weights(param_shapes,
-                                              [files.optim_states[(m, d)] for d in range(files.dp)], where)
+        partitions = [files.optim_states[(m, d)] for d in range(files.zero_partitions)]
+        weights, facts = merge_master_weights(param_shapes, partitions, where)
         weights = to_model_names(weights, model, pipeline=files.pp > 1, where=where)
         clash = set(weights) & set(per_tp[tp_rank])
         if clash:
@@ -102,7 +102,7 @@ def convert_to_portable(load_dir: str | Path, out_dir: str | Path, tag: str | No
     source = {
         "checkpoint": str(Path(load_dir).resolve()),
         "tag": files.tag,
-        "layout": {"tp": files.tp, "pp": files.pp, "dp": files.dp},
+        "layout": {"tp": files.tp, "pp": files.pp, "dp": files.dp, "sp": files.sp},
         "zero_stage": facts.get("zero_stage"),
         "optimizer": facts.get("optimizer"),
         "training_dtype": "bf16" if (ds_config.get("bf16") or {}).get("enabled") else "fp32",

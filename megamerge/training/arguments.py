@@ -209,6 +209,11 @@ def _parallelism_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("parallelism")
     g.add_argument("--tensor-model-parallel-size", type=int, default=1)
     g.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    g.add_argument("--sequence-parallel-size", type=int, default=1,
+                   help="split each sample's sequence over this many ranks (DeepSpeed-Ulysses all-to-all "
+                        "around latent attention, a halo for local attention: megamerge/parallel/"
+                        "sequence_parallel.py); composes with data parallelism and ZeRO-2, not with TP, PP "
+                        "or --compile")
     g.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", default="ds_configs/cpu.json",
                    help="DeepSpeed JSON config; 'auto' values are filled from these flags")
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,

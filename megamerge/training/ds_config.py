@@ -11,6 +11,8 @@ import copy
 import json
 from pathlib import Path
 
+from megamerge.parallel.process_groups import data_parallel_size
+
 AUTO = "auto"
 DEFAULT_GLOBAL_BATCH = 256  # the paper's 256 sequences x 4096 bases
 
@@ -47,6 +49,7 @@ def resolve_ds_config(path: str | Path, args, world_size: int, has_cuda: bool) -
 def _check_zero_and_layout(cfg: dict, where: str, args, world_size: int) -> int:
     """The ZeRO stage against the parallel sizes; returns the data-parallel size."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    sp = getattr(args, "sequence_parallel_size", 1)
     zero = cfg.get("zero_optimization", {}).get("stage", 0)
     if pp > 1 and zero >= 2:
         raise ConfigError(f"{where} uses ZeRO stage {zero}, but DeepSpeed's pipeline engine only supports "
@@ -58,12 +61,10 @@ def _check_zero_and_layout(cfg: dict, where: str, args, world_size: int) -> int:
     if zero > 2:
         raise ConfigError(f"{where}: ZeRO-3 is not supported (tensor-parallel layers assume whole "
                           "parameters); use stage 1 or 2")
-    if tp < 1 or pp < 1:
-        raise ConfigError("--tensor-model-parallel-size and --pipeline-model-parallel-size must be >= 1")
-    if world_size % (tp * pp):
-        raise ConfigError(f"world size {world_size} is not divisible by TP x PP = {tp} x {pp}; "
-                          f"launch a multiple of {tp * pp} processes or change the parallel sizes")
-    return world_size // (tp * pp)
+    try:
+        return data_parallel_size(world_size, tp, pp, sp)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_sections(cfg: dict, where: str, has_cuda: bool) -> None:

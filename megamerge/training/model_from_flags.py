@@ -12,6 +12,7 @@ from megamerge.models.registry import config_from_preset, family_of_preset
 from megamerge.parallel import check_tensor_parallel_sizes
 from megamerge.parallel.pipeline import check_pipeline_stages
 from megamerge.parallel.process_groups import data_parallel_size
+from megamerge.parallel.sequence_parallel import check_sequence_parallel_sizes
 from megamerge.training.arguments import MODEL_DIM_FLAGS, config_flag_declarations, flag_of
 from megamerge.training.ds_config import ConfigError
 
@@ -57,9 +58,14 @@ def model_config(args):
 def check_parallel_layout(args, cfg, world_size: int) -> None:
     """Everything that would otherwise hang or assert inside a process group, checked first."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    sp = args.sequence_parallel_size
     try:
         check_pipeline_stages(cfg, pp)
-        data_parallel_size(world_size, tp, pp)
+        data_parallel_size(world_size, tp, pp, sp)
         check_tensor_parallel_sizes(cfg.n_heads, cfg.ffn_dim, tp, getattr(cfg, "n_kv_heads", None))
+        check_sequence_parallel_sizes(cfg.n_heads, sp, getattr(cfg, "n_kv_heads", None))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if sp > 1 and args.compile:
+        raise ConfigError(f"--sequence-parallel-size {sp} with --compile is not supported yet (the "
+                          "all-to-all would sit inside the compiled blocks); drop one of them")

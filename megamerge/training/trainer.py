@@ -31,6 +31,7 @@ from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.models.common.losses import softmask_base_weights
 from megamerge.models.registry import family_of_preset
 from megamerge.parallel import apply_tensor_parallel, initialize_model_parallel
+from megamerge.parallel.sequence_parallel import apply_sequence_parallel, backward_scale
 from megamerge.training import checkpointing, evaluation
 from megamerge.training.activation_checkpointing import apply_activation_checkpointing
 from megamerge.training.batches import TrainBatches, ValidBatches
@@ -101,7 +102,8 @@ class Trainer:
         if args.start_over:
             self.start_over()
         self.parallel = initialize_model_parallel(args.tensor_model_parallel_size,
-                                                  args.pipeline_model_parallel_size)
+                                                  args.pipeline_model_parallel_size,
+                                                  args.sequence_parallel_size)
         self.family = family_of_preset(args.model)  # its ModelSpec: what to log, how to evaluate, FLOPs
         self.logged_keys = (*self.family.loss_keys, *self.family.ratio_keys)
         model, self.total_parameters = self.build_model()
@@ -111,7 +113,7 @@ class Trainer:
         self.micro = self.ds_config["train_micro_batch_size_per_gpu"]
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
         self.global_batch = self.ds_config["train_batch_size"]
-        # every TP/PP rank of one replica reads the same samples
+        # every TP/PP/SP rank of one replica reads the same samples
         dp, dp_rank = self.parallel.dp, self.parallel.dp_rank
         self.train_batches = TrainBatches(args, self.micro, self.accumulation, dp, dp_rank)
         self.valid_batches = ValidBatches(args, self.micro, dp, dp_rank)
@@ -139,6 +141,8 @@ class Trainer:
             apply_compile(model)
         if self.args.checkpoint_activations:
             apply_activation_checkpointing(model)
+        # last: its collectives stay outside what compilation and checkpointing wrap
+        apply_sequence_parallel(model, self.parallel.sp_group)
         return model, total_parameters
 
     def tracked_grad_norm_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
@@ -230,7 +234,8 @@ class Trainer:
             **self.state.client_state(), "family": self.family.name, "model_config": self.cfg.to_dict(),
             "paper_deviations": self.cfg.paper_deviations(),
             "args": self.recorded_args(), "megamerge_version": __version__,
-            "layout": {"tp": self.parallel.tp, "pp": self.parallel.pp, "dp": self.parallel.dp},
+            "layout": {"tp": self.parallel.tp, "pp": self.parallel.pp, "dp": self.parallel.dp,
+                       "sp": self.parallel.sp},
         }
         rank_state = {"data": self.train_batches.state_dict(), "rng": checkpointing.rng_state()}
         try:
@@ -287,9 +292,10 @@ class Trainer:
             losses = {key: out[key] for key in self.logged_keys}
         else:
             sums = None  # [len(logged_keys)] on the device: no host sync inside the micro-steps
+            scale = backward_scale(self.parallel.sp)  # ZeRO sums gradients over sequence shards
             for m in range(self.accumulation):
                 out = self.engine(self.micro_batch(iteration, m))
-                self.engine.backward(out["loss"] * float("nan") if poison else out["loss"])
+                self.engine.backward(out["loss"] * (float("nan") if poison else scale))
                 if m == self.accumulation - 1 and any(groups.values()):
                     norms = group_grad_norms(groups)  # before step(), which frees the gradients
                 self.engine.step()  # applies the update at the last micro-step only
@@ -374,8 +380,8 @@ class Trainer:
 
     def samples_by_species_seen(self) -> dict[str, int]:
         """Training samples drawn per species since the run began, over all data-parallel replicas
-        (each counted once: its tensor- and pipeline-parallel ranks read the same samples)."""
-        replicas = self.parallel.tp * self.parallel.pp
+        (each counted once: its tensor-, pipeline- and sequence-parallel ranks read the same samples)."""
+        replicas = self.parallel.tp * self.parallel.pp * self.parallel.sp
         return {species: count // replicas
                 for species, count in all_gather_counts(self.train_batches.samples_by_species).items()}
 

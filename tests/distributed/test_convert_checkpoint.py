@@ -72,7 +72,7 @@ def assert_round_trip(portable: Path, ckpt: Path, back: Path, tp: int, pp: int) 
     assert (ckpt / tag / "megamerge_weights_only").is_file()
     to_portable(ckpt, back)
     config = json.loads((back / "config.json").read_text())
-    assert config["source"]["layout"] == {"tp": tp, "pp": pp, "dp": 1}
+    assert config["source"]["layout"] == {"tp": tp, "pp": pp, "dp": 1, "sp": 1}
     a, b = _tensors(portable), _tensors(back)
     assert sorted(a) == sorted(b)
     for name in a:
@@ -137,7 +137,7 @@ def test_portable_output_has_no_pickles_and_records_provenance(tp2_portable):
     assert sorted(p.name for p in tp2_portable.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((tp2_portable / "config.json").read_text())
     assert config["iteration"] == TRAIN_ITERS and config["consumed_samples"] == 4 * TRAIN_ITERS
-    assert config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1}
+    assert config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1, "sp": 1}
     assert config["source"]["tag"] == f"global_step{TRAIN_ITERS}" and config["megamerge_version"]
     tensors = _tensors(tp2_portable)
     assert tensors["latent_encoder.blocks.0.attention.wq.weight"].shape == (128, 128)  # joined on dim 0
@@ -297,7 +297,8 @@ def test_tp2_pp2_checkpoint_converts_to_the_unsplit_initial_model(work, tp2pp2_c
     portable = to_portable(tp2pp2_checkpoint, work / "tp2pp2_portable")
     got = _tensors(portable)
     config = json.loads((portable / "config.json").read_text())
-    assert config["source"]["layout"] == {"tp": 2, "pp": 2, "dp": 1} and config["source"]["zero_stage"] == 1
+    assert config["source"]["layout"] == {"tp": 2, "pp": 2, "dp": 1, "sp": 1}
+    assert config["source"]["zero_stage"] == 1
     torch.manual_seed(TP_PP_SEED)  # train.py: seed, then the full model, then the split
     model = MergeDNA(MergeDNAConfig.from_dict(config["model_config"]))
     initial = model.state_dict()
@@ -341,7 +342,8 @@ def test_carmania_tp2_portable_gives_the_eval_losses_of_the_tp2_checkpoint(work,
     from megamerge.models import Carmania
 
     config = json.loads((carmania_portable / "config.json").read_text())
-    assert config["family"] == "carmania" and config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1}
+    assert config["family"] == "carmania"
+    assert config["source"]["layout"] == {"tp": 2, "pp": 1, "dp": 1, "sp": 1}
     reference = assert_portable_gives_the_tp2_eval_losses(
         carmania_tp2_checkpoint, carmania_portable, Carmania, work / "carmania_tp2_eval.json")  # fmt: skip
     assert sorted(reference) == ["loss", "nt", "tm"]

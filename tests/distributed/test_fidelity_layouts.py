@@ -1,4 +1,4 @@
-"""DP, TP and PP reproduce the unsplit model with megamerge's extensions selected (issue 15): the
+"""DP, TP, PP and SP reproduce the unsplit model with megamerge's extensions selected (issue 15): the
 rotary merge, the global merge ranking, AMTM averaged per masked base, plain attention after
 the latent merge and the latent merge as one burst at half depth (single_layer), all at once. The paper's
 settings of the same options are the defaults, which tests/distributed/test_parallel_tp.py,
@@ -24,11 +24,13 @@ EXTENSION_FLAGS = ["--rotary-merge", "--merge-selection", "global_rank",
 KEYS = ("loss", "mtr", "latent_mtr", "amtm")
 
 
-@pytest.fixture(scope="module", params=["tp2", "pp2"])
+@pytest.fixture(scope="module", params=["tp2", "pp2", "sp2"])
 def measured(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param) / "measured.json"
     if request.param == "tp2":
         run_workers("tests.distributed.workers.tensor_parallel_mergedna", 2, out, json.dumps(EXTENSIONS))
+    elif request.param == "sp2":
+        run_workers("tests.distributed.workers.sequence_parallel_mergedna", 2, out, json.dumps(EXTENSIONS))
     else:
         run_workers("tests.distributed.workers.pipeline_parallel_mergedna", 2, out, 1, 2,
                     json.dumps(EXTENSIONS))

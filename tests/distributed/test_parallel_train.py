@@ -1,6 +1,7 @@
-"""`megamerge/train.py` with tensor and pipeline parallelism: real DeepSpeed launches on CPU (gloo).
+"""`megamerge/train.py` with tensor, pipeline and sequence parallelism: real DeepSpeed launches on CPU
+(gloo).
 
-One single-process run is the reference; TP=2, PP=2 and TP=2 x DP=2 (4 ranks, ZeRO-2) runs see
+One single-process run is the reference; TP=2, PP=2, SP=2 and TP=2 x DP=2 (4 ranks, ZeRO-2) runs see
 the same global batches (samples are keyed by global index) and must reproduce its losses and
 gradient norms (tight before the first update, bounded after it: see BEFORE_UPDATE_REL and
 AFTER_UPDATE_REL). Gradient clipping is off and the lr small: split reductions change the last ulp
@@ -45,6 +46,7 @@ def runs(tmp_path_factory):
         "single": (1, []),
         "half_batch": (1, ["--micro-batch-size", "1", "--global-batch-size", "2"]),
         "tp2": (2, ["--tensor-model-parallel-size", "2", "--save-interval", "2"]),
+        "sp2": (2, ["--sequence-parallel-size", "2", "--save-interval", "2"]),
         "pp2": (2, ["--pipeline-model-parallel-size", "2", "--ds_config", str(pp_config)]),
         "tp2dp2": (4, ["--tensor-model-parallel-size", "2", "--train-iters", "2"]),
         "tp2pp2": (4, ["--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2",
@@ -55,13 +57,15 @@ def runs(tmp_path_factory):
         proc = run_train(nproc, [*COMMON, "--save", name, *extra], tmp)
         assert proc.returncode == 0, f"{name}: {describe(proc)}"
         out[name] = read_metrics(tmp / name)
-    # Resume TP=2 from its iteration-2 checkpoint into a fresh directory.
-    shutil.copytree(tmp / "tp2", tmp / "tp2_resume_from")
-    (tmp / "tp2_resume_from" / "latest").write_text("global_step2")
-    proc = run_train(2, [*COMMON, "--tensor-model-parallel-size", "2", "--load", "tp2_resume_from",
-                         "--save", "tp2_resumed"], tmp)
-    assert proc.returncode == 0, f"resume: {describe(proc)}"
-    out["tp2_resumed"] = read_metrics(tmp / "tp2_resumed")
+    # Resume TP=2 and SP=2 from their iteration-2 checkpoints into fresh directories.
+    for name, flag in (("tp2", "--tensor-model-parallel-size"), ("sp2", "--sequence-parallel-size")):
+        shutil.copytree(tmp / name, tmp / f"{name}_resume_from")
+        (tmp / f"{name}_resume_from" / "latest").write_text("global_step2")
+        resume = ["--load", f"{name}_resume_from", "--save", f"{name}_resumed"]
+        proc = run_train(2, [*COMMON, flag, "2", *resume], tmp)
+        assert proc.returncode == 0, f"{name} resume: {describe(proc)}"
+        out[f"{name}_resumed"] = read_metrics(tmp / f"{name}_resumed")
+    out["directory"] = tmp
     return out
 
 
@@ -93,9 +97,9 @@ def layout_mismatches(ref: dict, got: dict) -> list[tuple]:
     return out
 
 
-@pytest.mark.parametrize("layout", ["tp2", "pp2"])
+@pytest.mark.parametrize("layout", ["tp2", "pp2", "sp2"])
 def test_three_iterations_match_the_single_process_run(runs, layout):
-    """TP=2 and PP=2 (ZeRO-1 pipeline against ZeRO-2): the same losses and gradient norms."""
+    """TP=2, PP=2 (ZeRO-1 pipeline against ZeRO-2) and SP=2: the same losses and gradient norms."""
     ref, got = runs["single"], runs[layout]
     assert sorted(ref) == sorted(got) == list(range(1, ITERS + 1))
     assert ref[1]["loss"] != ref[ITERS]["loss"]
@@ -128,8 +132,30 @@ def test_the_bounds_catch_a_wrong_layout(runs):
     assert {it for it, *_ in layout_mismatches(ref, doubled)} == set(range(1, ITERS + 1))
 
 
-def test_tp2_checkpoint_resumes_at_tp2_with_identical_losses(runs):
-    full, resumed = runs["tp2"], runs["tp2_resumed"]
+@pytest.mark.parametrize("layout", ["tp2", "sp2"])
+def test_checkpoint_resumes_in_its_layout_with_identical_losses(runs, layout):
+    full, resumed = runs[layout], runs[f"{layout}_resumed"]
     assert sorted(resumed) == [3]
-    for key in KEYS:
+    for key in (*KEYS, "grad_norm"):
         assert resumed[3][key] == full[3][key], key
+
+
+def test_sp2_checkpoint_converts_to_portable_and_back(runs, tmp_path):
+    """SP ranks hold whole parameters: the SP=2 checkpoint converts like a DP one, to exactly the
+    weights its engine saved, and round-trips through a DeepSpeed checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    from megamerge.checkpoint_conversion.to_portable import convert_to_portable
+    from tests.distributed.test_convert_checkpoint import assert_round_trip
+
+    checkpoint = runs["directory"] / "sp2"
+    portable = convert_to_portable(checkpoint, tmp_path / "portable", progress=False)
+    saved = torch.load(checkpoint / f"global_step{ITERS}" / "mp_rank_00_model_states.pt", map_location="cpu",
+                       weights_only=False)["module"]
+    weights = load_file(str(portable / "model.safetensors"))
+    assert sorted(weights) == sorted(k.removeprefix("model.") for k in saved)
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, saved[f"model.{name}"]), name
+    assert json.loads((portable / "config.json").read_text())["source"]["layout"]["sp"] == 2
+    assert_round_trip(portable, tmp_path / "deepspeed", tmp_path / "back", tp=1, pp=1)

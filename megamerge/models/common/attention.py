@@ -2,6 +2,8 @@
 
 Head counts are read off the projection shapes at run time, so tensor parallelism can swap the
 projections for column/row-parallel ones holding a slice of the heads without touching this code.
+Full attention goes through `global_attention`, which sequence parallelism swaps for its
+all-to-all version (megamerge/parallel/sequence_parallel.py) in the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        self.global_attention = full_attention
 
     def project(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
@@ -54,7 +57,7 @@ class Attention(nn.Module):
         B, L, _ = x.shape
         q, k, v = self.project(x, rope)
         if self.window is None:
-            out = full_attention(q, k, v, valid, causal=self.causal, key_bias=key_bias)
+            out = self.global_attention(q, k, v, valid, causal=self.causal, key_bias=key_bias)
         elif key_bias is not None:
             raise ValueError("a key bias applies to full attention only")
         else:
