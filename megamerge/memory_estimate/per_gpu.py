@@ -26,6 +26,8 @@ import torch
 from megamerge.memory_estimate.activations import Kernels, activation_estimate
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.mergedna.pipeline_layers import pipeline_layers
+from megamerge.parallel.process_groups import check_sequence_parallel_layout
+from megamerge.parallel.sequence_parallel import check_sequence_parallel_sizes
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
 
 _LAYER_PARAMS: dict[tuple[str, int], list[int]] = {}  # (repr(cfg), tp) -> counts: built once per sweep
@@ -75,15 +77,9 @@ def stage_layout(cfg: MergeDNAConfig, tp: int, pp: int) -> tuple[int, dict[str, 
 
 
 def check_sequence_parallel(cfg: MergeDNAConfig, tp: int, pp: int, sp: int) -> None:
-    """The layouts sequence parallelism supports; ValueError otherwise."""
-    if sp < 1:
-        raise ValueError(f"the sequence-parallel size must be >= 1, not {sp}")
-    if sp > 1 and (tp > 1 or pp > 1):
-        raise ValueError(f"sequence parallelism composes with data parallelism and ZeRO only: "
-                         f"S = {sp} with TP = {tp}, PP = {pp} is refused (use TP = PP = 1)")
-    if cfg.n_heads % sp:
-        raise ValueError(f"the sequence-parallel size S = {sp} must divide the model's n_heads = "
-                         f"{cfg.n_heads} (Ulysses gives each rank n_heads / S heads)")
+    """The layouts sequence parallelism supports, by train.py's own rules; ValueError otherwise."""
+    check_sequence_parallel_layout(tp, pp, sp)
+    check_sequence_parallel_sizes(cfg.n_heads, sp, getattr(cfg, "n_kv_heads", None))
 
 
 def estimate(cfg: MergeDNAConfig, tp: int, pp: int, dp: int, zero: int, micro: int, seq: int,
