@@ -91,7 +91,10 @@ class _EnterBlock(torch.autograd.Function):
 class _LeaveBlock(torch.autograd.Function):
     """forward: this rank's own tokens [B, n, D] (rows [first, first + n) of the block's output
     y [B, E, D], which may carry halos) all-gathered into [B, S n, D]; backward: the own rows of
-    the (replicated, 1/S) gradient times S, zero on the halos."""
+    the (replicated, 1/S) gradient times S, zero on the halos. Every rank computes that gradient
+    from the same inputs with the same ops, so taking the own rows of its own copy needs no
+    communication (GPU atomics may round the copies differently in the last bit: each block then
+    sees one rounding or the other)."""
 
     @staticmethod
     def forward(ctx, y, first: int, n: int, shards: SequenceShards):

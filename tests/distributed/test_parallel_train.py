@@ -26,6 +26,7 @@ COMMON = [*TINY_ARGS, "--seq-length", "128", "--micro-batch-size", "2", "--globa
           "--train-iters", str(ITERS), "--lr", "2e-4", "--clip-grad", "0", "--eval-interval", "100",
           "--eval-iters", "1"]
 KEYS = ("loss", "mtr", "latent_mtr", "amtm")
+SP2 = ["--sequence-parallel-size", "2", "--checkpoint-activations"]
 
 
 def cpu_pipeline_config(tmp: Path) -> Path:
@@ -46,7 +47,8 @@ def runs(tmp_path_factory):
         "single": (1, []),
         "half_batch": (1, ["--micro-batch-size", "1", "--global-batch-size", "2"]),
         "tp2": (2, ["--tensor-model-parallel-size", "2", "--save-interval", "2"]),
-        "sp2": (2, ["--sequence-parallel-size", "2", "--save-interval", "2"]),
+        # with activation checkpointing: Ulysses' all-to-all then also runs in the recomputation
+        "sp2": (2, [*SP2, "--save-interval", "2"]),
         "pp2": (2, ["--pipeline-model-parallel-size", "2", "--ds_config", str(pp_config)]),
         "tp2dp2": (4, ["--tensor-model-parallel-size", "2", "--train-iters", "2"]),
         "tp2pp2": (4, ["--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2",
@@ -58,11 +60,11 @@ def runs(tmp_path_factory):
         assert proc.returncode == 0, f"{name}: {describe(proc)}"
         out[name] = read_metrics(tmp / name)
     # Resume TP=2 and SP=2 from their iteration-2 checkpoints into fresh directories.
-    for name, flag in (("tp2", "--tensor-model-parallel-size"), ("sp2", "--sequence-parallel-size")):
+    for name, layout in (("tp2", ["--tensor-model-parallel-size", "2"]), ("sp2", SP2)):
         shutil.copytree(tmp / name, tmp / f"{name}_resume_from")
         (tmp / f"{name}_resume_from" / "latest").write_text("global_step2")
         resume = ["--load", f"{name}_resume_from", "--save", f"{name}_resumed"]
-        proc = run_train(2, [*COMMON, flag, "2", *resume], tmp)
+        proc = run_train(2, [*COMMON, *layout, *resume], tmp)
         assert proc.returncode == 0, f"{name} resume: {describe(proc)}"
         out[f"{name}_resumed"] = read_metrics(tmp / f"{name}_resumed")
     out["directory"] = tmp

@@ -18,7 +18,7 @@ def _check(world: int, *flags: str) -> None:
 
 @pytest.mark.parametrize("world,flags,message", [
     (4, ["--sequence-parallel-size", "2", "--tensor-model-parallel-size", "2"],
-     "--sequence-parallel-size 2 composes with data parallelism and ZeRO only, not with --tensor-model-parallel"),
+     "--sequence-parallel-size 2 composes with data parallelism and ZeRO only, not with --tensor-model"),
     (4, ["--sequence-parallel-size", "2", "--pipeline-model-parallel-size", "2"],
      "--pipeline-model-parallel-size 2"),
     (3, ["--sequence-parallel-size", "2"], "world size 3 is not divisible by SP = 2"),
