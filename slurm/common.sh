@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # Shared by every slurm/pretrain_*.sh template (sourced, never run): environment setup, the srun
 # launch and the preemption/requeue protocol. Templates only set defaults and call megamerge_pretrain.
+# SP (sequence-parallel size, --sequence-parallel-size) is passed only when a template or the
+# environment sets it (pretrain_380m_long.sh: 8); unset, train.py's default of 1 applies.
 #
 # Launcher variables (all optional; the training settings are documented in each template):
 #   MEGAMERGE_HOME  checkout to run from (the templates find it; see there)
@@ -132,7 +134,7 @@ megamerge_pretrain() {
     DS_CONFIG=$(mm_abspath "$DS_CONFIG")
     mkdir -p "$SAVE"
 
-    local -a data_args extra_args tb_args micro_args
+    local -a data_args extra_args tb_args micro_args sp_args
     if [[ $DATA == mock ]]; then
         data_args=(--mock-data)
     else
@@ -142,6 +144,7 @@ megamerge_pretrain() {
     fi
     [[ $TENSORBOARD_DIR == none ]] || tb_args=(--tensorboard-dir "$(mm_abspath "$TENSORBOARD_DIR")")
     [[ -z $MICRO_BATCH ]] || micro_args=(--micro-batch-size "$MICRO_BATCH")
+    [[ -z ${SP:-} ]] || sp_args=(--sequence-parallel-size "$SP")
     read -r -a extra_args <<<"${EXTRA_ARGS:-}"
 
     # --load is always the run's own directory: train.py resumes from its `latest` (model,
@@ -153,7 +156,7 @@ megamerge_pretrain() {
         --save "$SAVE" --load "$SAVE" --save-interval "$SAVE_INTERVAL"
         --eval-interval "$EVAL_INTERVAL" --eval-iters "$EVAL_ITERS" --log-interval "$LOG_INTERVAL"
         "${tb_args[@]}" --num-workers "$NUM_WORKERS"
-        --tensor-model-parallel-size "$TP" --pipeline-model-parallel-size "$PP"
+        --tensor-model-parallel-size "$TP" --pipeline-model-parallel-size "$PP" "${sp_args[@]}"
         --ds_config "$DS_CONFIG" "${extra_args[@]}"
     )
 

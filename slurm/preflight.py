@@ -5,8 +5,9 @@
 
 With `--` it parses train.py's flags with train.py's own parser, resolves the DeepSpeed config for
 this world size with train.py's own validation, and prints the layout to stderr (the job log):
-nodes x ranks, TP / PP / DP, and global batch = micro x accumulation x DP. A mistake exits 2 here,
-once, instead of in every rank after the job has waited for its nodes.
+nodes x ranks, TP / PP / DP (SP / DP with sequence parallelism, DP = world / SP), and global batch =
+micro x accumulation x DP. A mistake exits 2 here, once, instead of in every rank after the job has
+waited for its nodes.
 
 Scaling: gradient accumulation is derived from the data-parallel size (the ds configs say "auto"),
 so the global batch stays the same on any node count. When the micro-batch (--micro-batch-size, else
@@ -57,6 +58,7 @@ def plan_micro_batch(config_micro: int, global_batch: int, dp: int) -> int:
 def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: list[str]) -> int:
     import torch
 
+    from megamerge.parallel.process_groups import data_parallel_size
     from megamerge.training.arguments import parse_args
     from megamerge.training.ds_config import AUTO, DEFAULT_GLOBAL_BATCH, ConfigError, resolve_ds_config
     from megamerge.training.model_from_flags import check_parallel_layout, model_config
@@ -64,16 +66,20 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
     args = parse_args(train_argv)  # argparse errors exit 2 with train.py's usage message
     has_cuda = torch.cuda.is_available()
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    sp = args.sequence_parallel_size
     extra: list[str] = []
     try:
-        if world_size % (tp * pp) == 0:
+        dp = data_parallel_size(world_size, tp, pp, sp)
+    except ValueError:
+        dp = None  # resolve_ds_config and check_parallel_layout below say why
+    try:
+        if dp is not None:
             raw = json.loads(Path(args.ds_config).read_text())
             requested = args.micro_batch_size or raw.get("train_micro_batch_size_per_gpu")
             global_batch = args.global_batch_size or raw.get("train_batch_size", AUTO)
             if global_batch == AUTO:
                 global_batch = DEFAULT_GLOBAL_BATCH
             if isinstance(requested, int) and isinstance(global_batch, int):
-                dp = world_size // (tp * pp)
                 micro = plan_micro_batch(requested, global_batch, dp)
                 if micro != requested:
                     print(f"preflight: micro-batch {requested} x DP {dp} exceeds the global batch "
@@ -85,13 +91,13 @@ def preflight(world_size: int, nodes: int, start_iteration: int, train_argv: lis
     except (ConfigError, ValueError, OSError) as e:
         print(f"preflight: error: {e}", file=sys.stderr)
         return 2
-    dp = world_size // (tp * pp)
     micro, accumulation, global_batch = (ds["train_micro_batch_size_per_gpu"],
                                          ds["gradient_accumulation_steps"], ds["train_batch_size"])
     zero = ds.get("zero_optimization", {}).get("stage")
     precision = "bf16" if ds.get("bf16", {}).get("enabled") else "fp32"
+    layout = f"TP {tp} x PP {pp} x DP {dp}" if sp == 1 else f"SP {sp} x DP {dp} (each sample on {sp} ranks)"
     print(f"preflight: model {args.model}, {nodes} node(s) x {world_size // nodes} ranks = {world_size}; "
-          f"TP {tp} x PP {pp} x DP {dp}; ZeRO-{zero}, {precision}", file=sys.stderr)
+          f"{layout}; ZeRO-{zero}, {precision}", file=sys.stderr)
     print(f"preflight: global batch {global_batch} = micro {micro} x accumulation {accumulation} x DP {dp} "
           f"sequences of {args.seq_length} bases", file=sys.stderr)
     if pp > 1 and accumulation < 2 * pp:

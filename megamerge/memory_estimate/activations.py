@@ -17,6 +17,18 @@ cpu  full attention takes SDPA's fused flash kernel for CPU without a mask (the 
      backward recomputes the attention chunk by chunk) and its output is copied for wo.
      RMSNorm is composed of elementwise ops and also keeps x / rms (its weight's gradient).
 
+Sequence parallelism (DeepSpeed-Ulysses, `sp` = S ranks reading the same samples): every
+Transformer block runs on a 1/S contiguous slice of the token (or base) width, padded up to a
+multiple of S, and its output is all-gathered back into the replicated [B, T, D] stream. A
+local-window block's slice takes a halo of `window` tokens on each side; a full-attention block
+takes none and runs attention over all T tokens for n_heads / S heads after the all-to-all, whose
+q, k, v, output and log-sum-exp ([B, T, H/S, hd]) are the same size as [B, T/S, H, hd]. So each
+part="blocks" site (the blocks and their RoPE tables) is priced at `block_tokens` tokens, and each
+part="other" site (embedding, merges, unmerges, final norms, head, losses) at the full width on
+every rank. The slice is taken to be a copy, so that what a block keeps is 1/S of the stream and not
+the gathered buffer. The backward working set of each block adds the gathered [B, T, D] stream
+(one buffer per block boundary, freed after it).
+
 Left out: per-token scalars, masks and index maps (sizes, positions, merge weights, scatter
 indices, validity masks: tens of bytes per token against kilobytes for the tensors counted), and
 the embedding's input ids.
@@ -126,6 +138,21 @@ def norm_bytes(cfg: MergeDNAConfig, k: Kernels) -> float:
     return kept_inputs * cfg.dim * k.nbytes + FP32
 
 
+def block_tokens(cfg: MergeDNAConfig, tokens: int, sp: int, local: bool) -> int:
+    """Tokens one rank's copy of a Transformer block runs on when a row of `tokens` is split over
+    `sp` sequence-parallel ranks: a 1/S slice of the width padded up to a multiple of S, plus a halo
+    of `window` tokens on each side for local attention (the widest, interior shard)."""
+    if sp == 1:
+        return tokens
+    return -(-tokens // sp) + (2 * cfg.window if local else 0)
+
+
+def gathered_stream_bytes(cfg: MergeDNAConfig, tokens: int, sp: int, k: Kernels) -> float:
+    """The all-gathered [T, D] stream (T padded to a multiple of S) at a block boundary, per sample:
+    transient, freed once the next consumer has read it. Nothing without sequence parallelism."""
+    return 0.0 if sp == 1 else -(-tokens // sp) * sp * cfg.dim * k.nbytes
+
+
 def rope_table_bytes(cfg: MergeDNAConfig, tokens: int) -> float:
     """cos and sin, [B, T, 1, head_dim / 2] each, computed once per module and kept by apply_rope."""
     return tokens * cfg.head_dim * FP32
@@ -187,33 +214,40 @@ def rotation_bytes(cfg: MergeDNAConfig, tokens: int) -> float:
 
 
 # ---------------------------------------------------------------------------------- the step
-def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels) -> list[Site]:
-    """Every site of one sample's three passes."""
+def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels, sp: int = 1) -> list[Site]:
+    """Every site of one sample's three passes, on one rank of a TP x SP layout: TP divides the
+    full-attention blocks' heads and FFN width, SP the blocks' token width (block_tokens)."""
     t = token_counts(cfg, seq)
     N, L, K, D = t.bases, t.latent, t.latent_merged, cfg.dim
     sites: list[Site] = []
 
     def block(pass_name, module, stage_layer, tokens, local, input_already_held=False):
         kind_tp = 1 if local else tp
-        full = block_bytes(cfg, tokens, kind_tp, local, k)
-        held = tokens * D * k.nbytes  # the block's input: what checkpointing keeps
-        if input_already_held:  # latent MTR starts from pass 1's detached tokens: same storage
+        rank_tokens = block_tokens(cfg, tokens, sp, local)
+        full = block_bytes(cfg, rank_tokens, kind_tp, local, k)
+        held = rank_tokens * D * k.nbytes  # the block's input: what checkpointing keeps
+        if input_already_held and sp == 1:  # latent MTR starts from pass 1's detached tokens: same storage
             full, held = full - held, 0
-        sites.append(Site(pass_name, module, "blocks", stage_layer, full, held,
-                          block_backward_working_bytes(cfg, tokens, kind_tp, local, k)))
+        working = (block_backward_working_bytes(cfg, rank_tokens, kind_tp, local, k)
+                   + gathered_stream_bytes(cfg, tokens, sp, k))
+        sites.append(Site(pass_name, module, "blocks", stage_layer, full, held, working))
 
     def other(pass_name, module, stage_layer, nbytes, part="other"):
         sites.append(Site(pass_name, module, part, stage_layer, nbytes))
+
+    def rope(pass_name, module, stage_layer, tokens, local):  # each module's tables, sliced as its blocks
+        other(pass_name, module, stage_layer, rope_table_bytes(cfg, block_tokens(cfg, tokens, sp, local)),
+              part="blocks")
 
     for p in PASSES:
         full_pass = p != "latent MTR"
         if full_pass:  # Local Encoder: block then merge, per layer
             for T_in, T_out in zip(t.local_encoder[:-1], t.local_encoder[1:]):
-                other(p, "local_encoder", "local_encoder", rope_table_bytes(cfg, T_in), part="blocks")
+                rope(p, "local_encoder", "local_encoder", T_in, local=True)
                 block(p, "local_encoder", "local_encoder", T_in, local=True)
                 other(p, "local_encoder", "local_encoder", local_merge_bytes(cfg, T_in, T_out, k))
         # Latent Encoder
-        other(p, "latent_encoder", "latent_encoder", rope_table_bytes(cfg, L), part="blocks")
+        rope(p, "latent_encoder", "latent_encoder", L, local=False)
         merges = {} if full_pass else {m.point: m for m in t.latent_merges}
         width = L
         for i in range(cfg.latent_encoder_layers):
@@ -221,7 +255,7 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels) -> list[Site]
                 other(p, "latent_encoder", "latent_encoder",
                       sum(rotation_bytes(cfg, w) for w in merges[i].step_widths))
                 width = merges[i].width
-                other(p, "latent_encoder", "latent_encoder", rope_table_bytes(cfg, width), part="blocks")
+                rope(p, "latent_encoder", "latent_encoder", width, local=False)
             block(p, "latent_encoder", "latent_encoder", width, local=False,
                   input_already_held=(not full_pass and i == 0))
         if cfg.latent_encoder_layers in merges:  # the merge after the last block
@@ -232,12 +266,12 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels) -> list[Site]
         if not full_pass:  # unmerge K -> L: the gather keeps its source, rotate back by each offset
             other(p, "outside", "latent_norm", K * D * k.nbytes + rotation_bytes(cfg, L))
         # Latent Decoder
-        other(p, "latent_decoder", "latent_decoder", rope_table_bytes(cfg, L), part="blocks")
+        rope(p, "latent_decoder", "latent_decoder", L, local=False)
         for _ in range(cfg.latent_decoder_layers):
             block(p, "latent_decoder", "latent_decoder", L, local=False)
         # Local Decoder: unmerge L -> N (gather source, rotation back), blocks, norm + head
         other(p, "local_decoder", "local_decoder", L * D * k.nbytes + rotation_bytes(cfg, N))
-        other(p, "local_decoder", "local_decoder", rope_table_bytes(cfg, N), part="blocks")
+        rope(p, "local_decoder", "local_decoder", N, local=True)
         for _ in range(cfg.local_decoder_layers):
             block(p, "local_decoder", "local_decoder", N, local=True)
         other(p, "local_decoder", "local_decoder", N * (norm_bytes(cfg, k) + D * k.nbytes))
@@ -259,10 +293,10 @@ class ActivationEstimate:
 
 def activation_estimate(cfg: MergeDNAConfig, micro: int, seq: int, tp: int, k: Kernels, checkpoint: bool,
                         stage_share: dict[str, float] | None = None,
-                        in_flight: int = 1) -> ActivationEstimate:
+                        in_flight: int = 1, sp: int = 1) -> ActivationEstimate:
     """Activation memory of one rank. stage_share: the fraction of each pipeline layer kind held
     by this rank's stage (default: everything); in_flight: micro-batches whose activations the
-    stage holds at once (1F1B: PP - stage).
+    stage holds at once (1F1B: PP - stage); sp: sequence-parallel size (see the module docstring).
 
     Without checkpointing, the backward pass starts with every saved tensor alive and frees each
     as its node runs, so the peak is the saved total plus the working set of the first block.
@@ -270,7 +304,7 @@ def activation_estimate(cfg: MergeDNAConfig, micro: int, seq: int, tp: int, k: K
     the largest block's recomputed activations (less its input, already held) to its working set.
     """
     saved, transient, by_site = 0.0, 0.0, {}
-    for s in step_sites(cfg, seq, tp, k):
+    for s in step_sites(cfg, seq, tp, k, sp):
         weight = 1.0 if stage_share is None else stage_share.get(s.stage_layer, 0.0)
         if weight == 0:
             continue

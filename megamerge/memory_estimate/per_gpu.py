@@ -12,6 +12,11 @@ table (megamerge/parallel/tensor_parallel_plan.py) are divided by TP, everything
 with PP the pipeline layers are balanced by parameter count as DeepSpeed does and the heaviest stage
 is reported. Under PP, stage s holds PP - s micro-batches in flight (1F1B), and the activation
 estimate (activations.py) takes the heaviest stage's layers.
+
+Sequence parallelism (DeepSpeed-Ulysses, SP = S): the S ranks of a group read the same samples and
+each keeps the full parameters; ZeRO partitions gradients and optimizer state over the
+sequence-data-parallel group of DP x S ranks. World = DP x S; SP composes with DP and ZeRO only
+(TP or PP > 1 with S > 1 is refused). Activations: activations.py.
 """
 
 from __future__ import annotations
@@ -21,11 +26,22 @@ import torch
 from megamerge.memory_estimate.activations import Kernels, activation_estimate
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.mergedna.pipeline_layers import pipeline_layers
+from megamerge.parallel.process_groups import check_sequence_parallel_layout
+from megamerge.parallel.sequence_parallel import check_sequence_parallel_sizes
 from megamerge.parallel.tensor_parallel_plan import split_parameter_dims
+
+_LAYER_PARAMS: dict[tuple[str, int], list[int]] = {}  # (repr(cfg), tp) -> counts: built once per sweep
 
 
 def pipeline_layer_params(cfg: MergeDNAConfig, tp: int) -> list[int]:
     """Parameters per GPU of each pipeline layer, in the order of mergedna/pipeline_layers.py."""
+    key = (repr(cfg), tp)
+    if key not in _LAYER_PARAMS:
+        _LAYER_PARAMS[key] = _count_layer_params(cfg, tp)
+    return list(_LAYER_PARAMS[key])
+
+
+def _count_layer_params(cfg: MergeDNAConfig, tp: int) -> list[int]:
     with torch.device("meta"):
         model = MergeDNA(cfg)
     split = split_parameter_dims(model)  # the names tensor parallelism divides by TP
@@ -60,19 +76,28 @@ def stage_layout(cfg: MergeDNAConfig, tp: int, pp: int) -> tuple[int, dict[str, 
     return max(stages, key=lambda t: t[0])
 
 
+def check_sequence_parallel(cfg: MergeDNAConfig, tp: int, pp: int, sp: int) -> None:
+    """The layouts sequence parallelism supports, by train.py's own rules; ValueError otherwise."""
+    check_sequence_parallel_layout(tp, pp, sp)
+    check_sequence_parallel_sizes(cfg.n_heads, sp, getattr(cfg, "n_kv_heads", None))
+
+
 def estimate(cfg: MergeDNAConfig, tp: int, pp: int, dp: int, zero: int, micro: int, seq: int,
-             dtype: str = "bf16", device: str = "gpu") -> dict:
+             dtype: str = "bf16", device: str = "gpu", sp: int = 1) -> dict:
+    check_sequence_parallel(cfg, tp, pp, sp)
     psi, share, stage = stage_layout(cfg, tp, pp)
     nbytes = 2 if dtype == "bf16" else 4
+    zero_ranks = dp * sp  # ZeRO partitions over the sequence-data-parallel group
     params = psi * nbytes
-    grads = psi * nbytes / (dp if zero >= 2 else 1)
+    grads = psi * nbytes / (zero_ranks if zero >= 2 else 1)
     if dtype == "bf16":
-        optim = psi * 12 / (dp if zero >= 1 else 1)
+        optim = psi * 12 / (zero_ranks if zero >= 1 else 1)
     else:  # fp32: DeepSpeed ZeRO keeps an fp32 partition besides the weights; plain torch AdamW does not
-        optim = psi * (12 if zero >= 1 else 8) / (dp if zero >= 1 else 1)
+        optim = psi * (12 if zero >= 1 else 8) / (zero_ranks if zero >= 1 else 1)
     in_flight = pp - stage if pp > 1 else 1  # 1F1B: stage s holds pp - s micro-batches
     kernels = Kernels(device, nbytes)
-    act = {ckpt: activation_estimate(cfg, micro, seq, tp, kernels, ckpt, share if pp > 1 else None, in_flight)
+    act = {ckpt: activation_estimate(cfg, micro, seq, tp, kernels, ckpt, share if pp > 1 else None, in_flight,
+                                     sp=sp)
            for ckpt in (False, True)}
     return {"params_per_gpu": psi, "stage": stage, "parameters": params, "gradients": grads,
             "optimizer": optim, "activations": act[False], "activations_checkpointed": act[True]}

@@ -1,7 +1,9 @@
-"""slurm/pretrain_380m.sh on a real single-node SLURM cluster (slurmctld + slurmd + munged on this
-machine, see tests/system/slurm_cluster.py): not a fake srun.
+"""slurm/pretrain_380m.sh and pretrain_380m_long.sh on a real single-node SLURM cluster (slurmctld +
+slurmd + munged on this machine, see tests/system/slurm_cluster.py): not a fake srun.
 
 * the template, unchanged, runs a tiny 2-rank CPU job through sbatch / srun and completes;
+* the long-context template, unchanged, runs the same job with SP = 2 (both ranks on one sample,
+  activation checkpointing, micro-batch 1, its defaults) and completes with a checkpoint;
 * `scancel --signal=USR1` mid-run: the job checkpoints, requeues itself, the requeued job resumes
   from that checkpoint and completes, and the consumed-sample count goes on without repeat or gap.
 
@@ -25,6 +27,7 @@ from tests.helpers import REPO
 from tests.system import slurm_cluster
 
 TEMPLATE = REPO / "slurm" / "pretrain_380m.sh"
+LONG_TEMPLATE = REPO / "slurm" / "pretrain_380m_long.sh"
 GLOBAL_BATCH = 8
 REQUEUE_RELEASE_DELAY_S = 3.0  # > slurmd's 1-second credential-revocation resolution
 pytestmark = pytest.mark.timeout(1200)  # includes a first-time apt install
@@ -61,13 +64,14 @@ def tiny_overrides(save: Path, data: Path, train_iters: int) -> dict[str, str]:
     return env
 
 
-def sbatch_command(log_dir: Path, overrides: dict[str, str], wait: bool) -> list[str]:
+def sbatch_command(log_dir: Path, overrides: dict[str, str], wait: bool,
+                   template: Path = TEMPLATE) -> list[str]:
     exports = ",".join(["ALL", *(f"{k}={v}" for k, v in overrides.items())])
     # --gpus-per-node=0 overrides the template's 8 on this GPU-less node (--gres=none is rejected);
     # --output keeps the per-job log out of the checkout's slurm/logs/.
     cmd = ["sbatch", "--parsable", "--gpus-per-node=0", f"--output={log_dir}/%x-%j.out",
            f"--export={exports}"]
-    return [*cmd, "--wait", str(TEMPLATE)] if wait else [*cmd, str(TEMPLATE)]
+    return [*cmd, "--wait", str(template)] if wait else [*cmd, str(template)]
 
 
 def job_log(log_dir: Path, job_id: str) -> str:
@@ -117,6 +121,37 @@ def test_template_runs_tiny_cpu_job(cluster, corpus, tmp_path):
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < first - 0.1, f"loss did not fall: {losses}"
     print(f"tiny CPU job {job_id}: {time.monotonic() - t0:.0f}s, loss {first:.3f} -> {last:.3f}")
+
+
+def test_long_context_template_runs_tiny_sp2_job(cluster, corpus, tmp_path):
+    """pretrain_380m_long.sh with the tiny model at 256 bases: SP = 2 puts both ranks on one sample
+    (DP 1), so its micro-batch 1 and a global batch of 2 mean accumulation 2."""
+    save, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    iters = 4
+    overrides = {**tiny_overrides(save, corpus, iters), "SP": "2", "GLOBAL_BATCH": "2"}
+    del overrides["MICRO_BATCH"]  # the template's: 1
+    proc = cluster.run(sbatch_command(logs, overrides, wait=True, template=LONG_TEMPLATE), check=False,
+                       timeout=420, cwd=REPO)
+    job_id = proc.stdout.strip().split(";")[0]
+    log = job_log(logs, job_id)
+    context = f"sbatch exit {proc.returncode} {proc.stderr}\n--- job log ---\n{log}\n{cluster.diagnostics()}"
+    assert job_id.isdigit(), context
+    info = cluster.job(job_id)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", context
+    assert proc.returncode == 0, context
+
+    assert "ranks: 1 x 2 = 2" in log, context
+    assert "--sequence-parallel-size 2" in log and "--checkpoint-activations" in log, context
+    assert "SP 2 x DP 1" in log, context
+    assert "global batch 2 = micro 1 x accumulation 2 x DP 1" in log, context
+    assert (save / "latest").read_text().strip() == f"global_step{iters}", context
+    assert (save / f"global_step{iters}" / "megamerge_complete").is_file(), context
+    status = json.loads((save / "exit_status.json").read_text())
+    assert status["finished"] and status["iteration"] == iters, status
+    records = train_records(save)
+    assert [r["iteration"] for r in records] == list(range(1, iters + 1)), context
+    assert [r["consumed_samples"] for r in records] == [2 * i for i in range(1, iters + 1)], context
 
 
 def test_usr1_checkpoints_requeues_and_resumes(cluster, corpus, tmp_path):

@@ -31,6 +31,20 @@ def test_preflight_keeps_global_batch_across_node_counts():
     assert proc.returncode == 2 and "preflight: error" in proc.stderr, proc.stderr
 
 
+def test_preflight_counts_sequence_parallel_ranks_out_of_dp():
+    # pretrain_380m_long.sh's arithmetic: S ranks share a sample, so DP = world / S sets accumulation.
+    proc = preflight(8, "--ds_config", "ds_configs/cpu.json", "--sequence-parallel-size", "4",
+                     "--micro-batch-size", "1", "--global-batch-size", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "SP 4 x DP 2" in proc.stderr, proc.stderr
+    assert "global batch 32 = micro 1 x accumulation 16 x DP 2" in proc.stderr, proc.stderr
+    # SP with TP is refused before launch, in one line.
+    proc = preflight(8, "--ds_config", "ds_configs/cpu.json", "--sequence-parallel-size", "2",
+                     "--tensor-model-parallel-size", "2")
+    assert proc.returncode == 2, proc.stderr
+    assert "preflight: error: --sequence-parallel-size 2 composes with" in proc.stderr, proc.stderr
+
+
 def test_templates_parse_and_document_overrides():
     for template in sorted((REPO / "slurm").glob("pretrain_*.sh")):
         text = template.read_text()
