@@ -13,8 +13,10 @@ length, glibc's mmap threshold pinned so that freed tensors leave RSS). Per rank
   peak RSS     the high-water mark above the RSS after the warm-up: what the steps added
                (activations, the backward pass's working set, gradients, communication buffers)
   step time    median over --steps timed steps after the census step
-The ratio columns divide S = 2's per-rank figure by S = 1's. What is split and what is not:
-megamerge/parallel/README.md, "Sequence parallelism".
+The ratio columns divide S = 2's per-rank figure by S = 1's; the estimate columns are
+tools/estimate_memory.py's (megamerge/memory_estimate) for the same step, per rank. The compression
+is fixed at L/N = 0.5, as in benchmarks/bench_memory.py, so that the estimate sees the same L.
+What is split and what is not: megamerge/parallel/README.md, "Sequence parallelism".
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_memory import PINNED_MMAP_THRESHOLD, current_rss, peak_rss, reset_peak_rss
+from benchmarks.bench_memory import (
+    FIXED_COMPRESSION,
+    PINNED_MMAP_THRESHOLD,
+    current_rss,
+    peak_rss,
+    reset_peak_rss,
+)
 from megamerge.free_port import free_port
 
 MIB = 2**20
@@ -52,7 +60,7 @@ def worker(model_name: str, seq_length: int, micro: int, steps: int, out: Path) 
     sp = dist.get_world_size()
     state = initialize_model_parallel(sp=sp)
     torch.manual_seed(0)
-    model = MergeDNA(MergeDNAConfig.from_preset(model_name)).train()
+    model = MergeDNA(MergeDNAConfig.from_preset(model_name, **FIXED_COMPRESSION)).train()
     apply_sequence_parallel(model, state.sp_group)
 
     def step(i: int, census: SavedTensorCensus | None = None, length: int = seq_length) -> float:
@@ -108,19 +116,35 @@ def run(model: str, seq_length: int, sp: int, micro: int, steps: int) -> list[di
         return json.loads(out.read_text())
 
 
-def table(results: dict[tuple[int, int], list[dict]], sizes: list[int]) -> str:
-    keys = (("activations_mib", "activations (MiB)"), ("block_activations_mib", "of which in blocks"),
-            ("peak_rss_mib", "peak RSS rise (MiB)"), ("step_seconds", "step (s)"))
-    lines = ["| N | S | " + " | ".join(name for _, name in keys) + " | activations S/1 | peak RSS S/1 |",
-             "|---" * (len(keys) + 4) + "|"]
+def estimated(model: str, seq_length: int, sp: int, micro: int) -> dict:
+    """tools/estimate_memory.py's per-rank figures for this benchmark's step: fp32 CPU kernels, no
+    optimizer state (the step stops at the gradients)."""
+    from megamerge.memory_estimate.per_gpu import estimate
+    from megamerge.models import MergeDNAConfig
+
+    cfg = MergeDNAConfig.from_preset(model, **FIXED_COMPRESSION)
+    r = estimate(cfg, tp=1, pp=1, dp=1, zero=0, micro=micro, seq=seq_length, dtype="fp32", device="cpu",
+                 sp=sp)
+    act = r["activations"]
+    return {"saved_mib": act.saved / MIB, "peak_mib": (r["gradients"] + act.peak) / MIB}
+
+
+def table(results: dict[tuple[int, int], list[dict]], model: str, micro: int) -> str:
+    lines = [("| N | S | saved for backward: estimate / census (MiB) | in blocks (census) | peak RSS rise: "
+              "estimate / measured (MiB) | measured / estimate | step (s) | saved S/1 | peak RSS S/1 |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for (n, s), ranks in sorted(results.items()):
-        worst = {k: max(r[k] for r in ranks) for k, _ in keys}
+        worst = {k: max(r[k] for r in ranks) for k in ranks[0]}
+        est = estimated(model, n, s, micro)
         base = results.get((n, 1))
         ratios = ["", ""]
         if base and s > 1:
             ratios = [f"{worst[k] / base[0][k]:.2f}" for k in ("activations_mib", "peak_rss_mib")]
-        cells = [f"{worst[k]:.2f}" if k == "step_seconds" else f"{worst[k]:,.0f}" for k, _ in keys]
-        lines.append(f"| {n:,} | {s} | " + " | ".join(cells + ratios) + " |")
+        lines.append(f"| {n:,} | {s} | {est['saved_mib']:,.0f} / {worst['activations_mib']:,.0f} | "
+                     f"{worst['block_activations_mib'] / worst['activations_mib']:.0%} | "
+                     f"{est['peak_mib']:,.0f} / {worst['peak_rss_mib']:,.0f} | "
+                     f"{worst['peak_rss_mib'] / est['peak_mib']:.2f} | {worst['step_seconds']:.2f} | "
+                     + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
 
@@ -147,7 +171,7 @@ def main(argv=None) -> int:
             results[(n, s)] = run(a.model, n, s, a.micro_batch, a.steps)
     print(f"MergeDNA {a.model}, micro-batch {a.micro_batch}, fp32, one thread per rank, gloo; worst rank "
           f"shown; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    print(table(results, lengths))
+    print(table(results, a.model, a.micro_batch))
     return 0
 
 
