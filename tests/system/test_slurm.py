@@ -90,12 +90,12 @@ def train_records(save: Path) -> list[dict]:
     return [r for r in metrics_lines(save) if r.get("split", "train") == "train"]
 
 
-def test_template_runs_tiny_cpu_job(cluster, corpus, tmp_path):
-    save, logs = tmp_path / "run", tmp_path / "logs"
-    logs.mkdir()
-    iters = 12
-    t0 = time.monotonic()
-    proc = cluster.run(sbatch_command(logs, tiny_overrides(save, corpus, iters), wait=True), check=False,
+def run_finished_job(cluster, logs: Path, save: Path, overrides: dict[str, str], iters: int,
+                     template: Path) -> tuple[str, str, str, list[dict]]:
+    """sbatch --wait `template` as a 2-rank job; checks that it completed through srun with a
+    checkpoint published as `latest`, a finished exit status and one metrics line per iteration.
+    Returns (job id, job log, failure context, the metrics records)."""
+    proc = cluster.run(sbatch_command(logs, overrides, wait=True, template=template), check=False,
                        timeout=420, cwd=REPO)
     job_id = proc.stdout.strip().split(";")[0]
     log = job_log(logs, job_id)
@@ -104,19 +104,25 @@ def test_template_runs_tiny_cpu_job(cluster, corpus, tmp_path):
     info = cluster.job(job_id)
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", context
     assert proc.returncode == 0, context
-
-    # The template's launch: 2 ranks through srun, accumulation derived from the layout.
     assert "ranks: 1 x 2 = 2" in log, context
-    assert "global batch 8 = micro 2 x accumulation 2 x DP 2" in log, context
-    assert "starting run" in log and "from scratch" in log, context
-
-    # A checkpoint published as `latest`, a finished exit status, one metrics line per iteration.
     assert (save / "latest").read_text().strip() == f"global_step{iters}", context
     assert (save / f"global_step{iters}" / "megamerge_complete").is_file(), context
     status = json.loads((save / "exit_status.json").read_text())
     assert status["finished"] and status["iteration"] == iters, status
     records = train_records(save)
     assert [r["iteration"] for r in records] == list(range(1, iters + 1)), context
+    return job_id, log, context, records
+
+
+def test_template_runs_tiny_cpu_job(cluster, corpus, tmp_path):
+    save, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    iters = 12
+    t0 = time.monotonic()
+    job_id, log, context, records = run_finished_job(cluster, logs, save, tiny_overrides(save, corpus, iters),
+                                                     iters, TEMPLATE)
+    assert "global batch 8 = micro 2 x accumulation 2 x DP 2" in log, context
+    assert "starting run" in log and "from scratch" in log, context
     losses = [r["loss"] for r in records]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < first - 0.1, f"loss did not fall: {losses}"
@@ -131,26 +137,10 @@ def test_long_context_template_runs_tiny_sp2_job(cluster, corpus, tmp_path):
     iters = 4
     overrides = {**tiny_overrides(save, corpus, iters), "SP": "2", "GLOBAL_BATCH": "2"}
     del overrides["MICRO_BATCH"]  # the template's: 1
-    proc = cluster.run(sbatch_command(logs, overrides, wait=True, template=LONG_TEMPLATE), check=False,
-                       timeout=420, cwd=REPO)
-    job_id = proc.stdout.strip().split(";")[0]
-    log = job_log(logs, job_id)
-    context = f"sbatch exit {proc.returncode} {proc.stderr}\n--- job log ---\n{log}\n{cluster.diagnostics()}"
-    assert job_id.isdigit(), context
-    info = cluster.job(job_id)
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", context
-    assert proc.returncode == 0, context
-
-    assert "ranks: 1 x 2 = 2" in log, context
+    _, log, context, records = run_finished_job(cluster, logs, save, overrides, iters, LONG_TEMPLATE)
     assert "--sequence-parallel-size 2" in log and "--checkpoint-activations" in log, context
     assert "SP 2 x DP 1" in log, context
     assert "global batch 2 = micro 1 x accumulation 2 x DP 1" in log, context
-    assert (save / "latest").read_text().strip() == f"global_step{iters}", context
-    assert (save / f"global_step{iters}" / "megamerge_complete").is_file(), context
-    status = json.loads((save / "exit_status.json").read_text())
-    assert status["finished"] and status["iteration"] == iters, status
-    records = train_records(save)
-    assert [r["iteration"] for r in records] == list(range(1, iters + 1)), context
     assert [r["consumed_samples"] for r in records] == [2 * i for i in range(1, iters + 1)], context
 
 
