@@ -4,8 +4,8 @@ the previous ones, interleaved in one run, written to the `CPU step` section of 
     python benchmarks/bench_step.py                 # both kernel sets, side by side
     python benchmarks/bench_step.py --kernels new   # one set only (no ratio)
 
-Kernel sets: benchmarks/kernel_sets.py (old: masked latent attention and merge widths read from
-the device; new: today's).
+Kernel sets: benchmarks/kernel_sets.py (old: masked latent attention, merge widths read from
+the device and the unfused blocked local attention; new: today's).
 
 Configurations: the tiny preset, and a mid-size one (the 380m layout, 4 / 20 / 4 / 2 blocks, at
 D = 256 so that a CPU step takes seconds), both at N = 4096 with one padded sample. The target

@@ -11,10 +11,12 @@ gpu  flash-attn (local windows and full attention alike) keeps the unpadded q, k
      and the log-sum-exp: O(tokens) whatever the span. The output is scattered back into a padded
      [B, L, H, hd] tensor, which wo keeps as well. RMSNorm is a fused kernel (apex, or torch's
      CUDA rms_norm): it keeps its input and 1/rms.
-cpu  full attention takes SDPA's fused flash kernel for CPU without a mask (the key-column form,
-     full_attention.py): q, k, v and the output at the padded head dim, the log-sum-exp, and the
-     output's first hd columns copied for wo. The blocked local attention keeps only q, k and v (its
-     backward recomputes the attention chunk by chunk) and its output is copied for wo.
+cpu  full attention takes SDPA's fused flash kernel for CPU without a mask, one call per row
+     (full_attention.py, "per_row"): it keeps q, k, v, the output and the log-sum-exp, and wo keeps
+     the output rows padded and copied back into [B, L, H * hd]; a block with pass 2's key bias
+     runs the key-column form on each row, so its q, k, v and output are at the padded head dim.
+     The blocked local attention keeps only q, k and v (its backward recomputes the attention
+     chunk by chunk) and its output is copied for wo.
      RMSNorm is composed of elementwise ops and also keeps x / rms (its weight's gradient).
 
 Sequence parallelism (DeepSpeed-Ulysses, `sp` = S ranks reading the same samples): every
@@ -158,23 +160,27 @@ def rope_table_bytes(cfg: MergeDNAConfig, tokens: int) -> float:
     return tokens * cfg.head_dim * FP32
 
 
-def attention_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels) -> float:
+def attention_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels,
+                    biased: bool = False) -> float:
+    """`biased`: a full-attention block with pass 2's size-proportional key bias."""
     heads, width = cfg.n_heads / tp, cfg.dim / tp  # this rank's heads and their total width
-    if k.device == "gpu":  # flash-attn: q, k, v, out unpadded; the padded out (wo's input); lse
+    if k.device == "gpu" or (not local and not biased):
+        # flash-attn, or CPU SDPA per row: q, k, v, out; the padded out (wo's input); lse
         return tokens * (5 * width * k.nbytes + heads * FP32)
-    if not local:  # SDPA flash for CPU, key-column form (see the module docstring)
+    if not local:  # SDPA flash for CPU per row, key-column form (see the module docstring)
         padded = heads * key_column_head_dim(cfg.head_dim)
         return tokens * ((4 * padded + width) * k.nbytes + heads * FP32)
     return tokens * 4 * width * k.nbytes  # blocked kernel: q, k, v; the output reshaped for wo
 
 
-def block_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels) -> float:
+def block_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels,
+                biased: bool = False) -> float:
     """One pre-norm block (RMSNorm, RoPE attention, SwiGLU) without checkpointing. Each norm's
     output is kept by the projections reading it; SwiGLU keeps gate, up, silu(gate) and the
     product (w2's input)."""
     norms = 2 * tokens * (norm_bytes(cfg, k) + cfg.dim * k.nbytes)
     ffn = tokens * 4 * (cfg.ffn_dim / tp) * k.nbytes
-    return norms + attention_bytes(cfg, tokens, tp, local, k) + ffn
+    return norms + attention_bytes(cfg, tokens, tp, local, k, biased) + ffn
 
 
 def block_backward_working_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels) -> float:
@@ -221,10 +227,10 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels, sp: int = 1) 
     N, L, K, D = t.bases, t.latent, t.latent_merged, cfg.dim
     sites: list[Site] = []
 
-    def block(pass_name, module, stage_layer, tokens, local, input_already_held=False):
+    def block(pass_name, module, stage_layer, tokens, local, input_already_held=False, biased=False):
         kind_tp = 1 if local else tp
         rank_tokens = block_tokens(cfg, tokens, sp, local)
-        full = block_bytes(cfg, rank_tokens, kind_tp, local, k)
+        full = block_bytes(cfg, rank_tokens, kind_tp, local, k, biased)
         held = rank_tokens * D * k.nbytes  # the block's input: what checkpointing keeps
         if input_already_held and sp == 1:  # latent MTR starts from pass 1's detached tokens: same storage
             full, held = full - held, 0
@@ -249,15 +255,17 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels, sp: int = 1) 
         # Latent Encoder
         rope(p, "latent_encoder", "latent_encoder", L, local=False)
         merges = {} if full_pass else {m.point: m for m in t.latent_merges}
-        width = L
+        width, merged = L, False
         for i in range(cfg.latent_encoder_layers):
             if i in merges:
+                merged = True
                 other(p, "latent_encoder", "latent_encoder",
                       sum(rotation_bytes(cfg, w) for w in merges[i].step_widths))
                 width = merges[i].width
                 rope(p, "latent_encoder", "latent_encoder", width, local=False)
             block(p, "latent_encoder", "latent_encoder", width, local=False,
-                  input_already_held=(not full_pass and i == 0))
+                  input_already_held=(not full_pass and i == 0),
+                  biased=merged and cfg.size_proportional_attention)
         if cfg.latent_encoder_layers in merges:  # the merge after the last block
             last = merges[cfg.latent_encoder_layers]
             other(p, "latent_encoder", "latent_norm", sum(rotation_bytes(cfg, w) for w in last.step_widths))

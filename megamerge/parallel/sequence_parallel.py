@@ -141,14 +141,14 @@ class UlyssesAttention:
         self.attention = DistributedAttention(self._whole_sequence, group, scatter_idx=2, gather_idx=1)
 
     @staticmethod
-    def _whole_sequence(q, k, v, key_valid, causal, key_bias):  # [B, T, H/S, hd] each
+    def _whole_sequence(q, k, v, key_valid, causal, key_bias, key_counts):  # [B, T, H/S, hd] each
         out = full_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), key_valid,
-                             causal=causal, key_bias=key_bias)
+                             causal=causal, key_bias=key_bias, key_counts=key_counts)
         return out.transpose(1, 2)
 
-    def __call__(self, q, k, v, key_valid, causal: bool = False, key_bias=None):
+    def __call__(self, q, k, v, key_valid, causal: bool = False, key_bias=None, key_counts=None):
         out = self.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0, None,
-                             key_valid, causal, key_bias)  # [B, n, H, hd]
+                             key_valid, causal, key_bias, key_counts)  # [B, n, H, hd]
         return out.transpose(1, 2)
 
 
@@ -162,12 +162,13 @@ def _pad_tokens(t: torch.Tensor | None, width: int, value=0) -> torch.Tensor | N
 
 def sharded_block_forward(forward, shards: SequenceShards, halo: int | None):
     """A TransformerBlock forward (x [B, T, D], rope (cos, sin [B, T, 1, hd/2]), valid [B, T],
-    key_bias [B, T] or None) -> [B, T, D] that runs `forward` on this rank's slice. `halo`: the
-    tokens a local-window block needs on each side; None for a full-attention block, which
-    sees the whole `valid` and `key_bias` through UlyssesAttention."""
+    key_bias [B, T] or None, key_counts: valid's row sums on the host or None) -> [B, T, D] that
+    runs `forward` on this rank's slice. `halo`: the tokens a local-window block needs on each
+    side; None for a full-attention block, which sees the whole `valid`, `key_bias` and
+    `key_counts` through UlyssesAttention."""
 
     @functools.wraps(forward)
-    def run(x, rope, valid, key_bias=None):
+    def run(x, rope, valid, key_bias=None, key_counts=None):
         T = x.shape[1]
         width = shards.padded(T)
         x, key_bias = _pad_tokens(x, width), _pad_tokens(key_bias, width)
@@ -175,7 +176,8 @@ def sharded_block_forward(forward, shards: SequenceShards, halo: int | None):
         start, stop = shards.own(width)
         first, last = (start, stop) if halo is None else (max(start - halo, 0), min(stop + halo, width))
         y = forward(_EnterBlock.apply(x, first, last, shards), shards.rope_slice(rope, width, first, last),
-                    valid if halo is None else valid[:, first:last], key_bias)
+                    valid if halo is None else valid[:, first:last], key_bias,
+                    key_counts if halo is None else None)
         return _LeaveBlock.apply(y, start - first, stop - start, shards)[:, :T]
 
     return run

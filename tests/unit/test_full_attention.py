@@ -1,6 +1,7 @@
-"""Full (latent) attention without a mask (issue 27): the key-column kernel equals the masked
-formulation it replaced, forward and backward, alone and inside MergeDNA's three passes, and no
-latent call hands SDPA an `attn_mask`."""
+"""Full (latent) attention without a mask (issue 27): the key-column and per-row kernels equal the
+masked formulation they replaced, forward and backward, alone and inside MergeDNA's three passes;
+a row's per-row result does not depend on the rows and heads beside it; and no latent call hands
+SDPA an `attn_mask`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ TOLERANCE = 1e-5  # float32: the two kernels differ only in summation order and 
 def kernel():
     """Select a kernel for one test; the default comes back after it."""
     yield set_full_attention_kernel
-    set_full_attention_kernel("key_column")
+    set_full_attention_kernel("auto")
 
 
 def _inputs(B, H, Hkv, L, hd, seed=0):
@@ -36,27 +37,52 @@ def _inputs(B, H, Hkv, L, hd, seed=0):
     return q, k, v, valid, bias
 
 
-def _run(kernel_name, q, k, v, valid, bias):
+def _run(kernel_name, q, k, v, valid, bias, key_counts=None):
     set_full_attention_kernel(kernel_name)
     q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    out = full_attention(q, k, v, valid, key_bias=bias)
+    out = full_attention(q, k, v, valid, key_bias=bias, key_counts=key_counts)
     (out[:, :, : int(valid.sum(1).min())] ** 2).sum().backward()  # every query of the shortest row
     return out.detach(), [t.grad for t in (q, k, v)]
 
 
+MASK_FREE_KERNELS = ("key_column", "per_row")
+
+
+@pytest.mark.parametrize("mask_free", MASK_FREE_KERNELS)
 @pytest.mark.parametrize(("heads", "kv_heads", "hd"), [(2, 2, 16), (4, 2, 64), (2, 2, 96)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_key_column_equals_the_masked_kernel(kernel, heads, kv_heads, hd, with_bias):
+def test_mask_free_kernels_equal_the_masked_kernel(kernel, mask_free, heads, kv_heads, hd, with_bias):
     q, k, v, valid, bias = _inputs(2, heads, kv_heads, 37, hd)
     bias = bias if with_bias else None
-    out, grads = _run("key_column", q, k, v, valid, bias)
+    out, grads = _run(mask_free, q, k, v, valid, bias)
     ref, ref_grads = _run("masked", q, k, v, valid, bias)
-    assert (out - ref).abs().max() <= TOLERANCE
+    queries = valid[:, None, :, None]  # padded queries' outputs are garbage-but-finite or 0 by contract
+    assert ((out - ref) * queries).abs().max() <= TOLERANCE
     for got, want in zip(grads, ref_grads, strict=True):
         assert (got - want).abs().max() <= TOLERANCE * max(1.0, float(want.abs().max()))
     # negative control: the bias is really applied (the comparison would see it missing)
     if with_bias:
-        assert (out - _run("key_column", q, k, v, valid, None)[0]).abs().max() > 1e-2
+        assert (out - _run(mask_free, q, k, v, valid, None)[0]).abs().max() > 1e-2
+
+
+def test_per_row_rows_do_not_depend_on_their_neighbours(kernel):
+    """Bit for bit: a row alone, in a batch of others, with its heads split (TP), and with the
+    host's counts or the tensor's; the exactness that lets 1-process, DP, TP and SP runs agree."""
+    q, k, v, valid, bias = _inputs(3, 4, 4, 29, 16)
+    valid[2, 5:] = False
+    counts = tuple(valid.sum(1).tolist())
+    for b in (None, bias):
+        out, grads = _run("per_row", q, k, v, valid, b, key_counts=counts)
+        read, read_grads = _run("per_row", q, k, v, valid, b)  # counts read from the tensor
+        assert torch.equal(out, read) and all(map(torch.equal, grads, read_grads))
+        for row in range(3):
+            alone = full_attention(q[row:row + 1], k[row:row + 1], v[row:row + 1], valid[row:row + 1],
+                                   key_bias=None if b is None else b[row:row + 1])
+            assert torch.equal(alone, out[row:row + 1])
+        half = full_attention(q[:, 2:], k[:, 2:], v[:, 2:], valid, key_bias=b)
+        assert torch.equal(half, out[:, 2:])
+        n = counts[2]
+        assert torch.equal(out[2, :, n:], torch.zeros_like(out[2, :, n:]))  # padded queries: 0
 
 
 def test_padding_is_ignored_and_an_empty_row_stays_finite(kernel):
@@ -88,12 +114,13 @@ def _losses_and_grads(kernel_name, overrides):
             {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
 
 
+@pytest.mark.parametrize("mask_free", MASK_FREE_KERNELS)
 @pytest.mark.parametrize("overrides", [{}, {"latent_merge_schedule": "single_layer"},
                                        {"size_proportional_attention": False}],
                          ids=["per_block", "single_layer", "plain_attention"])
-def test_the_three_passes_are_unchanged(kernel, overrides):
+def test_the_three_passes_are_unchanged(kernel, mask_free, overrides):
     """compute_losses + backward on a padded batch: every loss and every gradient of passes 1-3."""
-    losses, grads = _losses_and_grads("key_column", overrides)
+    losses, grads = _losses_and_grads(mask_free, overrides)
     ref_losses, ref_grads = _losses_and_grads("masked", overrides)
     assert losses == pytest.approx(ref_losses, abs=TOLERANCE)
     assert grads.keys() == ref_grads.keys()
@@ -113,10 +140,14 @@ def test_no_latent_attention_call_passes_a_mask(kernel, monkeypatch):
                         types.SimpleNamespace(scaled_dot_product_attention=recording_sdpa, pad=F.pad))
     torch.manual_seed(0)
     model = MergeDNA(MergeDNAConfig.from_preset("tiny")).train()
-    model.compute_losses(*_padded_batch())["loss"].backward()
+    ids, seeds = _padded_batch()
     layers = model.cfg.latent_encoder_layers + model.cfg.latent_decoder_layers
-    assert len(calls) == 3 * layers  # every latent block of the three passes
-    assert all(mask is None for mask in calls)
+    for name, calls_per_block in (("auto", len(ids)), ("key_column", 1)):  # auto on the CPU: per row
+        set_full_attention_kernel(name)
+        calls.clear()
+        model.compute_losses(ids, seeds)["loss"].backward()
+        assert len(calls) == 3 * layers * calls_per_block  # every latent block of the three passes
+        assert all(mask is None for mask in calls)
     set_full_attention_kernel("masked")  # negative control: the recorder sees the old kernel's masks
     calls.clear()
     model.compute_losses(*_padded_batch())

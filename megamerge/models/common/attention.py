@@ -53,11 +53,13 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin: [B, L, 1, hd/2]
         valid: torch.Tensor,  # [B, L] bool, valid tokens form a prefix of each row
         key_bias: torch.Tensor | None = None,  # [B, L] added to the logits of each key (full attention only)
+        key_counts: tuple[int, ...] | None = None,  # valid's row sums, when known on the host
     ) -> torch.Tensor:  # [B, L, D]
         B, L, _ = x.shape
         q, k, v = self.project(x, rope)
         if self.window is None:
-            out = self.global_attention(q, k, v, valid, causal=self.causal, key_bias=key_bias)
+            out = self.global_attention(q, k, v, valid, causal=self.causal, key_bias=key_bias,
+                                        key_counts=key_counts)
         elif key_bias is not None:
             raise ValueError("a key bias applies to full attention only")
         else:

@@ -40,6 +40,6 @@ class TransformerBlock(nn.Module):
         self.feed_forward = SwiGLU(dim, ffn_dim)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor,
-                key_bias: torch.Tensor | None = None):
-        x = x + self.attention(self.attention_norm(x), rope, valid, key_bias)
+                key_bias: torch.Tensor | None = None, key_counts: tuple[int, ...] | None = None):
+        x = x + self.attention(self.attention_norm(x), rope, valid, key_bias, key_counts)
         return x + self.feed_forward(self.ffn_norm(x))

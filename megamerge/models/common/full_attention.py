@@ -10,7 +10,16 @@ kernel) can run; the price is 8 more head-dim columns. "masked" is the formulati
 boolean key mask, or a float mask carrying the bias), kept as the reference that the tests and
 the before/after benchmarks compare against (`set_full_attention_kernel`).
 
-With flash-attn installed (CUDA, fp16/bf16) and no bias, its varlen kernel runs instead.
+With flash-attn installed (CUDA, fp16/bf16) and no bias, its varlen kernel runs instead, sized by
+`key_counts` when the host has them (no device wait).
+
+On the CPU the default is "per_row": each row attends over its own valid prefix, one SDPA call per
+row, so padding needs no term at all and only the bias (when there is one) takes the extra column.
+It is the fastest mask-free form measured there (BENCHMARKS.md, "CPU step"): the fused CPU kernel
+is a third slower at head dim 40 than at 32. The rows' lengths come from the host (`key_counts`,
+token_merging.py's "Token counts on the host"); without them it reads them from the tensor, which
+on the CPU is no device wait. Each (row, head) is computed alone, so a row's result does not
+depend on which rows or heads share its batch (1-process, DP, TP and SP runs agree bit for bit).
 """
 
 from __future__ import annotations
@@ -23,12 +32,14 @@ from megamerge.models.common.local_attention import _flash_varlen_attention, _us
 # A padded key's term: exp(-PADDING) is 0 in float32 and bfloat16 next to any real logit, and
 # -PADDING is exact in both.
 PADDING = 2.0**15
-_FULL_ATTENTION_KERNELS = ("key_column", "masked")
-_full_attention_kernel = "key_column"
+_FULL_ATTENTION_KERNELS = ("auto", "key_column", "per_row", "masked")
+_full_attention_kernel = "auto"
 
 
 def set_full_attention_kernel(name: str) -> None:
-    """"key_column" (default: no mask) or "masked" (the previous kernels, for comparisons)."""
+    """"auto" (default: "per_row" on the CPU, "key_column" elsewhere, flash-attn's varlen kernel
+    where it applies), one of those two everywhere, or "masked" (the previous kernel, for
+    comparisons)."""
     global _full_attention_kernel
     if name not in _FULL_ATTENTION_KERNELS:
         raise ValueError(f"full attention kernel {name!r}: choose one of "
@@ -36,23 +47,52 @@ def set_full_attention_kernel(name: str) -> None:
     _full_attention_kernel = name
 
 
-def full_attention(q, k, v, key_valid, causal: bool = False,
-                   key_bias: torch.Tensor | None = None) -> torch.Tensor:
+def full_attention(q, k, v, key_valid, causal: bool = False, key_bias: torch.Tensor | None = None,
+                   key_counts: tuple[int, ...] | None = None) -> torch.Tensor:
     """q [B, H, L, hd], k and v [B, Hkv, L, hd], key_valid [B, L] bool (a prefix of each row),
-    key_bias [B, L] or None -> [B, H, L, hd]. Padded queries attend like valid ones (their outputs
-    are ignored by every caller)."""
-    if key_bias is None and _use_flash(q):
-        return _flash_varlen_attention(q, k, v, key_valid, (-1, -1), causal=causal)
+    key_bias [B, L] or None, key_counts: key_valid's row sums when the host has them
+    -> [B, H, L, hd]. Padded queries' outputs are ignored by every caller (garbage-but-finite,
+    or 0 under "per_row")."""
+    kernel = _full_attention_kernel
+    if kernel == "auto":
+        if key_bias is None and _use_flash(q):
+            return _flash_varlen_attention(q, k, v, key_valid, (-1, -1), causal=causal,
+                                           max_length=None if key_counts is None else max(key_counts))
+        kernel = "per_row" if q.device.type == "cpu" else "key_column"
     if k.shape[1] != q.shape[1]:
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    if kernel == "per_row" and not causal:
+        return per_row_attention(q, k, v, key_valid, key_bias, key_counts)
     # Valid tokens are a prefix, so key 0 is valid whenever any is; forcing it on keeps an
     # all-padding row (an empty sequence) finite instead of NaN.
     keys = key_valid.clone()
     keys[:, 0] = True
-    if causal or _full_attention_kernel == "masked":
+    if causal or kernel == "masked":
         return masked_attention(q, k, v, keys, causal, key_bias)
     return key_column_attention(q, k, v, keys, key_bias)
+
+
+def per_row_attention(q, k, v, key_valid: torch.Tensor, key_bias: torch.Tensor | None,
+                      key_counts: tuple[int, ...] | None) -> torch.Tensor:
+    """One SDPA call per row over its valid prefix (at least one key, so an empty row stays
+    finite); the bias, if any, through key_column_attention on that prefix. In self-attention
+    (as many queries as keys) padded queries get 0."""
+    counts = key_counts if key_counts is not None else key_valid.sum(1).tolist()  # CPU: no device wait
+    L = q.shape[2]
+    self_attention = L == k.shape[2]  # queries padded like the keys: skip the padded ones too
+    rows = []
+    for b, count in enumerate(counts):
+        n = max(count, 1)
+        queries = n if self_attention else L
+        qb, kb, vb = q[b:b + 1, :, :queries], k[b:b + 1, :, :n], v[b:b + 1, :, :n]  # [1, H, n, hd]
+        if key_bias is None:
+            out = F.scaled_dot_product_attention(qb, kb, vb)
+        else:
+            out = key_column_attention(qb, kb, vb, torch.ones(1, n, dtype=torch.bool, device=q.device),
+                                       key_bias[b:b + 1, :n])
+        rows.append(F.pad(out, (0, 0, 0, L - queries)))
+    return torch.cat(rows)  # [B, H, L, hd]
 
 
 def key_column_head_dim(hd: int) -> int:

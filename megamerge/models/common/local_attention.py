@@ -33,6 +33,7 @@ def flash_attn_available() -> bool:
 
 _KERNELS = ("blocked", "flex")
 _kernel = "blocked"  # the CUDA fallback without flash-attn; "flex" where measured faster
+_blocked_fused = True  # False: the blocked form through SDPA's unfused 5-D path, as before issue 27
 
 
 def set_local_attention_kernel(name: str) -> None:
@@ -43,6 +44,13 @@ def set_local_attention_kernel(name: str) -> None:
     if name == "flex" and not flex_attention_available():
         raise ValueError("local attention kernel 'flex': torch.nn.attention.flex_attention is not importable")
     _kernel = name
+
+
+def set_blocked_attention_fused(fused: bool) -> None:
+    """Whether the blocked kernel calls SDPA's fused kernel (default) or the unfused 5-D path it
+    replaced (the before/after benchmarks' old kernels, benchmarks/kernel_sets.py)."""
+    global _blocked_fused
+    _blocked_fused = bool(fused)
 
 
 def flex_attention_available() -> bool:
@@ -99,8 +107,9 @@ class _Band:
     start of the `key_blocks` padded key blocks b, b+1, ...; contexts are gathered by concatenating
     shifted views of the blocked keys, whose backward is a few slices instead of unfold's."""
 
-    def __init__(self, length: int, left: int, right: int, block: int, chunk_blocks: int, device):
-        self.left, self.right, self.block = left, right, block
+    def __init__(self, length: int, left: int, right: int, block: int, chunk_blocks: int, device,
+                 fused: bool = True):
+        self.left, self.right, self.block, self.fused = left, right, block, fused
         self.n_blocks = -(-length // block)
         self.pad_q = self.n_blocks * block - length
         self.context = block + left + right
@@ -144,12 +153,17 @@ class _Band:
         kb, vb = contexts(k), contexts(v)
         ok = key_ok.unfold(1, self.context, self.block)  # [B, n, context]
         mask = self.band & (ok[:, None, :, None, :] | self.is_self)  # [B, 1, n, block, context]
-        # 5-D inputs keep SDPA on its unfused CPU path. Folding blocks into the batch (4-D) lets it
-        # take the fused kernel, ~4x faster on CPU, but that kernel's backward rounds differently
-        # between runs whose batches are laid out differently, and the hard merge ranking amplifies
-        # it: 1-process, DP, TP and PP runs then stop agreeing step for step. Exactness wins here.
-        out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask)  # [B, H, n, block, hd]
-        return out.flatten(2, 3)
+        if not self.fused:  # 5-D inputs: SDPA's unfused path
+            return F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask).flatten(2, 3)
+        # SDPA's fused CPU kernel takes 4-D inputs only, so blocks stand in for its head dim and
+        # (batch, head) pairs for its batch: views, no copies. Each (row, head, block) is computed
+        # alone, so its rounding does not depend on how many rows, heads or blocks share the call:
+        # 1-process, DP, TP, PP and SP runs agree bit for bit (tests/unit/test_local_attention.py).
+        B, H = q.shape[:2]
+        mask = mask.expand(B, H, *mask.shape[2:])
+        out = F.scaled_dot_product_attention(  # [B * H, n, block, hd]
+            *(t.flatten(0, 1) for t in (qb, kb, vb)), attn_mask=mask.flatten(0, 1))
+        return out.view(B, H, n * self.block, -1)
 
 
 class _BlockedLocalAttention(torch.autograd.Function):
@@ -203,9 +217,11 @@ def blocked_local_attention(
     right: int,
     block: int | None = None,
     chunk_blocks: int | None = None,
+    fused: bool | None = None,  # None: set_blocked_attention_fused's choice
 ) -> torch.Tensor:  # [B, H, L, hd]
     blk = block or default_block(left, right)
-    band = _Band(q.shape[2], left, right, blk, chunk_blocks or default_chunk_blocks(blk), q.device)
+    band = _Band(q.shape[2], left, right, blk, chunk_blocks or default_chunk_blocks(blk), q.device,
+                 _blocked_fused if fused is None else fused)
     return _BlockedLocalAttention.apply(q, k, v, key_valid, band)
 
 
@@ -219,10 +235,14 @@ def dense_local_attention_reference(q, k, v, key_valid, left: int, right: int) -
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def _flash_varlen_attention(q, k, v, key_valid, window: tuple[int, int], causal: bool) -> torch.Tensor:
-    """flash-attn on the unpadded tokens; valid tokens must be a prefix of each row."""
+def _flash_varlen_attention(q, k, v, key_valid, window: tuple[int, int], causal: bool,
+                            max_length: int | None = None) -> torch.Tensor:
+    """flash-attn on the unpadded tokens; valid tokens must be a prefix of each row. `max_length`:
+    the longest row, when the host knows it (otherwise read from the device, a sync)."""
     B, H, L, hd = q.shape
     lengths = key_valid.sum(1, dtype=torch.int32)
+    if max_length is None:
+        max_length = int(lengths.max())
     cu = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
     flat = key_valid.reshape(-1)
 
@@ -230,7 +250,7 @@ def _flash_varlen_attention(q, k, v, key_valid, window: tuple[int, int], causal:
         return t.transpose(1, 2).reshape(B * L, t.shape[1], hd)[flat]
 
     out = _flash_varlen(
-        unpad(q), unpad(k), unpad(v), cu, cu, int(lengths.max()), int(lengths.max()),
+        unpad(q), unpad(k), unpad(v), cu, cu, max_length, max_length,
         causal=causal, window_size=window,
     )
     full = q.new_zeros(B * L, H, hd)

@@ -32,4 +32,4 @@ def latent_decoder_step(cfg: MergeDNAConfig, block: nn.Module, state: TokenState
     """One latent-decoder block (RoPE at the token positions, the block): LatentDecoder.forward and
     the pipeline's decoder stages run this."""
     rope = rope_angles(state.pos, cfg.head_dim, cfg.rope_theta)
-    return replace(state, x=block(state.x, rope, state.valid))
+    return replace(state, x=block(state.x, rope, state.valid, None, state.counts))

@@ -64,7 +64,7 @@ def latent_block_step(cfg: MergeDNAConfig, block: nn.Module, p: LatentPass, inde
         key_bias = None if p.latent_map is None else objective.latent_key_bias(
             cfg, p.latent_map, p.token_valid, p.state.x.shape[1])  # [B, T]
         p = replace(p, rope_cos=cos, rope_sin=sin, key_bias=key_bias)
-    x = block(p.state.x, (p.rope_cos, p.rope_sin), p.state.valid, p.key_bias)
+    x = block(p.state.x, (p.rope_cos, p.rope_sin), p.state.valid, p.key_bias, p.state.counts)
     return replace(p, state=replace(p.state, x=x))
 
 
