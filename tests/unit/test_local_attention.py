@@ -8,7 +8,9 @@ from megamerge.models.common.local_attention import (
     dense_local_attention_reference,
     flash_attn_available,
     local_attention,
+    unpadded_layout,
 )
+from tests.helpers import counted_host_syncs
 
 
 def _qkv(B, H, L, hd, seed=0, dtype=torch.float32):
@@ -76,6 +78,23 @@ def test_grouped_query_heads_are_shared():
     ref = dense_local_attention_reference(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
                                           valid, 7, 0)
     assert (out - ref).abs().max() < 1e-5
+
+
+def test_unpadded_layout_is_the_valid_prefixes_without_a_device_wait():
+    """flash-attn's varlen inputs: the valid tokens' flat positions and cu_seqlens, computed on
+    the device from the host's counts (an empty row included) instead of a boolean selection."""
+    valid = torch.zeros(4, 7, dtype=torch.bool)
+    for row, n in enumerate((7, 3, 0, 5)):
+        valid[row, :n] = True
+    counts = tuple(valid.sum(1).tolist())
+    with counted_host_syncs() as syncs:
+        index, cu, longest = unpadded_layout(valid, counts)
+    assert not syncs
+    assert torch.equal(index, valid.reshape(-1).nonzero()[:, 0])
+    assert cu.tolist() == [0, 7, 10, 10, 15] and cu.dtype == torch.int32 and longest == 7
+    with counted_host_syncs() as syncs:  # without counts: read once from the tensor
+        assert torch.equal(unpadded_layout(valid)[0], index)
+    assert sum(syncs.values()) == 1
 
 
 _NO_FLASH = (

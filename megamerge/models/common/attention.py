@@ -63,5 +63,5 @@ class Attention(nn.Module):
         elif key_bias is not None:
             raise ValueError("a key bias applies to full attention only")
         else:
-            out = local_attention(q, k, v, valid, *self.window)
+            out = local_attention(q, k, v, valid, *self.window, key_counts=key_counts)
         return self.wo(out.transpose(1, 2).reshape(B, L, -1))

@@ -56,8 +56,7 @@ def full_attention(q, k, v, key_valid, causal: bool = False, key_bias: torch.Ten
     kernel = _full_attention_kernel
     if kernel == "auto":
         if key_bias is None and _use_flash(q):
-            return _flash_varlen_attention(q, k, v, key_valid, (-1, -1), causal=causal,
-                                           max_length=None if key_counts is None else max(key_counts))
+            return _flash_varlen_attention(q, k, v, key_valid, (-1, -1), causal=causal, key_counts=key_counts)
         kernel = "per_row" if q.device.type == "cpu" else "key_column"
     if k.shape[1] != q.shape[1]:
         rep = q.shape[1] // k.shape[1]

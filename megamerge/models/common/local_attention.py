@@ -235,34 +235,46 @@ def dense_local_attention_reference(q, k, v, key_valid, left: int, right: int) -
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def unpadded_layout(key_valid: torch.Tensor, key_counts: tuple[int, ...] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Where the valid prefix of each row of key_valid [B, L] sits in its flattening: (index
+    [total] long into B * L, cu_seqlens [B + 1] int32, the longest row). With `key_counts` (the
+    row lengths on the host) nothing waits for the device: the index is arithmetic there, not a
+    boolean selection whose size only the device knows. Without, the lengths are read (one wait)."""
+    L = key_valid.shape[1]
+    lengths = key_valid.sum(1, dtype=torch.int32)  # [B]
+    if key_counts is None:
+        key_counts = tuple(lengths.tolist())  # the one wait, when the host has no counts
+    cu = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))  # [B + 1]
+    slot = torch.arange(sum(key_counts), device=key_valid.device)  # [total]
+    row = torch.searchsorted(cu[1:].long(), slot, right=True)  # [total]: empty rows are skipped
+    return row * L + (slot - cu[row]), cu, max(key_counts, default=0)
+
+
 def _flash_varlen_attention(q, k, v, key_valid, window: tuple[int, int], causal: bool,
-                            max_length: int | None = None) -> torch.Tensor:
-    """flash-attn on the unpadded tokens; valid tokens must be a prefix of each row. `max_length`:
-    the longest row, when the host knows it (otherwise read from the device, a sync)."""
+                            key_counts: tuple[int, ...] | None = None) -> torch.Tensor:
+    """flash-attn on the unpadded tokens; valid tokens must be a prefix of each row."""
     B, H, L, hd = q.shape
-    lengths = key_valid.sum(1, dtype=torch.int32)
-    if max_length is None:
-        max_length = int(lengths.max())
-    cu = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
-    flat = key_valid.reshape(-1)
+    index, cu, longest = unpadded_layout(key_valid, key_counts)
 
     def unpad(t):  # [B, Hx, L, hd] -> [total, Hx, hd]
-        return t.transpose(1, 2).reshape(B * L, t.shape[1], hd)[flat]
+        return t.transpose(1, 2).reshape(B * L, t.shape[1], hd).index_select(0, index)
 
     out = _flash_varlen(
-        unpad(q), unpad(k), unpad(v), cu, cu, max_length, max_length,
+        unpad(q), unpad(k), unpad(v), cu, cu, longest, longest,
         causal=causal, window_size=window,
     )
-    full = q.new_zeros(B * L, H, hd)
-    full[flat] = out
+    full = q.new_zeros(B * L, H, hd).index_copy(0, index, out)
     return full.view(B, L, H, hd).transpose(1, 2)
 
 
-def local_attention(q, k, v, key_valid, left: int, right: int) -> torch.Tensor:
-    """Dispatch: flash-attn on CUDA half precision, else flex_attention on CUDA if chosen, else
-    the exact blocked kernel."""
+def local_attention(q, k, v, key_valid, left: int, right: int,
+                    key_counts: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Dispatch: flash-attn on CUDA half precision (sized from `key_counts`, key_valid's row sums,
+    when the host has them), else flex_attention on CUDA if chosen, else the exact blocked kernel."""
     if _use_flash(q):
-        return _flash_varlen_attention(q, k, v, key_valid, (left, right), causal=right == 0)
+        return _flash_varlen_attention(q, k, v, key_valid, (left, right), causal=right == 0,
+                                       key_counts=key_counts)
     if k.shape[1] != q.shape[1]:  # grouped-query attention: share each K/V head across its group
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)

@@ -32,11 +32,12 @@ class LocalDecoder(nn.Module):
         token_pos: torch.Tensor,  # [B, L] token positions
         assign: torch.Tensor,  # [B, N] base -> token
         base_valid: torch.Tensor,  # [B, N]
+        base_counts: tuple[int, ...] | None = None,  # base_valid's row sums, when known on the host
     ) -> torch.Tensor:  # logits [B, N, 4]
-        return self.head(self.hidden_states(z, token_pos, assign, base_valid))
+        return self.head(self.hidden_states(z, token_pos, assign, base_valid, base_counts))
 
     def hidden_states(self, z: torch.Tensor, token_pos: torch.Tensor, assign: torch.Tensor,
-                      base_valid: torch.Tensor) -> torch.Tensor:
+                      base_valid: torch.Tensor, base_counts: tuple[int, ...] | None = None) -> torch.Tensor:
         """The normalised per-base states [B, N, D] that the base head reads; per-base task heads
         (megamerge/finetune/heads.py) read them too."""
         B, N = assign.shape
@@ -44,5 +45,5 @@ class LocalDecoder(nn.Module):
         x = unmerge(z, assign, pos, token_pos, self.cfg.merge_theta)  # [B, N, D]
         rope = rope_angles(pos, self.cfg.head_dim, self.cfg.rope_theta)
         for block in self.blocks:
-            x = block(x, rope, base_valid)
+            x = block(x, rope, base_valid, None, base_counts)
         return self.norm(x)

@@ -97,7 +97,7 @@ class LocalEncoder(nn.Module):
         n_layers = len(self.blocks)
         for i, (block, merger) in enumerate(zip(self.blocks, self.mergers)):
             rope = rope_angles(state.pos, self.cfg.head_dim, self.cfg.rope_theta)
-            state = replace(state, x=block(state.x, rope, state.valid))
+            state = replace(state, x=block(state.x, rope, state.valid, None, state.counts))
             r = merges_this_layer(state.lengths, target_tokens, n_layers - i)  # [B]
             host_r = None
             if state.counts is not None:

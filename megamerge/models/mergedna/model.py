@@ -79,10 +79,12 @@ class MergeDNA(nn.Module):
             counts = host_counts(base_valid, targets)
         return self.local_encoder(input_ids, targets, counts)
 
-    def decode(self, tokens: TokenState, base_valid: torch.Tensor) -> torch.Tensor:
-        """Latent Decoder + Local Decoder: token states at L -> base logits [B, N, 4]."""
+    def decode(self, tokens: TokenState, base_valid: torch.Tensor,
+               base_counts: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Latent Decoder + Local Decoder: token states at L -> base logits [B, N, 4]
+        (`base_counts`: base_valid's row sums, when known on the host)."""
         decoded = self.latent_decoder(tokens)
-        return self.local_decoder(decoded.x, tokens.pos, tokens.assign, base_valid)
+        return self.local_decoder(decoded.x, tokens.pos, tokens.assign, base_valid, base_counts)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The MTR pass: reconstruct logits [B, N, 4] for every base."""
@@ -123,24 +125,25 @@ class MergeDNA(nn.Module):
         base_valid = check_input_ids(input_ids)
         token_targets = self.token_targets(base_valid.sum(1), seeds)
         counts = host_counts(base_valid, token_targets)  # passes 1 and 3 merge alike
+        base_counts = None if counts is None else counts[0]
 
         # Pass 1 - MTR.
         tokens = self.tokenize(input_ids, base_valid, token_targets, counts)  # [B, L, D]
         latent, _ = self.latent_encoder(tokens)
-        logits = self.decode(latent, base_valid)  # [B, N, 4]
+        logits = self.decode(latent, base_valid, base_counts)  # [B, N, 4]
 
         # Pass 2 - latent MTR on the frozen tokenizer's output, merged to K and back to L.
         frozen = tokens.detach()
         merged, latent_map = self.latent_encoder(frozen, merge_latent=True)  # [B, K, D], [B, L]
         back = replace(frozen, x=objective.unmerge_latent(cfg, merged.x, merged.pos, latent_map, frozen.pos))
-        latent_logits = self.decode(back, base_valid)
+        latent_logits = self.decode(back, base_valid, base_counts)
 
         # Pass 3 - AMTM, masks drawn from pass 2's latent groups.
         base_mask = objective.amtm_base_mask(cfg, frozen, latent_map, base_valid, seeds)  # [B, N]
         masked_ids = objective.mask_bases(input_ids, base_mask)
         masked_tokens = self.tokenize(masked_ids, base_valid, token_targets, counts)
         masked_latent, _ = self.latent_encoder(masked_tokens)
-        masked_logits = self.decode(masked_latent, base_valid)
+        masked_logits = self.decode(masked_latent, base_valid, base_counts)
 
         out = objective.objective_outputs(cfg, input_ids, base_valid, logits, latent_logits, masked_logits,
                                           base_mask, tokens.lengths, merged.lengths, base_weights)
