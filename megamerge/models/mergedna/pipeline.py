@@ -74,10 +74,8 @@ COUNT_KEYS = ("masked_correct", "masked_count")  # summed by evaluation, not ave
 class StageInputs:
     """What stage 0 receives for one micro-batch."""
 
-    input_ids: torch.Tensor  # [B, N] long
-    seeds: torch.Tensor  # [B] long
+    batch: Batch
     base_mask: torch.Tensor  # [B, N] bool, AMTM's masked bases (from the preview)
-    base_weights: torch.Tensor  # [B, N] float, each base's loss weight (all 1: unweighted)
 
 
 @dataclass
@@ -124,10 +122,10 @@ class LocalEncoderPipe(_PipeLayer):
         return tokens, self.local_encoder(mask_bases(input_ids, base_mask), targets, counts)
 
     def forward(self, inputs: tuple) -> tuple:
-        b = carry.from_tuple(StageInputs, inputs)
-        tokens, masked = self._tokenize(b.input_ids, b.seeds, b.base_mask)
-        return carry.to_tuple(Carry(b.input_ids, b.base_mask, b.base_weights, LatentPass.start(tokens),
-                                    LatentPass.start(masked)))
+        s = carry.from_tuple(StageInputs, inputs)
+        tokens, masked = self._tokenize(s.batch.input_ids, s.batch.seeds, s.base_mask)
+        return carry.to_tuple(Carry(s.batch.input_ids, s.base_mask, s.batch.base_weights,
+                                    LatentPass.start(tokens), LatentPass.start(masked)))
 
     @torch.no_grad()
     def preview(self, input_ids: torch.Tensor, seeds: torch.Tensor) -> LatentPass:
@@ -267,5 +265,5 @@ class MergeDNAPipeline(PipelineDriver):
             base_valid = check_input_ids(input_ids)
             mask = amtm_base_mask(self.cfg, frozen, latent_map, base_valid, seeds) if self.stage == 0 else \
                 torch.zeros_like(base_valid)
-            inputs.append(carry.to_tuple(StageInputs(input_ids, seeds, mask, batch.base_weights)))
+            inputs.append(carry.to_tuple(StageInputs(batch, mask)))
         return inputs

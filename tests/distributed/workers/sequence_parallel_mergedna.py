@@ -17,6 +17,7 @@ from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.keyed_random import sample_seeds
 from megamerge.vocabulary import PAD
+from tests.distributed.workers.adamw_trace import adamw_losses
 
 # Samples of different lengths (a PAD suffix) make ragged token counts across the two shards.
 SEQ, BATCH, ITERS, LR = 192, 3, 3, 2e-4
@@ -109,21 +110,10 @@ def worker(out_path: Path, overrides: dict | None = None) -> None:
             "token_lengths_equal": torch.equal(ref_out["token_lengths"], out["token_lengths"]),
         }
 
-    losses = []
-    for net, split in ((ref, False), (model, True)) if not overrides else ():
-        net.double()
-        opt = torch.optim.AdamW(net.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
-        trace = []
-        for it in range(ITERS):
-            opt.zero_grad(set_to_none=True)
-            index = torch.arange(BATCH) + BATCH * (it + 1)
-            o = net.compute_losses(_batch(index), sample_seeds(3, index))
-            (o["loss"] * (scale if split else 1.0)).backward()
-            if split:
-                _summed_grads(net, state.sp_group)
-            opt.step()
-            trace.append(float(o["loss"]))
-        losses.append(trace)
+    losses = [] if overrides else [
+        adamw_losses(ref, _batch, ITERS, BATCH, LR),
+        adamw_losses(model, _batch, ITERS, BATCH, LR, loss_scale=scale,
+                     after_backward=lambda net: _summed_grads(net, state.sp_group))]
 
     carmania = _carmania(state.sp_group, scale) if not overrides else None
     if dist.get_rank() == 0:

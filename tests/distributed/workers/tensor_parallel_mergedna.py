@@ -14,6 +14,7 @@ import torch
 from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.keyed_random import sample_seeds
+from tests.distributed.workers.adamw_trace import adamw_losses
 
 SEQ, BATCH, ITERS, LR = 128, 4, 3, 2e-4
 
@@ -66,19 +67,7 @@ def worker(out_path: Path, overrides: dict | None = None) -> None:
     # round differently, and in float32 a near-tie between two almost identical latent tokens
     # flips about one tiny batch in 40 (per_block), which redraws that batch's AMTM mask. The
     # merge scores are computed in float32 from the float64 states, so both nets choose alike.
-    losses = []
-    for net in (ref, model):
-        net.double()
-        opt = torch.optim.AdamW(net.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
-        trace = []
-        for it in range(ITERS):
-            opt.zero_grad(set_to_none=True)
-            index = torch.arange(BATCH) + BATCH * (it + 1)
-            o = net.compute_losses(MockGenome(SEQ, seed=3).batch(index), sample_seeds(3, index))
-            o["loss"].backward()
-            opt.step()
-            trace.append(float(o["loss"]))
-        losses.append(trace)
+    losses = [adamw_losses(net, MockGenome(SEQ, seed=3).batch, ITERS, BATCH, LR) for net in (ref, model)]
 
     if dist.get_rank() == 0:
         out_path.write_text(json.dumps({
