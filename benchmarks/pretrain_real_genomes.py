@@ -78,6 +78,21 @@ def pretrain_args(corpus: Path, ckpt: Path, seq_length: int, train_iters: int,
             "--save", str(ckpt), "--save-interval", str(train_iters), "--num-workers", "1"]
 
 
+def holds_earlier_run(ckpt: Path) -> bool:
+    """Whether a checkpoint directory already holds something: the benchmarks that pre-train then
+    stop, naming a way out, rather than delete a run the user has."""
+    return ckpt.is_dir() and any(ckpt.iterdir())
+
+
+def run_pretraining(corpus: Path, ckpt: Path, seq_length: int, train_iters: int, nproc: int,
+                    extra: list[str], env: dict | None = None) -> None:
+    """train.py with this recipe (pretrain_args) and `extra` flags under the DeepSpeed launcher; the
+    caller has checked that `ckpt` holds no earlier run (holds_earlier_run)."""
+    subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc),
+                    *pretrain_args(corpus, ckpt, seq_length, train_iters), *extra],
+                   cwd=REPO, env=env, check=True)
+
+
 def time_budget_flags(budget_mins: float, final_margin_mins: float = FINAL_MARGIN_MINS) -> list[str]:
     """train.py's flags that end the training command within `budget_mins` from start-up to the final
     checkpoint (none for a budget of 0: the run does all its iterations)."""
@@ -107,20 +122,21 @@ def main(argv=None) -> int:
         sys.exit(f"{args.genomes}: not found (the shared genomes are needed for this benchmark)")
 
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     corpus, ckpt = out / "corpus", out / "checkpoints"
+    if holds_earlier_run(ckpt):
+        sys.exit(f"pretrain_real_genomes.py: {ckpt} holds an earlier run; give a new --out "
+                 "(nothing was deleted)")
+    out.mkdir(parents=True, exist_ok=True)
     files = genome_files(args.genomes)
     print("== preparing shards", flush=True)
     prepare_corpus(files, corpus, args.valid_species, args.seq_length)
     manifest = json.loads((corpus / "manifest.json").read_text())
 
     print("== pre-training", flush=True)
-    subprocess.run(["rm", "-rf", str(ckpt)], check=True)
     t0 = time.time()
-    budget = time_budget_flags(args.budget_mins, args.final_margin_mins)
-    subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(args.nproc),
-                    *pretrain_args(corpus, ckpt, args.seq_length, args.train_iters),
-                    *budget, *shlex.split(args.extra_train_args)], cwd=REPO, check=True)
+    run_pretraining(corpus, ckpt, args.seq_length, args.train_iters, args.nproc,
+                    time_budget_flags(args.budget_mins, args.final_margin_mins)
+                    + shlex.split(args.extra_train_args))
     minutes = (time.time() - t0) / 60
     status = json.loads((ckpt / "exit_status.json").read_text())
     iters_done = status["iteration"]

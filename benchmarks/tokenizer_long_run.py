@@ -33,7 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ablation import SYNTHETIC_FASTA, AblationError, run_logged, upper_case_copy
-from benchmarks.pretrain_real_genomes import SHARED_GENOMES, genome_files, prepare_corpus, pretrain_args
+from benchmarks.pretrain_real_genomes import (
+    SHARED_GENOMES,
+    genome_files,
+    holds_earlier_run,
+    prepare_corpus,
+    run_pretraining,
+)
 
 SHARED = REPO.parent / "shared" / "data"
 GUE = SHARED / "benchmarks" / "GUE"
@@ -64,14 +70,14 @@ def run(cmd: list[str], log: Path) -> None:
 
 def train(args: argparse.Namespace) -> None:
     corpus, ckpt = args.run / "corpus", args.run / "checkpoints"
-    if ckpt.exists():
-        sys.exit(f"tokenizer_long_run.py: {ckpt} exists; analyze it with --analyze, or pick a new --run")
+    if holds_earlier_run(ckpt):
+        sys.exit(f"tokenizer_long_run.py: {ckpt} holds an earlier run; analyze it with --analyze, or pick "
+                 "a new --run")
     if not (corpus / "manifest.json").exists():
         prepare_corpus(genome_files(SHARED_GENOMES), corpus, VALID_SPECIES, SEQ_LENGTH)
-    flags = pretrain_args(corpus, ckpt, SEQ_LENGTH, args.schedule_iters)
-    flags += ["--exit-duration-in-mins", str(args.train_minutes - 2), "--save-interval", "100"]
-    subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", *flags], cwd=REPO,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+    run_pretraining(corpus, ckpt, SEQ_LENGTH, args.schedule_iters, 1,
+                    ["--exit-duration-in-mins", str(args.train_minutes - 2), "--save-interval", "100"],
+                    env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def checkpoint_minutes(ckpt: Path) -> dict[int, float]:

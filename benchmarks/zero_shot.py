@@ -55,6 +55,7 @@ from benchmarks.pretrain_real_genomes import (
     FINAL_MARGIN_MINS,
     GLOBAL_BATCH,
     SCHEDULE_ITERS,
+    holds_earlier_run,
     prepare_corpus,
     pretrain_args,
     time_budget_flags,
@@ -248,9 +249,7 @@ def held_out_records(contigs: dict[str, np.ndarray], valid_frac: float) -> set[s
 def pretrain_stage(family: str, args: argparse.Namespace) -> None:
     """train.py under the DeepSpeed launcher, then the checkpoint to OUT/<family>/portable."""
     folder = args.out / family
-    ckpt, portable = folder / "checkpoints", folder / "portable"
-    shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run: no resume from an older one
-    shutil.rmtree(portable, ignore_errors=True)
+    ckpt, portable = folder / "checkpoints", folder / "portable"  # empty: run_benchmark checked
     iters = args.train_iters or args.schedule_iters
     budget = [] if args.train_iters else time_budget_flags(args.train_minutes)
     log(f"pre-training {family} ({FAMILY_PRESETS[family]}) on {args.nproc} rank(s): "
@@ -419,6 +418,12 @@ def report_body(args: argparse.Namespace, argv: list[str], genome: Genome, facts
 
 def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     started, load_before = time.time(), os.getloadavg()
+    for family in () if args.skip_train else args.families:  # before anything is rebuilt
+        earlier = [d for d in (args.out / family / "checkpoints", args.out / family / "portable")
+                   if holds_earlier_run(d)]
+        if earlier:
+            raise ZeroShotError(f"{earlier[0]} holds an earlier run; score it with --skip-train, or give "
+                                "a new --out (nothing was deleted)")
     args.out.mkdir(parents=True, exist_ok=True)
     genome = genome_stage(args)
     totals = corpus_stage(genome, args)

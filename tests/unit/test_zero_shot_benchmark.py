@@ -150,7 +150,8 @@ def tiny_run_flags(out: Path) -> list[str]:
             "--markov-k", "auto,2", "--markov-max-order", "3", "--no-write"]
 
 
-def test_one_command_trains_scores_and_reports_without_touching_benchmarks_md(tmp_path: Path, one_thread):
+def test_one_command_trains_scores_and_reports_without_touching_benchmarks_md(tmp_path: Path, one_thread,
+                                                                              capsys):
     before = BENCHMARKS.read_bytes()
     assert zero_shot.main(tiny_run_flags(tmp_path)) == 0
     assert BENCHMARKS.read_bytes() == before
@@ -177,6 +178,13 @@ def test_one_command_trains_scores_and_reports_without_touching_benchmarks_md(tm
     trained_weights, random_weights = read_portable_weights(trained), read_portable_weights(random_init)
     assert trained_weights.keys() == random_weights.keys()
     assert any(not torch.equal(trained_weights[k], random_weights[k]) for k in trained_weights)
+
+    # the same command again stops before it rebuilds anything: the trained run stays as it was
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert zero_shot.main(tiny_run_flags(tmp_path)) == 2
+    assert f"{tmp_path / 'mergedna' / 'checkpoints'} holds an earlier run" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files
 
 
 def test_skip_train_without_a_trained_model_is_refused_by_path(tmp_path: Path, capsys):
