@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from megamerge.training.input_checks import move_aside
 
 
 def run(cmd: list[str], step: str) -> None:
@@ -38,7 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-length", type=int, default=512, help="bases per training sequence")
     ap.add_argument("--train-iters", type=int, default=300)
     ap.add_argument("--nproc", type=int, default=2, help="DeepSpeed ranks (CPU processes)")
-    ap.add_argument("--fresh", action="store_true", help="delete --out first (default: keep data, new run)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="delete --out first (default: keep its data, and rename an earlier run's "
+                         "checkpoints and tensorboard to <name>.before-<UTC time>)")
     args = ap.parse_args(argv)
 
     out = (REPO / args.out).resolve()
@@ -55,8 +60,8 @@ def main(argv=None) -> int:
         run([py, "data_prep/prepare.py", "--input", str(genomes), "--out", str(corpus), "--seq-len",
              str(args.seq_length), "--valid-species", held_out, "--samples-per-shard", "256", "--overwrite"],
             "2/3 WebDataset shards")
-    for stale in (ckpt, tb):
-        shutil.rmtree(stale, ignore_errors=True)
+    for earlier in (d for d in (ckpt, tb) if d.exists()):  # a new run; the earlier one stays, renamed
+        print(f"\n(the earlier run's {earlier.name} is kept as {move_aside(earlier)})", flush=True)
     deepspeed = str(Path(py).parent / "deepspeed")
     run([deepspeed, "--num_gpus", str(args.nproc), "megamerge/train.py",
          "--ds_config", "ds_configs/cpu.json", "--model", "tiny", "--data", str(corpus),

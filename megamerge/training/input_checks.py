@@ -218,13 +218,15 @@ def check_run_history(args: argparse.Namespace) -> None:
 
 def move_earlier_run_aside(save: str | Path) -> Path | None:
     """--start-over: rename --save (when it holds an earlier run) to a fresh sibling; returns it."""
-    save = Path(save)
-    if earlier_run(save) is None:
-        return None
-    aside = save.with_name(f"{save.name}.before-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    while aside.exists():  # two start-overs within a second
+    return None if earlier_run(Path(save)) is None else move_aside(Path(save))
+
+
+def move_aside(path: Path) -> Path:
+    """Rename `path` to the fresh sibling `<name>.before-<UTC time>`, and return that."""
+    aside = path.with_name(f"{path.name}.before-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    while aside.exists():  # two moves within a second
         aside = aside.with_name(aside.name + "+")
-    save.rename(aside)
+    path.rename(aside)
     return aside
 
 

@@ -1,5 +1,6 @@
-"""The pre-training benchmarks never delete a run the user already has: given an output that holds
-one, they stop before preparing or training anything, name it, and leave it as it was."""
+"""No command that pre-trains deletes a run the user already has: the benchmarks, given an output
+that holds one, stop before preparing or training anything, name it, and leave it as it was;
+`make demo` renames the earlier run (tools/demo.py) and starts a new one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import pretrain_real_genomes, tokenizer_long_run
+from megamerge.training.input_checks import move_aside
 
 
 def _earlier_run(ckpt: Path) -> Path:
@@ -39,3 +41,15 @@ def test_an_empty_checkpoint_directory_is_no_run(tmp_path: Path):
     (tmp_path / "checkpoints").mkdir()
     assert not pretrain_real_genomes.holds_earlier_run(tmp_path / "checkpoints")
     assert not pretrain_real_genomes.holds_earlier_run(tmp_path / "absent")
+
+
+def test_the_demo_renames_an_earlier_run_as_start_over_does(tmp_path: Path):
+    """tools/demo.py moves an earlier run's checkpoints and tensorboard aside with train.py
+    --start-over's rule, so two runs within a second keep two places."""
+    names = []
+    for latest in ("global_step100", "global_step300"):
+        _earlier_run(tmp_path / "checkpoints").write_text(latest)
+        names.append(move_aside(tmp_path / "checkpoints").name)
+    assert not (tmp_path / "checkpoints").exists()
+    assert names[0].startswith("checkpoints.before-") and names[1] != names[0]
+    assert [(tmp_path / n / "latest").read_text() for n in names] == ["global_step100", "global_step300"]
