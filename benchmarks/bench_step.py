@@ -10,6 +10,8 @@ the device and the unfused blocked local attention; new: today's).
 Configurations: the tiny preset, and a mid-size one (the 380m layout, 4 / 20 / 4 / 2 blocks, at
 D = 256 so that a CPU step takes seconds), both at N = 4096 with one padded sample. The target
 (issue 27): the tiny step at least 1.3x faster than the old kernels, medians of interleaved runs.
+A second table times the attention kernels alone at the tiny step's shapes, where the two sets
+differ; whole steps move with the machine's load by more than that difference.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from benchmarks.benchmarks_md import machine_line, update_section
 from benchmarks.kernel_sets import KERNEL_SETS, use_kernel_set
 from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
+from megamerge.models.common.full_attention import full_attention
+from megamerge.models.common.local_attention import local_attention
 from megamerge.vocabulary import PAD
 
 CONFIGS = {  # name -> (config, micro-batch)
@@ -54,24 +58,71 @@ def make_step(cfg: MergeDNAConfig, micro: int, n: int):
     return step
 
 
-def measure(kernel_sets: list[str], n: int, repeats: int) -> dict:
-    """{config: {kernel set: median seconds}}, the sets interleaved within each repeat."""
+def make_kernel_calls(n: int) -> dict:
+    """The attention kernels alone at the tiny step's shapes (batch 2, 4 heads of 32, one row 7/8
+    valid), forward + backward: {name: closure}. Whole steps move with the machine by more than
+    the kernels' difference; these show where it comes from."""
+    g = torch.Generator().manual_seed(0)
+
+    def inputs(length: int):
+        q, k, v = (torch.randn(2, 4, length, 32, generator=g).requires_grad_() for _ in range(3))
+        valid = torch.ones(2, length, dtype=torch.bool)
+        valid[1, length * 7 // 8:] = False
+        return q, k, v, valid, tuple(valid.sum(1).tolist())
+
+    def latent(length: int, biased: bool):
+        q, k, v, valid, counts = inputs(length)
+        bias = torch.rand(2, length, generator=g).add(1).log() if biased else None
+        return lambda: full_attention(q, k, v, valid, key_bias=bias, key_counts=counts).sum().backward()
+
+    def local(length: int):
+        q, k, v, valid, _ = inputs(length)
+        return lambda: local_attention(q, k, v, valid, 16, 16).sum().backward()
+
+    return {"latent attention (passes 1, 3), L = N / 2": latent(n // 2, False),
+            "latent attention with the size bias (pass 2), L = 3N / 8": latent(3 * n // 8, True),
+            "local attention, window 16, N": local(n)}
+
+
+def interleaved_medians(calls: dict, kernel_sets: list[str], repeats: int) -> dict:
+    """{name: {kernel set: median seconds}} of each closure in `calls`, the sets interleaved within
+    each repeat after one warm-up call each."""
     out = {}
-    for name, (make_cfg, micro) in CONFIGS.items():
-        step = make_step(make_cfg(), micro, n)
+    for name, call in calls.items():
         times = {k: [] for k in kernel_sets}
-        for kernel_set in kernel_sets:  # warm-up, one step each
+        for kernel_set in kernel_sets:
             use_kernel_set(kernel_set)
-            step()
+            call()
         for _ in tqdm(range(repeats), desc=name, unit="round"):
             for kernel_set in kernel_sets:
                 use_kernel_set(kernel_set)
                 t0 = time.perf_counter()
-                step()
+                call()
                 times[kernel_set].append(time.perf_counter() - t0)
         out[name] = {k: statistics.median(v) for k, v in times.items()}
     use_kernel_set("new")
     return out
+
+
+def measure(kernel_sets: list[str], n: int, repeats: int) -> dict:
+    """{configuration: {kernel set: median seconds per step}}."""
+    steps = {name: make_step(make_cfg(), micro, n) for name, (make_cfg, micro) in CONFIGS.items()}
+    return interleaved_medians(steps, kernel_sets, repeats)
+
+
+def table(result: dict, sets: list[str], first: str, unit: str, scale: float, digits: int,
+          suffix: str = "") -> list[str]:
+    """A markdown table of interleaved_medians' `result`, times * `scale` in `unit`, with the
+    old / new ratio when both sets ran."""
+    header = f"| {first} | " + " | ".join(f"{s} kernels ({unit})" for s in sets) + \
+        (" | old / new |" if len(sets) == 2 else " |")
+    rows = [header, "|---" * (len(sets) + 1 + (len(sets) == 2)) + "|"]
+    for name, times in result.items():
+        cells = [f"{times[s] * scale:.{digits}f}" for s in sets]
+        if len(sets) == 2:
+            cells.append(f"{times['old'] / times['new']:.2f}x")
+        rows.append(f"| {name}{suffix} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def main(argv=None) -> int:
@@ -85,22 +136,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sets = list(KERNEL_SETS) if args.kernels == "both" else [args.kernels]
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "n/a"
-    result = measure(sets, args.seq_len, args.repeats)
-    header = "| configuration | " + " | ".join(f"{s} kernels (s/step)" for s in sets) + \
-        (" | old / new |" if len(sets) == 2 else " |")
-    rows = [header, "|---" * (len(sets) + 1 + (len(sets) == 2)) + "|"]
-    for name, times in result.items():
-        cells = [f"{times[s]:.3f}" for s in sets]
-        if len(sets) == 2:
-            cells.append(f"{times['old'] / times['new']:.2f}x")
-        rows.append(f"| {name}, N = {args.seq_len} | " + " | ".join(cells) + " |")
+    steps = measure(sets, args.seq_len, args.repeats)
+    kernels = interleaved_medians(make_kernel_calls(args.seq_len), sets, 3 * args.repeats)
     body = "\n".join([
         ("Command: `python benchmarks/bench_step.py` (issue 27's CPU before/after; the two kernel sets are "
-        "described in its docstring)"),
+         "described in its docstring)"),
         (f"Machine: {machine_line()}; load average {load} when started; fp32; one AdamW step of the three "
-        f"passes; medians of {args.repeats} interleaved steps after one warm-up step each."),
+         f"passes; medians of {args.repeats} interleaved steps after one warm-up step each."),
         "",
-        *rows,
+        *table(steps, sets, "configuration", "s/step", 1, 3, f", N = {args.seq_len}"),
+        "",
+        (f"The attention kernels alone at the tiny step's shapes (N = {args.seq_len}; batch 2, 4 heads of "
+         f"32, one row 7/8 valid), forward + backward, medians of {3 * args.repeats} interleaved calls:"),
+        "",
+        *table(kernels, sets, "kernel", "ms", 1e3, 1),
     ])
     print(body)
     if not args.no_write:

@@ -81,17 +81,19 @@ def per_row_attention(q, k, v, key_valid: torch.Tensor, key_bias: torch.Tensor |
     L = q.shape[2]
     self_attention = L == k.shape[2]  # queries padded like the keys: skip the padded ones too
     rows = []
-    for b, count in enumerate(counts):
-        n = max(count, 1)
+    # unbind, not q[b:b + 1]: a slice's backward writes into a zero tensor the size of the whole
+    # input, one per row; unbind's is a single stack
+    for b, (qb, kb, vb) in enumerate(zip(q.unbind(0), k.unbind(0), v.unbind(0))):  # [H, L, hd] each
+        n = max(counts[b], 1)
         queries = n if self_attention else L
-        qb, kb, vb = q[b:b + 1, :, :queries], k[b:b + 1, :, :n], v[b:b + 1, :, :n]  # [1, H, n, hd]
+        qb, kb, vb = qb[None, :, :queries], kb[None, :, :n], vb[None, :, :n]  # [1, H, n, hd]
         if key_bias is None:
             out = F.scaled_dot_product_attention(qb, kb, vb)
         else:
             out = key_column_attention(qb, kb, vb, torch.ones(1, n, dtype=torch.bool, device=q.device),
                                        key_bias[b:b + 1, :n])
-        rows.append(F.pad(out, (0, 0, 0, L - queries)))
-    return torch.cat(rows)  # [B, H, L, hd]
+        rows.append(F.pad(out[0], (0, 0, 0, L - queries)))
+    return torch.stack(rows)  # [B, H, L, hd]
 
 
 def key_column_head_dim(hd: int) -> int:
