@@ -59,6 +59,29 @@ def test_chunking_changes_no_output_and_keeps_only_the_inputs_for_backward():
         assert (a - b).abs().max() < 1e-6  # key gradients sum chunk halos in another order
 
 
+def test_a_row_or_head_rounds_alike_whatever_shares_its_call():
+    """Bit for bit, forward and backward: the fused kernel computes each (row, head, block) alone,
+    so 1-process, DP (rows), TP (heads) and SP (blocks of a slice) runs agree exactly."""
+    q, k, v = _qkv(3, 4, 300, 16, seed=3)
+    valid = torch.ones(3, 300, dtype=torch.bool)
+    valid[1, 170:] = False
+    w = torch.randn(3, 4, 300, 16, generator=torch.Generator().manual_seed(4))
+
+    def run(rows, heads, positions=slice(None)):
+        parts = [t[rows, heads, positions].detach().requires_grad_() for t in (q, k, v)]
+        out = blocked_local_attention(*parts, valid[rows, positions], 16, 16)
+        return [out, *torch.autograd.grad((out * w[rows, heads, positions]).sum(), parts)]
+
+    whole = run(slice(None), slice(None))
+    for rows, heads in ((slice(0, 1), slice(None)), (slice(1, 3), slice(None)), (slice(None), slice(2, 4))):
+        for got, want in zip(run(rows, heads), whole, strict=True):
+            assert torch.equal(got, want[rows, heads])
+    # a slice of whole 32-position blocks (the default block) whose window lies inside it
+    inner = slice(64, 160)
+    got = run(slice(None), slice(None), slice(32, 192))[0][:, :, inner.start - 32:inner.stop - 32]
+    assert torch.equal(got, whole[0][:, :, inner])
+
+
 def test_padding_keys_are_never_attended():
     q, k, v = _qkv(1, 2, 40, 8)
     valid = torch.ones(1, 40, dtype=torch.bool)

@@ -1,8 +1,8 @@
 """Full (global) attention over the valid keys of each row, with an optional additive term per key
 (ToMe's size-proportional attention: the log of each key's size), without a mask argument.
 
-Key padding and the size bias are both one number per key added to every query's logit. The
-default kernel, "key_column", carries that number inside the dot product: q gains a column of
+Key padding and the size bias are both one number per key added to every query's logit. Off the
+CPU the default kernel, "key_column", carries that number inside the dot product: q gains a column of
 sqrt(hd) and k a column holding the term (0, the bias, or -PADDING for a padded key), so
 q'.k' * hd^-0.5 = q.k * hd^-0.5 + term, and the head dim is padded with zeros to a multiple of 8.
 SDPA then gets no `attn_mask`, so its flash and cuDNN backends (and the CPU's fused flash
@@ -19,7 +19,8 @@ It is the fastest mask-free form measured there (BENCHMARKS.md, "CPU step"): the
 is a third slower at head dim 40 than at 32. The rows' lengths come from the host (`key_counts`,
 token_merging.py's "Token counts on the host"); without them it reads them from the tensor, which
 on the CPU is no device wait. Each (row, head) is computed alone, so a row's result does not
-depend on which rows or heads share its batch (1-process, DP, TP and SP runs agree bit for bit).
+depend on which rows or heads share its batch or how wide the batch is padded (the key column's
+does, in the last bits).
 """
 
 from __future__ import annotations
