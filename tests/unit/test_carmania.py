@@ -36,7 +36,7 @@ def _ids(B, n, seed=0):
     return torch.randint(0, 4, (B, n), generator=torch.Generator().manual_seed(seed))
 
 
-def _dense_local_attention(q, k, v, key_valid, left, right):
+def _dense_local_attention(q, k, v, key_valid, left, right, key_counts=None):  # local_attention's signature
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
     return dense_local_attention_reference(q, k, v, key_valid, left, right)
