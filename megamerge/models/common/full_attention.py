@@ -91,8 +91,7 @@ def per_row_attention(q, k, v, key_valid: torch.Tensor, key_bias: torch.Tensor |
         if key_bias is None:
             out = F.scaled_dot_product_attention(qb, kb, vb)
         else:
-            out = key_column_attention(qb, kb, vb, torch.ones(1, n, dtype=torch.bool, device=q.device),
-                                       key_bias[b:b + 1, :n])
+            out = key_column_attention(qb, kb, vb, None, key_bias[b:b + 1, :n])  # every key valid
         rows.append(F.pad(out[0], (0, 0, 0, L - queries)))
     return torch.stack(rows)  # [B, H, L, hd]
 
@@ -102,14 +101,15 @@ def key_column_head_dim(hd: int) -> int:
     return -(-(hd + 1) // 8) * 8
 
 
-def key_column_attention(q, k, v, keys: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
-    """SDPA without a mask: the per-key term (the bias on kept `keys` [B, L], -PADDING elsewhere)
-    rides in an extra head-dim column."""
+def key_column_attention(q, k, v, keys: torch.Tensor | None, key_bias: torch.Tensor | None) -> torch.Tensor:
+    """SDPA without a mask: the per-key term (the bias on kept `keys` [B, L], -PADDING elsewhere;
+    None: every key kept) rides in an extra head-dim column."""
     B, H, L, hd = q.shape
     keys_length = k.shape[2]
-    term = (torch.zeros(keys.shape, dtype=q.dtype, device=q.device) if key_bias is None
-            else key_bias.to(q.dtype))
-    term = term.masked_fill(~keys, -PADDING)  # [B, L]
+    term = (torch.zeros(B, keys_length, dtype=q.dtype, device=q.device) if key_bias is None
+            else key_bias.to(q.dtype))  # [B, L]
+    if keys is not None:
+        term = term.masked_fill(~keys, -PADDING)
     extra = key_column_head_dim(hd) - hd  # the term's column and the zero columns up to a multiple of 8
     q_col = torch.zeros(B, H, L, extra, dtype=q.dtype, device=q.device)
     q_col[..., 0] = hd**0.5  # times the kernel's scale hd^-0.5: the term enters the logit unscaled
