@@ -139,31 +139,55 @@ class _Band:
             rows = slice(first * self.block, last * self.block)
             yield rows, slice(rows.start, rows.stop + halo)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_ok: torch.Tensor) -> torch.Tensor:
-        """One chunk of n blocks: q [B, H, n*block, hd]; k, v [B, H, (n + kb - 1) * block, hd];
-        key_ok [B, (n + kb - 1) * block]."""
-        n = q.shape[2] // self.block
-        qb = q.unflatten(2, (n, self.block))  # [B, H, n, block, hd]
+    def block_masks(self, key_ok: torch.Tensor) -> torch.Tensor:
+        """key_ok [B, (n + kb - 1) * block] of one chunk -> which context keys each query of its n
+        blocks sees, [B, n, block, context]."""
+        ok = key_ok.unfold(1, self.context, self.block)  # [B, n, context]
+        return self.band & (ok[:, :, None, :] | self.is_self)
+
+    def contexts(self, t: torch.Tensor) -> torch.Tensor:
+        """One row's chunk of keys or values t [H, (n + kb - 1) * block, hd] -> each of its n
+        blocks' context [H, n, context, hd]: overlapping windows of t, a view."""
+        n = t.shape[1] // self.block - self.key_blocks + 1
+        return t.unfold(1, self.context, self.block)[:, :n].transpose(-1, -2)
+
+    def fold_contexts(self, grad: torch.Tensor, into: torch.Tensor) -> None:
+        """contexts' backward: add grad [H, n, context, hd] into the row's chunk of keys or values
+        `into` [H, (n + kb - 1) * block, hd], in place and in a fixed order."""
+        n = grad.shape[1]
+        blocks = into.unflatten(1, (n + self.key_blocks - 1, self.block))
+        for i in range(self.key_blocks):
+            width = min(self.block, self.context - i * self.block)
+            blocks[:, i : i + n, :width] += grad[:, :, i * self.block : i * self.block + width]
+
+    def attend_row(self, q: torch.Tensor, k_contexts: torch.Tensor, v_contexts: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+        """One row's chunk of n blocks through SDPA's fused CPU kernel: q [H, n * block, hd];
+        k_contexts, v_contexts [H, n, context, hd]; mask [n, block, context] -> [H, n * block, hd].
+        The kernel takes 4-D inputs only, so the blocks stand in for its head dim and the row's
+        heads for its batch, and the mask broadcasts over the heads (a call over all rows would
+        need it copied per head). Each (row, head, block) is computed alone, so its rounding does
+        not depend on what shares the call: 1-process, DP, TP, PP and SP runs agree bit for bit
+        (tests/unit/test_local_attention.py)."""
+        n = mask.shape[0]
+        out = F.scaled_dot_product_attention(q.unflatten(1, (n, self.block)), k_contexts, v_contexts,
+                                             attn_mask=mask[None])  # [H, n, block, hd]
+        return out.flatten(1, 2)
+
+    def attend_unfused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+        """The kernel before issue 27: one chunk of n blocks of every row through SDPA's unfused
+        5-D path, the contexts copied out of shifted block views: q [B, H, n * block, hd]; k, v
+        [B, H, (n + kb - 1) * block, hd]; mask [B, n, block, context] -> [B, H, n * block, hd]."""
+        n = mask.shape[1]
 
         def contexts(t: torch.Tensor) -> torch.Tensor:  # -> [B, H, n, context, hd]
             blocks = t.unflatten(2, (n + self.key_blocks - 1, self.block))
             shifted = [blocks[:, :, i : i + n] for i in range(self.key_blocks)]
             return torch.cat(shifted, dim=3)[:, :, :, : self.context]
 
-        kb, vb = contexts(k), contexts(v)
-        ok = key_ok.unfold(1, self.context, self.block)  # [B, n, context]
-        mask = self.band & (ok[:, None, :, None, :] | self.is_self)  # [B, 1, n, block, context]
-        if not self.fused:  # 5-D inputs: SDPA's unfused path
-            return F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask).flatten(2, 3)
-        # SDPA's fused CPU kernel takes 4-D inputs only, so blocks stand in for its head dim and
-        # (batch, head) pairs for its batch: views, no copies. Each (row, head, block) is computed
-        # alone, so its rounding does not depend on how many rows, heads or blocks share the call:
-        # 1-process, DP, TP, PP and SP runs agree bit for bit (tests/unit/test_local_attention.py).
-        B, H = q.shape[:2]
-        mask = mask.expand(B, H, *mask.shape[2:])
-        out = F.scaled_dot_product_attention(  # [B * H, n, block, hd]
-            *(t.flatten(0, 1) for t in (qb, kb, vb)), attn_mask=mask.flatten(0, 1))
-        return out.view(B, H, n * self.block, -1)
+        return F.scaled_dot_product_attention(q.unflatten(2, (n, self.block)), contexts(k), contexts(v),
+                                              attn_mask=mask[:, None]).flatten(2, 3)
 
 
 class _BlockedLocalAttention(torch.autograd.Function):
@@ -182,7 +206,13 @@ class _BlockedLocalAttention(torch.autograd.Function):
                            band.pad_key_valid(key_valid))
         out = qp.new_empty(qp.shape)  # [B, H, nb * block, hd]
         for rows, keys in band.chunks():
-            out[:, :, rows] = band.attend(qp[:, :, rows], kp[:, :, keys], vp[:, :, keys], okp[:, keys])
+            masks = band.block_masks(okp[:, keys])  # [B, n, block, context]
+            if not band.fused:
+                out[:, :, rows] = band.attend_unfused(qp[:, :, rows], kp[:, :, keys], vp[:, :, keys], masks)
+                continue
+            for b, mask in enumerate(masks):
+                out[b, :, rows] = band.attend_row(qp[b, :, rows], band.contexts(kp[b, :, keys]),
+                                                  band.contexts(vp[b, :, keys]), mask)
         ctx.save_for_backward(q, k, v, key_valid)
         ctx.band = band
         return out[:, :, : q.shape[2]]
@@ -194,16 +224,30 @@ class _BlockedLocalAttention(torch.autograd.Function):
         qp, kp, vp, okp = (band.pad_queries(q), band.pad_keys(k), band.pad_keys(v),
                            band.pad_key_valid(key_valid))
         gp = band.pad_queries(grad_out)
-        dq, dk, dv = torch.zeros_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)
+        dq, dk, dv = torch.empty_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)  # chunks write all of dq
         for rows, keys in band.chunks():
-            qc, kc, vc = (t.detach().requires_grad_()
-                          for t in (qp[:, :, rows], kp[:, :, keys], vp[:, :, keys]))
-            with torch.enable_grad():
-                out = band.attend(qc, kc, vc, okp[:, keys])
-            gq, gk, gv = torch.autograd.grad(out, (qc, kc, vc), gp[:, :, rows])
-            dq[:, :, rows] = gq
-            dk[:, :, keys] += gk
-            dv[:, :, keys] += gv
+            masks = band.block_masks(okp[:, keys])
+            if not band.fused:  # autograd through the contexts' slices, as before issue 27
+                qc, kc, vc = (t.detach().requires_grad_()
+                              for t in (qp[:, :, rows], kp[:, :, keys], vp[:, :, keys]))
+                with torch.enable_grad():
+                    out = band.attend_unfused(qc, kc, vc, masks)
+                gq, gk, gv = torch.autograd.grad(out, (qc, kc, vc), gp[:, :, rows])
+                dq[:, :, rows] = gq
+                dk[:, :, keys] += gk
+                dv[:, :, keys] += gv
+                continue
+            # Row by row, the gradient stopping at the contexts: no stacked gradients, and the
+            # contexts' backward is fold_contexts, not a zero-filled chunk per shifted view.
+            for b, mask in enumerate(masks):
+                qr = qp[b, :, rows].detach().requires_grad_()
+                kx, vx = (band.contexts(t[b, :, keys]).detach().requires_grad_() for t in (kp, vp))
+                with torch.enable_grad():
+                    out = band.attend_row(qr, kx, vx, mask)
+                gq, gk, gv = torch.autograd.grad(out, (qr, kx, vx), gp[b, :, rows])
+                dq[b, :, rows] = gq
+                band.fold_contexts(gk, dk[b, :, keys])
+                band.fold_contexts(gv, dv[b, :, keys])
         L, left = q.shape[2], band.left
         return dq[:, :, :L], dk[:, :, left : left + L], dv[:, :, left : left + L], None, None
 
