@@ -156,8 +156,9 @@ def gathered_stream_bytes(cfg: MergeDNAConfig, tokens: int, sp: int, k: Kernels)
 
 
 def rope_table_bytes(cfg: MergeDNAConfig, tokens: int) -> float:
-    """cos and sin, [B, T, 1, head_dim / 2] each, computed once per module and kept by apply_rope."""
-    return tokens * cfg.head_dim * FP32
+    """cos and signed sin, [B, T, 1, head_dim] each (rope_angles), computed once per module and
+    kept by apply_rope."""
+    return tokens * 2 * cfg.head_dim * FP32
 
 
 def attention_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: Kernels,
@@ -205,8 +206,8 @@ def local_merge_bytes(cfg: MergeDNAConfig, tokens_in: int, tokens_out: int, k: K
     gradient, so the weighted constituents and the merged sums are kept (merge_step)."""
     scorer = tokens_in * (norm_bytes(cfg, k) + cfg.dim * k.nbytes  # the scorer's RMSNorm and Linear
                           + cfg.grouping_dim * (k.nbytes + FP32))  # grouping output, its fp32 unit vectors
-    if cfg.rotary_merge:  # rotate_hidden's cos and sin over the whole width, and the rotated constituents
-        constituents = tokens_in * 2 * cfg.dim * FP32
+    if cfg.rotary_merge:  # rotate_hidden's cos and signed sin over the whole width, and the rotated constituents
+        constituents = tokens_in * 3 * cfg.dim * FP32
     else:  # the constituents themselves: the block output unless an fp32 copy had to be made
         constituents = 0 if k.nbytes == FP32 else tokens_in * cfg.dim * FP32
     merged_sums = tokens_out * cfg.dim * FP32  # the numerator of the size-weighted average
@@ -214,9 +215,9 @@ def local_merge_bytes(cfg: MergeDNAConfig, tokens_in: int, tokens_out: int, k: K
 
 
 def rotation_bytes(cfg: MergeDNAConfig, tokens: int) -> float:
-    """rotate_hidden's cos and sin over the whole width, kept when no gradient flows through the
-    angle's weights (global merge, unmerge)."""
-    return tokens * cfg.dim * FP32 if cfg.rotary_merge else 0
+    """rotate_hidden's cos and signed sin over the whole width, kept when no gradient flows through
+    the angle's weights (global merge, unmerge)."""
+    return tokens * 2 * cfg.dim * FP32 if cfg.rotary_merge else 0
 
 
 # ---------------------------------------------------------------------------------- the step
@@ -273,9 +274,10 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels, sp: int = 1) 
         other(p, "latent_encoder", "latent_norm", top * norm_bytes(cfg, k))  # final norm
         if not full_pass:  # unmerge K -> L: the gather keeps its source, rotate back by each offset
             other(p, "outside", "latent_norm", K * D * k.nbytes + rotation_bytes(cfg, L))
-        # Latent Decoder
-        rope(p, "latent_decoder", "latent_decoder", L, local=False)
+        # Latent Decoder: each block computes its own tables (latent_decoder_step, shared with the
+        # pipeline stages), and each block keeps them
         for _ in range(cfg.latent_decoder_layers):
+            rope(p, "latent_decoder", "latent_decoder", L, local=False)
             block(p, "latent_decoder", "latent_decoder", L, local=False)
         # Local Decoder: unmerge L -> N (gather source, rotation back), blocks, norm + head
         other(p, "local_decoder", "local_decoder", L * D * k.nbytes + rotation_bytes(cfg, N))

@@ -64,7 +64,7 @@ class SequenceShards:
         self._rope = None  # (the whole tables, first, last, their slice): see rope_slice
 
     def rope_slice(self, rope: tuple[torch.Tensor, torch.Tensor], width: int, first: int, last: int):
-        """Tokens [first, last) of the RoPE tables (cos, sin [B, T, 1, hd/2]) padded to `width`, as
+        """Tokens [first, last) of the RoPE tables (cos, signed sin [B, T, 1, hd]) padded to `width`, as
         copies, so that what a block saves holds only its slice. A module computes its tables once
         for all its blocks; the copy is made once too (the tables are held while they are the
         latest, so their identity cannot be reused)."""
@@ -161,7 +161,7 @@ def _pad_tokens(t: torch.Tensor | None, width: int, value=0) -> torch.Tensor | N
 
 
 def sharded_block_forward(forward, shards: SequenceShards, halo: int | None):
-    """A TransformerBlock forward (x [B, T, D], rope (cos, sin [B, T, 1, hd/2]), valid [B, T],
+    """A TransformerBlock forward (x [B, T, D], rope (cos, signed sin [B, T, 1, hd]), valid [B, T],
     key_bias [B, T] or None, key_counts: valid's row sums on the host or None) -> [B, T, D] that
     runs `forward` on this rank's slice. `halo`: the tokens a local-window block needs on each
     side; None for a full-attention block, which sees the whole `valid`, `key_bias` and

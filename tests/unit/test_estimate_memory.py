@@ -64,10 +64,10 @@ def test_cli_prints_every_term(capsys):
 # ------------------------------------------------------------------ sequence parallelism (--sp)
 def test_sp1_leaves_the_estimate_unchanged():
     """The numbers of the estimator before --sp existed, to the byte (bf16 flash-attn 380m at 4096 bases,
-    fp32 CPU tiny at 300; the CPU's saved bytes since its latent attention runs per row): S = 1
-    changes nothing."""
-    cases = {("380m", 1, 4096, "gpu", 2): (9369788876.0, 54525952.0, 884141596.0, 214204416.0),
-             ("tiny", 2, 300, "cpu", 4): (142328016.0, 2830336.0, 15943280.0, 8979136.0)}
+    fp32 CPU tiny at 300; the saved bytes since the CPU's latent attention runs per row and RoPE's
+    tables span the whole head, one pair per latent-decoder block): S = 1 changes nothing."""
+    cases = {("380m", 1, 4096, "gpu", 2): (9404125900.0, 54525952.0, 918478620.0, 214204416.0),
+             ("tiny", 2, 300, "cpu", 4): (143491792.0, 2830336.0, 17107056.0, 8979136.0)}
     for (model, micro, seq, device, nbytes), expected in cases.items():
         cfg = MergeDNAConfig.from_preset(model)
         got = []

@@ -63,7 +63,7 @@ class SlidingWindowKVCache:
 def cached_attention(
     attn: Attention,
     x: torch.Tensor,  # [B, T, D], the chunk's normed hidden states
-    rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin at the chunk's positions: [B, T, 1, hd/2]
+    rope: tuple[torch.Tensor, torch.Tensor],  # cos, signed sin at the chunk's positions: [B, T, 1, hd]
     pos: torch.Tensor,  # [T] absolute positions of the chunk
     cache: SlidingWindowKVCache,
     layer: int,

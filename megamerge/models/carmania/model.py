@@ -64,7 +64,7 @@ class Carmania(nn.Module):
 
     # ------------------------------------------------------------------------------ forward
     def _rope(self, pos: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """pos [L] integer positions -> (cos, sin) [batch, L, 1, hd/2]."""
+        """pos [L] integer positions -> (cos, signed sin) [batch, L, 1, hd]."""
         return rope_angles(pos.float()[None].expand(batch, -1), self.cfg.head_dim, self.cfg.rope_theta)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

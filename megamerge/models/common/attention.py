@@ -50,7 +50,7 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # [B, L, D]
-        rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin: [B, L, 1, hd/2]
+        rope: tuple[torch.Tensor, torch.Tensor],  # cos, signed sin: [B, L, 1, hd] (rope_angles)
         valid: torch.Tensor,  # [B, L] bool, valid tokens form a prefix of each row
         key_bias: torch.Tensor | None = None,  # [B, L] added to the logits of each key (full attention only)
         key_counts: tuple[int, ...] | None = None,  # valid's row sums, when known on the host

@@ -92,7 +92,7 @@ def per_row_attention(q, k, v, key_valid: torch.Tensor, key_bias: torch.Tensor |
             out = F.scaled_dot_product_attention(qb, kb, vb)
         else:
             out = key_column_attention(qb, kb, vb, None, key_bias[b:b + 1, :n])  # every key valid
-        rows.append(F.pad(out[0], (0, 0, 0, L - queries)))
+        rows.append(out[0] if queries == L else F.pad(out[0], (0, 0, 0, L - queries)))  # pad: a copy
     return torch.stack(rows)  # [B, H, L, hd]
 
 

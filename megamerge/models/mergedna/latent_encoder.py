@@ -30,7 +30,7 @@ class LatentPass:
     state: TokenState  # the tokens now: x [B, T, D]; T = L until pass 2's first merge
     token_valid: torch.Tensor  # [B, L] bool: the tokens the pass started from
     latent_map: torch.Tensor | None = None  # [B, L] -> [0, T): pass 2's merges so far, composed
-    # RoPE (cos, sin [B, T, 1, hd/2]) and the size-proportional key bias [B, T] at the current tokens,
+    # RoPE (cos, signed sin [B, T, 1, hd]) and the size-proportional key bias [B, T] at the current tokens,
     # computed at the first block after the pass starts or merges, and shared by the blocks up to the
     # next merge (derived from the positions and the map, so recomputed rather than sent between
     # pipeline stages)
