@@ -3,6 +3,7 @@ the previous ones, interleaved in one run, written to the `CPU step` section of 
 
     python benchmarks/bench_step.py                 # both kernel sets, side by side
     python benchmarks/bench_step.py --kernels new   # one set only (no ratio)
+    python benchmarks/bench_step.py --compile       # and the new set with compiled blocks
 
 Kernel sets: benchmarks/kernel_sets.py (old: masked latent attention, merge widths read from
 the device and the unfused blocked local attention; new: today's).
@@ -33,6 +34,7 @@ from megamerge.data.mock_data import MockGenome
 from megamerge.models import MergeDNA, MergeDNAConfig
 from megamerge.models.common.full_attention import full_attention
 from megamerge.models.common.local_attention import local_attention
+from megamerge.training.compile import apply_compile
 from megamerge.vocabulary import PAD
 
 CONFIGS = {  # name -> (config, micro-batch)
@@ -42,10 +44,13 @@ CONFIGS = {  # name -> (config, micro-batch)
 }
 
 
-def make_step(cfg: MergeDNAConfig, micro: int, n: int):
-    """A closure running one optimizer step of `cfg` on a fixed batch (the last sample padded)."""
+def make_step(cfg: MergeDNAConfig, micro: int, n: int, compiled: bool = False):
+    """A closure running one optimizer step of `cfg` on a fixed batch (the last sample padded);
+    `compiled`: each Transformer block compiled, as train.py --compile does."""
     torch.manual_seed(0)
     model = MergeDNA(cfg).train()
+    if compiled:
+        apply_compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = MockGenome(n, seed=1).batch(torch.arange(max(micro, 2)))[:micro]
     ids[-1, n - n // 8:] = PAD
@@ -84,43 +89,50 @@ def make_kernel_calls(n: int) -> dict:
             "local attention, window 16, N": local(n)}
 
 
-def interleaved_medians(calls: dict, kernel_sets: list[str], repeats: int) -> dict:
-    """{name: {kernel set: median seconds}} of each closure in `calls`, the sets interleaved within
-    each repeat after one warm-up call each."""
+def interleaved_medians(calls: dict, repeats: int) -> dict:
+    """calls {name: {column: (kernel set, closure)}} -> {name: {column: median seconds}}, the
+    columns interleaved within each repeat after one warm-up call each (a compiled closure
+    compiles there)."""
     out = {}
-    for name, call in calls.items():
-        times = {k: [] for k in kernel_sets}
-        for kernel_set in kernel_sets:
+    for name, columns in calls.items():
+        times = {c: [] for c in columns}
+        for kernel_set, call in columns.values():
             use_kernel_set(kernel_set)
             call()
         for _ in tqdm(range(repeats), desc=name, unit="round"):
-            for kernel_set in kernel_sets:
+            for column, (kernel_set, call) in columns.items():
                 use_kernel_set(kernel_set)
                 t0 = time.perf_counter()
                 call()
-                times[kernel_set].append(time.perf_counter() - t0)
-        out[name] = {k: statistics.median(v) for k, v in times.items()}
+                times[column].append(time.perf_counter() - t0)
+        out[name] = {c: statistics.median(v) for c, v in times.items()}
     use_kernel_set("new")
     return out
 
 
-def measure(kernel_sets: list[str], n: int, repeats: int) -> dict:
-    """{configuration: {kernel set: median seconds per step}}."""
-    steps = {name: make_step(make_cfg(), micro, n) for name, (make_cfg, micro) in CONFIGS.items()}
-    return interleaved_medians(steps, kernel_sets, repeats)
+def measure(kernel_sets: list[str], n: int, repeats: int, compiled: bool) -> dict:
+    """{configuration: {column: median seconds per step}}: a column per kernel set, and "new +
+    compiled blocks" when `compiled`."""
+    steps = {}
+    for name, (make_cfg, micro) in CONFIGS.items():
+        step = make_step(make_cfg(), micro, n)
+        steps[name] = {s: (s, step) for s in kernel_sets}
+        if compiled:
+            steps[name]["new + compiled blocks"] = ("new", make_step(make_cfg(), micro, n, compiled=True))
+    return interleaved_medians(steps, repeats)
 
 
-def table(result: dict, sets: list[str], first: str, unit: str, scale: float, digits: int,
-          suffix: str = "") -> list[str]:
-    """A markdown table of interleaved_medians' `result`, times * `scale` in `unit`, with the
-    old / new ratio when both sets ran."""
-    header = f"| {first} | " + " | ".join(f"{s} kernels ({unit})" for s in sets) + \
-        (" | old / new |" if len(sets) == 2 else " |")
-    rows = [header, "|---" * (len(sets) + 1 + (len(sets) == 2)) + "|"]
+def table(result: dict, first: str, unit: str, scale: float, digits: int, suffix: str = "") -> list[str]:
+    """A markdown table of interleaved_medians' `result`, times * `scale` in `unit`, with old / X
+    for every other column X when the old kernels ran."""
+    columns = list(next(iter(result.values())))
+    ratios = [c for c in columns if c != "old"] if "old" in columns else []
+    header = (f"| {first} | " + " | ".join(f"{c} ({unit})" for c in columns) + " | "
+              + "".join(f"old / {c} | " for c in ratios)).rstrip()
+    rows = [header, "|---" * (1 + len(columns) + len(ratios)) + "|"]
     for name, times in result.items():
-        cells = [f"{times[s] * scale:.{digits}f}" for s in sets]
-        if len(sets) == 2:
-            cells.append(f"{times['old'] / times['new']:.2f}x")
+        cells = [f"{times[c] * scale:.{digits}f}" for c in columns]
+        cells += [f"{times['old'] / times[c]:.2f}x" for c in ratios]
         rows.append(f"| {name}{suffix} | " + " | ".join(cells) + " |")
     return rows
 
@@ -132,24 +144,28 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=4096, help="bases per sample (default 4096)")
     ap.add_argument("--repeats", type=int, default=5,
                     help="timed steps per kernel set and configuration (median)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the new kernels with each Transformer block compiled (train.py "
+                         "--compile; inductor's first step takes minutes on the CPU)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update BENCHMARKS.md")
     args = ap.parse_args(argv)
     sets = list(KERNEL_SETS) if args.kernels == "both" else [args.kernels]
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "n/a"
-    steps = measure(sets, args.seq_len, args.repeats)
-    kernels = interleaved_medians(make_kernel_calls(args.seq_len), sets, 3 * args.repeats)
+    steps = measure(sets, args.seq_len, args.repeats, args.compile)
+    kernel_calls = {name: {s: (s, call) for s in sets} for name, call in make_kernel_calls(args.seq_len).items()}
+    kernels = interleaved_medians(kernel_calls, 3 * args.repeats)
     body = "\n".join([
         ("Command: `python benchmarks/bench_step.py` (issue 27's CPU before/after; the two kernel sets are "
          "described in its docstring)"),
         (f"Machine: {machine_line()}; load average {load} when started; fp32; one AdamW step of the three "
          f"passes; medians of {args.repeats} interleaved steps after one warm-up step each."),
         "",
-        *table(steps, sets, "configuration", "s/step", 1, 3, f", N = {args.seq_len}"),
+        *table(steps, "configuration", "s/step", 1, 3, f", N = {args.seq_len}"),
         "",
         (f"The attention kernels alone at the tiny step's shapes (N = {args.seq_len}; batch 2, 4 heads of "
          f"32, one row 7/8 valid), forward + backward, medians of {3 * args.repeats} interleaved calls:"),
         "",
-        *table(kernels, sets, "kernel", "ms", 1e3, 1),
+        *table(kernels, "kernel", "ms", 1e3, 1),
     ])
     print(body)
     if not args.no_write:
