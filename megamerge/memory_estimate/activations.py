@@ -9,7 +9,9 @@ tensor costs depends on the kernel that saves it, so there are two kernel sets:
 
 gpu  flash-attn (local windows and full attention alike) keeps the unpadded q, k, v, its output
      and the log-sum-exp: O(tokens) whatever the span. The output is scattered back into a padded
-     [B, L, H, hd] tensor, which wo keeps as well. RMSNorm is a fused kernel (apex, or torch's
+     [B, L, H, hd] tensor, which wo keeps as well. A block with pass 2's key bias runs SDPA in the
+     key-column form instead (flash-attn takes no bias): q, k, v and the output at the padded head
+     dim, the log-sum-exp, and the output sliced back for wo. RMSNorm is a fused kernel (apex, or torch's
      CUDA rms_norm): it keeps its input and 1/rms.
 cpu  full attention takes SDPA's fused flash kernel for CPU without a mask, one call per row
      (full_attention.py, "per_row"): it keeps q, k, v, the output and the log-sum-exp, and wo keeps
@@ -165,10 +167,10 @@ def attention_bytes(cfg: MergeDNAConfig, tokens: int, tp: int, local: bool, k: K
                     biased: bool = False) -> float:
     """`biased`: a full-attention block with pass 2's size-proportional key bias."""
     heads, width = cfg.n_heads / tp, cfg.dim / tp  # this rank's heads and their total width
-    if k.device == "gpu" or (not local and not biased):
+    if not biased and (k.device == "gpu" or not local):
         # flash-attn, or CPU SDPA per row: q, k, v, out; the padded out (wo's input); lse
         return tokens * (5 * width * k.nbytes + heads * FP32)
-    if not local:  # SDPA flash for CPU per row, key-column form (see the module docstring)
+    if not local:  # SDPA in the key-column form (flash-attn takes no bias; on the CPU per row)
         padded = heads * key_column_head_dim(cfg.head_dim)
         return tokens * ((4 * padded + width) * k.nbytes + heads * FP32)
     return tokens * 4 * width * k.nbytes  # blocked kernel: q, k, v; the output reshaped for wo
