@@ -155,8 +155,8 @@ def main(argv=None) -> int:
     kernel_calls = {name: {s: (s, call) for s in sets} for name, call in make_kernel_calls(args.seq_len).items()}
     kernels = interleaved_medians(kernel_calls, 3 * args.repeats)
     body = "\n".join([
-        ("Command: `python benchmarks/bench_step.py` (issue 27's CPU before/after; the two kernel sets are "
-         "described in its docstring)"),
+        (f"Command: `python benchmarks/bench_step.py{' --compile' if args.compile else ''} --repeats "
+         f"{args.repeats}` (issue 27's CPU before/after; the kernel sets are described in its docstring)"),
         (f"Machine: {machine_line()}; load average {load} when started; fp32; one AdamW step of the three "
          f"passes; medians of {args.repeats} interleaved steps after one warm-up step each."),
         "",
