@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     sets = list(KERNEL_SETS) if args.kernels == "both" else [args.kernels]
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "n/a"
     steps = measure(sets, args.seq_len, args.repeats, args.compile)
-    kernel_calls = {name: {s: (s, call) for s in sets} for name, call in make_kernel_calls(args.seq_len).items()}
+    kernel_calls = {name: {s: (s, call) for s in sets}
+                    for name, call in make_kernel_calls(args.seq_len).items()}
     kernels = interleaved_medians(kernel_calls, 3 * args.repeats)
     body = "\n".join([
         (f"Command: `python benchmarks/bench_step.py{' --compile' if args.compile else ''} --repeats "

@@ -208,7 +208,7 @@ def local_merge_bytes(cfg: MergeDNAConfig, tokens_in: int, tokens_out: int, k: K
     gradient, so the weighted constituents and the merged sums are kept (merge_step)."""
     scorer = tokens_in * (norm_bytes(cfg, k) + cfg.dim * k.nbytes  # the scorer's RMSNorm and Linear
                           + cfg.grouping_dim * (k.nbytes + FP32))  # grouping output, its fp32 unit vectors
-    if cfg.rotary_merge:  # rotate_hidden's cos and signed sin over the whole width, and the rotated constituents
+    if cfg.rotary_merge:  # rotate_hidden's two tables over the whole width, and the rotated constituents
         constituents = tokens_in * 3 * cfg.dim * FP32
     else:  # the constituents themselves: the block output unless an fp32 copy had to be made
         constituents = 0 if k.nbytes == FP32 else tokens_in * cfg.dim * FP32

@@ -224,7 +224,8 @@ class _BlockedLocalAttention(torch.autograd.Function):
         qp, kp, vp, okp = (band.pad_queries(q), band.pad_keys(k), band.pad_keys(v),
                            band.pad_key_valid(key_valid))
         gp = band.pad_queries(grad_out)
-        dq, dk, dv = torch.empty_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)  # chunks write all of dq
+        dq = torch.empty_like(qp)  # every chunk writes its rows
+        dk, dv = torch.zeros_like(kp), torch.zeros_like(vp)  # chunks add into their keys and the halo
         for rows, keys in band.chunks():
             masks = band.block_masks(okp[:, keys])
             if not band.fused:  # autograd through the contexts' slices, as before issue 27
