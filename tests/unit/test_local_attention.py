@@ -24,12 +24,13 @@ def _qkv(B, H, L, hd, seed=0, dtype=torch.float32):
      (257, 127, 0, None), (64, 3, 0, 8)],  # causal (CARMANIA)
 )
 @pytest.mark.parametrize("chunk_blocks", [None, 1, 3], ids=["one-chunk", "chunks-of-1", "chunks-of-3"])
-def test_blocked_matches_dense_reference_with_padding(L, left, right, block, chunk_blocks):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused-as-before-issue-27"])
+def test_blocked_matches_dense_reference_with_padding(L, left, right, block, chunk_blocks, fused):
     q, k, v = _qkv(3, 4, L, 16)
     valid = torch.ones(3, L, dtype=torch.bool)
     valid[1, L // 2:] = False  # a padded row
     valid[2, 1:] = False  # a single-token row
-    out = blocked_local_attention(q, k, v, valid, left, right, block, chunk_blocks)
+    out = blocked_local_attention(q, k, v, valid, left, right, block, chunk_blocks, fused=fused)
     ref = dense_local_attention_reference(q, k, v, valid, left, right)
     # Padded query rows are garbage by contract; compare (and back-propagate) valid rows only.
     sel = valid[:, None, :, None].float()
