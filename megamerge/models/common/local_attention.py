@@ -104,8 +104,9 @@ class _Band:
 
     Queries are padded to whole blocks; keys by `left` in front and to whole blocks behind, so that
     block b's context, the original positions [b*block - left, b*block + block + right), is the
-    start of the `key_blocks` padded key blocks b, b+1, ...; contexts are gathered by concatenating
-    shifted views of the blocked keys, whose backward is a few slices instead of unfold's."""
+    start of the `key_blocks` padded key blocks b, b+1, ...: a window of the padded keys, which the
+    fused path reads as an overlapping-window view (`contexts`) and whose gradient it folds back
+    itself (`fold_contexts`); the unfused path concatenates shifted block views, as before."""
 
     def __init__(self, length: int, left: int, right: int, block: int, chunk_blocks: int, device,
                  fused: bool = True):
@@ -162,9 +163,9 @@ class _Band:
 
     def attend_row(self, q: torch.Tensor, k_contexts: torch.Tensor, v_contexts: torch.Tensor,
                    mask: torch.Tensor) -> torch.Tensor:
-        """One row's chunk of n blocks through SDPA's fused CPU kernel: q [H, n * block, hd];
-        k_contexts, v_contexts [H, n, context, hd]; mask [n, block, context] -> [H, n * block, hd].
-        The kernel takes 4-D inputs only, so the blocks stand in for its head dim and the row's
+        """One row's chunk of n blocks through one SDPA call: q [H, n * block, hd]; k_contexts,
+        v_contexts [H, n, context, hd]; mask [n, block, context] -> [H, n * block, hd]. The CPU's
+        fused kernel takes 4-D inputs only, so the blocks stand in for its head dim and the row's
         heads for its batch, and the mask broadcasts over the heads (a call over all rows would
         need it copied per head). Each (row, head, block) is computed alone, so its rounding does
         not depend on what shares the call: 1-process, DP, TP, PP and SP runs agree bit for bit
