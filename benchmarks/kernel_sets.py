@@ -4,7 +4,8 @@ gpu_check.py on a GPU), so one run gives issue 27's before/after ratio:
   new  today's: latent attention with no mask (megamerge/models/common/full_attention.py: per row
        on the CPU, the per-key term in an extra head-dim column elsewhere, flash-attn's varlen
        kernel where it applies), every merge width computed on the host (token_merging.py, "Token
-       counts on the host"), the blocked local attention through SDPA's fused kernel;
+       counts on the host"), the blocked local attention through SDPA's fused kernel (one call per
+       row and chunk, overlapping-window contexts, a backward that folds their gradients);
   old  before issue 27: latent attention through SDPA with a mask (boolean key padding, or a float
        mask carrying the size-proportional log-size bias), each merge width read from the device,
        the blocked local attention through SDPA's unfused 5-D path.
