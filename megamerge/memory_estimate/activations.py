@@ -158,8 +158,8 @@ def gathered_stream_bytes(cfg: MergeDNAConfig, tokens: int, sp: int, k: Kernels)
 
 
 def rope_table_bytes(cfg: MergeDNAConfig, tokens: int) -> float:
-    """cos and signed sin, [B, T, 1, head_dim] each (rope_angles), computed once per module and
-    kept by apply_rope."""
+    """cos and signed sin, [B, T, 1, head_dim] each (rope_angles), kept by apply_rope: one pair
+    per module, but one per block in the latent decoder (latent_decoder_step computes its own)."""
     return tokens * 2 * cfg.head_dim * FP32
 
 
@@ -244,7 +244,7 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels, sp: int = 1) 
     def other(pass_name, module, stage_layer, nbytes, part="other"):
         sites.append(Site(pass_name, module, part, stage_layer, nbytes))
 
-    def rope(pass_name, module, stage_layer, tokens, local):  # each module's tables, sliced as its blocks
+    def rope(pass_name, module, stage_layer, tokens, local):  # one pair of tables, sliced as the blocks
         other(pass_name, module, stage_layer, rope_table_bytes(cfg, block_tokens(cfg, tokens, sp, local)),
               part="blocks")
 
