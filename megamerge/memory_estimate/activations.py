@@ -159,7 +159,8 @@ def gathered_stream_bytes(cfg: MergeDNAConfig, tokens: int, sp: int, k: Kernels)
 
 def rope_table_bytes(cfg: MergeDNAConfig, tokens: int) -> float:
     """cos and signed sin, [B, T, 1, head_dim] each (rope_angles), kept by apply_rope: one pair
-    per module, but one per block in the latent decoder (latent_decoder_step computes its own)."""
+    per module and pass, shared by its blocks (latent_encoder.block_on_pass; the encoder's anew
+    after each merge)."""
     return tokens * 2 * cfg.head_dim * FP32
 
 
@@ -276,10 +277,9 @@ def step_sites(cfg: MergeDNAConfig, seq: int, tp: int, k: Kernels, sp: int = 1) 
         other(p, "latent_encoder", "latent_norm", top * norm_bytes(cfg, k))  # final norm
         if not full_pass:  # unmerge K -> L: the gather keeps its source, rotate back by each offset
             other(p, "outside", "latent_norm", K * D * k.nbytes + rotation_bytes(cfg, L))
-        # Latent Decoder: each block computes its own tables (latent_decoder_step, shared with the
-        # pipeline stages), and each block keeps them
+        # Latent Decoder
+        rope(p, "latent_decoder", "latent_decoder", L, local=False)
         for _ in range(cfg.latent_decoder_layers):
-            rope(p, "latent_decoder", "latent_decoder", L, local=False)
             block(p, "latent_decoder", "latent_decoder", L, local=False)
         # Local Decoder: unmerge L -> N (gather source, rotation back), blocks, norm + head
         other(p, "local_decoder", "local_decoder", L * D * k.nbytes + rotation_bytes(cfg, N))

@@ -65,10 +65,10 @@ def test_cli_prints_every_term(capsys):
 def test_sp1_leaves_the_estimate_unchanged():
     """The numbers of the estimator before --sp existed, to the byte (bf16 flash-attn 380m at 4096 bases,
     fp32 CPU tiny at 300; the saved bytes since the CPU's latent attention runs per row and RoPE's
-    tables span the whole head, one pair per latent-decoder block; on the GPU since pass 2's biased
+    tables span the whole head, one pair per module and pass; on the GPU since pass 2's biased
     blocks are priced in the key-column form): S = 1 changes nothing."""
-    cases = {("380m", 1, 4096, "gpu", 2): (9439991500.0, 54525952.0, 918478620.0, 214204416.0),
-             ("tiny", 2, 300, "cpu", 4): (143491792.0, 2830336.0, 17107056.0, 8979136.0)}
+    cases = {("380m", 1, 4096, "gpu", 2): (9428669644.0, 54525952.0, 907156764.0, 214204416.0),
+             ("tiny", 2, 300, "cpu", 4): (143215312.0, 2830336.0, 16830576.0, 8979136.0)}
     for (model, micro, seq, device, nbytes), expected in cases.items():
         cfg = MergeDNAConfig.from_preset(model)
         got = []

@@ -56,7 +56,7 @@ def test_pipeline_stages_import_the_objective_pieces_and_call_them():
     assert _imported_from(tree, OBJECTIVE_MODULE) == PIECES - STEP_PIECES
     assert PIECES - STEP_PIECES <= _called_names(tree)
     assert {"latent_block_step", "merge_if_due"} <= _imported_from(tree, LATENT_ENCODER_MODULE)
-    assert {"latent_block_step", "merge_if_due", "latent_decoder_step"} <= _called_names(tree)
+    assert {"latent_block_step", "merge_if_due", "block_on_pass"} <= _called_names(tree)
 
 
 def _functions_calling(path: Path, names: set[str]) -> list[str]:
@@ -69,7 +69,7 @@ def test_the_latent_block_step_is_defined_once():
     """merge_latent, latent_key_bias and the latent blocks' RoPE are called in one function each of
     latent_encoder.py, and nowhere else in MergeDNA but objective.py's definitions."""
     assert _functions_calling(LATENT_ENCODER, {"merge_latent"}) == ["merge_if_due"]
-    assert _functions_calling(LATENT_ENCODER, {"latent_key_bias", "rope_angles"}) == ["latent_block_step"]
+    assert _functions_calling(LATENT_ENCODER, {"latent_key_bias", "rope_angles"}) == ["block_on_pass"]
     for path in sorted((ROOT / "models" / "mergedna").glob("*.py")):
         if path in (LATENT_ENCODER, ROOT / "models" / "mergedna" / "objective.py"):
             continue

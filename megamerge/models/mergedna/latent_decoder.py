@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from torch import nn
 
 from megamerge.models.common.block import TransformerBlock
-from megamerge.models.common.rope import rope_angles
 from megamerge.models.mergedna.config import MergeDNAConfig
+from megamerge.models.mergedna.latent_encoder import LatentPass, block_on_pass
 from megamerge.models.mergedna.token_merging import TokenState
 
 
@@ -23,13 +21,9 @@ class LatentDecoder(nn.Module):
         )
 
     def forward(self, state: TokenState) -> TokenState:
+        # the blocks share one pair of RoPE tables (block_on_pass keeps them in the pass), as the
+        # pipeline's decoder stages do
+        p = LatentPass.start(state)
         for block in self.blocks:
-            state = latent_decoder_step(self.cfg, block, state)
-        return state
-
-
-def latent_decoder_step(cfg: MergeDNAConfig, block: nn.Module, state: TokenState) -> TokenState:
-    """One latent-decoder block (RoPE at the token positions, the block): LatentDecoder.forward and
-    the pipeline's decoder stages run this."""
-    rope = rope_angles(state.pos, cfg.head_dim, cfg.rope_theta)
-    return replace(state, x=block(state.x, rope, state.valid, None, state.counts))
+            p = block_on_pass(self.cfg, block, p)
+        return p.state

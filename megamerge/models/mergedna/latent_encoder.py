@@ -6,7 +6,8 @@ attend size-proportionally (objective.latent_key_bias) by default.
 
 `latent_block_step` is the one definition of what happens at a block (merge if due, RoPE, key
 bias, block): `LatentEncoder.forward` runs it over its blocks, and every pipeline stage and the
-pipeline's AMTM preview run it over theirs (models/mergedna/pipeline.py)."""
+pipeline's AMTM preview run it over theirs (models/mergedna/pipeline.py). The Latent Decoder's
+blocks run its second half, `block_on_pass`."""
 
 from __future__ import annotations
 
@@ -56,9 +57,14 @@ def merge_if_due(cfg: MergeDNAConfig, p: LatentPass, point: int, merge_points: t
 
 def latent_block_step(cfg: MergeDNAConfig, block: nn.Module, p: LatentPass, index: int,
                       merge_points: tuple[int, ...]) -> LatentPass:
-    """Latent-encoder block `index` on pass `p`: merge if due, RoPE at the (merged) positions, the
-    size-proportional key bias once merged, the block."""
-    p = merge_if_due(cfg, p, index, merge_points)
+    """Latent-encoder block `index` on pass `p`: merge if due, then the block (block_on_pass)."""
+    return block_on_pass(cfg, block, merge_if_due(cfg, p, index, merge_points))
+
+
+def block_on_pass(cfg: MergeDNAConfig, block: nn.Module, p: LatentPass) -> LatentPass:
+    """A full-attention block on pass `p`'s tokens, with RoPE at their positions and, once merged,
+    the size-proportional key bias. Both are computed at the first block after the pass starts or
+    merges and kept in `p` for the blocks after it: the latent encoder's and the latent decoder's."""
     if p.rope_cos is None:
         cos, sin = rope_angles(p.state.pos, cfg.head_dim, cfg.rope_theta)
         key_bias = None if p.latent_map is None else objective.latent_key_bias(

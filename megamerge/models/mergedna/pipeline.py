@@ -11,7 +11,7 @@ flattens it): pass 1 (MTR), pass 2 (latent MTR: starts at the first latent block
 detached tokens and merges globally at each of `cfg.latent_merge_points`, so its merge state
 crosses stage boundaries; unmerged after the latent norm) and pass 3 (AMTM on the masked input).
 Every stage advances each pass with the functions the unsplit modules use: `latent_block_step`
-(merge if due, RoPE, key bias, block) and `latent_decoder_step`; the objective's pieces come from
+(merge if due, RoPE, key bias, block) and, in the decoder, `block_on_pass`; the objective's pieces come from
 objective.py, as in `MergeDNA.compute_losses`.
 
 The AMTM mask is the catch: it is drawn from pass 2's latent merge map S', which is complete on
@@ -39,8 +39,12 @@ from torch import nn
 
 from megamerge.models.common.batch import Batch
 from megamerge.models.mergedna.config import MergeDNAConfig
-from megamerge.models.mergedna.latent_decoder import latent_decoder_step
-from megamerge.models.mergedna.latent_encoder import LatentPass, latent_block_step, merge_if_due
+from megamerge.models.mergedna.latent_encoder import (
+    LatentPass,
+    block_on_pass,
+    latent_block_step,
+    merge_if_due,
+)
 from megamerge.models.mergedna.local_encoder import host_counts
 from megamerge.models.mergedna.model import MergeDNA
 from megamerge.models.mergedna.objective import (
@@ -175,9 +179,10 @@ class LatentEncoderNormPipe(_PipeLayer):
 class LatentDecoderBlockPipe(_PipeLayer):
     def forward(self, carried: tuple) -> tuple:
         cfg, c = self.cfg, carry.from_tuple(Carry, carried)
-        for name in ("pass1", "pass2", "pass3"):  # pass 2 decodes on the frozen tokens' frame
-            p = getattr(c, name)
-            setattr(c, name, replace(p, state=latent_decoder_step(cfg, self.block, p.state)))
+        # pass 2 decodes on the frozen tokens' frame; each pass keeps its RoPE tables from block
+        # to block within the stage (passes 1 and 3 from the latent encoder's)
+        for name in ("pass1", "pass2", "pass3"):
+            setattr(c, name, block_on_pass(cfg, self.block, getattr(c, name)))
         return carry.to_tuple(c)
 
 
