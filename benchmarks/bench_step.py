@@ -12,7 +12,9 @@ Configurations: the tiny preset, and a mid-size one (the 380m layout, 4 / 20 / 4
 D = 256 so that a CPU step takes seconds), both at N = 4096 with one padded sample. The target
 (issue 27): the tiny step at least 1.3x faster than the old kernels, medians of interleaved runs.
 A second table times the attention kernels alone at the tiny step's shapes, where the two sets
-differ; whole steps move with the machine's load by more than that difference.
+differ; whole steps move with the machine's load by more than that difference. A third splits the
+tiny step, under the profiler, into the matmul and attention kernels (the same FLOPs in both sets)
+and the rest, which bounds what any kernel set can gain on the CPU.
 """
 
 from __future__ import annotations
@@ -114,6 +116,49 @@ def interleaved_medians(calls: dict, repeats: int) -> dict:
     return out
 
 
+def in_compute_kernels(op: str) -> bool:
+    """The matmuls and SDPA's attention kernels: on the CPU both sets run them at about the same
+    FLOP/s on the same FLOPs, so no change of kernel set can make them cheaper."""
+    return op in ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm") or op.startswith(
+        "aten::_scaled_dot_product")
+
+
+def time_split(kernel_sets: list[str], n: int, repeats: int) -> dict:
+    """{kernel set: (seconds in the compute kernels, seconds in everything else)} for one tiny step
+    under the profiler (self CPU times), medians of `repeats` interleaved profiled steps."""
+    make_cfg, micro = CONFIGS["tiny"]
+    step = make_step(make_cfg(), micro, n)
+    splits = {s: [] for s in kernel_sets}
+    for s in kernel_sets:
+        use_kernel_set(s)
+        step()
+    for _ in tqdm(range(repeats), desc="profiled tiny steps", unit="round"):
+        for s in kernel_sets:
+            use_kernel_set(s)
+            with torch.profiler.profile() as prof:
+                step()
+            events = prof.key_averages()
+            compute = sum(e.self_cpu_time_total for e in events if in_compute_kernels(e.key)) / 1e6
+            splits[s].append((compute, sum(e.self_cpu_time_total for e in events) / 1e6 - compute))
+    use_kernel_set("new")
+    return {s: tuple(statistics.median(part) for part in zip(*v)) for s, v in splits.items()}
+
+
+def split_table(splits: dict, tiny_steps: dict) -> list[str]:
+    """The profiler split of the tiny step, and the bound it puts on old / new: with everything but
+    the compute kernels at zero, the new step would take its compute share of today's time."""
+    rows = ["| kernel set | step under the profiler (s) | matmul and attention kernels (s) | their share |",
+            "|---|---|---|---|"]
+    rows += [f"| {s} | {c + r:.3f} | {c:.3f} | {c / (c + r):.0%} |" for s, (c, r) in splits.items()]
+    if "old" in splits and "new" in splits:
+        compute, rest = splits["new"]
+        share = compute / (compute + rest)
+        bound = tiny_steps["old"] / (tiny_steps["new"] * share)
+        rows += ["", (f"The most the new set could gain with these FLOPs: old / new of the tiny step above "
+                      f"over the new step's compute share, {bound:.2f}x (everything else at zero).")]
+    return rows
+
+
 def measure(kernel_sets: list[str], n: int, repeats: int, compiled: bool) -> dict:
     """{configuration: {column: median seconds per step}}: a column per kernel set, and "new +
     compiled blocks" when `compiled`."""
@@ -161,7 +206,7 @@ def main(argv=None) -> int:
     kernels = interleaved_medians(kernel_calls, 3 * args.repeats)
     body = "\n".join([
         (f"Command: `python benchmarks/bench_step.py{' --compile' if args.compile else ''} --repeats "
-         f"{args.repeats}` (issue 27's CPU before/after; the kernel sets are described in its docstring)"),
+         f"{args.repeats}{'' if args.seq_len == 4096 else f' --seq-len {args.seq_len}'}` (issue 27's CPU before/after; the kernel sets are described in its docstring)"),
         (f"Machine: {machine_line()}; load average {load} when started; fp32; one AdamW step of the three "
          f"passes; medians of {args.repeats} interleaved steps after one warm-up step each."),
         "",
@@ -171,6 +216,11 @@ def main(argv=None) -> int:
          f"32, one row 7/8 valid), forward + backward, medians of {3 * args.repeats} interleaved calls:"),
         "",
         *table(kernels, "kernel", "ms", 1e3, 1),
+        "",
+        (f"Where the tiny step's time goes (N = {args.seq_len}), by the profiler's self CPU times, medians "
+         f"of {args.repeats} interleaved profiled steps:"),
+        "",
+        *split_table(time_split(sets, args.seq_len, args.repeats), steps["tiny"]),
     ])
     print(body)
     if not args.no_write:

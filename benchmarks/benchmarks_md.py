@@ -14,8 +14,19 @@ HEADER = ("# Benchmarks\n\nEvery number is a median over repeated runs, measured
           "the command shown.\n")
 
 
+def cpu_model() -> str:
+    """The CPU's model name where Linux reports it (the project's machines change between sessions,
+    and timings with them), else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    return platform.processor() or platform.machine()
+
+
 def machine_line() -> str:
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+    return (f"{cpu_model()}, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
 

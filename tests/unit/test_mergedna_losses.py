@@ -195,3 +195,20 @@ def test_activation_checkpointing_changes_nothing_but_memory():
     assert torch.equal(grads[0][0], grads[1][0])
     for a, b in zip(grads[0][1], grads[1][1]):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_latent_decoder_blocks_share_one_pair_of_rope_tables_per_pass(monkeypatch):
+    """RoPE's tables depend on the positions only, which the latent decoder's blocks share: one
+    pair per pass (three passes), not one per block."""
+    from megamerge.models.mergedna import latent_encoder
+
+    calls, inside = [], [False]
+    real = latent_encoder.rope_angles
+    monkeypatch.setattr(latent_encoder, "rope_angles",
+                        lambda *a, **k: (calls.append(inside[0]), real(*a, **k))[1])
+    model = MergeDNA(MergeDNAConfig.from_preset("tiny"))
+    model.latent_decoder.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
+    model.latent_decoder.register_forward_hook(lambda *_: inside.__setitem__(0, False))
+    assert model.cfg.latent_decoder_layers > 1
+    model.compute_losses(_ids())
+    assert calls.count(True) == 3
