@@ -206,7 +206,8 @@ def main(argv=None) -> int:
     kernels = interleaved_medians(kernel_calls, 3 * args.repeats)
     body = "\n".join([
         (f"Command: `python benchmarks/bench_step.py{' --compile' if args.compile else ''} --repeats "
-         f"{args.repeats}{'' if args.seq_len == 4096 else f' --seq-len {args.seq_len}'}` (issue 27's CPU before/after; the kernel sets are described in its docstring)"),
+         f"{args.repeats}{'' if args.seq_len == 4096 else f' --seq-len {args.seq_len}'}` (issue 27's "
+         f"CPU before/after; the kernel sets are described in its docstring)"),
         (f"Machine: {machine_line()}; load average {load} when started; fp32; one AdamW step of the three "
          f"passes; medians of {args.repeats} interleaved steps after one warm-up step each."),
         "",
