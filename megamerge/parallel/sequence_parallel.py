@@ -19,6 +19,8 @@ order of magnitude more for the backward pass, hold 1/S of theirs.
   megamerge's own `full_attention` over the whole sequence for n_heads / S heads: RoPE positions,
   key padding and the size-proportional key bias stay global, and no attention mask appears.
 * The block's output is all-gathered back to the whole sequence.
+* With --compile, each block is compiled before it is split: the slicing and the all-gather stay
+  outside the compiled forward, and the all-to-all inside it runs eager (`UlyssesAttention`).
 
 Merges are taken on the whole sequence, identically on every rank, so S = 2 makes the same merge
 decisions as S = 1 (the local merges' windows follow compacted token indices and would cross any
@@ -146,6 +148,9 @@ class UlyssesAttention:
                              causal=causal, key_bias=key_bias, key_counts=key_counts)
         return out.transpose(1, 2)
 
+    # Under --compile the all-to-all and the attention between them run eager: dynamo stops here,
+    # and a block compiles into its parts before and after (DeepSpeed's comm layer is not traced).
+    @torch.compiler.disable
     def __call__(self, q, k, v, key_valid, causal: bool = False, key_bias=None, key_counts=None):
         out = self.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0, None,
                              key_valid, causal, key_bias, key_counts)  # [B, n, H, hd]

@@ -12,13 +12,14 @@ from torch import nn
 from megamerge.models.common.block import TransformerBlock
 
 
-def apply_compile(model: nn.Module) -> int:
+def apply_compile(model: nn.Module, backend: str = "inductor") -> int:
     """Compile the forward of every TransformerBlock of `model` in place; returns how many. Apply
     before activation checkpointing, which then checkpoints the compiled forward (dynamo does not
-    trace into a forward that activation_checkpointing.py has already wrapped)."""
+    trace into a forward that activation_checkpointing.py has already wrapped), and before sequence
+    parallelism, whose all-to-all runs eager between the compiled parts of a block."""
     compiled = 0
     for module in model.modules():
         if isinstance(module, TransformerBlock):
-            module.forward = torch.compile(module.forward, dynamic=True)
+            module.forward = torch.compile(module.forward, dynamic=True, backend=backend)
             compiled += 1
     return compiled

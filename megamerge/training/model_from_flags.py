@@ -66,6 +66,3 @@ def check_parallel_layout(args, cfg, world_size: int) -> None:
         check_sequence_parallel_sizes(cfg.n_heads, sp, getattr(cfg, "n_kv_heads", None))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if sp > 1 and args.compile:
-        raise ConfigError(f"--sequence-parallel-size {sp} with --compile is not supported yet (the "
-                          "all-to-all would sit inside the compiled blocks); drop one of them")

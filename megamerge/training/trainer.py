@@ -141,7 +141,7 @@ class Trainer:
             apply_compile(model)
         if self.args.checkpoint_activations:
             apply_activation_checkpointing(model)
-        # last: its collectives stay outside what compilation and checkpointing wrap
+        # last: its slicing and all-gather stay outside what compilation and checkpointing wrap
         apply_sequence_parallel(model, self.parallel.sp_group)
         return model, total_parameters
 

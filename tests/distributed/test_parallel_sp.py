@@ -55,3 +55,19 @@ def test_carmania_sp2_matches_sp1(measured):
     assert abs(ref - got) <= 1e-5
     assert measured["carmania"]["max_grad_diff"] <= 1e-5, measured["carmania"]["worst_grad"]
     assert measured["carmania"]["max_grad"] > 1e-3
+
+
+def test_sp2_with_compiled_blocks_matches_sp1(tmp_path):
+    """train.py --compile with --sequence-parallel-size 2: every block compiled, then split; the
+    all-to-all runs eager between a block's compiled parts. Traced by dynamo and AOT autograd
+    (backend aot_eager): inductor's code for the same blocks is test_compile.py's, and would cost
+    minutes per rank here."""
+    out = tmp_path / "sp_compiled.json"
+    run_workers("tests.distributed.workers.sequence_parallel_mergedna", 2, out,
+                json.dumps({"compile_backend": "aot_eager"}))
+    measured = json.loads(out.read_text())
+    assert measured["compiled"] == measured["blocks"] == 10 and measured["compiled_graphs"] > 0
+    for key, (ref, got) in measured["forward"].items():
+        assert abs(ref - got) <= 1e-5, (key, ref, got)
+    assert measured["max_grad_diff"] <= 1e-5, measured["worst_grad"]
+    assert measured["max_grad"] > 1e-3

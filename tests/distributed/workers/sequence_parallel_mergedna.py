@@ -76,17 +76,26 @@ def _summed_grads(model, group) -> None:
 
 
 def worker(out_path: Path, overrides: dict | None = None) -> None:
+    """`overrides`: MergeDNA options (test_fidelity_layouts.py), and "compile_backend" to compile the
+    split copy's blocks first, as train.py --compile does (test_parallel_sp.py)."""
     import torch.distributed as dist
+    from torch._dynamo.utils import counters
 
     from megamerge.parallel import initialize_model_parallel
     from megamerge.parallel.sequence_parallel import apply_sequence_parallel, backward_scale
+    from megamerge.training.compile import apply_compile
+
+    overrides = dict(overrides or {})
+    compile_backend = overrides.pop("compile_backend", None)
+    one_step = bool(overrides) or compile_backend is not None
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     state = initialize_model_parallel(sp=2)
-    cfg = MergeDNAConfig.from_preset("tiny", **(overrides or {}))
+    cfg = MergeDNAConfig.from_preset("tiny", **overrides)
     torch.manual_seed(0)
     ref = MergeDNA(cfg)
     model = copy.deepcopy(ref)
+    compiled = apply_compile(model, backend=compile_backend) if compile_backend else 0
     blocks = apply_sequence_parallel(model, state.sp_group)
     scale = backward_scale(state.sp)
 
@@ -94,9 +103,9 @@ def worker(out_path: Path, overrides: dict | None = None) -> None:
     ids, seeds = _batch(index), sample_seeds(3, index)
     # float64: a hard merge ranking must not flip on the last bit that a different split rounds
     results = {}
-    # With `overrides` (test_fidelity_layouts.py) only the float32 step: the options change what is
-    # merged and attended, which that step covers; the rest checks the layout itself.
-    for dtype in (torch.float32,) if overrides else (torch.float32, torch.float64):
+    # With options or compiled blocks only the float32 step: the options change what is merged and
+    # attended, compilation how a block runs, which that step covers; the rest checks the layout itself.
+    for dtype in (torch.float32,) if one_step else (torch.float32, torch.float64):
         r, m = copy.deepcopy(ref).to(dtype), model.to(dtype)
         m.zero_grad(set_to_none=True)
         ref_out, out = r.compute_losses(ids, seeds), m.compute_losses(ids, seeds)
@@ -110,16 +119,18 @@ def worker(out_path: Path, overrides: dict | None = None) -> None:
             "token_lengths_equal": torch.equal(ref_out["token_lengths"], out["token_lengths"]),
         }
 
-    losses = [] if overrides else [
+    losses = [] if one_step else [
         adamw_losses(ref, _batch, ITERS, BATCH, LR),
         adamw_losses(model, _batch, ITERS, BATCH, LR, loss_scale=scale,
                      after_backward=lambda net: _summed_grads(net, state.sp_group))]
 
-    carmania = _carmania(state.sp_group, scale) if not overrides else None
+    carmania = None if one_step else _carmania(state.sp_group, scale)
     if dist.get_rank() == 0:
         # the float32 step at the top level, in tensor_parallel_mergedna's format
         out_path.write_text(json.dumps({**results["torch.float32"], "float64": results.get("torch.float64"),
-                                        "train_losses": losses, "blocks": blocks, "carmania": carmania,
+                                        "train_losses": losses, "blocks": blocks, "compiled": compiled,
+                                        "compiled_graphs": counters["stats"]["unique_graphs"],
+                                        "carmania": carmania,
                                         "n_blocks": sum(1 for _ in ref.modules()
                                                         if type(_).__name__ == "TransformerBlock")}))
     dist.barrier()
