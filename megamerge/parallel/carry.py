@@ -7,7 +7,8 @@ backward pass, so float tensors that carry none (positions, sizes, loss weights)
 to int32, and bool masks as uint8 (the engine has no bool flag). The first tensor of the tuple
 holds one code per leaf, so the receiver rebuilds the dataclass with no schema of its own beyond
 its type; a leaf that is None is absent from the tuple. A field whose metadata says
-{"carried": False} (derived state, cheaper to recompute than to send) is left at its default.
+{"carried": False} (derived state, cheaper to recompute than to send) is left at its default by
+the next stage, and kept by the next layer of the same stage (`to_tuple`).
 """
 
 from __future__ import annotations
@@ -25,31 +26,44 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int
 
 
 @functools.cache
-def _fields(cls: type) -> list[tuple[str, type | None]]:
-    """(name, nested dataclass type or None for a tensor) for each field of `cls`, in order."""
+def _fields(cls: type) -> list[tuple[str, type | None, bool]]:
+    """(name, nested dataclass type or None for a leaf, carried) for each field of `cls`, in order."""
     hints = typing.get_type_hints(cls)
     out = []
     for field in dataclasses.fields(cls):
-        if not field.metadata.get("carried", True):  # derived state the receiver recomputes
-            continue
         nested = [t for t in typing.get_args(hints[field.name]) or (hints[field.name],)
                   if dataclasses.is_dataclass(t)]
-        out.append((field.name, nested[0] if nested else None))
+        out.append((field.name, nested[0] if nested else None, field.metadata.get("carried", True)))
     return out
 
 
-def _leaves(obj, cls: type) -> list[torch.Tensor | None]:
+def _leaves(obj, cls: type, carried: bool = True) -> list:
+    """The values of `obj`'s carried leaves (tensors or None), or with carried=False of its derived
+    ones, in field order through nested dataclasses (a derived nested dataclass is neither)."""
     out = []
-    for name, nested in _fields(cls):
+    for name, nested, is_carried in _fields(cls):
         value = None if obj is None else getattr(obj, name)
-        out += _leaves(value, nested) if nested is not None else [value]
+        if nested is not None:
+            out += _leaves(value, nested, carried) if is_carried else []
+        elif is_carried == carried:
+            out.append(value)
     return out
 
 
-def _rebuild(cls: type, leaves: typing.Iterator):
+def _rebuild(cls: type, leaves: typing.Iterator, derived: typing.Iterator | None):
+    """`cls` from its carried leaves and, where known (`derived`), its derived fields; None when
+    no carried leaf is present."""
     values, present = {}, False
-    for name, nested in _fields(cls):
-        values[name] = _rebuild(nested, leaves) if nested is not None else next(leaves)
+    for name, nested, is_carried in _fields(cls):
+        if nested is not None and is_carried:
+            values[name] = _rebuild(nested, leaves, derived)
+        elif is_carried:
+            values[name] = next(leaves)
+        elif nested is None and derived is not None:
+            values[name] = next(derived)
+            continue
+        else:
+            continue
         present |= values[name] is not None
     return cls(**values) if present else None
 
@@ -77,22 +91,31 @@ def _decode(code: int, t: torch.Tensor | None) -> torch.Tensor | None:
 def to_tuple(obj) -> tuple[torch.Tensor, ...]:
     """(codes [n leaves] uint8, *the present leaves encoded) for the dataclass `obj`."""
     encoded = [_encode(t) for t in _leaves(obj, type(obj))]
-    codes = torch.tensor([code for code, _ in encoded], dtype=torch.uint8)
-    device = next((t.device for _, t in encoded if t is not None), codes.device)
-    return (codes.to(device), *(t for _, t in encoded if t is not None))
+    codes = [code for code, _ in encoded]
+    device = next((t.device for _, t in encoded if t is not None), None)
+    codes_tensor = torch.tensor(codes, dtype=torch.uint8, device=device)
+    # Between two layers of one stage the engine hands this tuple on as it is: the codes and the
+    # derived fields ride on the codes tensor, so the next layer neither reads the codes back from
+    # the device (a host sync) nor recomputes the derived state. A tuple received from another
+    # stage (or re-made by checkpointing) is a new tensor without them.
+    codes_tensor.within_stage = (codes, _leaves(obj, type(obj), carried=False))
+    return (codes_tensor, *(t for _, t in encoded if t is not None))
 
 
 def from_tuple(cls: type, carried: tuple[torch.Tensor, ...]):
-    codes, tensors = carried[0].tolist(), iter(carried[1:])
+    within_stage = getattr(carried[0], "within_stage", None)
+    codes, derived = within_stage if within_stage is not None else (carried[0].tolist(), None)
+    tensors = iter(carried[1:])
     leaves = iter([_decode(code, None if code == ABSENT else next(tensors)) for code in codes])
-    return _rebuild(cls, leaves)
+    return _rebuild(cls, leaves, None if derived is None else iter(derived))
 
 
 def send(obj, dst: int) -> None:
     """`obj` to global rank `dst` (dist.send): a header of codes, dtypes and shapes, then the tensors."""
     carried = to_tuple(obj)
     tensors = carried[1:]
-    header = [len(carried[0]), *carried[0].tolist(), len(tensors)]
+    codes = carried[0].within_stage[0]
+    header = [len(codes), *codes, len(tensors)]
     for t in tensors:
         header += [DTYPES.index(t.dtype), t.dim(), *t.shape]
     device = carried[0].device

@@ -83,3 +83,30 @@ def test_a_trainer_step_syncs_only_where_named(tmp_path):
     assert measured["syncs"] == TRAIN_STEP
     # the counted step logs, so it did compute the group norms (no sync of their own)
     assert measured["grad_norms"] == {"merge_grad_norm": True, "local_encoder_grad_norm": True}
+
+
+def test_a_later_pipeline_stage_reads_what_it_received_back_once(counted_syncs):
+    """Pipeline parallelism: a stage that receives the carry after the local encoder runs every
+    latent layer and the local decoder with three syncs: the codes of the tuple it received, every
+    pass's token counts at once (derived state, not sent), and the local decoder's input check.
+    Within the stage the layers hand the codes and counts on (parallel/carry.py)."""
+    from megamerge.models.common.batch import Batch
+    from megamerge.models.mergedna.pipeline import PIPE_CLASSES, StageInputs
+    from megamerge.models.mergedna.pipeline_layers import pipeline_layers
+    from megamerge.parallel import carry
+
+    torch.manual_seed(0)
+    model = MergeDNA(MergeDNAConfig.from_preset("tiny")).train()
+    layers = [PIPE_CLASSES[layer.kind](model, layer) for layer in pipeline_layers(model.cfg)]
+    ids = MockGenome(256, seed=5).batch(torch.arange(2))
+    ids[1, 200:] = PAD
+    amtm_mask = (torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.15) & (ids != PAD)
+    sent = layers[0](carry.to_tuple(StageInputs(Batch(ids, torch.tensor([1, 2])), amtm_mask)))
+    carried = tuple(t.clone() for t in sent)  # what the next stage receives: new tensors
+    counted_syncs.clear()
+    for layer in layers[1:]:
+        carried = layer(carried)
+    carried[0].backward()
+    assert dict(counted_syncs) == {("parallel/carry.py", "from_tuple"): 1,
+                                   ("models/mergedna/pipeline.py", "with_host_counts"): 1,
+                                   ("vocabulary.py", "check_input_ids"): 1}

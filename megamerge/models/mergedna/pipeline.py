@@ -94,6 +94,29 @@ class Carry:
     pass2: LatentPass | None = None  # latent MTR, from the first latent block on
     latent_lengths: torch.Tensor | None = None  # [B] K_b, once pass 2 is unmerged
 
+    @classmethod
+    def received(cls, carried: tuple) -> Carry:
+        """The carry a latent layer was handed, with every pass's host token counts."""
+        c = carry.from_tuple(cls, carried)
+        c.pass1, c.pass2, c.pass3 = with_host_counts(c.pass1, c.pass2, c.pass3)
+        return c
+
+
+def with_host_counts(*passes: LatentPass | None) -> list[LatentPass | None]:
+    """`passes` with their host token counts. What another stage sent has none (derived state, not
+    sent): they are read back at once, one host sync per stage and micro-batch, instead of one at
+    every merge and attention call after it."""
+    missing = [p for p in passes if p is not None and (p.state.counts is None or p.token_counts is None)]
+    if not missing:
+        return list(passes)
+    sums = torch.stack([valid.sum(1) for p in missing for valid in (p.state.valid, p.token_valid)])
+    rows = iter(sums.tolist())  # [2 x passes, B]: each pass's tokens, then the tokens it started from
+    counted = {}
+    for p in missing:
+        counts, token_counts = tuple(next(rows)), tuple(next(rows))
+        counted[id(p)] = replace(p, state=replace(p.state, counts=counts), token_counts=token_counts)
+    return [counted.get(id(p), p) for p in passes]
+
 
 def _normed(p: LatentPass, norm: nn.Module) -> LatentPass:
     return replace(p, state=replace(p.state, x=norm(p.state.x)))
@@ -138,7 +161,7 @@ class LocalEncoderPipe(_PipeLayer):
 
 class LatentEncoderBlockPipe(_PipeLayer):
     def forward(self, carried: tuple) -> tuple:
-        cfg, c = self.cfg, carry.from_tuple(Carry, carried)
+        cfg, c = self.cfg, Carry.received(carried)
         if c.pass2 is None:  # pass 2 runs on the frozen tokenizer output
             c.pass2 = LatentPass.start(c.pass1.state.detach())
         c.pass1 = latent_block_step(cfg, self.block, c.pass1, self.index, ())
@@ -159,7 +182,7 @@ class LatentEncoderNormPipe(_PipeLayer):
     """The latent encoder's final norm; then pass 2 is unmerged back to the L local tokens."""
 
     def forward(self, carried: tuple) -> tuple:
-        cfg, c = self.cfg, carry.from_tuple(Carry, carried)
+        cfg, c = self.cfg, Carry.received(carried)
         # after the last block
         pass2 = merge_if_due(cfg, c.pass2, cfg.latent_encoder_layers, cfg.latent_merge_points)
         merged = pass2.state  # [B, K, D]
@@ -178,7 +201,7 @@ class LatentEncoderNormPipe(_PipeLayer):
 
 class LatentDecoderBlockPipe(_PipeLayer):
     def forward(self, carried: tuple) -> tuple:
-        cfg, c = self.cfg, carry.from_tuple(Carry, carried)
+        cfg, c = self.cfg, Carry.received(carried)
         # pass 2 decodes on the frozen tokens' frame; each pass keeps its RoPE tables from block
         # to block within the stage (passes 1 and 3 from the latent encoder's)
         for name in ("pass1", "pass2", "pass3"):
@@ -236,7 +259,7 @@ class MergeDNAPipeline(PipelineDriver):
             p = layers[0].preview(input_ids, seeds)
             frozen, layers = p.state, layers[1:]
         elif self.stage <= self.merge_stage:
-            p = carry.recv(LatentPass, ranks[self.stage - 1], device)
+            p = with_host_counts(carry.recv(LatentPass, ranks[self.stage - 1], device))[0]
         if self.stage > self.merge_stage:
             return frozen, None
         for layer in layers:
