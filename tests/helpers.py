@@ -96,14 +96,18 @@ def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
 
 
 SYNCING_TENSOR_METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+# Given host data and a device, these copy it there from pageable memory, which CUDA does by
+# waiting for the stream (a non_blocking=False copy): a sync as much as .item() is.
+HOST_TO_DEVICE_FACTORIES = ("tensor", "as_tensor")
 
 
 @contextmanager
 def counted_host_syncs() -> Iterator[dict]:
     """{(file under megamerge/, function): calls} of the Tensor methods that wait for the device
-    (`SYNCING_TENSOR_METHODS`), made while the context lives, each attributed to the innermost
-    megamerge function on the stack (a call inside DeepSpeed counts for the megamerge code that
-    called into it). Counted on the CPU by patching the methods: the code path is CUDA's."""
+    (`SYNCING_TENSOR_METHODS`) and of the factories given a device (`HOST_TO_DEVICE_FACTORIES`),
+    made while the context lives, each attributed to the innermost megamerge function on the stack
+    (a call inside DeepSpeed counts for the megamerge code that called into it). Counted on the CPU
+    by patching them: the code path is CUDA's."""
     import collections
     import traceback
 
@@ -112,21 +116,36 @@ def counted_host_syncs() -> Iterator[dict]:
     package = REPO / "megamerge"
     counts = collections.Counter()
     originals = {name: getattr(torch.Tensor, name) for name in SYNCING_TENSOR_METHODS}
+    factories = {name: getattr(torch, name) for name in HOST_TO_DEVICE_FACTORIES}
+
+    def count() -> None:
+        for frame in reversed(traceback.extract_stack()[:-2]):
+            path = Path(frame.filename).resolve()
+            if package in path.parents:
+                counts[(str(path.relative_to(package)), frame.name)] += 1
+                break
 
     def counting(original):
         def method(self, *args, **kwargs):
-            for frame in reversed(traceback.extract_stack()[:-1]):
-                path = Path(frame.filename).resolve()
-                if package in path.parents:
-                    counts[(str(path.relative_to(package)), frame.name)] += 1
-                    break
+            count()
             return original(self, *args, **kwargs)
         return method
 
+    def counting_factory(original):
+        def factory(*args, **kwargs):
+            if kwargs.get("device") is not None:
+                count()
+            return original(*args, **kwargs)
+        return factory
+
     for name, original in originals.items():
         setattr(torch.Tensor, name, counting(original))
+    for name, original in factories.items():
+        setattr(torch, name, counting_factory(original))
     try:
         yield counts
     finally:
         for name, original in originals.items():
             setattr(torch.Tensor, name, original)
+        for name, original in factories.items():
+            setattr(torch, name, original)

@@ -92,8 +92,10 @@ def to_tuple(obj) -> tuple[torch.Tensor, ...]:
     """(codes [n leaves] uint8, *the present leaves encoded) for the dataclass `obj`."""
     encoded = [_encode(t) for t in _leaves(obj, type(obj))]
     codes = [code for code, _ in encoded]
-    device = next((t.device for _, t in encoded if t is not None), None)
-    codes_tensor = torch.tensor(codes, dtype=torch.uint8, device=device)
+    device = next((t.device for _, t in encoded if t is not None), torch.device("cpu"))
+    codes_tensor = torch.tensor(codes, dtype=torch.uint8)
+    if device.type != "cpu":  # from pinned memory without waiting, as a pageable copy would
+        codes_tensor = codes_tensor.pin_memory().to(device, non_blocking=True)
     # Between two layers of one stage the engine hands this tuple on as it is: the codes and the
     # derived fields ride on the codes tensor, so the next layer neither reads the codes back from
     # the device (a host sync) nor recomputes the derived state. A tuple received from another

@@ -1,7 +1,8 @@
 """Host-device synchronisations inside a training step (issue 27): every remaining one is named
-here with its count, so a new `float()`, `.item()`, `if tensor:` or `.tolist()` in the step fails
-this test instead of quietly stalling the GPU. Counted on the CPU by patching the Tensor methods
-that wait for the device; the code path is the same on CUDA."""
+here with its count, so a new `float()`, `.item()`, `if tensor:`, `.tolist()` or
+`torch.tensor(host data, device=...)` in the step fails this test instead of quietly stalling the
+GPU. Counted on the CPU by patching the Tensor methods and factories that wait for the device; the
+code path is the same on CUDA."""
 
 from __future__ import annotations
 
@@ -67,9 +68,10 @@ TRAIN_STEP = {
     # Once per optimizer step, not per micro-step: DeepSpeed's finiteness check of the gradient norm
     # (2, deepspeed/runtime/utils.py is_invalid_grad_norm), torch AdamW's step counter (1, CPU only:
     # CUDA's fused AdamW keeps it on the device), the step's logged means to the host in one copy
-    # with, on an iteration that logs, the merge gradient norms (1), and the gradient norm for the
-    # log line (1).
-    "training/trainer.py:train_step": 5,
+    # with, on an iteration that logs, the merge gradient norms (1), the gradient norm for the log
+    # line (1), and a scalar DeepSpeed's ZeRO step makes from the host (1, torch.tensor(..., device=)
+    # in deepspeed/runtime/utils.py mask_nan_or_inf_with_val_inplace).
+    "training/trainer.py:train_step": 6,
     # --mock-data draws each batch from CPU tensors on the host: no device involved.
     "data/mock_data.py:<listcomp>": 4,
 }

@@ -40,7 +40,8 @@ def sample_seeds(seed: int, sample_index: torch.Tensor) -> torch.Tensor:
 def uniform(seeds: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     """seeds [B] -> [B, n] floats strictly inside (0, 1)."""
     counter = torch.arange(n, device=seeds.device, dtype=torch.long)
-    stream_key = mix64(torch.tensor(stream, dtype=torch.long, device=seeds.device))
+    # filled on the device: torch.tensor(stream, device=...) would copy from the host and wait
+    stream_key = mix64(torch.full((), stream, dtype=torch.long, device=seeds.device))
     z = mix64(mix64(seeds[:, None] ^ stream_key) + counter * _GOLDEN)
     return (_shr(z, 40).float() + 0.5) / float(1 << 24)
 
