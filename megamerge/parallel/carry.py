@@ -20,6 +20,8 @@ import typing
 import torch
 import torch.distributed as dist
 
+from megamerge.models.common.batch import to_device
+
 ABSENT, AS_IS, FLOAT_BITS, BOOL_BYTES = 0, 1, 2, 3
 # Point-to-point sends name dtypes by index.
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.uint8)
@@ -93,9 +95,7 @@ def to_tuple(obj) -> tuple[torch.Tensor, ...]:
     encoded = [_encode(t) for t in _leaves(obj, type(obj))]
     codes = [code for code, _ in encoded]
     device = next((t.device for _, t in encoded if t is not None), torch.device("cpu"))
-    codes_tensor = torch.tensor(codes, dtype=torch.uint8)
-    if device.type != "cpu":  # from pinned memory without waiting, as a pageable copy would
-        codes_tensor = codes_tensor.pin_memory().to(device, non_blocking=True)
+    codes_tensor = to_device(torch.tensor(codes, dtype=torch.uint8), device)
     # Between two layers of one stage the engine hands this tuple on as it is: the codes and the
     # derived fields ride on the codes tensor, so the next layer neither reads the codes back from
     # the device (a host sync) nor recomputes the derived state. A tuple received from another

@@ -38,3 +38,16 @@ def test_mergedna_bf16_flash_path_tracks_fp32_fallback_on_cuda():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             fast = model.to(torch.bfloat16)(ids)  # bf16: flash-attn
     assert (fast.float().softmax(-1) - exact.softmax(-1)).abs().max() < 5e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_host_batches_reach_the_gpu_through_pinned_memory_unchanged():
+    """Batch.to and the pipeline's carry codes copy without blocking (megamerge/models/common/batch.py
+    to_device); the values must arrive before any kernel on the stream reads them."""
+    from megamerge.models.common.batch import Batch, to_device
+
+    ids = torch.randint(0, 4, (4, 4096))
+    moved = Batch(ids, torch.arange(4), torch.rand(4, 4096)).to("cuda")
+    assert moved.input_ids.is_cuda and torch.equal(moved.input_ids.sum(1).cpu(), ids.sum(1))
+    assert torch.equal(to_device(ids, "cpu"), ids) and to_device(moved.seeds, "cuda") is moved.seeds

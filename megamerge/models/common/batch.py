@@ -11,6 +11,15 @@ from dataclasses import dataclass
 import torch
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`t` on `device`. From the host to a GPU it goes through pinned memory without blocking: a
+    copy from pageable memory waits for the device's stream first (a host sync per copy)."""
+    device = torch.device(device)
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # [B, N] long
@@ -25,4 +34,5 @@ class Batch:
             self.base_weights = self.base_weights.float()
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.seeds.to(device), self.base_weights.to(device))
+        return Batch(to_device(self.input_ids, device), to_device(self.seeds, device),
+                     to_device(self.base_weights, device))
