@@ -95,23 +95,28 @@ def make_kernel_calls(n: int) -> dict:
             "local attention, window 16, N": local(n)}
 
 
-def interleaved_medians(calls: dict, repeats: int) -> dict:
-    """calls {name: {column: (kernel set, closure)}} -> {name: {column: median seconds}}, the
-    columns interleaved within each repeat after one warm-up call each (a compiled closure
-    compiles there)."""
+def wall_seconds(call) -> float:
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(calls: dict, repeats: int, measure=wall_seconds) -> dict:
+    """calls {name: {column: (kernel set, closure)}} -> {name: {column: median of measure(closure)}}
+    (seconds by default; a tuple's median is taken per element), the columns interleaved within each
+    repeat after one warm-up call each (a compiled closure compiles there)."""
     out = {}
     for name, columns in calls.items():
-        times = {c: [] for c in columns}
+        results = {c: [] for c in columns}
         for kernel_set, call in columns.values():
             use_kernel_set(kernel_set)
             call()
         for _ in tqdm(range(repeats), desc=name, unit="round"):
             for column, (kernel_set, call) in columns.items():
                 use_kernel_set(kernel_set)
-                t0 = time.perf_counter()
-                call()
-                times[column].append(time.perf_counter() - t0)
-        out[name] = {c: statistics.median(v) for c, v in times.items()}
+                results[column].append(measure(call))
+        out[name] = {c: tuple(map(statistics.median, zip(*v))) if isinstance(v[0], tuple)
+                     else statistics.median(v) for c, v in results.items()}
     use_kernel_set("new")
     return out
 
@@ -123,25 +128,22 @@ def in_compute_kernels(op: str) -> bool:
         "aten::_scaled_dot_product")
 
 
+def profiled_split(call) -> tuple[float, float]:
+    """(seconds in the compute kernels, seconds in everything else) of one call under the profiler
+    (self CPU times)."""
+    with torch.profiler.profile() as prof:
+        call()
+    events = prof.key_averages()
+    compute = sum(e.self_cpu_time_total for e in events if in_compute_kernels(e.key)) / 1e6
+    return compute, sum(e.self_cpu_time_total for e in events) / 1e6 - compute
+
+
 def time_split(kernel_sets: list[str], n: int, repeats: int) -> dict:
-    """{kernel set: (seconds in the compute kernels, seconds in everything else)} for one tiny step
-    under the profiler (self CPU times), medians of `repeats` interleaved profiled steps."""
+    """{kernel set: profiled_split of one tiny step}, medians of `repeats` interleaved steps."""
     make_cfg, micro = CONFIGS["tiny"]
     step = make_step(make_cfg(), micro, n)
-    splits = {s: [] for s in kernel_sets}
-    for s in kernel_sets:
-        use_kernel_set(s)
-        step()
-    for _ in tqdm(range(repeats), desc="profiled tiny steps", unit="round"):
-        for s in kernel_sets:
-            use_kernel_set(s)
-            with torch.profiler.profile() as prof:
-                step()
-            events = prof.key_averages()
-            compute = sum(e.self_cpu_time_total for e in events if in_compute_kernels(e.key)) / 1e6
-            splits[s].append((compute, sum(e.self_cpu_time_total for e in events) / 1e6 - compute))
-    use_kernel_set("new")
-    return {s: tuple(statistics.median(part) for part in zip(*v)) for s, v in splits.items()}
+    name = "profiled tiny step"
+    return interleaved_medians({name: {s: (s, step) for s in kernel_sets}}, repeats, profiled_split)[name]
 
 
 def split_table(splits: dict, tiny_steps: dict) -> list[str]:

@@ -57,15 +57,11 @@ def _rebuild(cls: type, leaves: typing.Iterator, derived: typing.Iterator | None
     no carried leaf is present."""
     values, present = {}, False
     for name, nested, is_carried in _fields(cls):
-        if nested is not None and is_carried:
-            values[name] = _rebuild(nested, leaves, derived)
-        elif is_carried:
-            values[name] = next(leaves)
-        elif nested is None and derived is not None:
-            values[name] = next(derived)
+        if not is_carried:
+            if nested is None and derived is not None:
+                values[name] = next(derived)
             continue
-        else:
-            continue
+        values[name] = _rebuild(nested, leaves, derived) if nested is not None else next(leaves)
         present |= values[name] is not None
     return cls(**values) if present else None
 

@@ -191,7 +191,8 @@ def sharded_block_forward(forward, shards: SequenceShards, halo: int | None):
 def apply_sequence_parallel(model: nn.Module, group) -> int:
     """Split every TransformerBlock of `model` over the sequence-parallel `group` (in place: the
     blocks' forwards are wrapped, parameter names do not change). Apply after --compile and
-    activation checkpointing, so that the collectives stay outside what those wrap. Returns the
+    activation checkpointing, so that the slicing and the all-gather stay outside what those wrap
+    (the all-to-all inside a compiled block runs eager: UlyssesAttention). Returns the
     number of blocks split; none without a group (None: no sequence parallelism) or for a group
     of one."""
     if group is None:

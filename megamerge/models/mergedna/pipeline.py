@@ -11,8 +11,8 @@ flattens it): pass 1 (MTR), pass 2 (latent MTR: starts at the first latent block
 detached tokens and merges globally at each of `cfg.latent_merge_points`, so its merge state
 crosses stage boundaries; unmerged after the latent norm) and pass 3 (AMTM on the masked input).
 Every stage advances each pass with the functions the unsplit modules use: `latent_block_step`
-(merge if due, RoPE, key bias, block) and, in the decoder, `block_on_pass`; the objective's pieces come from
-objective.py, as in `MergeDNA.compute_losses`.
+(merge if due, RoPE, key bias, block) and, in the decoder, `block_on_pass`; the objective's pieces
+come from objective.py, as in `MergeDNA.compute_losses`.
 
 The AMTM mask is the catch: it is drawn from pass 2's latent merge map S', which is complete on
 the stage holding the last merge point, but it is applied to the input on stage 0. Before each
